@@ -1,0 +1,165 @@
+"""apply, status and revert on one located target: read, plan every patch, then write.
+
+Every file is planned before any is written, and nothing is written unless every patch
+succeeded and every new file compiles, so a failing command leaves all files as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from mmcv_patcher import plan, write
+from mmcv_patcher.locate import Target
+from mmcv_patcher.model import Patch, Result, State
+from mmcv_patcher.source import Source, UndecodableSource, decode
+
+APPLY, STATUS, REVERT = "apply", "status", "revert"
+COMMANDS = (APPLY, STATUS, REVERT)
+
+
+@dataclass
+class Outcome:
+    """Everything a command did, for :mod:`mmcv_patcher.report` to render."""
+
+    results: List[Result] = field(default_factory=list)
+    diffs: List[str] = field(default_factory=list)
+    waited: bool = False
+    #: a failure that is not one patch's (a file that cannot be written, say)
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(result.ok for result in self.results)
+
+
+@dataclass
+class _FilePlan:
+    """One file: what is there now, what it should become, and each patch's verdict."""
+
+    path: Path
+    source: Optional[Source] = None
+    new_text: Optional[str] = None
+    #: per patch: (the state on disk, what the command does about it)
+    verdicts: List[Tuple[Patch, plan.Plan, plan.Plan]] = field(default_factory=list)
+
+
+def run(command: str, target: Target, patches: Sequence[Patch], *, force: bool = False, dry_run: bool = False) -> Outcome:
+    """Runs ``command`` for ``patches`` on ``target``. Bad files become failed results,
+    never exceptions; files are written only when the whole command succeeds."""
+    writes = command != STATUS and not dry_run
+    outcome = Outcome()
+    with write.locked(target.package_dir) if writes else contextlib.nullcontext(False) as waited:
+        outcome.waited = waited
+        file_plans = [_plan_file(command, target, path, group, force) for path, group in _by_file(target, patches).items()]
+        succeeded = all(action.ok for file_plan in file_plans for _, _, action in file_plan.verdicts)
+        if succeeded and command != STATUS:
+            outcome.error = _write_all(file_plans, outcome, dry_run=dry_run)
+        written = succeeded and outcome.error is None and not dry_run
+        outcome.results = [
+            _result(file_plan.path, patch, assessed, action, written=written, dry_run=dry_run)
+            for file_plan in file_plans
+            for patch, assessed, action in file_plan.verdicts
+        ]
+    return outcome
+
+
+def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[Path, List[Patch]]:
+    """Patches grouped by the file they change, files and patches in registry order."""
+    groups: Dict[Path, List[Patch]] = {}
+    for patch in patches:
+        groups.setdefault(target.package_dir / patch.file, []).append(patch)
+    return groups
+
+
+def _plan_file(command: str, target: Target, path: Path, patches: List[Patch], force: bool) -> _FilePlan:
+    file_plan = _FilePlan(path)
+    try:
+        file_plan.source = decode(path.read_bytes())
+    except (OSError, UndecodableSource) as error:
+        for patch in patches:
+            verdict = _unreadable(patch, target, path, error)
+            file_plan.verdicts.append((patch, verdict, verdict))
+        return file_plan
+    text = file_plan.source.text
+    for patch in reversed(patches) if command == REVERT else patches:
+        release = target.release(patch)
+        assessed = plan.assess(Source(text, file_plan.source.encoding), patch, release, need_text=command != STATUS)
+        if command == APPLY:
+            action = plan.plan_apply(assessed, force=force)
+        elif command == REVERT:
+            action = plan.plan_revert(assessed, patch, release, force=force)
+        else:
+            action = assessed
+        if action.new_text is not None and command != STATUS:
+            text = action.new_text
+        file_plan.verdicts.append((patch, assessed, action))
+    if command == REVERT:
+        file_plan.verdicts.reverse()
+    if text != file_plan.source.text:
+        file_plan.new_text = text
+    return file_plan
+
+
+def _unreadable(patch: Patch, target: Target, path: Path, error: Exception) -> plan.Plan:
+    """The verdict for a file that is missing or cannot be read as Python source."""
+    if isinstance(error, FileNotFoundError) and plan.gate(patch, target.release(patch)) is not plan.Gate.AFFECTED:
+        return plan.Plan(State.NOT_AFFECTED, None, f"{target.release(patch).describe()} has no {patch.file}")
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return plan.Plan(State.DRIFTED, None, f"cannot read the file: {reason}; reinstall mmcv", ok=False)
+
+
+def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, dry_run: bool) -> Optional[str]:
+    """Writes (or diffs) every changed file; returns an error line, or None."""
+    changed = [fp for fp in file_plans if fp.new_text is not None and fp.source is not None]
+    encoded = []
+    for file_plan in changed:
+        assert file_plan.source is not None and file_plan.new_text is not None
+        data = file_plan.source.encode(file_plan.new_text)
+        problem = _compile_problem(data, file_plan.path)
+        if problem is not None:
+            return problem
+        encoded.append((file_plan, data))
+    for file_plan, data in encoded:
+        assert file_plan.source is not None and file_plan.new_text is not None
+        if dry_run:
+            outcome.diffs.append(_diff(file_plan.path, file_plan.source.text, file_plan.new_text))
+            continue
+        try:
+            write.replace_file(file_plan.path, data)
+        except OSError as error:
+            return _write_error(file_plan.path, error)
+        write.refresh_bytecode(file_plan.path)
+    return None
+
+
+def _compile_problem(data: bytes, path: Path) -> Optional[str]:
+    """Re-parses the new bytes as the interpreter will; an error line if they do not compile."""
+    try:
+        compile(data, str(path), "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as error:
+        line = getattr(error, "lineno", None)
+        return f"{path}:{line or '?'}: the patched file would not compile ({error}); nothing was written"
+    return None
+
+
+def _write_error(path: Path, error: OSError) -> str:
+    reason = error.strerror or str(error)
+    return f"cannot write {path}: {reason}; re-run as the owner, or use --path on a writable copy"
+
+
+def _diff(path: Path, old: str, new: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path), str(path)))
+
+
+def _result(path: Path, patch: Patch, assessed: plan.Plan, action: plan.Plan, *, written: bool, dry_run: bool) -> Result:
+    """What a user sees for one patch: the action taken, or, when its change was not
+    written (a dry run, or a failure elsewhere), the state still on disk."""
+    would_change = action is not assessed and action.new_text is not None
+    if would_change and not written:
+        why = "--dry-run" if dry_run else "not written, the command failed"
+        return Result(patch.id, assessed.state, str(path), assessed.line, f"{why}: would become {action.state}")
+    return Result(patch.id, action.state, str(path), action.line, action.message, changed=would_change, ok=action.ok)

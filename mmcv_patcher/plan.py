@@ -1,0 +1,234 @@
+"""Decide, without I/O, what a patch finds in a file and what apply or revert would write.
+
+Everything here takes text and returns values, so the whole state table is tested with
+strings. LibCST is imported only when a file's state cannot be read from our marker or from
+the release's RECORD hash (see :func:`assess`).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from mmcv_patcher.model import Patch, State
+from mmcv_patcher.source import Source, sha256_hex
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+class Gate(enum.Enum):
+    """Where a release stands relative to a patch's known affected range."""
+
+    AFFECTED = "affected"
+    BELOW = "below"  # older than the first affected release: the bug is not there yet
+    OUTSIDE = "outside"  # newer, another distribution, or an unknown version
+
+
+@dataclass(frozen=True)
+class Release:
+    """Which distribution and version own the file; either may be unknown."""
+
+    distribution: Optional[str]
+    version: Optional[str]
+    #: hex sha256 of the file as the release installed it (from RECORD), when known
+    record_sha256: Optional[str] = None
+
+    def describe(self) -> str:
+        return f"{self.distribution or 'mmcv (no metadata)'} {self.version or '(unknown version)'}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A patch's verdict on one file, and the new text when the command should write.
+
+    ``ok`` False means the command fails (exit 1) and writes nothing for this file.
+    """
+
+    state: State
+    line: Optional[int]
+    message: str
+    new_text: Optional[str] = None
+    ok: bool = True
+
+
+def gate(patch: Patch, release: Release) -> Gate:
+    """Places ``release`` against ``patch.affected``. No metadata counts as upstream ``mmcv``."""
+    specifiers = patch.affected.get(release.distribution or "mmcv")
+    if specifiers is None or release.version is None:
+        return Gate.OUTSIDE
+    try:
+        version = Version(release.version)
+    except InvalidVersion:
+        return Gate.OUTSIDE
+    spec_set = SpecifierSet(specifiers)
+    if spec_set.contains(version):
+        return Gate.AFFECTED
+    lower_bounds = [s for s in spec_set if s.operator in (">=", ">")]
+    if any(not s.contains(version, prereleases=True) for s in lower_bounds):
+        return Gate.BELOW
+    return Gate.OUTSIDE
+
+
+def marker(patch: Patch, original_sha256: str) -> str:
+    """The comment that identifies our edit and remembers the bytes it replaced."""
+    return f"# mmcv-patcher: {patch.id} sha256={original_sha256}"
+
+
+def _marker_pattern(patch: Patch) -> "re.Pattern[str]":
+    return re.compile("  " + re.escape(f"# mmcv-patcher: {patch.id} sha256=") + r"([0-9a-f]{64})(?=\r\n|\r|\n|$)")
+
+
+def _line_at(text: str, offset: int) -> int:
+    return len(_NEWLINE.findall(text, 0, offset)) + 1
+
+
+@dataclass(frozen=True)
+class _Unpatched:
+    """The result of taking our edit out of a file: the text and whether it is the original."""
+
+    text: Optional[str]
+    line: int
+    exact: bool
+    problem: str
+
+
+def _unpatch(source: Source, patch: Patch) -> Optional[_Unpatched]:
+    """Removes our marker and insertion as plain text; None when the file has no marker.
+
+    The result is trusted only when its sha256 equals the one the marker kept, which makes
+    this exact without LibCST: a revert restores the original bytes or refuses.
+    """
+    markers = list(_marker_pattern(patch).finditer(source.text))
+    if not markers:
+        return None
+    first = markers[0]
+    line = _line_at(source.text, first.start())
+    if len(markers) > 1:
+        lines = ", ".join(str(_line_at(source.text, m.start())) for m in markers)
+        return _Unpatched(None, line, False, f"our marker appears {len(markers)} times (lines {lines})")
+    text = source.text[: first.start()] + source.text[first.end():]
+    inserted_at = text.rfind(patch.inserted, 0, first.start())
+    if inserted_at < 0:
+        return _Unpatched(None, line, False, f"our marker is there but {patch.inserted!r} is not")
+    text = text[:inserted_at] + text[inserted_at + len(patch.inserted):]
+    exact = sha256_hex(source.encode(text)) == first.group(1)
+    return _Unpatched(text, line, exact, "" if exact else "the patched file was edited after mmcv-patcher patched it")
+
+
+def _quick_unpatched_line(source: Source, patch: Patch, release: Release) -> Optional[int]:
+    """The anchor's line when the file is byte-identical to its release and has it once.
+
+    A file whose hash matches RECORD is the released file, so a plain text search for the
+    canonical statement is as good as the structural match, at none of LibCST's cost.
+    """
+    if release.record_sha256 is None or release.record_sha256 != sha256_hex(source.encode(source.text)):
+        return None
+    text = source.text
+    first = text.find(patch.anchor)
+    if first < 0 or text.find(patch.anchor, first + 1) >= 0 or patch.fixed in text:
+        return None
+    end = first + len(patch.anchor)
+    if end < len(text) and text[end] not in "\r\n":
+        return None
+    return _line_at(text, first)
+
+
+def assess(source: Source, patch: Patch, release: Release, *, need_text: bool) -> Plan:
+    """The state of ``patch`` in ``source``; ``new_text`` holds the text after apply
+    (unpatched, unverified) or after revert (patched, or drifted by an edit to ours).
+
+    With ``need_text`` False the state may be decided without LibCST.
+    """
+    where = gate(patch, release)
+    undone = _unpatch(source, patch)
+    if undone is not None:
+        if undone.exact:
+            return Plan(State.PATCHED, undone.line, "patched by mmcv-patcher", new_text=undone.text)
+        return Plan(State.DRIFTED, undone.line, undone.problem, new_text=undone.text, ok=False)
+    if where is Gate.BELOW:
+        return Plan(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug")
+    if where is Gate.AFFECTED and not need_text:
+        line = _quick_unpatched_line(source, patch, release)
+        if line is not None:
+            return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug")
+    return _assess_structurally(source, patch, release, where)
+
+
+def _assess_structurally(source: Source, patch: Patch, release: Release, where: Gate) -> Plan:
+    from mmcv_patcher import codemod  # LibCST: loaded only when the text alone cannot tell
+
+    original_sha = sha256_hex(source.encode(source.text))
+    try:
+        found = codemod.scan(source.text, patch, marker(patch, original_sha))
+    except codemod.ParseFailure as failure:
+        return Plan(State.DRIFTED, failure.line, f"cannot parse the file: {failure.reason}", ok=False)
+    affected = where is Gate.AFFECTED
+    if found.function_line is None:
+        if affected:
+            return Plan(State.DRIFTED, None, f"no module-level function {patch.function}()", ok=False)
+        return Plan(State.NOT_AFFECTED, None, f"no function {patch.function}()")
+    if found.anchors == 1 and found.fixed == 0:
+        line = found.anchor_lines[0]
+        if _unpatch(Source(found.patched_text, source.encoding), patch) is None:
+            raise AssertionError(f"{patch.id}: the codemod's edit cannot be reverted")  # pragma: no cover
+        if affected:
+            return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug", new_text=found.patched_text)
+        return Plan(
+            State.UNVERIFIED,
+            line,
+            f"{release.describe()} is outside the releases this patch knows, but has the statement;"
+            " apply --force patches it",
+            new_text=found.patched_text,
+        )
+    if found.anchors == 0 and found.fixed >= 1:
+        return Plan(State.FIXED_UPSTREAM, found.fixed_lines[0], "the cast is already there; nothing to do")
+    if found.anchors == 0:
+        if affected:
+            return Plan(
+                State.DRIFTED,
+                found.function_line,
+                f"the statement `{patch.anchor}` is not in {patch.function}(); the file was edited",
+                ok=False,
+            )
+        return Plan(State.NOT_AFFECTED, found.function_line, f"{patch.function}() has no such statement")
+    lines = ", ".join(str(n) for n in found.anchor_lines + found.fixed_lines)
+    return Plan(
+        State.DRIFTED,
+        (found.anchor_lines + found.fixed_lines)[0],
+        f"the statement is in {patch.function}() {found.anchors + found.fixed} times (lines {lines});"
+        " refusing to guess which to patch",
+        ok=False,
+    )
+
+
+def plan_apply(assessed: Plan, *, force: bool) -> Plan:
+    """What ``apply`` does given the file's state (``--force`` patches ``unverified``)."""
+    state = assessed.state
+    if state is State.UNPATCHED or (state is State.UNVERIFIED and force):
+        return Plan(State.PATCHED, assessed.line, "applied the fix", new_text=assessed.new_text)
+    if state is State.UNVERIFIED:
+        return Plan(state, assessed.line, assessed.message, ok=False)
+    if state is State.PATCHED:
+        return Plan(state, assessed.line, "already patched; nothing to do")
+    return Plan(state, assessed.line, assessed.message, ok=assessed.ok)
+
+
+def plan_revert(assessed: Plan, patch: Patch, release: Release, *, force: bool) -> Plan:
+    """What ``revert`` does: take out exactly our edit, only onto the original's hash
+    unless ``--force``; files we did not patch are never touched."""
+    state = assessed.state
+    if state is State.PATCHED:
+        after = State.UNPATCHED if gate(patch, release) is Gate.AFFECTED else State.UNVERIFIED
+        return Plan(after, assessed.line, "reverted to the original bytes", new_text=assessed.new_text)
+    if state is State.DRIFTED and assessed.new_text is not None:
+        if force:
+            return Plan(State.UNPATCHED, assessed.line, "removed our edit (--force; the rest of the file was edited)", new_text=assessed.new_text)
+        return Plan(state, assessed.line, assessed.message + "; revert --force removes our edit anyway", ok=False)
+    if state is State.DRIFTED:
+        return Plan(state, assessed.line, assessed.message, ok=False)
+    return Plan(state, assessed.line, f"{assessed.message}; nothing to revert")

@@ -1,0 +1,76 @@
+"""One place for output: the same results as human lines or as one JSON object."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional
+
+from mmcv_patcher.commands import Outcome
+from mmcv_patcher.locate import Target
+
+#: Bumped when a key changes meaning or disappears; adding keys does not bump it.
+SCHEMA_VERSION = 1
+
+
+def as_json(command: str, target: Optional[Target], outcome: Optional[Outcome], error: Optional[str]) -> str:
+    """The ``--json`` document (schema in README): one object, whatever happened."""
+    document: Dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "command": command,
+        "target": None
+        if target is None
+        else {
+            "path": str(target.package_dir),
+            "distribution": target.distribution,
+            "version": target.version,
+            "notes": list(target.notes),
+        },
+        "patches": [] if outcome is None else [_result_object(r) for r in outcome.results],
+        "waited": bool(outcome and outcome.waited),
+        "diff": "".join(outcome.diffs) if outcome is not None else "",
+        "error": error,
+    }
+    return json.dumps(document, indent=2)
+
+
+def _result_object(result: Any) -> Dict[str, Any]:
+    return {
+        "id": result.id,
+        "state": str(result.state),
+        "file": result.file,
+        "line": result.line,
+        "message": result.message,
+        "changed": result.changed,
+        "ok": result.ok,
+    }
+
+
+def as_text(target: Optional[Target], outcome: Optional[Outcome]) -> List[str]:
+    """Lines for stdout: the target, then one line per patch."""
+    lines = []
+    if target is not None:
+        release = f"{target.distribution or 'mmcv (no metadata)'} {target.version or '(unknown version)'}"
+        lines.append(f"{release} at {target.package_dir}")
+        lines.extend(f"note: {note}" for note in target.notes)
+    if outcome is not None:
+        if outcome.waited:
+            lines.append("note: waited for another mmcv-patcher run on this package to finish")
+        for result in outcome.results:
+            where = f"{result.file}:{result.line}" if result.line else result.file
+            lines.append(f"{result.id}: {result.state} at {where} ({result.message})")
+        lines.extend(outcome.diffs)
+    return lines
+
+
+def errors(outcome: Optional[Outcome]) -> List[str]:
+    """One line per failure for stderr, each naming the file and line and what to do."""
+    if outcome is None:
+        return []
+    lines = []
+    for result in outcome.results:
+        if not result.ok:
+            where = f"{result.file}:{result.line}" if result.line else result.file
+            lines.append(f"{where}: {result.id} is {result.state}: {result.message}")
+    if outcome.error:
+        lines.append(outcome.error)
+    return lines

@@ -1,0 +1,45 @@
+"""Bytes <-> text for Python source, exactly: encoding cookie, BOM and newlines survive."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tokenize
+from dataclasses import dataclass
+
+
+class UndecodableSource(ValueError):
+    """The file's bytes are not text that can be written back byte for byte."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file's text and the codec that turns it back into the very same bytes."""
+
+    text: str
+    encoding: str
+
+    def encode(self, text: str) -> bytes:
+        """``text`` as bytes in this file's encoding (a BOM is kept by ``utf-8-sig``)."""
+        return text.encode(self.encoding)
+
+
+def decode(data: bytes) -> Source:
+    """Decodes Python source the way the interpreter does (PEP 263 cookie, BOM).
+
+    Newlines are not translated. Raises :class:`UndecodableSource` when the bytes do not
+    decode, or do not encode back to themselves, so no edit can change other bytes.
+    """
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        text = data.decode(encoding)
+    except (SyntaxError, UnicodeDecodeError, LookupError) as error:
+        raise UndecodableSource(f"not decodable as Python source: {error}") from None
+    if text.encode(encoding) != data:
+        raise UndecodableSource(f"does not round-trip through {encoding}")
+    return Source(text, encoding)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256, the form kept in markers and compared with RECORD hashes."""
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,1 @@
+"""The patches, one module each. The registry discovers them; see ``registry.py``."""

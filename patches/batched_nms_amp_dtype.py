@@ -1,0 +1,52 @@
+"""batched-nms-amp-dtype: cast NMS scores back to the buffer's dtype in ``batched_nms``.
+
+Under AMP the scores are fp16 while the boxes are fp32, so ``dets`` (boxes and scores
+concatenated) is fp32. At or above ``split_thr`` boxes ``batched_nms`` writes ``dets[:, -1]``
+into ``scores_after_nms``, a buffer made from the fp16 scores, and ``index_put`` fails with
+"Index put requires the source and destination dtypes match, got Half for the destination
+and Float for the source." Casting the source to the destination's dtype is exactly what the
+non-split branch already gets implicitly; nothing else changes.
+
+Releases: every mmcv / mmcv-full release 1.3.4 to 1.7.2 and mmcv / mmcv-lite 2.0.0 to 2.2.0
+have the statement byte for byte; 1.3.3 and older never write scores back. The fork
+onedl-mmcv has it up to 2.3.5 and the fix (split over two lines) from 2.3.6.
+"""
+
+from mmcv_patcher.model import Patch
+
+_MMCV_RANGE = ">=1.3.4,<=2.2.0"
+
+PATCH = Patch(
+    id="batched-nms-amp-dtype",
+    summary="batched_nms: cast dets[:, -1] to the fp16 score buffer's dtype (AMP crash above split_thr)",
+    affected={
+        "mmcv": _MMCV_RANGE,
+        "mmcv-full": _MMCV_RANGE,
+        "mmcv-lite": _MMCV_RANGE,
+        "onedl-mmcv": "<2.3.6",
+    },
+    file="ops/nms.py",
+    function="batched_nms",
+    anchor="scores_after_nms[mask[keep]] = dets[:, -1]",
+    fixed="scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)",
+    examples=(
+        (
+            "def batched_nms(boxes):\n"
+            "    for id in ids:\n"
+            "        scores_after_nms[mask[keep]] = dets[:, -1]\n",
+            "def batched_nms(boxes):\n"
+            "    for id in ids:\n"
+            "        scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"
+            "  # mmcv-patcher: batched-nms-amp-dtype sha256={sha256}\n",
+        ),
+        (
+            "def batched_nms(boxes):\n"
+            "    scores_after_nms[ mask[ keep ] ]=(dets[:,\n"
+            "        -1])  # keep\n",
+            "def batched_nms(boxes):\n"
+            "    scores_after_nms[ mask[ keep ] ]=(dets[:,\n"
+            "        -1]).to(scores_after_nms.dtype)  # keep"
+            "  # mmcv-patcher: batched-nms-amp-dtype sha256={sha256}\n",
+        ),
+    ),
+)
