@@ -1,0 +1,221 @@
+"""Real mmcv releases for tests: downloaded with pip, built once, cached, installed for real.
+
+Everything slow is kept under ``$MMCV_PATCHER_CACHE`` (default ``~/.cache/mmcv-patcher``):
+
+    dists/     sdists and wheels exactly as the package index serves them
+    wheels/    wheels built from those sdists (lite builds; the CPU-ops build of 2.1.0)
+    buildenv/  the virtualenv that prepares and builds old setup.py sdists
+
+so a second run needs no network. No mmcv code is kept in this repository.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import venv
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+CACHE = Path(os.environ.get("MMCV_PATCHER_CACHE") or Path.home() / ".cache" / "mmcv-patcher")
+DISTS = CACHE / "dists"
+WHEELS = CACHE / "wheels"
+BUILDENV = CACHE / "buildenv"
+TORCH = "torch==2.13.0"  # the CPU wheel on this machine's disk; plain "torch" is a CUDA build
+
+
+@dataclass(frozen=True)
+class Release:
+    """One real release and what the tool must find in it."""
+
+    distribution: str
+    version: str
+    #: the state ``status`` reports before anything is done
+    state: str
+    #: MMCV_WITH_OPS for preparing/building the sdist (it renames the distribution)
+    ops: bool = False
+    #: builds with pip's normal isolation; old setup.py sdists need the build env instead
+    isolated: bool = False
+
+    @property
+    def spec(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.distribution}-{self.version}"
+
+
+#: Installed for real into throwaway virtualenvs (pure-Python builds, no compiling).
+INSTALLED = (
+    Release("mmcv", "1.3.3", "not-affected"),
+    Release("mmcv", "1.3.4", "unpatched"),
+    Release("mmcv", "1.4.2", "unpatched"),
+    Release("mmcv", "1.5.3", "unpatched"),
+    Release("mmcv", "1.7.2", "unpatched"),
+    Release("mmcv-lite", "2.2.0", "unpatched"),
+    Release("onedl-mmcv", "2.3.5", "unpatched", isolated=True),
+    Release("onedl-mmcv", "2.3.6", "fixed-upstream", isolated=True),
+)
+#: Only install by compiling: tested as unpacked sdists via --path.
+CHECKOUTS = (
+    Release("mmcv-full", "1.7.2", "unpatched", ops=True),
+    Release("mmcv", "2.0.0", "unpatched", ops=True),
+    Release("mmcv", "2.1.0", "unpatched", ops=True),
+    Release("mmcv", "2.2.0", "unpatched", ops=True),
+)
+#: Distributions the package index serves as wheels.
+_WHEEL_ONLY = {"mmcv-lite"}
+
+
+def _normal(name: str) -> str:
+    return name.replace("-", "_").lower()
+
+
+def _find(directory: Path, release: Release, suffixes: Sequence[str]) -> Optional[Path]:
+    """The cached file of exactly this release (``mmcv-1.3.3`` never matches ``1.3.30``)."""
+    if not directory.is_dir():
+        return None
+    prefix = f"{_normal(release.distribution)}_{release.version}"
+    for path in sorted(directory.iterdir()):
+        name = path.name.replace("-", "_").lower()
+        if name.startswith(prefix) and name[len(prefix):].startswith((".tar", ".zip", "_")) and name.endswith(tuple(suffixes)):
+            return path
+    return None
+
+
+def run(command: Sequence[str], env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """Runs a command, raising with its output when it fails."""
+    merged = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **(env or {}))
+    done = subprocess.run(list(map(str, command)), env=merged, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, command))} exited {done.returncode}:\n{done.stdout[-4000:]}")
+    return done
+
+
+def buildenv() -> Path:
+    """The python of a virtualenv with torch, numpy and setuptools<70: old mmcv setup.py
+    files import them (pkg_resources, torch.utils.cpp_extension) even to report metadata."""
+    python = BUILDENV / "bin" / "python"
+    ready = BUILDENV / ".ready"
+    if not ready.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(str(BUILDENV))
+        run([python, "-m", "pip", "install", "-q", TORCH])
+        # torch's metadata asks for a newer setuptools; the old setup.py files need <70.
+        run([python, "-m", "pip", "install", "-q", "numpy", "setuptools<70", "wheel", "mmengine"])
+        ready.write_text("ok\n")
+    return python
+
+
+def _pip(release: Release, command: str) -> List[object]:
+    """``pip COMMAND`` set up for preparing or building the release's sdist."""
+    if release.isolated:
+        return [sys.executable, "-m", "pip", command]
+    return [buildenv(), "-m", "pip", command, "--no-build-isolation"]
+
+
+def download(release: Release) -> Path:
+    """The release's file from the package index (sdist, or the wheel for wheel-only ones)."""
+    found = _find(DISTS, release, (".tar.gz", ".zip", ".whl"))
+    if found is not None:
+        return found
+    DISTS.mkdir(parents=True, exist_ok=True)
+    if release.distribution in _WHEEL_ONLY:
+        run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:", release.spec, "-d", DISTS])
+    else:
+        env = {"MMCV_WITH_OPS": "1" if release.ops else "0", "FORCE_CUDA": "0"}
+        run([*_pip(release, "download"), "-q", "--no-deps", "--no-binary", ":all:", release.spec, "-d", DISTS], env)
+    found = _find(DISTS, release, (".tar.gz", ".zip", ".whl"))
+    if found is None:
+        raise RuntimeError(f"pip downloaded nothing for {release.spec} into {DISTS}")
+    return found
+
+
+def wheel(release: Release) -> Path:
+    """An installable wheel: the index's own, or one built once from the sdist (no ops)."""
+    downloaded = download(release)
+    if downloaded.suffix == ".whl":
+        return downloaded
+    built = _find(WHEELS, release, (".whl",))
+    if built is not None:
+        return built
+    WHEELS.mkdir(parents=True, exist_ok=True)
+    run([*_pip(release, "wheel"), "-q", "--no-deps", downloaded, "-w", WHEELS], {"MMCV_WITH_OPS": "0"})
+    built = _find(WHEELS, release, (".whl",))
+    if built is None:
+        raise RuntimeError(f"building {downloaded} produced no wheel in {WHEELS}")
+    return built
+
+
+def released_file(release: Release, inside: str = "mmcv/ops/nms.py") -> bytes:
+    """The bytes of a file exactly as the release ships it, read from the archive."""
+    archive = download(release)
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as zipped:
+            return zipped.read(inside)
+    with tarfile.open(archive) as tarred:
+        for member in tarred.getmembers():
+            if member.name.split("/", 1)[-1] == inside:
+                extracted = tarred.extractfile(member)
+                assert extracted is not None
+                return extracted.read()
+    raise KeyError(f"{inside} not in {archive}")
+
+
+def unpack(release: Release, into: Path) -> Path:
+    """The sdist unpacked under ``into``, as a user's source checkout; returns its root."""
+    archive = download(release)
+    with tarfile.open(archive) as tarred:
+        members = tarred.getmembers()
+        for member in members:
+            if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in member.name.split("/"):
+                raise RuntimeError(f"unsafe member {member.name} in {archive}")
+        tarred.extractall(into, members=members)
+    roots = {member.name.split("/", 1)[0] for member in members}
+    assert len(roots) == 1, roots
+    return into / roots.pop()
+
+
+def make_venv(where: Path, python: str = sys.executable, *, with_tool: bool = True) -> Path:
+    """A throwaway virtualenv; returns its python.
+
+    With ``with_tool`` the test run's own environment (this mmcv-patcher and its
+    dependencies) is added after the venv's site-packages by a ``.pth`` hook, so the tool
+    runs inside the venv exactly as if installed beside mmcv there, in a fraction of the time.
+    """
+    run([python, "-m", "venv", "--without-pip", where])
+    venv_python = where / "bin" / "python"
+    if with_tool:
+        purelib = run([venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+        runner = [p for p in sys.path if p.endswith("site-packages")]
+        hook = "".join(f"import site; site.addsitedir({p!r})\n" for p in runner)
+        Path(purelib, "zz_mmcv_patcher_runner.pth").write_text(hook)
+    return venv_python
+
+
+def pip_install(venv_python: Path, *requirements: object, env: Optional[Dict[str, str]] = None) -> None:
+    """Installs into the venv with this interpreter's pip, offline for local files."""
+    run([sys.executable, "-m", "pip", "--python", venv_python, "install", "-q", "--no-deps", *requirements], env)
+
+
+def site_packages(venv_python: Path) -> Path:
+    return Path(run([venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+
+
+def tool(python: Path, *args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """``python -m mmcv_patcher ARGS`` as a user runs it; never raises on a non-zero exit."""
+    return subprocess.run(
+        [str(python), "-m", "mmcv_patcher", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        cwd=cwd,
+    )
+
+
+def all_releases() -> List[Release]:
+    return list(INSTALLED + CHECKOUTS)
