@@ -66,7 +66,8 @@ def gate(patch: Patch, release: Release) -> Gate:
     except InvalidVersion:
         return Gate.OUTSIDE
     spec_set = SpecifierSet(specifiers)
-    if spec_set.contains(version):
+    # Pre-releases were never measured; explicit, since packaging's default changed in 26.
+    if spec_set.contains(version, prereleases=False):
         return Gate.AFFECTED
     lower_bounds = [s for s in spec_set if s.operator in (">=", ">")]
     if any(not s.contains(version, prereleases=True) for s in lower_bounds):
@@ -174,8 +175,10 @@ def _assess_structurally(source: Source, patch: Patch, release: Release, where: 
         return Plan(State.NOT_AFFECTED, None, f"no function {patch.function}()")
     if found.anchors == 1 and found.fixed == 0:
         line = found.anchor_lines[0]
-        if _unpatch(Source(found.patched_text, source.encoding), patch) is None:
-            raise AssertionError(f"{patch.id}: the codemod's edit cannot be reverted")  # pragma: no cover
+        undone = _unpatch(Source(found.patched_text, source.encoding), patch)
+        if undone is None or undone.text != source.text:
+            # The edit must be exactly our two insertions, so revert can take them out again.
+            return Plan(State.DRIFTED, line, "LibCST cannot edit this file without changing other bytes (unusual newlines?); nothing was written", ok=False)
         if affected:
             return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug", new_text=found.patched_text)
         return Plan(

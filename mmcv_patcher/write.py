@@ -83,13 +83,15 @@ def refresh_bytecode(path: Path) -> None:
     and invalidation mode (an unchecked-hash ``.pyc`` is never revalidated by Python);
     entries of other interpreters, or any that fail to compile, are removed, and Python
     rebuilds them on the next import. No entry is created where there was none.
+    (``PYTHONDONTWRITEBYTECODE`` governs writes at import time, not this: like pip, we
+    keep the install's compiled state as it was.)
     """
     cache = path.parent / "__pycache__"
     if not cache.is_dir():
         return
     for pyc in sorted(cache.glob(f"{path.stem}.*.pyc")):
         tag, _, level = pyc.name[len(path.stem) + 1 : -len(".pyc")].partition(".opt-")
-        if tag == sys.implementation.cache_tag and not sys.dont_write_bytecode:
+        if tag == sys.implementation.cache_tag:
             try:
                 py_compile.compile(
                     str(path),

@@ -1,0 +1,115 @@
+"""Finding mmcv and its release without importing or executing any of its code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmcv_patcher import locate, registry
+from mmcv_patcher.source import sha256_hex
+from tests.fixtures import NMS, make_tree
+
+PATCHES = registry.all_patches()
+
+
+def test_site_packages_path_gives_distribution_version_and_record_hash(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path, version="1.7.2", distribution="mmcv-full")
+    target = locate.locate(str(tmp_path), PATCHES)
+    assert target.package_dir == tmp_path / "mmcv"
+    assert (target.distribution, target.version) == ("mmcv-full", "1.7.2")
+    assert target.record["ops/nms.py"] == sha256_hex(nms.read_bytes())
+    assert target.notes == () and target.only_file is None
+
+
+@pytest.mark.parametrize("form", ["root", "package", "file"])
+def test_path_may_name_the_root_the_package_or_the_file(tmp_path: Path, form: str) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    path = {"root": tmp_path, "package": tmp_path / "mmcv", "file": nms}[form]
+    target = locate.locate(str(path), PATCHES)
+    assert target.package_dir == tmp_path / "mmcv"
+    assert target.only_file == ("ops/nms.py" if form == "file" else None)
+    assert target.distribution == "mmcv"
+
+
+def test_checkout_without_metadata_takes_the_version_from_version_py(tmp_path: Path) -> None:
+    make_tree(tmp_path, version="1.4.2")
+    target = locate.locate(str(tmp_path), PATCHES)
+    assert (target.distribution, target.version, dict(target.record)) == (None, "1.4.2", {})
+
+
+def test_version_py_is_parsed_never_executed(tmp_path: Path) -> None:
+    make_tree(tmp_path, version=None)
+    witness = tmp_path / "executed"
+    (tmp_path / "mmcv" / "version.py").write_text(f"open({str(witness)!r}, 'w').close()\n__version__ = '1.5.3'\nraise SystemExit(9)\n")
+    assert locate.locate(str(tmp_path), PATCHES).version == "1.5.3"
+    assert not witness.exists()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["from importlib.metadata import version\n__version__ = version('onedl-mmcv')\n", "__version__ = 3\n", "this is not python(\n", ""],
+)
+def test_version_py_without_a_literal_gives_no_version(tmp_path: Path, text: str) -> None:
+    make_tree(tmp_path, version=None)
+    (tmp_path / "mmcv" / "version.py").write_text(text)
+    assert locate.locate(str(tmp_path), PATCHES).version is None
+
+
+def test_sdist_egg_info_names_the_distribution(tmp_path: Path) -> None:
+    make_tree(tmp_path, version="1.7.2")
+    info = tmp_path / "mmcv_full.egg-info"
+    info.mkdir()
+    (info / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: mmcv-full\nVersion: 1.7.2\n")
+    (info / "SOURCES.txt").write_text("setup.py\nmmcv/__init__.py\nmmcv/ops/nms.py\n")
+    target = locate.locate(str(tmp_path), PATCHES)
+    assert (target.distribution, target.version) == ("mmcv-full", "1.7.2")
+
+
+def test_two_distributions_claiming_the_tree_are_both_reported(tmp_path: Path) -> None:
+    make_tree(tmp_path, version="1.7.2", distribution="mmcv")
+    other = tmp_path / "mmcv_full-1.7.2.dist-info"
+    other.mkdir()
+    (other / "METADATA").write_text("Metadata-Version: 2.1\nName: mmcv-full\nVersion: 1.7.2\n")
+    (other / "RECORD").write_text("mmcv/__init__.py,,\nmmcv/ops/nms.py,,\n")
+    target = locate.locate(str(tmp_path), PATCHES)
+    [note] = target.notes
+    assert "mmcv 1.7.2" in note and "mmcv-full 1.7.2" in note and str(tmp_path / "mmcv") in note
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda root: root / "missing", "no such file or directory"),
+        (lambda root: root, "no mmcv/ in it"),
+        (lambda root: (root / "mmcv" / "version.py"), "not a file any patch works on"),
+    ],
+)
+def test_bad_paths_are_refused_with_a_reason(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "site"
+    root.mkdir()
+    if "no mmcv" not in message:
+        make_tree(root)
+    with pytest.raises(locate.BadPath, match=message):
+        locate.locate(str(make(root)), PATCHES)
+
+
+def _locate_in_subprocess(path_entry: Path) -> str:
+    program = "import sys; from mmcv_patcher import locate, registry; t = locate.locate(None, registry.all_patches()); print(t.package_dir, t.distribution, t.version, 'mmcv' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=str(path_entry))
+    return subprocess.run([sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True).stdout.strip()
+
+
+def test_default_finds_the_interpreters_mmcv_without_importing_it(tmp_path: Path) -> None:
+    make_tree(tmp_path, version="2.2.0", distribution="mmcv-lite")  # its __init__ raises
+    assert _locate_in_subprocess(tmp_path) == f"{tmp_path / 'mmcv'} mmcv-lite 2.2.0 False"
+
+
+def test_namespace_mmcv_is_not_a_package(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    (tmp_path / "mmcv" / "__init__.py").unlink()
+    out = _locate_in_subprocess(tmp_path)
+    assert "NotFound" in out and "not a regular package" in out

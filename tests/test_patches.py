@@ -1,0 +1,72 @@
+"""Every registered patch: well-formed data, and its own before/after examples hold."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from mmcv_patcher import plan, registry
+from mmcv_patcher.model import Patch, State
+from mmcv_patcher.source import Source, sha256_hex
+
+PATCHES = registry.all_patches()
+
+
+def test_the_batched_nms_patch_is_registered() -> None:
+    assert [p.id for p in PATCHES] == ["batched-nms-amp-dtype"]
+
+
+@pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.id)
+def test_patch_is_well_formed(patch: Patch) -> None:
+    assert patch.fixed.startswith(patch.anchor) and patch.inserted, "the fix must be a pure insertion"
+    assert "\n" not in patch.summary and len(patch.summary) <= 100
+    for distribution, specifiers in patch.affected.items():
+        assert distribution == distribution.lower()
+        SpecifierSet(specifiers)  # raises when invalid
+    assert not patch.file.startswith("/") and ".." not in patch.file.split("/")
+    assert patch.examples, "document the codemod with before/after examples"
+
+
+@pytest.mark.parametrize(
+    "patch, before, after",
+    [(p, before, after) for p in PATCHES for before, after in p.examples],
+    ids=lambda value: value.id if isinstance(value, Patch) else "",
+)
+def test_examples_apply_and_revert(patch: Patch, before: str, after: str) -> None:
+    expected = after.format(sha256=sha256_hex(before.encode()))
+    release = plan.Release(next(iter(patch.affected)), _an_affected_version(patch))
+    verdict = plan.plan_apply(plan.assess(Source(before, "utf-8"), patch, release, need_text=True), force=False)
+    assert verdict.new_text == expected
+    patched = plan.assess(Source(expected, "utf-8"), patch, release, need_text=False)
+    assert patched.state is State.PATCHED and patched.new_text == before
+
+
+def _an_affected_version(patch: Patch) -> str:
+    specifiers = SpecifierSet(next(iter(patch.affected.values())))
+    return next(s.version for s in specifiers if s.operator in (">=", "<=", "=="))
+
+
+def _patch(id: str, file: str = "ops/nms.py") -> Patch:
+    return dataclasses.replace(PATCHES[0], id=id, file=file)
+
+
+def test_select_keeps_registry_order_whatever_order_ids_come_in() -> None:
+    patches = (_patch("a"), _patch("b", "ops/other.py"), _patch("c"))
+    assert [p.id for p in registry.select(patches, ["c", "a"])] == ["a", "c"]
+    assert [p.id for p in registry.select(patches, None)] == ["a", "b", "c"]
+    assert [p.id for p in registry.select(patches, None, only_file="ops/other.py")] == ["b"]
+
+
+def test_select_rejects_unknown_ids_naming_the_known_ones() -> None:
+    with pytest.raises(registry.UnknownPatch, match="unknown patch nope; known: a"):
+        registry.select((_patch("a"),), ["nope"])
+
+
+def test_registry_discovers_modules_in_name_order() -> None:
+    from mmcv_patcher import patches as package
+    import pkgutil
+
+    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+    assert [p.id.replace("-", "_") for p in PATCHES] == names

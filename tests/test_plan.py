@@ -1,0 +1,318 @@
+"""The state table and the codemod, pinned with strings (no files, no subprocesses)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Optional
+
+import pytest
+
+from mmcv_patcher import plan
+from mmcv_patcher.model import State
+from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
+from mmcv_patcher.source import Source, decode, sha256_hex
+from tests.fixtures import ANCHOR, ANCHOR_LINE, FIXED, NMS, nms_with
+
+
+def assess(text: str, version: Optional[str] = "2.1.0", distribution: Optional[str] = "mmcv", *, need_text: bool = True, record: Optional[str] = None, encoding: str = "utf-8") -> plan.Plan:
+    return plan.assess(Source(text, encoding), PATCH, plan.Release(distribution, version, record), need_text=need_text)
+
+
+def apply(text: str, **kwargs: object) -> str:
+    verdict = plan.plan_apply(assess(text, **kwargs), force=False)  # type: ignore[arg-type]
+    assert verdict.ok and verdict.new_text is not None, verdict
+    return verdict.new_text
+
+
+def revert(text: str, **kwargs: object) -> str:
+    verdict = plan.plan_revert(assess(text, **kwargs), PATCH, plan.Release("mmcv", "2.1.0"), force=False)  # type: ignore[arg-type]
+    assert verdict.ok and verdict.new_text is not None, verdict
+    return verdict.new_text
+
+
+# --- the one statement, patched and reverted ------------------------------------------------
+
+
+def test_unpatched_file_is_found_at_the_anchor_line() -> None:
+    verdict = assess(NMS)
+    assert (verdict.state, verdict.line) == (State.UNPATCHED, ANCHOR_LINE)
+
+
+def test_apply_changes_only_the_anchor_line() -> None:
+    patched = apply(NMS)
+    before, after = NMS.splitlines(True), patched.splitlines(True)
+    changed = [i for i, (b, a) in enumerate(zip(before, after)) if b != a]
+    assert len(before) == len(after) and changed == [ANCHOR_LINE - 1]
+    marker = plan.marker(PATCH, sha256_hex(NMS.encode()))
+    assert after[ANCHOR_LINE - 1] == f"            {FIXED}  {marker}\n"
+
+
+def test_the_other_branch_dets_is_untouched() -> None:
+    patched = apply(NMS)
+    assert "        scores = dets[:, -1]\n" in patched
+    assert patched.count("dets[:, -1]") == NMS.count("dets[:, -1]")
+
+
+def test_patched_file_reports_patched_and_reverts_to_the_exact_text() -> None:
+    patched = apply(NMS)
+    verdict = assess(patched)
+    assert (verdict.state, verdict.line) == (State.PATCHED, ANCHOR_LINE)
+    assert revert(patched) == NMS
+
+
+def test_apply_on_patched_file_writes_nothing() -> None:
+    verdict = plan.plan_apply(assess(apply(NMS)), force=False)
+    assert verdict.ok and verdict.new_text is None and verdict.state is State.PATCHED
+
+
+FORMATTING_VARIANTS = [
+    "scores_after_nms[mask[keep]]=dets[:,-1]",
+    "scores_after_nms[ mask[ keep ] ] = dets[ : , -1 ]",
+    "scores_after_nms[mask[keep]] = (dets[:, -1])",
+    "scores_after_nms[mask[keep]] = dets[:, - 1]",
+    "scores_after_nms[mask[keep]] = dets[:,\n                -1]",
+    "scores_after_nms[mask[keep]] = \\\n                dets[:, -1]",
+    "scores_after_nms[mask[keep]] = dets[:, -1]  # write back",
+    "scores_after_nms[mask[keep]] = dets[:,  # last column\n                -1]",
+    "total_mask[mask[keep]] = True; scores_after_nms[mask[keep]] = dets[:, -1]",
+    "scores_after_nms[mask[keep]] = dets[:, -1];",
+    "scores_after_nms[mask[keep]] = dets[:, -1]   ",
+]
+
+
+@pytest.mark.parametrize("statement", FORMATTING_VARIANTS)
+def test_any_formatting_of_the_anchor_is_patched_and_reverted_exactly(statement: str) -> None:
+    text = nms_with(statement)
+    verdict = assess(text)
+    assert verdict.state is State.UNPATCHED and verdict.line == ANCHOR_LINE
+    patched = apply(text)
+    assert patched.count(PATCH.inserted) == 1
+    assert assess(patched).state is State.PATCHED
+    assert revert(patched) == text
+
+
+def test_anchor_in_a_one_line_suite_is_patched() -> None:
+    text = NMS.replace("        for id in torch.unique(idxs):\n", "        for id in torch.unique(idxs): scores_after_nms[mask[keep]] = dets[:, -1]\n        for id in []:\n")
+    text = text.replace(f"            {ANCHOR}\n", "            pass\n")
+    patched = apply(text)
+    assert f"for id in torch.unique(idxs): {FIXED}  # mmcv-patcher" in patched
+    assert revert(patched) == text
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "scores_after_nms[mask[keep]] = dets[:, 4]",
+        "scores_after_nms[mask[keep]] = dets[:, -2]",
+        "scores_after_nms[mask] = dets[:, -1]",
+        "scores_after_nms[mask[keep]] += dets[:, -1]",
+        "scores_after_nms[mask[keep]] = dets[..., -1]",
+        "scores_after_nms[mask[keep]] = dets[:, -1].half()",
+        "pass",
+    ],
+)
+def test_edited_statement_in_an_affected_release_is_drifted(statement: str) -> None:
+    verdict = assess(nms_with(statement))
+    assert verdict.state is State.DRIFTED and not verdict.ok
+    assert verdict.line == 8  # the def line of batched_nms
+    assert ANCHOR in verdict.message
+
+
+def test_edited_statement_outside_the_range_is_not_affected() -> None:
+    assert assess(nms_with("scores_after_nms[mask[keep]] = dets[:, 4]"), version="9.0.0").state is State.NOT_AFFECTED
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        FIXED,
+        "scores_after_nms[mask[keep]] = dets[:,\n                                                -1].to(scores_after_nms.dtype)",
+        "scores_after_nms[mask[keep]] = (dets[:, -1]).to(scores_after_nms.dtype)  # upstream",
+    ],
+)
+def test_upstream_fix_is_fixed_upstream_and_never_touched(statement: str) -> None:
+    text = nms_with(statement)
+    verdict = assess(text)
+    assert (verdict.state, verdict.line) == (State.FIXED_UPSTREAM, ANCHOR_LINE)
+    assert plan.plan_apply(verdict, force=True).new_text is None
+    assert plan.plan_revert(verdict, PATCH, plan.Release("mmcv", "2.1.0"), force=True).new_text is None
+
+
+def test_anchor_twice_is_drifted_naming_both_lines() -> None:
+    text = nms_with(f"{ANCHOR}\n            {ANCHOR}")
+    verdict = assess(text)
+    assert verdict.state is State.DRIFTED and not verdict.ok
+    assert "2 times (lines 18, 19)" in verdict.message and verdict.line == 18
+    assert plan.plan_apply(verdict, force=True).new_text is None
+
+
+def test_anchor_beside_the_fixed_form_is_drifted() -> None:
+    verdict = assess(nms_with(f"{ANCHOR}\n            {FIXED}"))
+    assert verdict.state is State.DRIFTED and "lines 18, 19" in verdict.message
+
+
+def test_anchor_only_in_another_function_is_drifted() -> None:
+    text = nms_with("pass").replace("    return boxes, scores\n\n\ndef batched", f"    {ANCHOR}\n    return boxes, scores\n\n\ndef batched", 1)
+    assert ANCHOR in text
+    verdict = assess(text)
+    assert verdict.state is State.DRIFTED and verdict.line == 9
+
+
+def test_no_batched_nms_function_is_drifted_in_range_and_not_affected_outside() -> None:
+    text = NMS.replace("def batched_nms(", "def other_nms(")
+    assert assess(text).state is State.DRIFTED
+    assert assess(text, version="1.3.3").state is State.NOT_AFFECTED
+    assert assess(text, version="3.0.0").state is State.NOT_AFFECTED
+
+
+def test_syntax_error_is_drifted_with_its_line() -> None:
+    text = NMS.replace("    split_thr = nms_cfg.pop('split_thr', 10000)\n", "    split_thr = (\n")
+    verdict = assess(text)
+    assert verdict.state is State.DRIFTED and not verdict.ok and "cannot parse" in verdict.message
+    assert verdict.line is not None and verdict.line >= 9
+
+
+# --- gating by release ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "distribution, version, expected",
+    [
+        ("mmcv", "1.3.3", plan.Gate.BELOW),
+        ("mmcv", "1.0rc0", plan.Gate.BELOW),
+        ("mmcv", "1.3.4", plan.Gate.AFFECTED),
+        ("mmcv", "1.7.2", plan.Gate.AFFECTED),
+        ("mmcv-full", "1.7.2", plan.Gate.AFFECTED),
+        ("mmcv-full", "1.3.3", plan.Gate.BELOW),
+        ("mmcv", "2.0.0", plan.Gate.AFFECTED),
+        ("mmcv-lite", "2.2.0", plan.Gate.AFFECTED),
+        ("mmcv", "2.1.0+cu118", plan.Gate.AFFECTED),
+        ("mmcv", "2.2.1", plan.Gate.OUTSIDE),
+        ("mmcv", "2.0.0rc4", plan.Gate.OUTSIDE),
+        ("onedl-mmcv", "2.3.5", plan.Gate.AFFECTED),
+        ("onedl-mmcv", "2.3.6", plan.Gate.OUTSIDE),
+        ("someone-elses-mmcv", "2.1.0", plan.Gate.OUTSIDE),
+        (None, "2.1.0", plan.Gate.AFFECTED),
+        ("mmcv", None, plan.Gate.OUTSIDE),
+        ("mmcv", "not a version", plan.Gate.OUTSIDE),
+    ],
+)
+def test_gate(distribution: Optional[str], version: Optional[str], expected: plan.Gate) -> None:
+    assert plan.gate(PATCH, plan.Release(distribution, version)) is expected
+
+
+def test_release_below_the_range_is_not_affected_even_with_the_statement() -> None:
+    assert assess(NMS, version="1.3.3").state is State.NOT_AFFECTED
+
+
+@pytest.mark.parametrize("version", ["2.3.0", None, "2.0.0rc2", "garbage"])
+def test_unknown_release_with_the_statement_is_unverified_and_needs_force(version: Optional[str]) -> None:
+    verdict = assess(NMS, version=version)
+    assert verdict.state is State.UNVERIFIED and "--force" in verdict.message
+    refused = plan.plan_apply(verdict, force=False)
+    assert not refused.ok and refused.new_text is None
+    forced = plan.plan_apply(verdict, force=True)
+    assert forced.ok and forced.state is State.PATCHED and forced.new_text is not None
+    assert assess(forced.new_text, version=version).state is State.PATCHED
+
+
+def test_reverting_an_unverified_release_reports_it_unverified_again() -> None:
+    patched = plan.plan_apply(assess(NMS, version="2.3.0"), force=True).new_text
+    assert patched is not None
+    reverted = plan.plan_revert(assess(patched, version="2.3.0"), PATCH, plan.Release("mmcv", "2.3.0"), force=False)
+    assert reverted.state is State.UNVERIFIED and reverted.new_text == NMS
+
+
+# --- our marker: identity and integrity -----------------------------------------------------------
+
+
+def test_edit_elsewhere_after_patching_is_drifted_and_revert_needs_force() -> None:
+    edited = apply(NMS).replace("import torch\n", "import torch  # edited by hand\n")
+    verdict = assess(edited)
+    assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == ANCHOR_LINE
+    refused = plan.plan_revert(verdict, PATCH, plan.Release("mmcv", "2.1.0"), force=False)
+    assert not refused.ok and refused.new_text is None and "--force" in refused.message
+    forced = plan.plan_revert(verdict, PATCH, plan.Release("mmcv", "2.1.0"), force=True)
+    assert forced.ok and forced.new_text == NMS.replace("import torch\n", "import torch  # edited by hand\n")
+
+
+def test_marker_without_the_cast_is_drifted_and_cannot_be_reverted() -> None:
+    broken = apply(NMS).replace(PATCH.inserted, "")
+    verdict = assess(broken)
+    assert verdict.state is State.DRIFTED and verdict.new_text is None
+    assert plan.plan_revert(verdict, PATCH, plan.Release("mmcv", "2.1.0"), force=True).new_text is None
+
+
+def test_marker_twice_is_drifted() -> None:
+    patched = apply(NMS)
+    marker_line = patched.splitlines(True)[ANCHOR_LINE - 1]
+    verdict = assess(patched + marker_line.lstrip())
+    assert verdict.state is State.DRIFTED and "2 times" in verdict.message
+
+
+# --- the fast path: status without LibCST ---------------------------------------------------------
+
+
+def test_status_of_a_release_file_or_a_patched_file_does_not_import_libcst() -> None:
+    patched = apply(NMS)
+    program = f"""
+import sys
+from mmcv_patcher import plan
+from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
+from mmcv_patcher.source import Source, sha256_hex
+nms = {NMS!r}
+release = plan.Release("mmcv", "2.1.0", sha256_hex(nms.encode()))
+first = plan.assess(Source(nms, "utf-8"), PATCH, release, need_text=False)
+second = plan.assess(Source({patched!r}, "utf-8"), PATCH, release, need_text=False)
+print(first.state.value, first.line, second.state.value, second.line, "libcst" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", program], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    assert out.split() == ["unpatched", str(ANCHOR_LINE), "patched", str(ANCHOR_LINE), "False"]
+
+
+def test_fast_path_agrees_with_the_structural_scan() -> None:
+    record = sha256_hex(NMS.encode())
+    fast = assess(NMS, need_text=False, record=record)
+    slow = assess(NMS, need_text=True, record=record)
+    assert (fast.state, fast.line) == (slow.state, slow.line)
+
+
+def test_a_file_that_differs_from_record_takes_the_structural_scan() -> None:
+    text = nms_with("scores_after_nms[mask[keep]] = dets[:, -1]  # hand edit")
+    verdict = assess(text, need_text=False, record=sha256_hex(NMS.encode()))
+    assert verdict.state is State.UNPATCHED
+
+
+# --- encodings and newlines survive ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        NMS.replace("\n", "\r\n").encode(),
+        b"\xef\xbb\xbf" + NMS.encode(),
+        ("# -*- coding: latin-1 -*-\n# caf\xe9\n" + NMS).encode("latin-1"),
+        NMS.replace("    ", "\t").encode(),
+    ],
+    ids=["crlf", "bom", "latin-1", "tabs"],
+)
+def test_encodings_and_newlines_round_trip_byte_for_byte(data: bytes) -> None:
+    source = decode(data)
+    verdict = plan.assess(source, PATCH, plan.Release("mmcv", "2.1.0"), need_text=True)
+    assert verdict.state is State.UNPATCHED
+    patched = source.encode(verdict.new_text)
+    assert patched.count(PATCH.inserted.encode()) == 1
+    assert len(patched.splitlines()) == len(data.splitlines())
+    again = decode(patched)
+    undone = plan.assess(again, PATCH, plan.Release("mmcv", "2.1.0"), need_text=False)
+    assert undone.state is State.PATCHED
+    assert again.encode(undone.new_text) == data
+
+
+def test_a_file_libcst_cannot_round_trip_is_refused_not_rewritten() -> None:
+    # LibCST drops the last newline of a file with old-Mac (CR only) newlines.
+    verdict = plan.assess(decode(NMS.replace("\n", "\r").encode()), PATCH, plan.Release("mmcv", "2.1.0"), need_text=True)
+    assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == ANCHOR_LINE
+    assert "without changing other bytes" in verdict.message
+    assert plan.plan_apply(verdict, force=True).new_text is None
