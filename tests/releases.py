@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 import venv
 import zipfile
 from dataclasses import dataclass
@@ -207,13 +208,15 @@ def site_packages(venv_python: Path) -> Path:
 
 
 def tool(python: Path, *args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    """``python -m mmcv_patcher ARGS`` as a user runs it; never raises on a non-zero exit."""
+    """``python -m mmcv_patcher ARGS`` as a user runs it (from a directory of their own, not
+    this checkout, whose ``mmcv_patcher/`` would shadow the installed package); never
+    raises on a non-zero exit."""
     return subprocess.run(
         [str(python), "-m", "mmcv_patcher", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         universal_newlines=True,
-        cwd=cwd,
+        cwd=str(cwd or tempfile.gettempdir()),
     )
 
 

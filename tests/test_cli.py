@@ -6,15 +6,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import pytest
 
+from tests import releases
 from tests.fixtures import ANCHOR, ANCHOR_LINE, NMS, make_tree, nms_with
 
 
-def cli(*args: str, cwd: Path = None) -> subprocess.CompletedProcess:  # type: ignore[assignment]
-    return subprocess.run([sys.executable, "-m", "mmcv_patcher", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=cwd)
+def cli(*args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+    return releases.tool(Path(sys.executable), *args, cwd=cwd)
 
 
 def as_json(*args: str) -> Dict[str, Any]:
