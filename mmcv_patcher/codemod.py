@@ -127,6 +127,8 @@ class _Codemod(cst.CSTTransformer):
         body = list(updated.body)
         tag = None
         for i, statement in enumerate(body):
+            if not isinstance(statement, cst.Assign):
+                continue  # cheap filter: shapes are only worth computing for assignments
             statement_shape = shape(statement)
             if statement_shape == self.anchor_shape:
                 body[i] = self._fix(statement)

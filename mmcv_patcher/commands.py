@@ -7,12 +7,11 @@ succeeded and every new file compiles, so a failing command leaves all files as 
 from __future__ import annotations
 
 import contextlib
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmcv_patcher import plan, write
+from mmcv_patcher import plan
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Patch, Result, State
 from mmcv_patcher.source import Source, UndecodableSource, decode
@@ -52,7 +51,7 @@ def run(command: str, target: Target, patches: Sequence[Patch], *, force: bool =
     never exceptions; files are written only when the whole command succeeds."""
     writes = command != STATUS and not dry_run
     outcome = Outcome()
-    with write.locked(target.package_dir) if writes else contextlib.nullcontext(False) as waited:
+    with _locked(target.package_dir) if writes else contextlib.nullcontext(False) as waited:
         outcome.waited = waited
         file_plans = [_plan_file(command, target, path, group, force) for path, group in _by_file(target, patches).items()]
         succeeded = all(action.ok for file_plan in file_plans for _, _, action in file_plan.verdicts)
@@ -65,6 +64,12 @@ def run(command: str, target: Target, patches: Sequence[Patch], *, force: bool =
             for patch, assessed, action in file_plan.verdicts
         ]
     return outcome
+
+
+def _locked(directory: Path) -> "contextlib.AbstractContextManager[bool]":
+    from mmcv_patcher import write  # only commands that write pay for tempfile and py_compile
+
+    return write.locked(directory)
 
 
 def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[Path, List[Patch]]:
@@ -114,6 +119,7 @@ def _unreadable(patch: Patch, target: Target, path: Path, error: Exception) -> p
 
 def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, dry_run: bool) -> Optional[str]:
     """Writes (or diffs) every changed file; returns an error line, or None."""
+    from mmcv_patcher import write
     changed = [fp for fp in file_plans if fp.new_text is not None and fp.source is not None]
     encoded = []
     for file_plan in changed:
@@ -152,6 +158,8 @@ def _write_error(path: Path, error: OSError) -> str:
 
 
 def _diff(path: Path, old: str, new: str) -> str:
+    import difflib
+
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path), str(path)))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List, Optional
 
 from mmcv_patcher.commands import Outcome
@@ -12,8 +11,9 @@ from mmcv_patcher.locate import Target
 SCHEMA_VERSION = 1
 
 
-def as_json(command: str, target: Optional[Target], outcome: Optional[Outcome], error: Optional[str]) -> str:
+def as_json(command: str, target: Optional[Target], outcome: Optional[Outcome], error: Optional[str], *, verify: Optional[Dict[str, Any]] = None) -> str:
     """The ``--json`` document (schema in README): one object, whatever happened."""
+    import json
     document: Dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "command": command,
@@ -30,6 +30,8 @@ def as_json(command: str, target: Optional[Target], outcome: Optional[Outcome], 
         "diff": "".join(outcome.diffs) if outcome is not None else "",
         "error": error,
     }
+    if verify is not None:
+        document["verify"] = verify
     return json.dumps(document, indent=2)
 
 
@@ -73,4 +75,17 @@ def errors(outcome: Optional[Outcome]) -> List[str]:
             lines.append(f"{where}: {result.id} is {result.state}: {result.message}")
     if outcome.error:
         lines.append(outcome.error)
+    return lines
+
+
+def verify_text(result: Dict[str, Any]) -> List[str]:
+    """What ``verify`` gave batched_nms, and what happened."""
+    lines = []
+    if "boxes" in result:
+        lines.append(
+            f"gave batched_nms {result['boxes']} {result['boxes_dtype']} boxes with {result['scores_dtype']} scores"
+            f" in {result['classes']} classes (split_thr {result['split_thr']}) on {result['device']}"
+        )
+    versions = ", ".join(f"{k} {result[k]}" for k in ("mmcv", "torch") if result.get(k))
+    lines.append(f"{result['verdict']}: {result['detail']}" + (f" ({versions})" if versions else ""))
     return lines

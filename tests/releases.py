@@ -69,6 +69,8 @@ CHECKOUTS = (
     Release("mmcv", "2.1.0", "unpatched", ops=True),
     Release("mmcv", "2.2.0", "unpatched", ops=True),
 )
+#: Built once with its CPU ops for the end-to-end tests and benchmarks (about 10 minutes).
+OPS = Release("mmcv", "2.1.0", "unpatched", ops=True)
 #: Distributions the package index serves as wheels.
 _WHEEL_ONLY = {"mmcv-lite"}
 
@@ -150,6 +152,32 @@ def wheel(release: Release) -> Path:
     if built is None:
         raise RuntimeError(f"building {downloaded} produced no wheel in {WHEELS}")
     return built
+
+
+def ops_wheel() -> Path:
+    """mmcv 2.1.0 built from its sdist with CPU ops (MMCV_WITH_OPS=1, FORCE_CUDA=0), once."""
+    built = _find(WHEELS / "ops", OPS, (".whl",))
+    if built is not None:
+        return built
+    sdist = download(OPS)
+    env = {"MMCV_WITH_OPS": "1", "FORCE_CUDA": "0", "MAX_JOBS": str(os.cpu_count() or 1)}
+    run([*_pip(OPS, "wheel"), "-q", "--no-deps", sdist, "-w", WHEELS / "ops"], env)
+    built = _find(WHEELS / "ops", OPS, (".whl",))
+    if built is None:
+        raise RuntimeError(f"building {sdist} with ops produced no wheel")
+    return built
+
+
+def torch_venv(where: Path, wheel_file: Path) -> Path:
+    """A throwaway venv with ``wheel_file`` installed for real; torch and mmcv's other
+    dependencies come from the build env (added by a ``.pth`` hook, after the venv's own
+    site-packages) instead of being installed again. Returns its python."""
+    python = make_venv(where)
+    build_site = run([buildenv(), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    hook = site_packages(python) / "zz_mmcv_patcher_runner.pth"
+    hook.write_text(hook.read_text() + f"import site; site.addsitedir({build_site!r})\n")
+    pip_install(python, "--no-index", wheel_file)
+    return python
 
 
 def released_file(release: Release, inside: str = "mmcv/ops/nms.py") -> bytes:

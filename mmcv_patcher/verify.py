@@ -1,0 +1,46 @@
+"""``verify``: run :mod:`mmcv_patcher.probe` in a child of the target interpreter.
+
+The patcher never imports mmcv or torch; this command deliberately does, but only in the
+child, so a crash, a missing CUDA library or a hung import cannot take the tool down.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+#: The verdicts the probe gives; only "survived" makes ``verify`` exit 0.
+VERDICTS = ("survived", "crashed", "wrong", "unavailable")
+DEFAULT_BOXES = 12000
+DEFAULT_SPLIT_THR = 10000
+
+
+def run(python: str = sys.executable, *, package_dir: Optional[Path] = None, boxes: int = DEFAULT_BOXES, device: str = "cpu", timeout: float = 600) -> Dict[str, Any]:
+    """The probe's report: what it gave ``batched_nms`` and its ``verdict`` and ``detail``.
+
+    ``package_dir`` (from ``--path``) is put first on the child's ``sys.path`` so it imports
+    that mmcv; the report's ``mmcv_dir`` says which one it actually imported.
+    """
+    env = dict(os.environ)
+    if package_dir is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_dir.parent), env.get("PYTHONPATH")]))
+    source = Path(__file__).with_name("probe.py").read_text(encoding="utf-8")
+    command = [python, "-c", source, str(boxes), device, str(DEFAULT_SPLIT_THR)]
+    try:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return {"python": python, "verdict": "unavailable", "detail": f"the check did not run: {error}"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode == 0 and lines:
+        import json
+
+        try:
+            report: Dict[str, Any] = json.loads(lines[-1])
+            return report
+        except ValueError:
+            pass
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"python": python, "verdict": "unavailable", "detail": f"the check failed in the child process: {last}"}

@@ -1,0 +1,126 @@
+"""The promise, on real mmcv running real NMS: AMP-style inputs crash batched_nms until
+the patch is applied, the patched results match the fp32 run, and revert brings the crash
+back. Uses mmcv 2.1.0 built with its CPU ops (built once, cached; see tests/releases.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+from tests import releases
+
+pytestmark = [pytest.mark.e2e, pytest.mark.release]
+
+THE_ERROR = "Index put requires the source and destination dtypes match, got Half for the destination and Float for the source."
+
+#: Runs batched_nms on seeded AMP-style inputs (fp32 boxes, fp16 scores) and on the same
+#: inputs with fp32 scores; prints what happened as JSON.
+CALL = r"""
+import json, sys, torch
+from mmcv.ops import batched_nms
+n = int(sys.argv[1])
+g = torch.Generator().manual_seed(1)
+xy = torch.rand(n, 2, generator=g) * 1000
+boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 100 + 1], 1)
+scores = torch.rand(n, generator=g).half()
+idxs = torch.randint(0, 4, (n,), generator=g)
+cfg = dict(type="nms", iou_threshold=0.5)
+ref_dets, ref_keep = batched_nms(boxes, scores.float(), idxs, dict(cfg))
+out = {"ref_keep": ref_keep.tolist(), "ref_scores": ref_dets[:, -1].tolist()}
+try:
+    dets, keep = batched_nms(boxes, scores, idxs, dict(cfg))
+    out.update(keep=keep.tolist(), dets=dets.tolist(), dtype=str(dets.dtype))
+except RuntimeError as error:
+    out["error"] = str(error)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return releases.torch_venv(tmp_path_factory.mktemp("ops") / "venv", releases.ops_wheel())
+
+
+def call(python: Path, boxes: int) -> Dict[str, Any]:
+    done = subprocess.run([str(python), "-c", CALL, str(boxes)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def tool(python: Path, *args: str) -> subprocess.CompletedProcess:
+    return releases.tool(python, *args)
+
+
+def test_crash_fix_and_crash_again(python: Path) -> None:
+    nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
+    original = releases.released_file(releases.OPS)
+    assert nms.read_bytes() == original
+
+    unpatched = call(python, 12000)
+    assert unpatched["error"] == THE_ERROR
+
+    assert tool(python, "apply").returncode == 0
+    patched = call(python, 12000)
+    assert "error" not in patched
+    assert patched["keep"] == patched["ref_keep"], "the patched call must keep the same boxes as the fp32 run"
+    scores = [row[-1] for row in patched["dets"]]
+    assert len(scores) == len(patched["ref_scores"]) > 1000
+    assert all(abs(a - b) <= 1e-3 * max(1.0, abs(b)) for a, b in zip(scores, patched["ref_scores"]))
+
+    assert tool(python, "revert").returncode == 0
+    assert nms.read_bytes() == original
+    assert call(python, 12000)["error"] == THE_ERROR
+
+
+def test_below_split_thr_results_are_identical_with_and_without_the_patch(python: Path) -> None:
+    before = call(python, 5000)
+    assert tool(python, "apply").returncode == 0
+    try:
+        after = call(python, 5000)
+    finally:
+        assert tool(python, "revert").returncode == 0
+    assert "error" not in before and before == after
+
+
+def test_verify_reports_crash_then_survival(python: Path) -> None:
+    crashed = tool(python, "verify", "--json")
+    assert crashed.returncode == 1
+    report = json.loads(crashed.stdout)["verify"]
+    assert report["verdict"] == "crashed" and report["detail"] == THE_ERROR
+    assert (report["boxes"], report["boxes_dtype"], report["scores_dtype"]) == (12000, "float32", "float16")
+    assert Path(report["mmcv_dir"]) == releases.site_packages(python) / "mmcv"
+
+    assert tool(python, "apply").returncode == 0
+    try:
+        survived = tool(python, "verify")
+    finally:
+        assert tool(python, "revert").returncode == 0
+    assert survived.returncode == 0, survived.stdout + survived.stderr
+    assert "imports mmcv and torch in a child process" in survived.stdout
+    assert "survived: kept the same" in survived.stdout
+
+
+def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: Path) -> None:
+    lite = next(r for r in releases.INSTALLED if r.id == "mmcv-lite-2.2.0")
+    python = releases.torch_venv(tmp_path / "venv", releases.wheel(lite))
+    done = tool(python, "verify")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("mmcv-patcher: error: verify: unavailable: mmcv.ops cannot be imported")
+    assert "mmcv-lite and builds without ops have no batched_nms" in line
+
+
+def test_verify_without_torch_says_so(tmp_path: Path) -> None:
+    lite = next(r for r in releases.INSTALLED if r.id == "mmcv-1.7.2")
+    python = releases.make_venv(tmp_path / "venv")
+    releases.pip_install(python, "--no-index", releases.wheel(lite))
+    done = tool(python, "verify", "--json")
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    report = json.loads(done.stdout)["verify"]
+    assert report["verdict"] == "unavailable" and report["detail"].startswith("torch cannot be imported")
