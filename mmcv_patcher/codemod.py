@@ -98,6 +98,14 @@ class _Substitute(cst.CSTTransformer):
         return updated_node
 
 
+#: Nodes whose children can hold statements; the codemod descends into nothing else.
+_STATEMENT_CONTAINERS = tuple(
+    getattr(cst, name)
+    for name in ("BaseCompoundStatement", "BaseSuite", "Else", "ExceptHandler", "ExceptStarHandler", "Finally", "MatchCase")
+    if hasattr(cst, name)
+)
+
+
 class _Codemod(cst.CSTTransformer):
     """Fixes and marks every anchor statement; tags every already-fixed one with a sentinel."""
 
@@ -118,6 +126,11 @@ class _Codemod(cst.CSTTransformer):
         #: per tagged line, how far it runs past its first line, in file order
         self.anchor_spans: List[int] = []
         self.fixed_spans: List[int] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        # Statements never sit inside expressions: skipping those subtrees makes the visit
+        # cost a few dozen nodes instead of thousands. leave_* still runs for every node.
+        return isinstance(node, _STATEMENT_CONTAINERS)
 
     def _fix(self, statement: cst.Assign) -> cst.Assign:
         value = self.fixed_value.visit(_Substitute(self.anchor_value_shape, statement.value))
@@ -197,19 +210,17 @@ def scan(text: str, patch: Patch, marker: str) -> Scan:
     fixed_sentinel = f"# mmcv-patcher-fixed-{uuid.uuid4().hex}"
     def_sentinel = f"# mmcv-patcher-def-{uuid.uuid4().hex}"
     codemod = _Codemod(patch, marker, fixed_sentinel)
-    body: List[cst.BaseStatement] = []
-    found = False
-    for statement in module.body:
+    changes = []
+    for index, statement in enumerate(module.body):
         if isinstance(statement, cst.FunctionDef) and statement.name.value == patch.function:
-            statement = statement.visit(codemod)
-            if not found and isinstance(statement, cst.FunctionDef) and isinstance(statement.body, cst.IndentedBlock):
-                header = _append_comment(statement.body.header, def_sentinel)
-                statement = statement.with_changes(body=statement.body.with_changes(header=header))
-            found = True
-        body.append(statement)
-    if not found:
+            changed = statement.visit(codemod)
+            if not changes and isinstance(changed, cst.FunctionDef) and isinstance(changed.body, cst.IndentedBlock):
+                header = _append_comment(changed.body.header, def_sentinel)
+                changed = changed.with_changes(body=changed.body.with_changes(header=header))
+            changes.append((index, statement, changed))
+    if not changes:
         return Scan(None, 0, 0, (), (), text)
-    marked = module.with_changes(body=body).code
+    marked = _render(text, module, changes)
     function_lines = _lines_of(marked, def_sentinel)
     return Scan(
         function_line=function_lines[0] if function_lines else None,
@@ -219,3 +230,19 @@ def scan(text: str, patch: Patch, marker: str) -> Scan:
         fixed_lines=_first_lines(_lines_of(marked, fixed_sentinel), codemod.fixed_spans),
         patched_text=marked.replace("  " + def_sentinel, "").replace("  " + fixed_sentinel, ""),
     )
+
+
+def _render(text: str, module: cst.Module, changes: List[Tuple[int, cst.BaseStatement, cst.BaseStatement]]) -> str:
+    """``text`` with the changed top-level statements. Renders only those statements and
+    splices them in when the original statement's text occurs exactly once (so its place
+    is certain); otherwise renders the whole module, which costs several times more."""
+    if len(changes) == 1:
+        _, before, after = changes[0]
+        old = module.code_for_node(before)
+        at = text.find(old)
+        if at >= 0 and text.find(old, at + 1) < 0:
+            return text[:at] + module.code_for_node(after) + text[at + len(old):]
+    body = list(module.body)
+    for index, _, after in changes:
+        body[index] = after
+    return module.with_changes(body=body).code

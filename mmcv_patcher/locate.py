@@ -6,8 +6,6 @@ from ``importlib.metadata``, and a source checkout's ``version.py`` is parsed, n
 
 from __future__ import annotations
 
-import ast
-import base64
 import importlib.util
 import sys
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ class Target:
     package_dir: Path
     distribution: Optional[str]
     version: Optional[str]
-    #: POSIX path inside the package -> hex sha256 the distribution's RECORD gives for it
+    #: POSIX path inside the package -> its RECORD hash as written (``sha256=<base64>``)
     record: Mapping[str, str] = field(default_factory=dict)
     #: things the user should know about how the target was chosen
     notes: Tuple[str, ...] = ()
@@ -46,7 +44,7 @@ class Target:
     only_file: Optional[str] = None
 
     def release(self, patch: Patch) -> Release:
-        return Release(self.distribution, self.version, self.record.get(patch.file))
+        return Release(self.distribution, self.version, _hex_sha256(self.record.get(patch.file, "")))
 
 
 def locate(path: Optional[str], patches: Sequence[Patch]) -> Target:
@@ -89,84 +87,116 @@ def _package_from_path(path: Path, patches: Sequence[Patch]) -> Tuple[Path, Opti
     raise BadPath(f"--path {path}: no mmcv/ in it, and it is not the mmcv package; point it at site-packages, a checkout, or mmcv/")
 
 
-def _distributions(path: Optional[List[str]]) -> List[Any]:
-    """Installed distributions of the mmcv family, on ``path`` (default ``sys.path``)."""
+def _distributions(path: Optional[List[str]]) -> List[Tuple[str, Any]]:
+    """(name, distribution) for the installed mmcv family on ``path`` (default ``sys.path``).
+
+    The name is the one asked for, which spares parsing each METADATA file for it.
+    """
     found = []
     for name in MMCV_DISTRIBUTIONS:
-        found.extend(metadata.distributions(name=name) if path is None else metadata.distributions(name=name, path=path))
+        dists = metadata.distributions(name=name) if path is None else metadata.distributions(name=name, path=path)
+        found.extend((name, dist) for dist in dists)
     return found
 
 
-def _name(dist: Any) -> str:
-    return str(dist.metadata["Name"]).lower().replace("_", "-")
+@dataclass(frozen=True)
+class _Listing:
+    """The part of a distribution's file list that matters here: entries inside ``mmcv/``
+    (with RECORD's hex sha256, when it gives one) and editable-install hooks."""
+
+    #: path -> RECORD's hash field as written ("" when none)
+    package_files: Dict[str, str]
+    hooks: Tuple[str, ...]
 
 
-def _owns(dist: Any, package_dir: Path) -> bool:
-    """Whether the distribution's file list (RECORD, SOURCES.txt, or an editable hook) is
-    about this very package directory."""
-    init = (package_dir / "__init__.py").resolve()
-    for entry in dist.files or ():
-        if entry.as_posix() == "mmcv/__init__.py" and Path(str(dist.locate_file(entry))).resolve() == init:
+def _listing(dist: Any) -> _Listing:
+    """Reads RECORD as text, keeping only the lines we need: building ``dist.files`` for
+    the ~1000 entries of an mmcv install costs more than the rest of ``status``.
+    Other formats (SOURCES.txt, installed-files.txt) go through ``dist.files``."""
+    record = dist.read_text("RECORD")
+    if record is not None:
+        import csv
+
+        wanted = [line for line in record.splitlines() if "mmcv/" in line or ".pth" in line or "__editable__" in line]
+        rows = [(row[0], row[1] if len(row) > 1 else "") for row in csv.reader(wanted) if row]
+    else:
+        rows = [(entry.as_posix(), f"{entry.hash.mode}={entry.hash.value}" if entry.hash else "") for entry in dist.files or ()]
+    package_files = {}
+    hooks = []
+    for path, digest in rows:
+        if path.startswith("mmcv/"):
+            package_files[path] = digest
+        elif path.endswith(".pth") or path.rsplit("/", 1)[-1].startswith("__editable__"):
+            hooks.append(path)
+    return _Listing(package_files, tuple(hooks))
+
+
+def _hex_sha256(digest: str) -> Optional[str]:
+    """RECORD's ``sha256=<urlsafe base64>`` as hex; None for any other or no hash."""
+    mode, _, value = digest.partition("=")
+    if mode != "sha256" or not value:
+        return None
+    import base64
+
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
+
+
+def _owns(dist: Any, listing: _Listing, package_dir: Path) -> bool:
+    """Whether the distribution's file list is about this very package directory, directly
+    or through an editable install's ``.pth`` or ``__editable__`` finder."""
+    if "mmcv/__init__.py" in listing.package_files:
+        listed = Path(str(dist.locate_file("mmcv/__init__.py")))
+        if listed.resolve() == (package_dir / "__init__.py").resolve():
             return True
-    return any(_editable_hook_mentions(dist, entry, package_dir) for entry in dist.files or ())
+    return any(_hook_mentions(Path(str(dist.locate_file(hook))), package_dir) for hook in listing.hooks)
 
 
-def _editable_hook_mentions(dist: Any, entry: Any, package_dir: Path) -> bool:
-    """An editable install's ``.pth`` or ``__editable__`` finder that points at the tree."""
-    name = entry.name
-    if not (name.endswith(".pth") or (name.startswith("__editable__") and name.endswith(".py"))):
-        return False
+def _hook_mentions(hook: Path, package_dir: Path) -> bool:
     try:
-        text = Path(str(dist.locate_file(entry))).read_text(encoding="utf-8", errors="replace")
+        text = hook.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
     return str(package_dir) in text or str(package_dir.parent) in text
 
 
-def _record(dist: Any, package_dir: Path) -> Dict[str, str]:
-    """Hex sha256 per file inside the package, from RECORD (SOURCES.txt has no hashes)."""
-    hashes = {}
-    for entry in dist.files or ():
-        posix = entry.as_posix()
-        if posix.startswith("mmcv/") and entry.hash is not None and entry.hash.mode == "sha256":
-            value = entry.hash.value
-            hashes[posix[len("mmcv/"):]] = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
-    return hashes
-
-
-def _describe(package_dir: Path, candidates: Iterable[Any], only_file: Optional[str]) -> Target:
-    candidates = _unique(candidates)
-    owners = [dist for dist in candidates if _owns(dist, package_dir)]
+def _describe(package_dir: Path, candidates: Iterable[Tuple[str, Any]], only_file: Optional[str]) -> Target:
+    unique = _unique(candidates)
+    listings = {id(dist): _listing(dist) for _, dist in unique}
+    owners = [(name, dist) for name, dist in unique if _owns(dist, listings[id(dist)], package_dir)]
     notes: List[str] = []
     if len(owners) > 1:
-        names = ", ".join(f"{_name(d)} {d.version}" for d in owners)
-        notes.append(f"several distributions claim {package_dir}: {names}; gating by {_name(owners[0])}")
+        names = ", ".join(f"{name} {dist.version}" for name, dist in owners)
+        notes.append(f"several distributions claim {package_dir}: {names}; gating by {owners[0][0]}")
     owner = owners[0] if owners else None
-    if owner is None and len(candidates) == 1:
-        owner = candidates[0]
-        notes.append(f"{_name(owner)} {owner.version} does not list {package_dir}; assuming it installed it")
-    elif owner is None and candidates:
-        names = ", ".join(f"{_name(d)} {d.version}" for d in candidates)
+    if owner is None and len(unique) == 1:
+        owner = unique[0]
+        notes.append(f"{owner[0]} {owner[1].version} does not list {package_dir}; assuming it installed it")
+    elif owner is None and unique:
+        names = ", ".join(f"{name} {dist.version}" for name, dist in unique)
         notes.append(f"none of {names} lists {package_dir}; using its version.py")
     if owner is not None:
-        return Target(package_dir, _name(owner), str(owner.version), _record(owner, package_dir), tuple(notes), only_file)
+        name, dist = owner
+        record = {path[len("mmcv/"):]: digest for path, digest in listings[id(dist)].package_files.items() if digest}
+        return Target(package_dir, name, str(dist.version), record, tuple(notes), only_file)
     return Target(package_dir, None, literal_version(package_dir / "version.py"), {}, tuple(notes), only_file)
 
 
-def _unique(dists: Iterable[Any]) -> List[Any]:
+def _unique(dists: Iterable[Tuple[str, Any]]) -> List[Tuple[str, Any]]:
     """The same metadata can be reached through two ``sys.path`` entries; keep it once."""
     seen = set()
     unique = []
-    for dist in dists:
-        key = str(Path(str(dist.locate_file(""))).resolve()), _name(dist), str(dist.version)
+    for name, dist in dists:
+        key = str(Path(str(dist.locate_file(""))).resolve()), name
         if key not in seen:
             seen.add(key)
-            unique.append(dist)
+            unique.append((name, dist))
     return unique
 
 
 def literal_version(version_file: Path) -> Optional[str]:
     """``__version__`` from a ``version.py`` assigned a string literal; parsed, never run."""
+    import ast
+
     try:
         tree = ast.parse(version_file.read_bytes(), str(version_file))
     except (OSError, SyntaxError, ValueError):

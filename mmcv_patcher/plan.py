@@ -12,9 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from packaging.specifiers import SpecifierSet
-from packaging.version import InvalidVersion, Version
-
 from mmcv_patcher.model import Patch, State
 from mmcv_patcher.source import Source, sha256_hex
 
@@ -58,6 +55,9 @@ class Plan:
 
 def gate(patch: Patch, release: Release) -> Gate:
     """Places ``release`` against ``patch.affected``. No metadata counts as upstream ``mmcv``."""
+    from packaging.specifiers import SpecifierSet  # with packaging.tags, a third of status's imports
+    from packaging.version import InvalidVersion, Version
+
     specifiers = patch.affected.get(release.distribution or "mmcv")
     if specifiers is None or release.version is None:
         return Gate.OUTSIDE
@@ -145,12 +145,12 @@ def assess(source: Source, patch: Patch, release: Release, *, need_text: bool) -
 
     With ``need_text`` False the state may be decided without LibCST.
     """
-    where = gate(patch, release)
     undone = _unpatch(source, patch)
     if undone is not None:
         if undone.exact:
             return Plan(State.PATCHED, undone.line, "patched by mmcv-patcher", new_text=undone.text)
         return Plan(State.DRIFTED, undone.line, undone.problem, new_text=undone.text, ok=False)
+    where = gate(patch, release)
     if where is Gate.BELOW:
         return Plan(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug")
     if where is Gate.AFFECTED and not need_text:

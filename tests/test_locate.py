@@ -21,7 +21,7 @@ def test_site_packages_path_gives_distribution_version_and_record_hash(tmp_path:
     target = locate.locate(str(tmp_path), PATCHES)
     assert target.package_dir == tmp_path / "mmcv"
     assert (target.distribution, target.version) == ("mmcv-full", "1.7.2")
-    assert target.record["ops/nms.py"] == sha256_hex(nms.read_bytes())
+    assert target.release(registry.all_patches()[0]).record_sha256 == sha256_hex(nms.read_bytes())
     assert target.notes == () and target.only_file is None
 
 
@@ -39,6 +39,7 @@ def test_checkout_without_metadata_takes_the_version_from_version_py(tmp_path: P
     make_tree(tmp_path, version="1.4.2")
     target = locate.locate(str(tmp_path), PATCHES)
     assert (target.distribution, target.version, dict(target.record)) == (None, "1.4.2", {})
+    assert target.release(PATCHES[0]).record_sha256 is None
 
 
 def test_version_py_is_parsed_never_executed(tmp_path: Path) -> None:

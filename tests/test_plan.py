@@ -291,11 +291,12 @@ def test_a_file_that_differs_from_record_takes_the_structural_scan() -> None:
     "data",
     [
         NMS.replace("\n", "\r\n").encode(),
+        NMS.replace("\n", "\r").encode(),
         b"\xef\xbb\xbf" + NMS.encode(),
         ("# -*- coding: latin-1 -*-\n# caf\xe9\n" + NMS).encode("latin-1"),
         NMS.replace("    ", "\t").encode(),
     ],
-    ids=["crlf", "bom", "latin-1", "tabs"],
+    ids=["crlf", "cr", "bom", "latin-1", "tabs"],
 )
 def test_encodings_and_newlines_round_trip_byte_for_byte(data: bytes) -> None:
     source = decode(data)
@@ -311,8 +312,27 @@ def test_encodings_and_newlines_round_trip_byte_for_byte(data: bytes) -> None:
 
 
 def test_a_file_libcst_cannot_round_trip_is_refused_not_rewritten() -> None:
-    # LibCST drops the last newline of a file with old-Mac (CR only) newlines.
-    verdict = plan.assess(decode(NMS.replace("\n", "\r").encode()), PATCH, plan.Release("mmcv", "2.1.0"), need_text=True)
+    # LibCST drops the last newline of a whole module with old-Mac (CR only) newlines; a
+    # second copy of the function's text forces the whole-module render.
+    function = NMS[NMS.index("def batched_nms") :]
+    text = (NMS + '\nCOPY = """\n\n\n' + function + '"""\n').replace("\n", "\r")
+    verdict = plan.assess(decode(text.encode()), PATCH, plan.Release("mmcv", "2.1.0"), need_text=True)
     assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == ANCHOR_LINE
     assert "without changing other bytes" in verdict.message
     assert plan.plan_apply(verdict, force=True).new_text is None
+
+
+def test_function_text_also_inside_a_string_patches_the_real_function() -> None:
+    function = NMS[NMS.index("def batched_nms") :]
+    text = NMS + '\n\nCOPY = """\n\n\n' + function + '"""\n'
+    assert text.count("\n\n" + function) == 2, "the copy must match the function's node text, leading lines included"
+    patched = apply(text)
+    assert patched.startswith(NMS.replace(ANCHOR, FIXED, 1)[: NMS.index(ANCHOR) + len(FIXED)])
+    assert patched.endswith('\n\nCOPY = """\n\n\n' + function + '"""\n')
+    assert revert(patched) == text
+
+
+def test_two_definitions_each_with_the_anchor_are_drifted() -> None:
+    function = NMS[NMS.index("def batched_nms") :]
+    verdict = assess(NMS + "\n\n" + function)
+    assert verdict.state is State.DRIFTED and "2 times (lines 18, 32)" in verdict.message

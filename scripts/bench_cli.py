@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Wall time of the CLI on a real installed release, against two floors.
+
+    python scripts/bench_cli.py [--runs 30]
+
+Makes a throwaway venv holding the real mmcv 1.7.2 and this tool (pip-installed, not
+editable), then times, interleaved so drift hits all alike:
+
+    bare      python -c pass                                  (interpreter start)
+    libcst    python -c "import libcst; libcst.parse_module(src)"   (the parse floor)
+    status / apply --dry-run / apply / revert   (python -m mmcv_patcher ...)
+
+status is timed on the release's own file (hash matches RECORD) and on the patched file.
+Targets: apply within 1.25x of the LibCST floor; status within 3x of a bare start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+
+from tests import releases  # noqa: E402
+
+MMCV = next(r for r in releases.INSTALLED if r.id == "mmcv-1.7.2")
+
+
+def _time(command: Sequence[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(list(command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(cwd), check=False)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        python = releases.make_venv(work / "venv", with_tool=False)
+        releases.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", str(REPOSITORY)])
+        releases.pip_install(python, "--no-index", releases.wheel(MMCV))
+        nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
+        py, tool = str(python), [str(python), "-m", "mmcv_patcher"]
+        floors = {
+            "bare": [py, "-c", "pass"],
+            "libcst": [py, "-c", f"import libcst; libcst.parse_module(open({str(nms)!r}).read())"],
+        }
+        samples: Dict[str, List[float]] = {name: [] for name in ["bare", "libcst", "status (release file)", "apply --dry-run", "apply", "status (patched file)", "revert"]}
+        for run in range(args.runs + 2):
+            timed = {name: _time(command, work) for name, command in floors.items()}
+            timed["status (release file)"] = _time(tool + ["status"], work)
+            timed["apply --dry-run"] = _time(tool + ["apply", "--dry-run"], work)
+            timed["apply"] = _time(tool + ["apply"], work)
+            timed["status (patched file)"] = _time(tool + ["status"], work)
+            timed["revert"] = _time(tool + ["revert"], work)
+            if run >= 2:  # the first runs warm the page cache and write bytecode
+                for name, value in timed.items():
+                    samples[name].append(value)
+        assert nms.read_bytes() == releases.released_file(MMCV), "the benchmark must leave the release as it was"
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    bare, floor = medians["bare"], medians["libcst"]
+    print(f"median of {args.runs} interleaved runs; mmcv {MMCV.version} in a venv, Python {sys.version.split()[0]}\n")
+    print("| command | median | x bare start | x LibCST floor | target |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    targets = {"status (release file)": ("bare", 3.0), "status (patched file)": ("bare", 3.0), "apply": ("libcst", 1.25)}
+    for name, value in medians.items():
+        target = ""
+        if name in targets:
+            against, limit = targets[name]
+            ratio = value / (bare if against == "bare" else floor)
+            target = f"{'met' if ratio <= limit else 'missed'}: <= {limit}x {'bare' if against == 'bare' else 'LibCST'}"
+        print(f"| {name} | {value * 1e3:.0f} ms | {value / bare:.2f} | {value / floor:.2f} | {target} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
