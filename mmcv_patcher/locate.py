@@ -6,12 +6,12 @@ from ``importlib.metadata``, and a source checkout's ``version.py`` is parsed, n
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from mmcv_patcher.interpreter import Interpreter, current
 from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch
 from mmcv_patcher.plan import Release
 
@@ -47,26 +47,33 @@ class Target:
         return Release(self.distribution, self.version, _hex_sha256(self.record.get(patch.file, "")))
 
 
-def locate(path: Optional[str], patches: Sequence[Patch]) -> Target:
-    """The mmcv of the running interpreter, or the one ``path`` points at.
-
-    ``path`` may be a directory containing ``mmcv/`` (site-packages, a source checkout, an
+def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[Interpreter] = None) -> Target:
+    """The mmcv that ``interpreter`` (default: the running one) imports, or the one ``path``
+    points at: a directory containing ``mmcv/`` (site-packages, a source checkout, an
     unpacked sdist), the ``mmcv`` package directory, or a file a patch works on.
     """
-    if path is None:
-        spec = importlib.util.find_spec("mmcv")
-        if spec is None:
-            raise NotFound(f"no mmcv is importable by {sys.executable}")
-        locations = list(spec.submodule_search_locations or ())
-        if not locations or spec.origin in (None, "namespace"):
-            raise NotFound(f"mmcv at {locations or spec.origin} is not a regular package (no __init__.py)")
-        package_dir = Path(locations[0]).absolute()
-        candidates = _distributions(None)
-        only_file = None
-    else:
+    if path is not None:
         package_dir, only_file = _package_from_path(Path(path).absolute(), patches)
-        candidates = _distributions([str(package_dir.parent)])
-    return _describe(package_dir, candidates, only_file)
+        return _describe(package_dir, _distributions([str(package_dir.parent)]), only_file, patches)
+    seen = interpreter or current()
+    if seen.mmcv_dir is None:
+        raise NotFound(seen.mmcv_problem or f"no mmcv is importable by {seen.executable}")
+    return _describe(Path(seen.mmcv_dir), _distributions(list(seen.sys_path)), None, patches)
+
+
+def every_copy(interpreter: Interpreter, patches: Sequence[Patch]) -> List[Tuple[Target, bool]]:
+    """Every mmcv package directory on the interpreter's ``sys.path``, each with whether it is
+    the one ``import mmcv`` loads (listed first); shadowed copies are easy to forget."""
+    directories: List[Path] = []
+    if interpreter.mmcv_dir is not None:
+        directories.append(Path(interpreter.mmcv_dir))
+    for entry in interpreter.sys_path:
+        candidate = Path(entry) / "mmcv"
+        if (candidate / "__init__.py").is_file() and all(candidate.resolve() != d.resolve() for d in directories):
+            directories.append(candidate)
+    candidates = _distributions(list(interpreter.sys_path))
+    imported = interpreter.mmcv_dir is not None
+    return [(_describe(d, candidates, None, patches), imported and i == 0) for i, d in enumerate(directories)]
 
 
 def _package_from_path(path: Path, patches: Sequence[Patch]) -> Tuple[Path, Optional[str]]:
@@ -87,15 +94,14 @@ def _package_from_path(path: Path, patches: Sequence[Patch]) -> Tuple[Path, Opti
     raise BadPath(f"--path {path}: no mmcv/ in it, and it is not the mmcv package; point it at site-packages, a checkout, or mmcv/")
 
 
-def _distributions(path: Optional[List[str]]) -> List[Tuple[str, Any]]:
-    """(name, distribution) for the installed mmcv family on ``path`` (default ``sys.path``).
+def _distributions(path: List[str]) -> List[Tuple[str, Any]]:
+    """(name, distribution) for the installed mmcv family found on ``path``.
 
     The name is the one asked for, which spares parsing each METADATA file for it.
     """
     found = []
     for name in MMCV_DISTRIBUTIONS:
-        dists = metadata.distributions(name=name) if path is None else metadata.distributions(name=name, path=path)
-        found.extend((name, dist) for dist in dists)
+        found.extend((name, dist) for dist in metadata.distributions(name=name, path=path))
     return found
 
 
@@ -159,26 +165,45 @@ def _hook_mentions(hook: Path, package_dir: Path) -> bool:
     return str(package_dir) in text or str(package_dir.parent) in text
 
 
-def _describe(package_dir: Path, candidates: Iterable[Tuple[str, Any]], only_file: Optional[str]) -> Target:
+def _describe(package_dir: Path, candidates: Iterable[Tuple[str, Any]], only_file: Optional[str], patches: Sequence[Patch]) -> Target:
+    """The target for ``package_dir``: the distribution whose file list owns it, with notes
+    whenever that is not clear-cut, so nothing is decided silently."""
     unique = _unique(candidates)
     listings = {id(dist): _listing(dist) for _, dist in unique}
     owners = [(name, dist) for name, dist in unique if _owns(dist, listings[id(dist)], package_dir)]
     notes: List[str] = []
     if len(owners) > 1:
+        owner, how = _current_owner(owners, listings, package_dir, patches)
         names = ", ".join(f"{name} {dist.version}" for name, dist in owners)
-        notes.append(f"several distributions claim {package_dir}: {names}; gating by {owners[0][0]}")
-    owner = owners[0] if owners else None
-    if owner is None and len(unique) == 1:
-        owner = unique[0]
-        notes.append(f"{owner[0]} {owner[1].version} does not list {package_dir}; assuming it installed it")
-    elif owner is None and unique:
-        names = ", ".join(f"{name} {dist.version}" for name, dist in unique)
-        notes.append(f"none of {names} lists {package_dir}; using its version.py")
-    if owner is not None:
-        name, dist = owner
-        record = {path[len("mmcv/"):]: digest for path, digest in listings[id(dist)].package_files.items() if digest}
-        return Target(package_dir, name, str(dist.version), record, tuple(notes), only_file)
-    return Target(package_dir, None, literal_version(package_dir / "version.py"), {}, tuple(notes), only_file)
+        notes.append(f"several distributions claim {package_dir}: {names}; {how}, so gating by {owner[0]} {owner[1].version}")
+    elif owners:
+        owner = owners[0]
+    else:
+        for name, dist in unique:
+            notes.append(f"{name} {dist.version} is installed, but its metadata ({dist.locate_file('')}) does not list {package_dir}; using {package_dir / 'version.py'}")
+        return Target(package_dir, None, literal_version(package_dir / "version.py"), {}, tuple(notes), only_file)
+    name, dist = owner
+    record = {path[len("mmcv/"):]: digest for path, digest in listings[id(dist)].package_files.items() if digest}
+    return Target(package_dir, name, str(dist.version), record, tuple(notes), only_file)
+
+
+def _current_owner(owners: List[Tuple[str, Any]], listings: Dict[int, "_Listing"], package_dir: Path, patches: Sequence[Patch]) -> Tuple[Tuple[str, Any], str]:
+    """Of several owners, the one whose RECORD hash matches the patch files as they are, or
+    as they were before we patched them (the hash our marker remembers)."""
+    from mmcv_patcher.plan import remembered_sha256
+    from mmcv_patcher.source import UndecodableSource, decode, sha256_hex
+
+    for patch in patches:
+        try:
+            data = (package_dir / patch.file).read_bytes()
+            source = decode(data)
+        except (OSError, UndecodableSource):
+            continue
+        hashes = {sha256_hex(data), remembered_sha256(source, patch)}
+        for name, dist in owners:
+            if _hex_sha256(listings[id(dist)].package_files.get(f"mmcv/{patch.file}", "")) in hashes:
+                return (name, dist), f"mmcv/{patch.file} there is the one {name} installed"
+    return owners[0], "neither's RECORD matches the files there"
 
 
 def _unique(dists: Iterable[Tuple[str, Any]]) -> List[Tuple[str, Any]]:

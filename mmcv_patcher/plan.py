@@ -84,6 +84,12 @@ def _marker_pattern(patch: Patch) -> "re.Pattern[str]":
     return re.compile("  " + re.escape(f"# mmcv-patcher: {patch.id} sha256=") + r"([0-9a-f]{64})(?=\r\n|\r|\n|$)")
 
 
+def remembered_sha256(source: Source, patch: Patch) -> Optional[str]:
+    """The original file's hash our marker keeps, if the file carries exactly one marker."""
+    markers = _marker_pattern(patch).findall(source.text)
+    return markers[0] if len(markers) == 1 else None
+
+
 def _line_at(text: str, offset: int) -> int:
     return len(_NEWLINE.findall(text, 0, offset)) + 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from mmcv_patcher.commands import Outcome
@@ -11,20 +12,24 @@ from mmcv_patcher.locate import Target
 SCHEMA_VERSION = 1
 
 
+@dataclass(frozen=True)
+class Copy:
+    """One mmcv copy found by ``status --all``: who sees it, and whether it is imported."""
+
+    python: str
+    imported: bool
+    target: Target
+    outcome: Outcome
+
+
 def as_json(command: str, target: Optional[Target], outcome: Optional[Outcome], error: Optional[str], *, verify: Optional[Dict[str, Any]] = None) -> str:
     """The ``--json`` document (schema in README): one object, whatever happened."""
     import json
+
     document: Dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "command": command,
-        "target": None
-        if target is None
-        else {
-            "path": str(target.package_dir),
-            "distribution": target.distribution,
-            "version": target.version,
-            "notes": list(target.notes),
-        },
+        "target": None if target is None else _target_object(target),
         "patches": [] if outcome is None else [_result_object(r) for r in outcome.results],
         "waited": bool(outcome and outcome.waited),
         "diff": "".join(outcome.diffs) if outcome is not None else "",
@@ -33,6 +38,35 @@ def as_json(command: str, target: Optional[Target], outcome: Optional[Outcome], 
     if verify is not None:
         document["verify"] = verify
     return json.dumps(document, indent=2)
+
+
+def copies_json(copies: List[Copy], error: Optional[str]) -> str:
+    """``status --all --json``: ``copies`` instead of ``target`` and ``patches``."""
+    import json
+
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "command": "status",
+        "copies": [
+            {"python": c.python, "imported": c.imported, "target": _target_object(c.target), "patches": [_result_object(r) for r in c.outcome.results]}
+            for c in copies
+        ],
+        "error": error,
+    }
+    return json.dumps(document, indent=2)
+
+
+def copies_text(copies: List[Copy]) -> List[str]:
+    lines = []
+    for copy in copies:
+        how = "imports" if copy.imported else "also has on sys.path (not imported)"
+        lines.append(f"{copy.python} {how}:")
+        lines.extend("  " + line for line in as_text(copy.target, copy.outcome))
+    return lines
+
+
+def _target_object(target: Target) -> Dict[str, Any]:
+    return {"path": str(target.package_dir), "distribution": target.distribution, "version": target.version, "notes": list(target.notes)}
 
 
 def _result_object(result: Any) -> Dict[str, Any]:

@@ -209,14 +209,14 @@ def unpack(release: Release, into: Path) -> Path:
     return into / roots.pop()
 
 
-def make_venv(where: Path, python: str = sys.executable, *, with_tool: bool = True) -> Path:
+def make_venv(where: Path, python: str = sys.executable, *, with_tool: bool = True, with_pip: bool = False) -> Path:
     """A throwaway virtualenv; returns its python.
 
     With ``with_tool`` the test run's own environment (this mmcv-patcher and its
     dependencies) is added after the venv's site-packages by a ``.pth`` hook, so the tool
     runs inside the venv exactly as if installed beside mmcv there, in a fraction of the time.
     """
-    run([python, "-m", "venv", "--without-pip", where])
+    run([python, "-m", "venv", *([] if with_pip else ["--without-pip"]), where])
     venv_python = where / "bin" / "python"
     if with_tool:
         purelib = run([venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
@@ -235,7 +235,7 @@ def site_packages(venv_python: Path) -> Path:
     return Path(run([venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
 
 
-def tool(python: Path, *args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+def tool(python: Path, *args: str, cwd: Optional[Path] = None, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     """``python -m mmcv_patcher ARGS`` as a user runs it (from a directory of their own, not
     this checkout, whose ``mmcv_patcher/`` would shadow the installed package); never
     raises on a non-zero exit."""
@@ -245,6 +245,7 @@ def tool(python: Path, *args: str, cwd: Optional[Path] = None) -> subprocess.Com
         stderr=subprocess.PIPE,
         universal_newlines=True,
         cwd=str(cwd or tempfile.gettempdir()),
+        env=dict(os.environ, **(env or {})),
     )
 
 

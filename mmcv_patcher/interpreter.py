@@ -1,0 +1,66 @@
+"""What an interpreter sees: its ``sys.path`` and the ``mmcv`` it would import.
+
+The running interpreter is asked in-process; another (``--python``) by running
+:mod:`mmcv_patcher.where` as ``-c`` source in a child process. Either way the answer is the
+same value, and the patcher keeps running on its own interpreter.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from mmcv_patcher import where
+
+
+class InterpreterError(RuntimeError):
+    """The interpreter could not be run or did not answer."""
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    executable: str
+    version: str
+    cache_tag: Optional[str]
+    sys_path: Tuple[str, ...]
+    #: the package directory ``import mmcv`` would load, or None with ``mmcv_problem``
+    mmcv_dir: Optional[str]
+    mmcv_problem: Optional[str]
+
+
+def _from(answer: Dict[str, Any]) -> Interpreter:
+    return Interpreter(
+        executable=answer["executable"],
+        version=answer["version"],
+        cache_tag=answer.get("cache_tag"),
+        sys_path=tuple(answer["sys_path"]),
+        mmcv_dir=answer.get("mmcv_dir"),
+        mmcv_problem=answer.get("mmcv_problem"),
+    )
+
+
+def current() -> Interpreter:
+    """The running interpreter, asked in-process."""
+    return _from(where.where())
+
+
+def ask(python: str, timeout: float = 60) -> Interpreter:
+    """Another interpreter, asked in a child process that imports nothing but the stdlib."""
+    if not Path(python).exists():
+        raise InterpreterError(f"--python {python}: no such file")
+    source = Path(where.__file__).read_text(encoding="utf-8")
+    try:
+        done = subprocess.run([python, "-c", source], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise InterpreterError(f"--python {python}: could not run it ({error})") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InterpreterError(f"--python {python}: it could not say where mmcv is ({last}); it must be CPython 3.6 or newer")
+    import json
+
+    try:
+        return _from(json.loads(done.stdout.strip().splitlines()[-1]))
+    except (ValueError, KeyError, IndexError):
+        raise InterpreterError(f"--python {python}: unexpected answer {done.stdout[-200:]!r}") from None

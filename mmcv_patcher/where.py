@@ -1,0 +1,42 @@
+"""Where an interpreter would import mmcv from, and its sys.path, without importing mmcv.
+
+Runs in-process for the running interpreter and as ``python -c`` source in any other
+(CPython 3.6 and newer), so it keeps to 3.6 syntax and imports nothing of this package.
+``find_spec`` of a top-level name runs no package code.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+
+def where():
+    """A JSON-able dict: executable, version, cache_tag, sys_path, mmcv_dir, mmcv_problem."""
+    cwd = os.getcwd()
+    found = {
+        "executable": sys.executable,
+        "version": "%d.%d.%d" % tuple(sys.version_info[:3]),
+        "cache_tag": sys.implementation.cache_tag,
+        "sys_path": [os.path.join(cwd, entry) if entry else cwd for entry in sys.path],
+        "mmcv_dir": None,
+        "mmcv_problem": None,
+    }
+    try:
+        spec = importlib.util.find_spec("mmcv")
+    except (ImportError, ValueError) as error:
+        found["mmcv_problem"] = "finding mmcv failed: %s" % error
+        return found
+    if spec is None:
+        found["mmcv_problem"] = "no mmcv is importable by %s" % sys.executable
+        return found
+    locations = list(spec.submodule_search_locations or [])
+    if not locations or spec.origin in (None, "namespace"):
+        found["mmcv_problem"] = "mmcv at %s is not a regular package (no __init__.py)" % (locations or [spec.origin])[0]
+        return found
+    found["mmcv_dir"] = os.path.abspath(locations[0])
+    return found
+
+
+if __name__ == "__main__":
+    print(json.dumps(where()))

@@ -1,0 +1,163 @@
+"""Every place mmcv lives, each with the real mmcv 1.7.2 installed that way.
+
+Wheel installs are covered by test_releases.py; here: editable (PEP 660 and the old
+``setup.py develop``), an ``.egg`` directory, a source checkout on ``sys.path``, a
+``--target`` directory, the user site, another interpreter (``--python``), two
+distributions claiming one tree, and a copy that shadows the installed one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+from typing import Dict, Optional
+
+import pytest
+
+from tests import releases
+
+pytestmark = pytest.mark.release
+
+MMCV = next(r for r in releases.INSTALLED if r.id == "mmcv-1.7.2")
+LITE = next(r for r in releases.INSTALLED if r.id == "mmcv-lite-2.2.0")
+NO_OPS = {"MMCV_WITH_OPS": "0"}
+
+
+def cycle(python: Path, nms: Path, *args: str, env: Optional[Dict[str, str]] = None, distribution: Optional[str] = "mmcv", version: str = "1.7.2", release: releases.Release = MMCV) -> dict:
+    """status, apply, status --check, revert through the CLI; returns the first status."""
+    original = releases.released_file(release)
+    assert nms.read_bytes() == original
+
+    def run(*words: str) -> dict:
+        done = releases.tool(python, *words, *args, "--json", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)
+
+    status = run("status")
+    assert (status["target"]["distribution"], status["target"]["version"]) == (distribution, version), status
+    assert Path(status["patches"][0]["file"]).resolve() == nms.resolve()
+    assert status["patches"][0]["state"] == "unpatched"
+    assert run("apply")["patches"][0]["state"] == "patched"
+    assert b"# mmcv-patcher: batched-nms-amp-dtype" in nms.read_bytes()
+    assert releases.tool(python, "status", "--check", *args, env=env).returncode == 0
+    assert run("revert")["patches"][0]["state"] == "unpatched"
+    assert nms.read_bytes() == original
+    return status
+
+
+def setuptools_venv(where: Path) -> Path:
+    """A venv that can build mmcv 1.7.2's old setup.py: pip, setuptools<70, wheel."""
+    python = releases.make_venv(where, with_pip=True)
+    releases.run([python, "-m", "pip", "install", "-q", "setuptools<70", "wheel"])
+    return python
+
+
+def test_editable_install_pep660(tmp_path: Path) -> None:
+    root = releases.unpack(MMCV, tmp_path)
+    python = setuptools_venv(tmp_path / "venv")
+    releases.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--use-pep517", "-e", root], NO_OPS)
+    site = releases.site_packages(python)
+    assert any(p.name.startswith("__editable__") for p in site.iterdir()), "expected a PEP 660 editable install"
+    cycle(python, root / "mmcv" / "ops" / "nms.py")
+
+
+def test_editable_install_setup_py_develop(tmp_path: Path) -> None:
+    root = releases.unpack(MMCV, tmp_path)
+    python = setuptools_venv(tmp_path / "venv")
+    releases.run([python, "setup.py", "-q", "develop", "--no-deps"], NO_OPS, cwd=root)
+    site = releases.site_packages(python)
+    assert (site / "mmcv.egg-link").exists() and (site / "easy-install.pth").exists()
+    cycle(python, root / "mmcv" / "ops" / "nms.py")
+
+
+def test_egg_directory(tmp_path: Path) -> None:
+    root = releases.unpack(MMCV, tmp_path)
+    python = setuptools_venv(tmp_path / "venv")
+    releases.run([python, "setup.py", "-q", "bdist_egg", "--dist-dir", tmp_path / "eggs"], NO_OPS, cwd=root)
+    [egg] = (tmp_path / "eggs").glob("mmcv-1.7.2-*.egg")
+    site = releases.site_packages(python)
+    # What easy_install (``setup.py install``) does with a zip_safe=False egg, minus the
+    # dependency downloads: unzip it into site-packages and list it in easy-install.pth.
+    with zipfile.ZipFile(egg) as zipped:
+        zipped.extractall(site / egg.name)
+    (site / "easy-install.pth").write_text(f"./{egg.name}\n")
+    cycle(python, site / egg.name / "mmcv" / "ops" / "nms.py")
+
+
+def test_source_checkout_on_sys_path(tmp_path: Path) -> None:
+    root = releases.unpack(MMCV, tmp_path)
+    python = releases.make_venv(tmp_path / "venv")
+    cycle(python, root / "mmcv" / "ops" / "nms.py", env={"PYTHONPATH": str(root)})
+
+
+def test_target_directory(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    releases.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", target, releases.wheel(MMCV)])
+    python = releases.make_venv(tmp_path / "venv")
+    cycle(python, target / "mmcv" / "ops" / "nms.py", env={"PYTHONPATH": str(target)})
+
+
+def _base_python() -> str:
+    base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    assert base.exists(), base
+    return str(base)
+
+
+def test_user_site_through_python_option(tmp_path: Path) -> None:
+    base = _base_python()
+    env = {"PYTHONUSERBASE": str(tmp_path / "userbase"), "PYTHONNOUSERSITE": ""}
+    releases.run([base, "-m", "pip", "install", "-q", "--user", "--no-deps", "--no-index", releases.wheel(MMCV)], env)
+    user_site = releases.run([base, "-c", "import site; print(site.getusersitepackages())"], env).stdout.strip()
+    assert user_site.startswith(str(tmp_path))
+    cycle(Path(sys.executable), Path(user_site) / "mmcv" / "ops" / "nms.py", "--python", base, env=env)
+
+
+def test_python_option_patches_a_python_37_venv(tmp_path: Path) -> None:
+    from tests.test_interpreters import _python
+
+    python37 = _python("3.7")
+    venv = tmp_path / "venv37"
+    releases.run([python37, "-m", "venv", venv])
+    releases.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", releases.wheel(MMCV)])
+    nms = venv / "lib" / "python3.7" / "site-packages" / "mmcv" / "ops" / "nms.py"
+    cycle(Path(sys.executable), nms, "--python", str(venv / "bin" / "python"))
+
+
+def test_two_distributions_claiming_one_tree_are_reported(tmp_path: Path) -> None:
+    python = releases.make_venv(tmp_path / "venv")
+    releases.pip_install(python, "--no-index", releases.wheel(MMCV))
+    releases.pip_install(python, "--no-index", releases.wheel(LITE))  # overwrites mmcv/
+    nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
+    status = cycle(python, nms, distribution="mmcv-lite", version="2.2.0", release=LITE)
+    [note] = status["target"]["notes"]
+    assert "several distributions claim" in note and "mmcv 1.7.2" in note and "mmcv-lite 2.2.0" in note
+    assert "gating by mmcv-lite 2.2.0" in note
+
+
+def test_a_copy_shadowing_the_installed_one_is_reported_and_status_all_shows_both(tmp_path: Path) -> None:
+    python = releases.make_venv(tmp_path / "venv")
+    releases.pip_install(python, "--no-index", releases.wheel(MMCV))
+    newer = next(r for r in releases.CHECKOUTS if r.id == "mmcv-2.0.0")
+    unpacked = releases.unpack(newer, tmp_path / "sdist")
+    shadow = tmp_path / "shadow"
+    shutil.copytree(unpacked / "mmcv", shadow / "mmcv")  # the package alone, no metadata
+    env = {"PYTHONPATH": str(shadow)}
+
+    status = cycle(python, shadow / "mmcv" / "ops" / "nms.py", env=env, distribution=None, version="2.0.0", release=newer)
+    [note] = status["target"]["notes"]
+    assert "mmcv 1.7.2 is installed, but its metadata" in note and str(shadow / "mmcv") in note
+
+    done = releases.tool(python, "status", "--all", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    copies = json.loads(done.stdout)["copies"]
+    assert [(c["imported"], c["target"]["path"], c["target"]["distribution"], c["target"]["version"]) for c in copies] == [
+        (True, str(shadow / "mmcv"), None, "2.0.0"),
+        (False, str(releases.site_packages(python) / "mmcv"), "mmcv", "1.7.2"),
+    ]
+    assert [c["patches"][0]["state"] for c in copies] == ["unpatched", "unpatched"]
+    assert releases.tool(python, "status", "--all", "--check", env=env).returncode == 3
+    text = releases.tool(python, "status", "--all", env=env).stdout
+    assert "also has on sys.path (not imported)" in text
