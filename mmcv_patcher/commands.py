@@ -17,7 +17,8 @@ from mmcv_patcher.model import Patch, Result, State
 from mmcv_patcher.source import Source, UndecodableSource, decode
 
 APPLY, STATUS, REVERT = "apply", "status", "revert"
-COMMANDS = (APPLY, STATUS, REVERT)
+#: mmcv's nms.py is about 20 KB; LibCST needs seconds per MB, so anything this big is refused.
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
 @dataclass
@@ -51,13 +52,16 @@ def run(command: str, target: Target, patches: Sequence[Patch], *, force: bool =
     never exceptions; files are written only when the whole command succeeds."""
     writes = command != STATUS and not dry_run
     outcome = Outcome()
+    groups = _by_file(target, patches)
     with _locked(target.package_dir) if writes else contextlib.nullcontext(False) as waited:
         outcome.waited = waited
-        file_plans = [_plan_file(command, target, path, group, force) for path, group in _by_file(target, patches).items()]
+        if writes:
+            _remove_stale_temps(groups)
+        file_plans = [_plan_file(command, target, path, group, force) for path, group in groups.items()]
         succeeded = all(action.ok for file_plan in file_plans for _, _, action in file_plan.verdicts)
+        written = False
         if succeeded and command != STATUS:
-            outcome.error = _write_all(file_plans, outcome, dry_run=dry_run)
-        written = succeeded and outcome.error is None and not dry_run
+            outcome.error, written = _write_all(file_plans, outcome, package_dir=target.package_dir, dry_run=dry_run, force=force)
         outcome.results = [
             _result(file_plan.path, patch, assessed, action, written=written, dry_run=dry_run)
             for file_plan in file_plans
@@ -72,6 +76,16 @@ def _locked(directory: Path) -> "contextlib.AbstractContextManager[bool]":
     return write.locked(directory)
 
 
+def _remove_stale_temps(groups: Dict[Path, List[Patch]]) -> None:
+    """Temporary files a killed run left beside the files we write (we hold the lock, so
+    no live run owns them); done by every writing run, even one with nothing to write."""
+    from mmcv_patcher import write
+
+    for path in groups:
+        for directory in {path.parent, path.resolve().parent}:
+            write.remove_stale_temps(directory)
+
+
 def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[Path, List[Patch]]:
     """Patches grouped by the file they change, files and patches in registry order."""
     groups: Dict[Path, List[Patch]] = {}
@@ -83,6 +97,8 @@ def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[Path, List[Patch]
 def _plan_file(command: str, target: Target, path: Path, patches: List[Patch], force: bool) -> _FilePlan:
     file_plan = _FilePlan(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_SOURCE_BYTES:
+            raise UndecodableSource(f"it is {path.stat().st_size / 1e6:.1f} MB, far larger than any mmcv source file; refusing to parse it")
         file_plan.source = decode(path.read_bytes())
     except (OSError, UndecodableSource) as error:
         for patch in patches:
@@ -117,29 +133,55 @@ def _unreadable(patch: Patch, target: Target, path: Path, error: Exception) -> p
     return plan.Plan(State.DRIFTED, None, f"cannot read the file: {reason}; reinstall mmcv", ok=False)
 
 
-def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, dry_run: bool) -> Optional[str]:
-    """Writes (or diffs) every changed file; returns an error line, or None."""
+def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Path, dry_run: bool, force: bool) -> Tuple[Optional[str], bool]:
+    """Writes (or diffs) every changed file; returns an error line or None, and whether
+    the files were written.
+
+    Everything that can be checked is checked before the first byte is written: the new
+    text compiles, each file resolves inside the package (a symlink leaving it is refused
+    unless ``--force``), and each is writable.
+    """
     from mmcv_patcher import write
+
     changed = [fp for fp in file_plans if fp.new_text is not None and fp.source is not None]
     encoded = []
     for file_plan in changed:
         assert file_plan.source is not None and file_plan.new_text is not None
         data = file_plan.source.encode(file_plan.new_text)
-        problem = _compile_problem(data, file_plan.path)
+        problem = _compile_problem(data, file_plan.path) or _outside_problem(file_plan.path, package_dir, force)
         if problem is not None:
-            return problem
-        encoded.append((file_plan, data))
-    for file_plan, data in encoded:
-        assert file_plan.source is not None and file_plan.new_text is not None
-        if dry_run:
-            outcome.diffs.append(_diff(file_plan.path, file_plan.source.text, file_plan.new_text))
-            continue
+            return problem, False
+        encoded.append((file_plan, file_plan.path.resolve(), data))
+    if dry_run:
+        outcome.diffs.extend(_diff(fp.path, fp.source.text, fp.new_text) for fp, _, _ in encoded if fp.source and fp.new_text is not None)
+        return None, False
+    try:
+        for _, real, _ in encoded:
+            write.check_writable(real)
+    except write.ReadOnly as error:
+        return f"cannot write {error.filename}: read-only; re-run as the owner or use --python/--path on a writable copy", False
+    for file_plan, real, data in encoded:
+        # Bytecode goes first and comes back last: a crash in between leaves none, never stale.
         try:
-            write.replace_file(file_plan.path, data)
+            dropped = [(path, write.drop_bytecode(path)) for path in {file_plan.path, real}]
         except OSError as error:
-            return _write_error(file_plan.path, error)
-        write.refresh_bytecode(file_plan.path)
-    return None
+            return f"cannot remove stale bytecode {error.filename}: {error.strerror}; the source was left as it was", False
+        try:
+            write.replace_file(real, data)
+        except OSError as error:
+            return _write_error(real, error), False
+        finally:
+            for path, entries in dropped:
+                write.rebuild_bytecode(path, entries)
+    return None, True
+
+
+def _outside_problem(path: Path, package_dir: Path, force: bool) -> Optional[str]:
+    """Refuses to write through a symlink that leaves the package (``--force`` allows it)."""
+    real, package = path.resolve(), package_dir.resolve()
+    if force or real == package or package in real.parents:
+        return None
+    return f"{path}: resolves to {real}, outside the mmcv package {package}; refusing to write there (--force writes through it)"
 
 
 def _compile_problem(data: bytes, path: Path) -> Optional[str]:
@@ -153,8 +195,11 @@ def _compile_problem(data: bytes, path: Path) -> Optional[str]:
 
 
 def _write_error(path: Path, error: OSError) -> str:
-    reason = error.strerror or str(error)
-    return f"cannot write {path}: {reason}; re-run as the owner, or use --path on a writable copy"
+    import errno
+
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {path}: read-only ({error.strerror}); re-run as the owner or use --python/--path on a writable copy"
+    return f"cannot write {path}: {error.strerror or error}; the file was left as it was"
 
 
 def _diff(path: Path, old: str, new: str) -> str:

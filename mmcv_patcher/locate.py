@@ -84,13 +84,16 @@ def _package_from_path(path: Path, patches: Sequence[Patch]) -> Tuple[Path, Opti
             parts = Path(patch.file).parts
             package_dir = path.parents[len(parts) - 1]
             if package_dir.joinpath(*parts) == path:
+                if not (package_dir / "__init__.py").is_file():
+                    raise BadPath(f"--path {path}: {package_dir} is not a package (no __init__.py), so Python never imports it")
                 return package_dir, patch.file
         files = ", ".join(sorted({p.file for p in patches}))
         raise BadPath(f"--path {path}: not a file any patch works on ({files} inside the mmcv package)")
-    if (path / "mmcv").is_dir():
-        return path / "mmcv", None
-    if any((path / patch.file).exists() for patch in patches) or (path.name == "mmcv" and (path / "__init__.py").exists()):
-        return path, None
+    for package_dir in (path / "mmcv", path):
+        if package_dir.is_dir() and (package_dir.name == "mmcv" or any((package_dir / p.file).exists() for p in patches)):
+            if not (package_dir / "__init__.py").is_file():
+                raise BadPath(f"--path {path}: {package_dir} is not a package (no __init__.py), so Python never imports it")
+            return package_dir, None
     raise BadPath(f"--path {path}: no mmcv/ in it, and it is not the mmcv package; point it at site-packages, a checkout, or mmcv/")
 
 

@@ -1,25 +1,37 @@
 """The only code that changes files: atomic replacement, bytecode refresh, and the lock.
 
-Modelled on pypa/installer's destinations: each function states what it guarantees.
+Modelled on pypa/installer's destinations: each function states what it guarantees. Every
+file is written the same way (temporary file beside it, fsync, ``os.replace``), so a reader
+or a crash sees the old bytes or the new, never a mix. A process killed mid-write cannot
+delete its temporary file; every temporary file carries :data:`TEMP_SUFFIX`, and the next
+writing run removes any it finds (:func:`remove_stale_temps`) while holding the lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import importlib.util
+import marshal
 import os
-import py_compile
 import stat
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows has no flock; runs there are not serialised
     fcntl = None  # type: ignore[assignment]
 
-_TEMP_SUFFIX = ".mmcv-patcher-tmp"
+TEMP_SUFFIX = ".mmcv-patcher-tmp"
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class ReadOnly(PermissionError):
+    """The target (or its directory) cannot be written by this user."""
 
 
 @contextlib.contextmanager
@@ -44,31 +56,43 @@ def locked(directory: Path) -> Iterator[bool]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def check_writable(path: Path) -> None:
+    """Raises :class:`ReadOnly` unless this user may replace ``path`` (the file itself and
+    its directory, which holds the temporary file), before anything is created."""
+    for needed in (path, path.parent):
+        if not os.access(str(needed), os.W_OK):
+            raise ReadOnly(errno.EACCES, "read-only", str(needed))
+
+
 def replace_file(path: Path, data: bytes) -> None:
-    """Replaces ``path`` with ``data`` atomically: readers see the old or the new file, never
-    a mix. Keeps the mode (and owner, where permitted); leaves no temporary file behind.
-    """
+    """Replaces ``path`` with ``data`` atomically, keeping its mode (and owner, where
+    permitted). Leaves no temporary file behind unless the process is killed."""
+    check_writable(path)
     before = os.stat(str(path))
-    fd, temp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
+    _write_atomically(path, data, before)
+
+
+def _write_atomically(path: Path, data: bytes, like: os.stat_result) -> None:
+    fd, temp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fchmod(handle.fileno(), stat.S_IMODE(before.st_mode))
-            if hasattr(os, "fchown") and (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
+            os.fchmod(handle.fileno(), stat.S_IMODE(like.st_mode))
+            if (like.st_uid, like.st_gid) != (os.getuid(), os.getgid()):
                 with contextlib.suppress(PermissionError):
-                    os.fchown(handle.fileno(), before.st_uid, before.st_gid)
+                    os.fchown(handle.fileno(), like.st_uid, like.st_gid)
             os.fsync(handle.fileno())
         os.replace(temp, str(path))
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    _fsync_directory(path.parent)
+    with contextlib.suppress(OSError):  # durability only: the rename has happened
+        _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:
-    """Makes the rename durable (a crash after returning cannot bring the old file back)."""
     fd = os.open(str(directory), os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -76,42 +100,86 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def refresh_bytecode(path: Path) -> None:
-    """Ensures no ``__pycache__`` entry of ``path`` can run its old code.
+def remove_stale_temps(directory: Path) -> List[Path]:
+    """Removes temporary files a killed run of this tool left in ``directory`` and its
+    ``__pycache__``. Call it only while holding :func:`locked`: then no live run owns them."""
+    removed = []
+    for folder in (directory, directory / "__pycache__"):
+        if folder.is_dir():
+            for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+                    removed.append(leftover)
+    return removed
 
-    Entries of this interpreter are recompiled in place with their own optimization level
-    and invalidation mode (an unchecked-hash ``.pyc`` is never revalidated by Python);
-    entries of other interpreters, or any that fail to compile, are removed, and Python
-    rebuilds them on the next import. No entry is created where there was none.
-    (``PYTHONDONTWRITEBYTECODE`` governs writes at import time, not this: like pip, we
-    keep the install's compiled state as it was.)
+
+@dataclass(frozen=True)
+class _CacheEntry:
+    """A ``__pycache__`` entry of this interpreter that existed before a write."""
+
+    pyc: Path
+    optimize: int
+    flags: int
+    like: os.stat_result
+
+
+def drop_bytecode(path: Path) -> List[_CacheEntry]:
+    """Removes every ``__pycache__`` entry of ``path`` before its source changes, so no
+    crash can leave bytecode of the old source beside the new one: Python never revalidates
+    an unchecked-hash ``.pyc``. Returns this interpreter's entries, for :func:`rebuild_bytecode`.
+
+    Raises :class:`OSError` if an entry cannot be removed; the source must not change then.
+    (``PYTHONDONTWRITEBYTECODE`` governs writes at import time, not this: like pip, we keep
+    the install's compiled state as it was.)
     """
     cache = path.parent / "__pycache__"
+    dropped: List[_CacheEntry] = []
     if not cache.is_dir():
-        return
+        return dropped
     for pyc in sorted(cache.glob(f"{path.stem}.*.pyc")):
         tag, _, level = pyc.name[len(path.stem) + 1 : -len(".pyc")].partition(".opt-")
-        if tag == sys.implementation.cache_tag:
-            try:
-                py_compile.compile(
-                    str(path),
-                    cfile=str(pyc),
-                    optimize=int(level or 0),
-                    invalidation_mode=_invalidation_mode(pyc),
-                    doraise=True,
-                )
-                continue
-            except (py_compile.PyCompileError, OSError, ValueError):
-                pass
-        with contextlib.suppress(FileNotFoundError):
+        mine = tag == sys.implementation.cache_tag and level in ("", "1", "2")
+        entry = _CacheEntry(pyc, int(level or 0), _flags(pyc), os.stat(str(pyc))) if mine else None
+        try:
             pyc.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(pyc)) from None
+        if entry is not None:
+            dropped.append(entry)
+    return dropped
 
 
-def _invalidation_mode(pyc: Path) -> py_compile.PycInvalidationMode:
-    """The mode a ``.pyc`` was written with, from its header flags (PEP 552)."""
+def rebuild_bytecode(path: Path, dropped: List[_CacheEntry]) -> List[str]:
+    """Writes the dropped entries again for the source now at ``path``, each with its own
+    optimization level and invalidation mode, atomically. Entries of other interpreters
+    stay removed; Python rebuilds them on import. Returns problems (a missing entry is
+    harmless: Python compiles the source instead)."""
+    problems = []
+    for entry in dropped:
+        try:
+            _write_atomically(entry.pyc, _pyc_bytes(path, entry.optimize, entry.flags), entry.like)
+        except (OSError, SyntaxError, ValueError) as error:
+            problems.append(f"note: could not rebuild {entry.pyc} ({error}); Python will compile the source instead")
+    return problems
+
+
+def _flags(pyc: Path) -> int:
+    """The PEP 552 flags word of a ``.pyc``: 0 timestamp, 0b01 unchecked hash, 0b11 checked."""
     with pyc.open("rb") as handle:
         header = handle.read(8)
-    flags = int.from_bytes(header[4:8], "little") if len(header) == 8 else 0
+    return int.from_bytes(header[4:8], "little") & 0b11 if len(header) == 8 else 0
+
+
+def _pyc_bytes(path: Path, optimize: int, flags: int) -> bytes:
+    """The ``.pyc`` Python itself would write for ``path`` (PEP 552 header + marshalled code)."""
+    source = path.read_bytes()
+    code = compile(source, str(path), "exec", dont_inherit=True, optimize=optimize)
+    header = importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
     if flags & 0b1:
-        return py_compile.PycInvalidationMode.CHECKED_HASH if flags & 0b10 else py_compile.PycInvalidationMode.UNCHECKED_HASH
-    return py_compile.PycInvalidationMode.TIMESTAMP
+        header += importlib.util.source_hash(source)
+    else:
+        info = os.stat(str(path))
+        header += (int(info.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (info.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    return header + marshal.dumps(code)

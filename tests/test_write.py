@@ -57,9 +57,11 @@ def test_cached_bytecode_never_runs_the_old_code(tmp_path: Path, mode: py_compil
     write.replace_file(path, b"x = 'new'\n")
     # Same size and mtime as before: a timestamp .pyc could not tell the difference either.
     os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
-    write.refresh_bytecode(path)
+    assert write.rebuild_bytecode(path, write.drop_bytecode(path)) == []
     assert pyc.exists(), "the entry of this interpreter is recompiled, not dropped"
-    assert write._invalidation_mode(pyc) is mode
+    expected_flags = {"TIMESTAMP": 0, "UNCHECKED_HASH": 0b01, "CHECKED_HASH": 0b11}[mode.name]
+    assert write._flags(pyc) == expected_flags
+    assert not list(pyc.parent.glob("*" + write.TEMP_SUFFIX))
     assert _run(path) == "new"
 
 
@@ -71,7 +73,7 @@ def test_bytecode_of_other_interpreters_is_removed_and_none_is_created(tmp_path:
     foreign.write_bytes(b"stale")
     unrelated = cache / "nms_rotated.cpython-311.pyc"
     unrelated.write_bytes(b"not ours")
-    write.refresh_bytecode(path)
+    assert write.rebuild_bytecode(path, write.drop_bytecode(path)) == []
     assert sorted(p.name for p in cache.iterdir()) == ["nms_rotated.cpython-311.pyc"]
 
 
@@ -79,8 +81,10 @@ def test_optimized_bytecode_keeps_its_level(tmp_path: Path) -> None:
     path = _module(tmp_path, "x = 'old'\nassert False\n")
     pyc = Path(py_compile.compile(str(path), optimize=1, doraise=True))
     assert ".opt-1." in pyc.name
+    dropped = write.drop_bytecode(path)
+    assert not pyc.exists(), "entries go before the source changes"
     path.write_text("x = 'new'\nassert False\n")
-    write.refresh_bytecode(path)
+    write.rebuild_bytecode(path, dropped)
     out = subprocess.run([sys.executable, "-O", "-c", f"import sys; sys.path.insert(0, {str(path.parent)!r}); import nms; print(nms.x)"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout.strip()
     assert out == "new"
 
@@ -106,3 +110,37 @@ def test_lock_reports_waiting_and_leaves_no_file(tmp_path: Path) -> None:
         assert waited and time.monotonic() - started > 0.1
     thread.join()
     assert list(directory.iterdir()) == []
+
+
+def test_our_pyc_is_byte_identical_to_what_python_writes(tmp_path: Path) -> None:
+    path = _module(tmp_path, "x = 'new'\n")
+    for mode in py_compile.PycInvalidationMode:
+        for level in (0, 1, 2):
+            reference = Path(py_compile.compile(str(path), invalidation_mode=mode, optimize=level, doraise=True))
+            flags = {"TIMESTAMP": 0, "UNCHECKED_HASH": 0b01, "CHECKED_HASH": 0b11}[mode.name]
+            assert write._pyc_bytes(path, level, flags) == reference.read_bytes(), (mode, level)
+
+
+def test_stale_temps_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    path = _module(tmp_path, "x = 1\n")
+    (path.parent / "__pycache__").mkdir()
+    stale = [path.parent / (".nms.py.abc" + write.TEMP_SUFFIX), path.parent / "__pycache__" / (".nms.cpython-311.pyc.x" + write.TEMP_SUFFIX)]
+    for leftover in stale:
+        leftover.write_bytes(b"half")
+    keep = path.parent / ".hidden-but-not-ours"
+    keep.write_text("keep")
+    assert sorted(write.remove_stale_temps(path.parent)) == sorted(stale)
+    assert keep.exists() and path.exists() and not any(p.exists() for p in stale)
+
+
+def test_read_only_file_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root may write anything; tests/test_faults.py runs this as an unprivileged user")
+    path = _module(tmp_path, "x = 1\n")
+    os.chmod(path.parent, 0o555)
+    try:
+        with pytest.raises(write.ReadOnly):
+            write.replace_file(path, b"x = 2\n")
+    finally:
+        os.chmod(path.parent, 0o755)
+    assert path.read_bytes() == b"x = 1\n"

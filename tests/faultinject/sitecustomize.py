@@ -1,0 +1,46 @@
+"""Fault injection for tests/test_faults.py, loaded by a child process through PYTHONPATH.
+
+Wraps the file-system calls a write goes through. ``MMCVP_FAULT_LOG=FILE`` appends each
+call's name to FILE; ``MMCVP_FAULT=N:ACTION`` makes the Nth wrapped call (counting from 1)
+``kill-before`` (SIGKILL before the call), ``kill-after`` (SIGKILL after it returns), or
+fail with ``ENOSPC``, ``EACCES``, ``EROFS`` or ``EIO`` instead of running.
+"""
+
+import errno
+import os
+import signal
+import tempfile
+
+_LOG = os.environ.get("MMCVP_FAULT_LOG")
+_AT, _, _ACTION = os.environ.get("MMCVP_FAULT", "0:").partition(":")
+_AT = int(_AT)
+_calls = [0]
+
+
+def _wrap(owner, name):
+    real = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        _calls[0] += 1
+        if _LOG:
+            with open(_LOG, "a") as log:
+                log.write(name + "\n")
+        if _calls[0] == _AT:
+            if _ACTION == "kill-before":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if _ACTION in ("ENOSPC", "EACCES", "EROFS", "EIO"):
+                code = getattr(errno, _ACTION)
+                raise OSError(code, os.strerror(code))
+            result = real(*args, **kwargs)
+            if _ACTION == "kill-after":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+        return real(*args, **kwargs)
+
+    setattr(owner, name, wrapper)
+
+
+if _LOG or _AT:
+    for _name in ("replace", "fsync", "fchmod", "unlink"):
+        _wrap(os, _name)
+    _wrap(tempfile, "mkstemp")
