@@ -142,6 +142,15 @@ def _quick_unpatched_line(source: Source, patch: Patch, release: Release) -> Opt
     end = first + len(patch.anchor)
     if end < len(text) and text[end] not in "\r\n":
         return None
+    # Sound without LibCST only if it is in the function (the nearest top-level def above
+    # it) and the file compiles; anything else goes to the structural scan.
+    above = max(text.rfind("\ndef ", 0, first), text.rfind("\rdef ", 0, first))
+    if above < 0 or not text.startswith(f"def {patch.function}(", above + 1):
+        return None
+    try:
+        compile(text, "<nms>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
     return _line_at(text, first)
 
 

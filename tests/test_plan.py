@@ -336,3 +336,17 @@ def test_two_definitions_each_with_the_anchor_are_drifted() -> None:
     function = NMS[NMS.index("def batched_nms") :]
     verdict = assess(NMS + "\n\n" + function)
     assert verdict.state is State.DRIFTED and "2 times (lines 18, 32)" in verdict.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        NMS.replace("def nms(", "def nms(:"),
+        nms_with("pass").replace("    return boxes, scores\n\n\ndef batched", f"    {ANCHOR}\n    return boxes, scores\n\n\ndef batched", 1),
+    ],
+    ids=["syntax-error", "anchor-in-another-function"],
+)
+def test_fast_path_never_vouches_for_a_file_the_scan_would_refuse(text: str) -> None:
+    record = sha256_hex(text.encode())
+    fast = assess(text, need_text=False, record=record)
+    assert fast.state is State.DRIFTED and fast.state is assess(text, need_text=True, record=record).state

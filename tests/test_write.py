@@ -135,7 +135,7 @@ def test_stale_temps_are_removed_and_nothing_else(tmp_path: Path) -> None:
 
 def test_read_only_file_is_refused_before_anything_is_created(tmp_path: Path) -> None:
     if os.geteuid() == 0:
-        pytest.skip("root may write anything; tests/test_faults.py runs this as an unprivileged user")
+        pytest.skip("root may write anything; tests/test_readonly.py runs this as the unprivileged user nobody")
     path = _module(tmp_path, "x = 1\n")
     os.chmod(path.parent, 0o555)
     try:

@@ -1,0 +1,167 @@
+"""Hostile and odd inputs through the CLI: each gets a clear verdict and loses nothing.
+
+Whatever the tool accepts, apply then revert gives back the exact original bytes; whatever
+it refuses, it refuses with one line naming the file, and exit 1, leaving the file as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Tuple
+
+import pytest
+
+from tests.fixtures import ANCHOR, NMS, make_tree, nms_with
+from tests.test_faults import PATCHED
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmcv_patcher", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd="/")
+
+
+def snapshot(root: Path) -> Dict[str, Tuple[bool, bytes]]:
+    """Every path under root: whether it is a link, and its bytes (files) or target (links)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            found[str(path)] = (True, os.readlink(path).encode())
+        elif path.is_file():
+            found[str(path)] = (False, path.read_bytes())
+    return found
+
+
+def refused(done: subprocess.CompletedProcess, *, file: Path) -> str:
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"mmcv-patcher: error: {file}")
+    return line
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        NMS.replace("\n", "\r\n").encode(),
+        b"\xef\xbb\xbf" + NMS.encode(),
+        NMS.replace("    ", "\t").encode(),
+        ("# -*- coding: latin-1 -*-\n# caf\xe9 cr\xe8me\n" + NMS).encode("latin-1"),
+    ],
+    ids=["crlf", "bom", "tabs", "latin-1-cookie"],
+)
+def test_accepted_encodings_round_trip_on_disk(tmp_path: Path, data: bytes) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    nms.write_bytes(data)
+    assert cli("apply", "--path", str(tmp_path)).returncode == 0
+    patched = nms.read_bytes()
+    assert patched != data and patched.count(b".to(scores_after_nms.dtype)") == 1
+    compile(patched, str(nms), "exec")
+    assert cli("revert", "--path", str(tmp_path)).returncode == 0
+    assert nms.read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        (NMS.replace("def nms(", "def nms(:"), "cannot parse"),
+        (nms_with(f"{ANCHOR}\n            {ANCHOR}"), "2 times"),
+        (nms_with("pass").replace("    return boxes, scores\n\n\ndef batched", f"    {ANCHOR}\n    return boxes, scores\n\n\ndef batched", 1), "is not in batched_nms()"),
+        ("", "no module-level function batched_nms()"),
+    ],
+    ids=["syntax-error", "anchor-twice", "anchor-in-another-function", "empty-file"],
+)
+def test_refused_sources_are_left_byte_for_byte(tmp_path: Path, text: str, reason: str) -> None:
+    nms = make_tree(tmp_path, text, distribution="mmcv")
+    before = snapshot(tmp_path)
+    for command in ("apply", "revert", "status"):
+        done = cli(command, "--path", str(tmp_path))
+        if command == "revert" and done.returncode == 0:
+            continue  # nothing of ours to revert
+        assert reason in refused(done, file=nms)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_50_mb_file_is_refused_fast(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    nms.write_bytes(NMS.encode() + b"# padding\n" * 5_000_000)
+    started = time.monotonic()
+    line = refused(cli("apply", "--path", str(tmp_path)), file=nms)
+    assert "MB" in line and time.monotonic() - started < 20
+    assert nms.stat().st_size == len(NMS) + 50_000_000
+
+
+def test_a_directory_where_the_file_should_be(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    nms.unlink()
+    nms.mkdir()
+    assert "Is a directory" in refused(cli("apply", "--path", str(tmp_path)), file=nms)
+    assert nms.is_dir()
+
+
+def test_symlink_inside_the_package_is_written_through(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    real = nms.with_name("nms_impl.py")
+    nms.rename(real)
+    nms.symlink_to("nms_impl.py")
+    assert cli("apply", "--path", str(tmp_path)).returncode == 0
+    assert nms.is_symlink() and os.readlink(nms) == "nms_impl.py"
+    assert real.read_bytes() == PATCHED
+    assert cli("revert", "--path", str(tmp_path)).returncode == 0
+    assert real.read_text() == NMS and nms.is_symlink()
+
+
+def test_symlink_leaving_the_package_is_refused_unless_forced(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path / "site", distribution="mmcv")
+    outside = tmp_path / "elsewhere" / "nms.py"
+    outside.parent.mkdir()
+    outside.write_text(NMS)
+    nms.unlink()
+    nms.symlink_to(outside)
+    line = refused(cli("apply", "--path", str(tmp_path / "site")), file=nms)
+    assert f"resolves to {outside}, outside the mmcv package" in line and "--force" in line
+    assert outside.read_text() == NMS
+    assert cli("apply", "--force", "--path", str(tmp_path / "site")).returncode == 0
+    assert outside.read_bytes() == PATCHED and nms.is_symlink()
+
+
+def test_version_py_that_runs_code_is_never_executed(tmp_path: Path) -> None:
+    make_tree(tmp_path, version=None)
+    witness = tmp_path / "ran"
+    (tmp_path / "mmcv" / "version.py").write_text(f"__version__ = '2.1.0'\nopen({str(witness)!r}, 'w').write('pwned')\n")
+    for command in ("status", "apply", "revert"):
+        assert cli(command, "--path", str(tmp_path)).returncode == 0
+    assert not witness.exists()
+
+
+def test_an_mmcv_directory_that_is_not_a_package(tmp_path: Path) -> None:
+    make_tree(tmp_path, distribution="mmcv")
+    (tmp_path / "mmcv" / "__init__.py").unlink()
+    done = cli("apply", "--path", str(tmp_path))
+    assert done.returncode == 2 and "is not a package (no __init__.py)" in done.stderr
+
+
+def test_metadata_with_an_invalid_version_is_unverified(tmp_path: Path) -> None:
+    make_tree(tmp_path, distribution="mmcv")
+    metadata = next(tmp_path.glob("*.dist-info")) / "METADATA"
+    metadata.write_text(metadata.read_text().replace("Version: 2.1.0", "Version: two point one"))
+    status = json.loads(cli("status", "--json", "--path", str(tmp_path)).stdout)
+    assert status["target"]["version"] == "two point one" and status["patches"][0]["state"] == "unverified"
+    assert cli("apply", "--path", str(tmp_path)).returncode == 1
+    assert cli("apply", "--force", "--path", str(tmp_path)).returncode == 0
+
+
+def test_apply_writes_only_the_file_and_its_bytecode(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    os.chmod(nms, 0o640)
+    import py_compile
+
+    pyc = Path(py_compile.compile(str(nms), doraise=True))
+    before = snapshot(tmp_path)
+    assert cli("apply", "--path", str(tmp_path)).returncode == 0
+    after = snapshot(tmp_path)
+    assert sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)) == sorted([str(nms), str(pyc)])
+    assert oct(nms.stat().st_mode & 0o777) == oct(0o640)

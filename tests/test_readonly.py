@@ -1,0 +1,97 @@
+"""Read-only installs, as a real unprivileged user: one clear line, exit 1, file untouched.
+
+Root may write anything, so these run the CLI as ``nobody`` (via runuser) from a venv made
+in a world-readable directory out of the system Python (pyenv's lives under /root, which
+other users cannot enter). They skip, with the reason, where that is impossible.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests import releases
+from tests.fixtures import NMS, make_tree
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SYSTEM_PYTHON = "/usr/bin/python3"
+MESSAGE = "read-only; re-run as the owner or use --python/--path on a writable copy"
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Path]:
+    """A world-readable directory with a venv (the tool installed) usable by ``nobody``."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a command as another user")
+    if not (shutil.which("runuser") and Path(SYSTEM_PYTHON).exists()):
+        pytest.skip(f"needs runuser and {SYSTEM_PYTHON}")
+    directory = Path(tempfile.mkdtemp(prefix="mmcvp-shared-"))
+    try:
+        os.chmod(directory, 0o755)
+        releases.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", directory / "venv"])
+        releases.run([sys.executable, "-m", "pip", "--python", directory / "venv" / "bin" / "python", "install", "-q", str(REPOSITORY)])
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def as_nobody(shared: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["runuser", "-u", "nobody", "--", str(shared / "venv" / "bin" / "python"), "-m", "mmcv_patcher", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        cwd="/",
+    )
+
+
+def _tree(shared: Path, name: str) -> Path:
+    root = shared / name
+    nms = make_tree(root, distribution="mmcv")
+    for path in [root, *root.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return nms
+
+
+def test_root_owned_install_is_refused_for_another_user(shared: Path) -> None:
+    nms = _tree(shared, "root-owned")
+    root = nms.parents[2]
+    assert as_nobody(shared, "status", "--check", "--path", str(root)).returncode == 3  # reading is fine
+    done = as_nobody(shared, "apply", "--path", str(root))
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line == f"mmcv-patcher: error: cannot write {nms}: {MESSAGE}"
+    assert nms.read_text() == NMS and sorted(p.name for p in nms.parent.iterdir()) == ["__init__.py", "nms.py"]
+
+
+def test_read_only_file_in_a_writable_directory_is_refused(shared: Path) -> None:
+    nms = _tree(shared, "read-only-file")
+    root = nms.parents[2]
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, 65534, 65534)
+    os.chmod(nms, 0o444)
+    done = as_nobody(shared, "apply", "--path", str(root))
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"mmcv-patcher: error: cannot write {nms}: {MESSAGE}"
+    assert nms.read_text() == NMS
+    os.chmod(nms, 0o644)
+    assert as_nobody(shared, "apply", "--path", str(root)).returncode == 0, "the owner can patch once it is writable"
+
+
+def test_read_only_directory_is_refused(shared: Path) -> None:
+    nms = _tree(shared, "read-only-dir")
+    root = nms.parents[2]
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, 65534, 65534)
+    os.chmod(nms.parent, 0o555)
+    done = as_nobody(shared, "apply", "--path", str(root))
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"mmcv-patcher: error: cannot write {nms.parent}: {MESSAGE}"
+    assert nms.read_text() == NMS
