@@ -114,3 +114,40 @@ def test_namespace_mmcv_is_not_a_package(tmp_path: Path) -> None:
     (tmp_path / "mmcv" / "__init__.py").unlink()
     out = _locate_in_subprocess(tmp_path)
     assert "NotFound" in out and "not a regular package" in out
+
+
+def _pyenv_pythons() -> list:
+    import glob
+
+    root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+    found = {}
+    for python in sorted(glob.glob(f"{root}/versions/3.*/bin/python3.*")):
+        name = Path(python).name
+        if name.count(".") == 1 and not name.endswith("-config"):
+            found.setdefault(name, python)
+    return sorted(found.values())
+
+
+@pytest.mark.parametrize("python", _pyenv_pythons() or [pytest.param(None, marks=pytest.mark.skip(reason="no pyenv interpreters"))])
+def test_every_supported_interpreter_answers_where_mmcv_is(tmp_path: Path, python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmcv_patcher import interpreter
+
+    make_tree(tmp_path, version="1.7.2", distribution="mmcv")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    seen = interpreter.ask(python)
+    assert seen.mmcv_dir == str(tmp_path / "mmcv") and str(tmp_path) in seen.sys_path
+    assert seen.cache_tag and seen.cache_tag.startswith("cpython-3")
+    target = locate.locate(None, PATCHES, seen)
+    assert (target.distribution, target.version) == ("mmcv", "1.7.2")
+
+
+def test_record_entries_pointing_outside_never_direct_a_write(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    nms = make_tree(site, distribution="mmcv")
+    victim = tmp_path / "victim.py"
+    victim.write_text("keep = True\n")
+    record = next(site.glob("*.dist-info")) / "RECORD"
+    record.write_text(record.read_text() + "../victim.py,,\nmmcv/../../victim.py,,\n")
+    done = subprocess.run([sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(site)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "keep = True\n" and b"mmcv-patcher" in nms.read_bytes()
