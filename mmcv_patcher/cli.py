@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from mmcv_patcher import __version__, commands, interpreter, locate, registry, report, verify
 from mmcv_patcher.model import Patch, State
@@ -75,8 +75,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     except locate.BadPath as error:
         return _fail(args, str(error), EXIT_USAGE)
     except locate.NotFound as error:
-        if args.command == commands.STATUS:
-            _emit(args, None, None, f"{error}; nothing to patch")
+        if args.command == commands.STATUS:  # nothing installed is nothing to fix
+            print(report.as_json(args.command, None, None, None) if args.json else f"{error}; nothing to patch")
             return EXIT_OK
         return _fail(args, f"{error}; install mmcv first, or pass --path or --python", EXIT_FAILED)
     if args.command == VERIFY:
@@ -137,14 +137,11 @@ def _verify(args: argparse.Namespace, target: locate.Target, seen: interpreter.I
     return EXIT_OK
 
 
-def _emit(args: argparse.Namespace, target: Optional[locate.Target], outcome: Optional[commands.Outcome], error: Optional[str]) -> None:
+def _emit(args: argparse.Namespace, target: locate.Target, outcome: commands.Outcome, error: Optional[str]) -> None:
     if args.json:
         print(report.as_json(args.command, target, outcome, error))
-        return
-    lines: List[str] = report.as_text(target, outcome)
-    if outcome is None and error:
-        lines.append(error)
-    print("\n".join(lines))
+    else:
+        print("\n".join(report.as_text(target, outcome)))
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:

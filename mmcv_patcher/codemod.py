@@ -9,13 +9,13 @@ resolving ``PositionProvider`` metadata, which costs more than the parse itself.
 from __future__ import annotations
 
 import dataclasses
-import re
 import uuid
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, TypeVar, Union
 
 import libcst as cst
 
 from mmcv_patcher.model import Patch
+from mmcv_patcher.source import line_at
 
 #: Fields that carry formatting, not meaning: ignored when comparing shapes.
 _FORMATTING_FIELDS = frozenset(
@@ -33,9 +33,9 @@ _FORMATTING_FIELDS = frozenset(
         "trailing_whitespace",
     }
 )
-_NEWLINE = re.compile(r"\r\n|\r|\n")
 _EMPTY = cst.Module(body=[])
 _StatementLine = Union[cst.SimpleStatementLine, cst.SimpleStatementSuite]
+_Line = TypeVar("_Line", cst.SimpleStatementLine, cst.SimpleStatementSuite)
 
 
 class ParseFailure(Exception):
@@ -136,7 +136,7 @@ class _Codemod(cst.CSTTransformer):
         value = self.fixed_value.visit(_Substitute(self.anchor_value_shape, statement.value))
         return statement.with_changes(value=value)
 
-    def _leave_line(self, updated: _StatementLine) -> _StatementLine:
+    def _leave_line(self, updated: _Line) -> _Line:
         body = list(updated.body)
         tag = None
         for i, statement in enumerate(body):
@@ -170,7 +170,8 @@ def _line_span(line: _StatementLine) -> int:
     """How many lines past its first the statement line runs (0 for a one-liner)."""
     if isinstance(line, cst.SimpleStatementLine):
         line = line.with_changes(leading_lines=())
-    return len(_NEWLINE.findall(_EMPTY.code_for_node(line))) - 1
+    code = _EMPTY.code_for_node(line)  # ends with its newline
+    return line_at(code, len(code)) - 2
 
 
 def _append_comment(trailing: cst.TrailingWhitespace, text: str) -> cst.TrailingWhitespace:
@@ -182,13 +183,13 @@ def _append_comment(trailing: cst.TrailingWhitespace, text: str) -> cst.Trailing
 
 def _lines_of(text: str, needle: str) -> List[int]:
     """1-based numbers of the lines of ``text`` that contain ``needle``, counted as Python does."""
-    lines = []
+    lines: List[int] = []
     start = 0
     while True:
         found = text.find(needle, start)
         if found < 0:
             return lines
-        lines.append(len(_NEWLINE.findall(text, 0, found)) + 1)
+        lines.append(line_at(text, found))
         start = found + len(needle)
 
 
@@ -210,11 +211,12 @@ def scan(text: str, patch: Patch, marker: str) -> Scan:
     fixed_sentinel = f"# mmcv-patcher-fixed-{uuid.uuid4().hex}"
     def_sentinel = f"# mmcv-patcher-def-{uuid.uuid4().hex}"
     codemod = _Codemod(patch, marker, fixed_sentinel)
-    changes = []
+    changes: List[Tuple[int, cst.FunctionDef, cst.FunctionDef]] = []
     for index, statement in enumerate(module.body):
         if isinstance(statement, cst.FunctionDef) and statement.name.value == patch.function:
             changed = statement.visit(codemod)
-            if not changes and isinstance(changed, cst.FunctionDef) and isinstance(changed.body, cst.IndentedBlock):
+            assert isinstance(changed, cst.FunctionDef)  # the codemod never removes a function
+            if not changes and isinstance(changed.body, cst.IndentedBlock):
                 header = _append_comment(changed.body.header, def_sentinel)
                 changed = changed.with_changes(body=changed.body.with_changes(header=header))
             changes.append((index, statement, changed))
@@ -232,7 +234,7 @@ def scan(text: str, patch: Patch, marker: str) -> Scan:
     )
 
 
-def _render(text: str, module: cst.Module, changes: List[Tuple[int, cst.BaseStatement, cst.BaseStatement]]) -> str:
+def _render(text: str, module: cst.Module, changes: List[Tuple[int, cst.FunctionDef, cst.FunctionDef]]) -> str:
     """``text`` with the changed top-level statements. Renders only those statements and
     splices them in when the original statement's text occurs exactly once (so its place
     is certain); otherwise renders the whole module, which costs several times more."""
@@ -242,7 +244,7 @@ def _render(text: str, module: cst.Module, changes: List[Tuple[int, cst.BaseStat
         at = text.find(old)
         if at >= 0 and text.find(old, at + 1) < 0:
             return text[:at] + module.code_for_node(after) + text[at + len(old):]
-    body = list(module.body)
+    body: List[Any] = list(module.body)
     for index, _, after in changes:
         body[index] = after
     return module.with_changes(body=body).code

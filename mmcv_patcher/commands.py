@@ -17,6 +17,7 @@ from mmcv_patcher.model import Patch, Result, State
 from mmcv_patcher.source import Source, UndecodableSource, decode
 
 APPLY, STATUS, REVERT = "apply", "status", "revert"
+_READ_ONLY_HINT = "re-run as the owner or use --python/--path on a writable copy"
 #: mmcv's nms.py is about 20 KB; LibCST needs seconds per MB, so anything this big is refused.
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
@@ -71,7 +72,7 @@ def run(command: str, target: Target, patches: Sequence[Patch], *, force: bool =
 
 
 def _locked(directory: Path) -> "contextlib.AbstractContextManager[bool]":
-    from mmcv_patcher import write  # only commands that write pay for tempfile and py_compile
+    from mmcv_patcher import write  # only commands that write pay for its imports
 
     return write.locked(directory)
 
@@ -159,21 +160,36 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Pa
         for _, real, _ in encoded:
             write.check_writable(real)
     except write.ReadOnly as error:
-        return f"cannot write {error.filename}: read-only; re-run as the owner or use --python/--path on a writable copy", False
+        return f"cannot write {error.filename}: read-only; {_READ_ONLY_HINT}", False
+    done: List[Tuple[_FilePlan, Path]] = []
     for file_plan, real, data in encoded:
-        # Bytecode goes first and comes back last: a crash in between leaves none, never stale.
-        try:
-            dropped = [(path, write.drop_bytecode(path)) for path in {file_plan.path, real}]
-        except OSError as error:
-            return f"cannot remove stale bytecode {error.filename}: {error.strerror}; the source was left as it was", False
-        try:
-            write.replace_file(real, data)
-        except OSError as error:
-            return _write_error(real, error), False
-        finally:
-            for path, entries in dropped:
-                write.rebuild_bytecode(path, entries)
+        problem = _replace(file_plan.path, real, data)
+        if problem is not None:
+            for earlier, earlier_real in reversed(done):  # keep "all or nothing" across files
+                assert earlier.source is not None
+                _replace(earlier.path, earlier_real, earlier.source.encode(earlier.source.text))
+            return problem, False
+        done.append((file_plan, real))
     return None, True
+
+
+def _replace(path: Path, real: Path, data: bytes) -> Optional[str]:
+    """Writes one file; an error line, or None. Its bytecode goes first and comes back
+    last, so a crash in between leaves none rather than bytecode of the old source."""
+    from mmcv_patcher import write
+
+    try:
+        dropped = [(location, write.drop_bytecode(location)) for location in {path, real}]
+    except OSError as error:
+        return f"cannot remove stale bytecode {error.filename}: {error.strerror}; the source was left as it was"
+    try:
+        write.replace_file(real, data)
+    except OSError as error:
+        return _write_error(real, error)
+    finally:
+        for location, entries in dropped:
+            write.rebuild_bytecode(location, entries)
+    return None
 
 
 def _outside_problem(path: Path, package_dir: Path, force: bool) -> Optional[str]:
@@ -198,7 +214,7 @@ def _write_error(path: Path, error: OSError) -> str:
     import errno
 
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {path}: read-only ({error.strerror}); re-run as the owner or use --python/--path on a writable copy"
+        return f"cannot write {path}: read-only ({error.strerror}); {_READ_ONLY_HINT}"
     return f"cannot write {path}: {error.strerror or error}; the file was left as it was"
 
 

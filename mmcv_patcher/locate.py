@@ -102,7 +102,7 @@ def _distributions(path: List[str]) -> List[Tuple[str, Any]]:
 
     The name is the one asked for, which spares parsing each METADATA file for it.
     """
-    found = []
+    found: List[Tuple[str, Any]] = []
     for name in MMCV_DISTRIBUTIONS:
         found.extend((name, dist) for dist in metadata.distributions(name=name, path=path))
     return found

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from mmcv_patcher.model import Patch, State
-from mmcv_patcher.source import Source, sha256_hex
-
-_NEWLINE = re.compile(r"\r\n|\r|\n")
+from mmcv_patcher.source import Source, line_at, sha256_hex
 
 
 class Gate(enum.Enum):
@@ -90,10 +88,6 @@ def remembered_sha256(source: Source, patch: Patch) -> Optional[str]:
     return markers[0] if len(markers) == 1 else None
 
 
-def _line_at(text: str, offset: int) -> int:
-    return len(_NEWLINE.findall(text, 0, offset)) + 1
-
-
 @dataclass(frozen=True)
 class _Unpatched:
     """The result of taking our edit out of a file: the text and whether it is the original."""
@@ -114,9 +108,9 @@ def _unpatch(source: Source, patch: Patch) -> Optional[_Unpatched]:
     if not markers:
         return None
     first = markers[0]
-    line = _line_at(source.text, first.start())
+    line = line_at(source.text, first.start())
     if len(markers) > 1:
-        lines = ", ".join(str(_line_at(source.text, m.start())) for m in markers)
+        lines = ", ".join(str(line_at(source.text, m.start())) for m in markers)
         return _Unpatched(None, line, False, f"our marker appears {len(markers)} times (lines {lines})")
     text = source.text[: first.start()] + source.text[first.end():]
     inserted_at = text.rfind(patch.inserted, 0, first.start())
@@ -151,7 +145,7 @@ def _quick_unpatched_line(source: Source, patch: Patch, release: Release) -> Opt
         compile(text, "<nms>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError):
         return None
-    return _line_at(text, first)
+    return line_at(text, first)
 
 
 def assess(source: Source, patch: Patch, release: Release, *, need_text: bool) -> Plan:

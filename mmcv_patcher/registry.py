@@ -20,8 +20,7 @@ class UnknownPatch(ValueError):
 
 def all_patches() -> Tuple[Patch, ...]:
     """Every registered patch, ordered by module name."""
-    from mmcv_patcher import patches as package
-
+    package = importlib.import_module("mmcv_patcher.patches")  # patches/ in the repository
     names = sorted(info.name for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_"))
     return tuple(importlib.import_module(f"{package.__name__}.{name}").PATCH for name in names)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tokenize
 from dataclasses import dataclass
 
@@ -43,3 +44,11 @@ def decode(data: bytes) -> Source:
 def sha256_hex(data: bytes) -> str:
     """Hex sha256, the form kept in markers and compared with RECORD hashes."""
     return hashlib.sha256(data).hexdigest()
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def line_at(text: str, offset: int) -> int:
+    """The 1-based line of ``offset`` in ``text``, counting newlines as Python does."""
+    return len(_NEWLINE.findall(text, 0, offset)) + 1

@@ -27,7 +27,6 @@ except ImportError:  # pragma: no cover - Windows has no flock; runs there are n
     fcntl = None  # type: ignore[assignment]
 
 TEMP_SUFFIX = ".mmcv-patcher-tmp"
-_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class ReadOnly(PermissionError):
@@ -151,18 +150,14 @@ def drop_bytecode(path: Path) -> List[_CacheEntry]:
     return dropped
 
 
-def rebuild_bytecode(path: Path, dropped: List[_CacheEntry]) -> List[str]:
+def rebuild_bytecode(path: Path, dropped: List[_CacheEntry]) -> None:
     """Writes the dropped entries again for the source now at ``path``, each with its own
-    optimization level and invalidation mode, atomically. Entries of other interpreters
-    stay removed; Python rebuilds them on import. Returns problems (a missing entry is
-    harmless: Python compiles the source instead)."""
-    problems = []
+    optimization level and invalidation mode, atomically. Entries of other interpreters stay
+    removed, and so does one that cannot be written: a missing entry is harmless, Python
+    compiles the source instead (and rebuilds it where it may write)."""
     for entry in dropped:
-        try:
+        with contextlib.suppress(OSError, SyntaxError, ValueError):
             _write_atomically(entry.pyc, _pyc_bytes(path, entry.optimize, entry.flags), entry.like)
-        except (OSError, SyntaxError, ValueError) as error:
-            problems.append(f"note: could not rebuild {entry.pyc} ({error}); Python will compile the source instead")
-    return problems
 
 
 def _flags(pyc: Path) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from mmcv_patcher import locate, registry
 from mmcv_patcher.source import sha256_hex
-from tests.fixtures import NMS, make_tree
+from tests.fixtures import make_tree
 
 PATCHES = registry.all_patches()
 
