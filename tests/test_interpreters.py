@@ -57,6 +57,9 @@ def test_apply_and_revert_on_another_python(version: str, tmp_path: Path) -> Non
     assert tool("apply").returncode == 0
     assert b".to(scores_after_nms.dtype)  # mmcv-patcher: batched-nms-amp-dtype" in nms.read_bytes()
     assert tool("status", "--check").returncode == 0
+    # Run inside a checkout of this repository, whose mmcv_patcher/ then shadows the installed one.
+    inside = subprocess.run([str(venv_python), "-m", "mmcv_patcher", "status", "--check"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=str(REPOSITORY))
+    assert inside.returncode == 0, inside.stderr
     # the console script works too
     script = subprocess.run([str(venv / "bin" / "mmcv-patcher"), "revert"], stdout=subprocess.PIPE, universal_newlines=True, cwd=tmp_path)
     assert script.returncode == 0, script.stdout
