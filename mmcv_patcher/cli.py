@@ -21,11 +21,12 @@ VERIFY = "verify"
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--path", help="site-packages or a checkout containing mmcv/, the mmcv package directory, or the file to patch (default: the mmcv this interpreter imports)")
-    common.add_argument("--python", action="append", metavar="PYTHON", help="work on the mmcv another interpreter (CPython 3.6+) imports; the patcher itself runs here")
+    where = argparse.ArgumentParser(add_help=False)  # every command: which mmcv, what output
+    where.add_argument("--path", help="site-packages or a checkout containing mmcv/, the mmcv package directory, or the file to patch (default: the mmcv this interpreter imports)")
+    where.add_argument("--python", action="append", metavar="PYTHON", help="work on the mmcv another interpreter (CPython 3.6+) imports; the patcher itself runs here")
+    where.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    common = argparse.ArgumentParser(add_help=False, parents=[where])  # the commands that run patches
     common.add_argument("--patch", action="append", metavar="ID", help="only this patch (repeatable; default: all)")
-    common.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     common.add_argument("--force", action="store_true", help="apply: patch a release outside the known range when the statement is there once; revert: remove our edit from a file edited since")
     parser = argparse.ArgumentParser(prog="mmcv-patcher", description="Fix mmcv's batched_nms crash under mixed precision, in place and reversibly.")
     parser.add_argument("--version", action="version", version=f"mmcv-patcher {__version__}")
@@ -38,9 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--all", action="store_true", help="every mmcv copy on the sys.path of each --python (default: this interpreter)")
     revert = sub.add_parser(commands.REVERT, parents=[common], help="restore the original file byte for byte")
     revert.add_argument("--dry-run", action="store_true", help="print a unified diff; write nothing")
-    check = sub.add_parser(VERIFY, parents=[common], help="run batched_nms with AMP-style inputs in a child process (imports mmcv and torch)")
-    check.add_argument("--boxes", type=int, default=verify.DEFAULT_BOXES, help=f"boxes to give batched_nms (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})")
-    check.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    proof = sub.add_parser(VERIFY, parents=[where], help="run batched_nms with AMP-style inputs in a child process (imports mmcv and torch)")
+    proof.add_argument("--boxes", type=int, default=verify.DEFAULT_BOXES, help=f"boxes to give batched_nms (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})")
+    proof.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     return parser
 
 
@@ -61,7 +62,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if scan_all and args.path:
         parser.error("status --all scans interpreters; it does not take --path")
     try:
-        selected = registry.select(registry.all_patches(), args.patch)
+        selected = registry.select(registry.all_patches(), getattr(args, "patch", None))
     except registry.UnknownPatch as error:
         parser.error(str(error))
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -71,3 +72,14 @@ def make_tree(
         lines.append(f"{info.name}/RECORD,,")
         (info / "RECORD").write_text("\n".join(lines) + "\n")
     return nms_path
+
+
+def wait_until_someone_blocks_on_flock(timeout: float = 60) -> None:
+    """Returns once the kernel lists a process waiting for an flock (``->`` in /proc/locks),
+    so a test can release a lock knowing the other side really had to wait."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any("->" in line and "FLOCK" in line for line in Path("/proc/locks").read_text().splitlines()):
+            return
+        time.sleep(0.01)
+    raise TimeoutError("nobody blocked on an flock")

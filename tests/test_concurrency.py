@@ -12,7 +12,7 @@ from typing import List
 import pytest
 
 from mmcv_patcher import write
-from tests.fixtures import make_tree
+from tests.fixtures import make_tree, wait_until_someone_blocks_on_flock
 from tests.test_faults import ORIGINAL, PATCHED, leftovers
 
 pytestmark = pytest.mark.concurrency
@@ -74,7 +74,8 @@ def test_a_run_that_waited_says_so(tmp_path: Path) -> None:
     waiting = subprocess.Popen(
         [sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(tmp_path)], stdout=subprocess.PIPE, universal_newlines=True
     )
-    threading.Timer(1.5, release.set).start()
+    wait_until_someone_blocks_on_flock()
+    release.set()
     out, _ = waiting.communicate(timeout=60)
     holder.join()
     assert waiting.returncode == 0
