@@ -6,6 +6,7 @@ from ``importlib.metadata``, and a source checkout's ``version.py`` is parsed, n
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,11 +124,18 @@ def _listing(dist: Any) -> _Listing:
     the ~1000 entries of an mmcv install costs more than the rest of ``status``.
     Other formats (SOURCES.txt, installed-files.txt) go through ``dist.files``."""
     record = dist.read_text("RECORD")
+    installed = dist.read_text("installed-files.txt")
+    info_dir = getattr(dist, "_path", None)
     if record is not None:
         import csv
 
         wanted = [line for line in record.splitlines() if "mmcv/" in line or ".pth" in line or "__editable__" in line]
         rows = [(row[0], row[1] if len(row) > 1 else "") for row in csv.reader(wanted) if row]
+    elif installed is not None and info_dir is not None:
+        # Old pip's `setup.py install`: paths relative to the .egg-info directory, a file
+        # importlib.metadata only reads from Python 3.12 on.
+        root = str(dist.locate_file(""))
+        rows = [(os.path.relpath(os.path.normpath(os.path.join(str(info_dir), line)), root).replace(os.sep, "/"), "") for line in installed.splitlines() if line.strip()]
     else:
         rows = [(entry.as_posix(), f"{entry.hash.mode}={entry.hash.value}" if entry.hash else "") for entry in dist.files or ()]
     package_files = {}

@@ -9,6 +9,7 @@ distributions claiming one tree, and a copy that shadows the installed one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import zipfile
@@ -85,6 +86,21 @@ def test_egg_directory(tmp_path: Path) -> None:
         zipped.extractall(site / egg.name)
     (site / "easy-install.pth").write_text(f"./{egg.name}\n")
     cycle(python, site / egg.name / "mmcv" / "ops" / "nms.py")
+
+
+def test_legacy_setup_py_install_with_installed_files_txt(tmp_path: Path) -> None:
+    root = releases.unpack(MMCV, tmp_path)
+    python = setuptools_venv(tmp_path / "venv")
+    site = releases.site_packages(python)
+    record = tmp_path / "record.txt"
+    releases.run([python, "setup.py", "-q", "install", "--single-version-externally-managed", "--record", record], NO_OPS, cwd=root)
+    # What old pip then did: turn setuptools' record into installed-files.txt, relative to
+    # the .egg-info directory (importlib.metadata reads it only from Python 3.12 on).
+    [info] = site.glob("mmcv-1.7.2-*.egg-info")
+    lines = [os.path.relpath(line, info) for line in record.read_text().split()]
+    (info / "installed-files.txt").write_text("\n".join(lines) + "\n")
+    assert not list(site.glob("mmcv-*.dist-info"))
+    cycle(python, site / "mmcv" / "ops" / "nms.py")
 
 
 def test_source_checkout_on_sys_path(tmp_path: Path) -> None:

@@ -151,3 +151,13 @@ def test_record_entries_pointing_outside_never_direct_a_write(tmp_path: Path) ->
     done = subprocess.run([sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(site)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd="/")
     assert done.returncode == 0, done.stderr
     assert victim.read_text() == "keep = True\n" and b"mmcv-patcher" in nms.read_bytes()
+
+
+def test_legacy_installed_files_txt_names_the_distribution(tmp_path: Path) -> None:
+    make_tree(tmp_path, version="1.7.2")
+    info = tmp_path / "mmcv-1.7.2-py3.11.egg-info"
+    info.mkdir()
+    (info / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: mmcv\nVersion: 1.7.2\n")
+    (info / "installed-files.txt").write_text("../mmcv/__init__.py\n../mmcv/ops/nms.py\nPKG-INFO\n")
+    target = locate.locate(str(tmp_path), PATCHES)
+    assert (target.distribution, target.version, target.notes) == ("mmcv", "1.7.2", ())
