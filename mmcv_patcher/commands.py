@@ -131,7 +131,7 @@ def _unreadable(patch: Patch, target: Target, path: Path, error: Exception) -> p
     if isinstance(error, FileNotFoundError) and plan.gate(patch, target.release(patch)) is not plan.Gate.AFFECTED:
         return plan.Plan(State.NOT_AFFECTED, None, f"{target.release(patch).describe()} has no {patch.file}")
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return plan.Plan(State.DRIFTED, None, f"cannot read the file: {reason}; reinstall mmcv", ok=False)
+    return plan.Plan(State.DRIFTED, None, f"cannot read the file: {reason}; {target.release(patch).reinstall()}", ok=False)
 
 
 def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Path, dry_run: bool, force: bool) -> Tuple[Optional[str], bool]:

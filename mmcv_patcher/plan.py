@@ -36,6 +36,12 @@ class Release:
     def describe(self) -> str:
         return f"{self.distribution or 'mmcv (no metadata)'} {self.version or '(unknown version)'}"
 
+    def reinstall(self) -> str:
+        """What to do about a damaged file: the command that puts the release back."""
+        if self.distribution and self.version:
+            return f"restore it with `pip install --force-reinstall --no-deps {self.distribution}=={self.version}`"
+        return "restore it from a fresh copy of mmcv"
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -158,7 +164,7 @@ def assess(source: Source, patch: Patch, release: Release, *, need_text: bool) -
     if undone is not None:
         if undone.exact:
             return Plan(State.PATCHED, undone.line, "patched by mmcv-patcher", new_text=undone.text)
-        return Plan(State.DRIFTED, undone.line, undone.problem, new_text=undone.text, ok=False)
+        return Plan(State.DRIFTED, undone.line, f"{undone.problem}; {release.reinstall()}", new_text=undone.text, ok=False)
     where = gate(patch, release)
     if where is Gate.BELOW:
         return Plan(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug")
@@ -176,18 +182,24 @@ def _assess_structurally(source: Source, patch: Patch, release: Release, where: 
     try:
         found = codemod.scan(source.text, patch, marker(patch, original_sha))
     except codemod.ParseFailure as failure:
-        return Plan(State.DRIFTED, failure.line, f"cannot parse the file: {failure.reason}", ok=False)
+        return Plan(State.DRIFTED, failure.line, f"cannot parse the file: {failure.reason}; {release.reinstall()}", ok=False)
     affected = where is Gate.AFFECTED
     if found.function_line is None:
         if affected:
-            return Plan(State.DRIFTED, None, f"no module-level function {patch.function}()", ok=False)
+            return Plan(State.DRIFTED, None, f"no module-level function {patch.function}(); {release.reinstall()}", ok=False)
         return Plan(State.NOT_AFFECTED, None, f"no function {patch.function}()")
     if found.anchors == 1 and found.fixed == 0:
         line = found.anchor_lines[0]
         undone = _unpatch(Source(found.patched_text, source.encoding), patch)
         if undone is None or undone.text != source.text:
             # The edit must be exactly our two insertions, so revert can take them out again.
-            return Plan(State.DRIFTED, line, "LibCST cannot edit this file without changing other bytes (unusual newlines?); nothing was written", ok=False)
+            return Plan(
+                State.DRIFTED,
+                line,
+                f"LibCST cannot edit this file without changing other bytes (unusual newlines?); nothing was written;"
+                f" append `{patch.inserted}` to that line by hand",
+                ok=False,
+            )
         if affected:
             return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug", new_text=found.patched_text)
         return Plan(
@@ -204,7 +216,7 @@ def _assess_structurally(source: Source, patch: Patch, release: Release, where: 
             return Plan(
                 State.DRIFTED,
                 found.function_line,
-                f"the statement `{patch.anchor}` is not in {patch.function}(); the file was edited",
+                f"the statement `{patch.anchor}` is not in {patch.function}(); the file was edited: {release.reinstall()}",
                 ok=False,
             )
         return Plan(State.NOT_AFFECTED, found.function_line, f"{patch.function}() has no such statement")
@@ -213,7 +225,7 @@ def _assess_structurally(source: Source, patch: Patch, release: Release, where: 
         State.DRIFTED,
         (found.anchor_lines + found.fixed_lines)[0],
         f"the statement is in {patch.function}() {found.anchors + found.fixed} times (lines {lines});"
-        " refusing to guess which to patch",
+        f" refusing to guess which to patch: {release.reinstall()}",
         ok=False,
     )
 
