@@ -47,6 +47,9 @@ class Target:
     def release(self, patch: Patch) -> Release:
         return Release(self.distribution, self.version, _hex_sha256(self.record.get(patch.file, "")))
 
+    def describe(self) -> str:
+        return Release(self.distribution, self.version).describe()
+
 
 def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[Interpreter] = None) -> Target:
     """The mmcv that ``interpreter`` (default: the running one) imports, or the one ``path``

@@ -85,8 +85,7 @@ def as_text(target: Optional[Target], outcome: Optional[Outcome]) -> List[str]:
     """Lines for stdout: the target, then one line per patch."""
     lines = []
     if target is not None:
-        release = f"{target.distribution or 'mmcv (no metadata)'} {target.version or '(unknown version)'}"
-        lines.append(f"{release} at {target.package_dir}")
+        lines.append(f"{target.describe()} at {target.package_dir}")
         lines.extend(f"note: {note}" for note in target.notes)
     if outcome is not None:
         if outcome.waited:
