@@ -17,7 +17,6 @@ from mmcv_patcher.model import Patch, Result, State
 from mmcv_patcher.source import Source, UndecodableSource, decode
 
 APPLY, STATUS, REVERT = "apply", "status", "revert"
-_READ_ONLY_HINT = "re-run as the owner or use --python/--path on a writable copy"
 #: mmcv's nms.py is about 20 KB; LibCST needs seconds per MB, so anything this big is refused.
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
@@ -138,12 +137,10 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Pa
     """Writes (or diffs) every changed file; returns an error line or None, and whether
     the files were written.
 
-    Everything that can be checked is checked before the first byte is written: the new
-    text compiles, each file resolves inside the package (a symlink leaving it is refused
-    unless ``--force``), and each is writable.
+    Before the first byte is written, every new text must compile and every file must
+    resolve inside the package (a symlink leaving it is refused unless ``--force``). A file
+    that then fails to write (read-only, disk full) rolls the earlier ones back.
     """
-    from mmcv_patcher import write
-
     changed = [fp for fp in file_plans if fp.new_text is not None and fp.source is not None]
     encoded = []
     for file_plan in changed:
@@ -156,11 +153,6 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Pa
     if dry_run:
         outcome.diffs.extend(_diff(fp.path, fp.source.text, fp.new_text) for fp, _, _ in encoded if fp.source and fp.new_text is not None)
         return None, False
-    try:
-        for _, real, _ in encoded:
-            write.check_writable(real)
-    except write.ReadOnly as error:
-        return f"cannot write {error.filename}: read-only; {_READ_ONLY_HINT}", False
     done: List[Tuple[_FilePlan, Path]] = []
     for file_plan, real, data in encoded:
         problem = _replace(file_plan.path, real, data)
@@ -174,21 +166,13 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Pa
 
 
 def _replace(path: Path, real: Path, data: bytes) -> Optional[str]:
-    """Writes one file; an error line, or None. Its bytecode goes first and comes back
-    last, so a crash in between leaves none rather than bytecode of the old source."""
+    """Writes one file (``real``, which Python imports as ``path``); an error line, or None."""
     from mmcv_patcher import write
 
     try:
-        dropped = [(location, write.drop_bytecode(location)) for location in {path, real}]
-    except OSError as error:
-        return f"cannot remove stale bytecode {error.filename}: {error.strerror}; the source was left as it was"
-    try:
-        write.replace_file(real, data)
+        write.replace_file(real, data, import_path=path)
     except OSError as error:
         return _write_error(real, error)
-    finally:
-        for location, entries in dropped:
-            write.rebuild_bytecode(location, entries)
     return None
 
 
@@ -211,11 +195,17 @@ def _compile_problem(data: bytes, path: Path) -> Optional[str]:
 
 
 def _write_error(path: Path, error: OSError) -> str:
+    """One line for a failed write; the file (and every other) was left as it was."""
     import errno
 
+    from mmcv_patcher import write
+
+    where = error.filename or path
+    if isinstance(error, write.StaleBytecode):
+        return f"cannot remove stale bytecode {where}: {error.strerror}; the source was left as it was"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {path}: read-only ({error.strerror}); {_READ_ONLY_HINT}"
-    return f"cannot write {path}: {error.strerror or error}; the file was left as it was"
+        return f"cannot write {where}: read-only; re-run as the owner or use --python/--path on a writable copy"
+    return f"cannot write {where}: {error.strerror or error}; the file was left as it was"
 
 
 def _diff(path: Path, old: str, new: str) -> str:

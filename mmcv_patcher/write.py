@@ -19,7 +19,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 try:
     import fcntl
@@ -63,12 +63,26 @@ def check_writable(path: Path) -> None:
             raise ReadOnly(errno.EACCES, "read-only", str(needed))
 
 
-def replace_file(path: Path, data: bytes) -> None:
+class StaleBytecode(OSError):
+    """A ``__pycache__`` entry could not be removed, so the source was not changed."""
+
+
+def replace_file(path: Path, data: bytes, *, import_path: Optional[Path] = None) -> None:
     """Replaces ``path`` with ``data`` atomically, keeping its mode (and owner, where
-    permitted). Leaves no temporary file behind unless the process is killed."""
+    permitted). Leaves no temporary file behind unless the process is killed.
+
+    Checks that the file and its directory are writable before touching anything. The
+    bytecode of ``path`` (and of ``import_path``, the name Python imports it by when that
+    is a symlink to ``path``) is dropped before the write and rebuilt after it, so a crash
+    in between leaves no bytecode rather than bytecode of the old source.
+    """
     check_writable(path)
-    before = os.stat(str(path))
-    _write_atomically(path, data, before)
+    dropped = [(location, drop_bytecode(location)) for location in {path, import_path or path}]
+    try:
+        _write_atomically(path, data, os.stat(str(path)))
+    finally:
+        for location, entries in dropped:
+            rebuild_bytecode(location, entries)
 
 
 def _write_atomically(path: Path, data: bytes, like: os.stat_result) -> None:
@@ -127,7 +141,7 @@ def drop_bytecode(path: Path) -> List[_CacheEntry]:
     crash can leave bytecode of the old source beside the new one: Python never revalidates
     an unchecked-hash ``.pyc``. Returns this interpreter's entries, for :func:`rebuild_bytecode`.
 
-    Raises :class:`OSError` if an entry cannot be removed; the source must not change then.
+    Raises :class:`StaleBytecode` if an entry cannot be removed; the source must not change then.
     (``PYTHONDONTWRITEBYTECODE`` governs writes at import time, not this: like pip, we keep
     the install's compiled state as it was.)
     """
@@ -144,7 +158,7 @@ def drop_bytecode(path: Path) -> List[_CacheEntry]:
         except FileNotFoundError:
             continue
         except OSError as error:
-            raise OSError(error.errno, error.strerror, str(pyc)) from None
+            raise StaleBytecode(error.errno, error.strerror, str(pyc)) from None
         if entry is not None:
             dropped.append(entry)
     return dropped

@@ -52,9 +52,13 @@ def as_nobody(shared: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def _tree(shared: Path, name: str) -> Path:
+def _tree(shared: Path, name: str, *, compiled: bool = False) -> Path:
     root = shared / name
     nms = make_tree(root, distribution="mmcv")
+    if compiled:
+        import py_compile
+
+        py_compile.compile(str(nms), doraise=True)
     for path in [root, *root.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     return nms
@@ -95,3 +99,13 @@ def test_read_only_directory_is_refused(shared: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip() == f"mmcv-patcher: error: cannot write {nms.parent}: {MESSAGE}"
     assert nms.read_text() == NMS
+
+
+def test_compiled_root_owned_install_is_refused_before_its_bytecode_is_touched(shared: Path) -> None:
+    nms = _tree(shared, "root-owned-compiled", compiled=True)
+    [pyc] = (nms.parent / "__pycache__").glob("nms.*.pyc")
+    before = pyc.read_bytes()
+    done = as_nobody(shared, "apply", "--path", str(nms.parents[2]))
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"mmcv-patcher: error: cannot write {nms}: {MESSAGE}"
+    assert nms.read_text() == NMS and pyc.read_bytes() == before
