@@ -74,6 +74,15 @@ def make_tree(
     return nms_path
 
 
+def egg_info(root: Path, directory: str, name: str, version: str, listing: str, lines: str) -> None:
+    """An ``.egg-info`` directory in ``root``: PKG-INFO and a file list (SOURCES.txt for an
+    sdist, installed-files.txt for old pip's ``setup.py install``)."""
+    info = root / directory
+    info.mkdir()
+    (info / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / listing).write_text(lines)
+
+
 def wait_until_someone_blocks_on_flock(timeout: float = 60) -> None:
     """Returns once the kernel lists a process waiting for an flock (``->`` in /proc/locks),
     so a test can release a lock knowing the other side really had to wait."""

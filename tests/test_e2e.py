@@ -52,10 +52,6 @@ def call(python: Path, boxes: int) -> Dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def tool(python: Path, *args: str) -> subprocess.CompletedProcess:
-    return releases.tool(python, *args)
-
-
 def test_crash_fix_and_crash_again(python: Path) -> None:
     nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
     original = releases.released_file(releases.OPS)
@@ -64,7 +60,7 @@ def test_crash_fix_and_crash_again(python: Path) -> None:
     unpatched = call(python, 12000)
     assert unpatched["error"] == THE_ERROR
 
-    assert tool(python, "apply").returncode == 0
+    assert releases.tool(python, "apply").returncode == 0
     patched = call(python, 12000)
     assert "error" not in patched
     assert patched["keep"] == patched["ref_keep"], "the patched call must keep the same boxes as the fp32 run"
@@ -72,34 +68,34 @@ def test_crash_fix_and_crash_again(python: Path) -> None:
     assert len(scores) == len(patched["ref_scores"]) > 1000
     assert all(abs(a - b) <= 1e-3 * max(1.0, abs(b)) for a, b in zip(scores, patched["ref_scores"]))
 
-    assert tool(python, "revert").returncode == 0
+    assert releases.tool(python, "revert").returncode == 0
     assert nms.read_bytes() == original
     assert call(python, 12000)["error"] == THE_ERROR
 
 
 def test_below_split_thr_results_are_identical_with_and_without_the_patch(python: Path) -> None:
     before = call(python, 5000)
-    assert tool(python, "apply").returncode == 0
+    assert releases.tool(python, "apply").returncode == 0
     try:
         after = call(python, 5000)
     finally:
-        assert tool(python, "revert").returncode == 0
+        assert releases.tool(python, "revert").returncode == 0
     assert "error" not in before and before == after
 
 
 def test_verify_reports_crash_then_survival(python: Path) -> None:
-    crashed = tool(python, "verify", "--json")
+    crashed = releases.tool(python, "verify", "--json")
     assert crashed.returncode == 1
     report = json.loads(crashed.stdout)["verify"]
     assert report["verdict"] == "crashed" and report["detail"] == THE_ERROR
     assert (report["boxes"], report["boxes_dtype"], report["scores_dtype"]) == (12000, "float32", "float16")
     assert Path(report["mmcv_dir"]) == releases.site_packages(python) / "mmcv"
 
-    assert tool(python, "apply").returncode == 0
+    assert releases.tool(python, "apply").returncode == 0
     try:
-        survived = tool(python, "verify")
+        survived = releases.tool(python, "verify")
     finally:
-        assert tool(python, "revert").returncode == 0
+        assert releases.tool(python, "revert").returncode == 0
     assert survived.returncode == 0, survived.stdout + survived.stderr
     assert "imports mmcv and torch in a child process" in survived.stdout
     assert "survived: kept the same" in survived.stdout
@@ -108,7 +104,7 @@ def test_verify_reports_crash_then_survival(python: Path) -> None:
 def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: Path) -> None:
     lite = next(r for r in releases.INSTALLED if r.id == "mmcv-lite-2.2.0")
     python = releases.torch_venv(tmp_path / "venv", releases.wheel(lite))
-    done = tool(python, "verify")
+    done = releases.tool(python, "verify")
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
     [line] = done.stderr.splitlines()
@@ -120,7 +116,7 @@ def test_verify_without_torch_says_so(tmp_path: Path) -> None:
     lite = next(r for r in releases.INSTALLED if r.id == "mmcv-1.7.2")
     python = releases.make_venv(tmp_path / "venv")
     releases.pip_install(python, "--no-index", releases.wheel(lite))
-    done = tool(python, "verify", "--json")
+    done = releases.tool(python, "verify", "--json")
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     report = json.loads(done.stdout)["verify"]
     assert report["verdict"] == "unavailable" and report["detail"].startswith("torch cannot be imported")

@@ -16,12 +16,13 @@ from typing import Dict, Tuple
 
 import pytest
 
+from tests import releases
 from tests.fixtures import ANCHOR, NMS, make_tree, nms_with
 from tests.test_faults import PATCHED
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmcv_patcher", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd="/")
+    return releases.tool(Path(sys.executable), *args)
 
 
 def snapshot(root: Path) -> Dict[str, Tuple[bool, bytes]]:

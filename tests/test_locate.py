@@ -11,7 +11,8 @@ import pytest
 
 from mmcv_patcher import locate, registry
 from mmcv_patcher.source import sha256_hex
-from tests.fixtures import make_tree
+from tests import releases
+from tests.fixtures import egg_info, make_tree
 
 PATCHES = registry.all_patches()
 
@@ -62,10 +63,7 @@ def test_version_py_without_a_literal_gives_no_version(tmp_path: Path, text: str
 
 def test_sdist_egg_info_names_the_distribution(tmp_path: Path) -> None:
     make_tree(tmp_path, version="1.7.2")
-    info = tmp_path / "mmcv_full.egg-info"
-    info.mkdir()
-    (info / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: mmcv-full\nVersion: 1.7.2\n")
-    (info / "SOURCES.txt").write_text("setup.py\nmmcv/__init__.py\nmmcv/ops/nms.py\n")
+    egg_info(tmp_path, "mmcv_full.egg-info", "mmcv-full", "1.7.2", "SOURCES.txt", "setup.py\nmmcv/__init__.py\nmmcv/ops/nms.py\n")
     target = locate.locate(str(tmp_path), PATCHES)
     assert (target.distribution, target.version) == ("mmcv-full", "1.7.2")
 
@@ -148,16 +146,13 @@ def test_record_entries_pointing_outside_never_direct_a_write(tmp_path: Path) ->
     victim.write_text("keep = True\n")
     record = next(site.glob("*.dist-info")) / "RECORD"
     record.write_text(record.read_text() + "../victim.py,,\nmmcv/../../victim.py,,\n")
-    done = subprocess.run([sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(site)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd="/")
+    done = releases.tool(Path(sys.executable), "apply", "--path", str(site))
     assert done.returncode == 0, done.stderr
     assert victim.read_text() == "keep = True\n" and b"mmcv-patcher" in nms.read_bytes()
 
 
 def test_legacy_installed_files_txt_names_the_distribution(tmp_path: Path) -> None:
     make_tree(tmp_path, version="1.7.2")
-    info = tmp_path / "mmcv-1.7.2-py3.11.egg-info"
-    info.mkdir()
-    (info / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: mmcv\nVersion: 1.7.2\n")
-    (info / "installed-files.txt").write_text("../mmcv/__init__.py\n../mmcv/ops/nms.py\nPKG-INFO\n")
+    egg_info(tmp_path, "mmcv-1.7.2-py3.11.egg-info", "mmcv", "1.7.2", "installed-files.txt", "../mmcv/__init__.py\n../mmcv/ops/nms.py\nPKG-INFO\n")
     target = locate.locate(str(tmp_path), PATCHES)
     assert (target.distribution, target.version, target.notes) == ("mmcv", "1.7.2", ())
