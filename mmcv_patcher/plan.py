@@ -55,6 +55,8 @@ class Plan:
     message: str
     new_text: Optional[str] = None
     ok: bool = True
+    #: for a file we patched: the sha256 our marker kept, of the bytes a revert restores
+    original_sha256: Optional[str] = None
 
 
 def gate(patch: Patch, release: Release) -> Gate:
@@ -102,6 +104,7 @@ class _Unpatched:
     line: int
     exact: bool
     problem: str
+    sha256: Optional[str] = None
 
 
 def _unpatch(source: Source, patch: Patch) -> Optional[_Unpatched]:
@@ -124,7 +127,12 @@ def _unpatch(source: Source, patch: Patch) -> Optional[_Unpatched]:
         return _Unpatched(None, line, False, f"our marker is there but {patch.inserted!r} is not")
     text = text[:inserted_at] + text[inserted_at + len(patch.inserted):]
     exact = sha256_hex(source.encode(text)) == first.group(1)
-    return _Unpatched(text, line, exact, "" if exact else "the patched file was edited after mmcv-patcher patched it")
+    return _Unpatched(text, line, exact, "" if exact else "the patched file was edited after mmcv-patcher patched it", first.group(1))
+
+
+def _differs_from_record(sha256: Optional[str], release: Release) -> bool:
+    """Whether RECORD lists the file with a hash other than ``sha256``."""
+    return release.record_sha256 is not None and sha256 is not None and release.record_sha256 != sha256
 
 
 def _quick_unpatched_line(source: Source, patch: Patch, release: Release) -> Optional[int]:
@@ -163,7 +171,10 @@ def assess(source: Source, patch: Patch, release: Release, *, need_text: bool) -
     undone = _unpatch(source, patch)
     if undone is not None:
         if undone.exact:
-            return Plan(State.PATCHED, undone.line, "patched by mmcv-patcher", new_text=undone.text)
+            message = "patched by mmcv-patcher"
+            if _differs_from_record(undone.sha256, release):
+                message += "; before that, the file already differed from the release's RECORD"
+            return Plan(State.PATCHED, undone.line, message, new_text=undone.text, original_sha256=undone.sha256)
         return Plan(State.DRIFTED, undone.line, f"{undone.problem}; {release.reinstall()}", new_text=undone.text, ok=False)
     where = gate(patch, release)
     if where is Gate.BELOW:
@@ -248,6 +259,10 @@ def plan_revert(assessed: Plan, patch: Patch, release: Release, *, force: bool) 
     state = assessed.state
     if state is State.PATCHED:
         after = State.UNPATCHED if gate(patch, release) is Gate.AFFECTED else State.UNVERIFIED
+        if _differs_from_record(assessed.original_sha256, release):
+            # Exactly what was there before we patched, but not what the release installed.
+            message = f"reverted to the bytes from before patching, which differ from the release's RECORD (edited before it was patched); {release.reinstall()}"
+            return Plan(after, assessed.line, message, new_text=assessed.new_text)
         return Plan(after, assessed.line, "reverted to the original bytes", new_text=assessed.new_text)
     if state is State.DRIFTED and assessed.new_text is not None:
         if force:

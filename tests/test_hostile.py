@@ -166,3 +166,15 @@ def test_apply_writes_only_the_file_and_its_bytecode(tmp_path: Path) -> None:
     after = snapshot(tmp_path)
     assert sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)) == sorted([str(nms), str(pyc)])
     assert oct(nms.stat().st_mode & 0o777) == oct(0o640)
+
+
+def test_dot_dot_in_path_writes_only_inside_the_package_it_names(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path / "site", distribution="mmcv")
+    neighbour = tmp_path / "neighbour.py"
+    neighbour.write_text("x = 1\n")
+    before = snapshot(tmp_path)
+    dotted = tmp_path / "site" / "mmcv" / "ops" / ".." / "ops" / "nms.py"
+    assert cli("apply", "--path", str(dotted)).returncode == 0
+    after = snapshot(tmp_path)
+    assert [k for k in after if before.get(k) != after[k]] == [str(nms)]
+    assert cli("revert", "--path", str(dotted)).returncode == 0 and snapshot(tmp_path) == before

@@ -350,3 +350,19 @@ def test_fast_path_never_vouches_for_a_file_the_scan_would_refuse(text: str) -> 
     record = sha256_hex(text.encode())
     fast = assess(text, need_text=False, record=record)
     assert fast.state is State.DRIFTED and fast.state is assess(text, need_text=True, record=record).state
+
+
+def test_revert_checks_record_and_says_when_the_original_was_not_the_release() -> None:
+    record = sha256_hex(NMS.encode())
+    released = plan.Release("mmcv", "2.1.0", record)
+    pristine = assess(apply(NMS), record=record, need_text=False)
+    assert pristine.message == "patched by mmcv-patcher"
+    assert plan.plan_revert(pristine, PATCH, released, force=False).message == "reverted to the original bytes"
+
+    hand_edited = NMS.replace("import torch\n", "import torch  # edited before patching\n")
+    patched = assess(apply(hand_edited), record=record, need_text=False)
+    assert patched.state is State.PATCHED and "already differed from the release's RECORD" in patched.message
+    reverted = plan.plan_revert(patched, PATCH, released, force=False)
+    assert reverted.ok and reverted.new_text == hand_edited
+    assert "differ from the release's RECORD" in reverted.message
+    assert "pip install --force-reinstall --no-deps mmcv==2.1.0" in reverted.message
