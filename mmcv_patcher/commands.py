@@ -7,8 +7,8 @@ succeeded and every new file compiles, so a failing command leaves all files as 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmcv_patcher import plan
@@ -21,30 +21,30 @@ APPLY, STATUS, REVERT = "apply", "status", "revert"
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
-@dataclass
 class Outcome:
     """Everything a command did, for :mod:`mmcv_patcher.report` to render."""
 
-    results: List[Result] = field(default_factory=list)
-    diffs: List[str] = field(default_factory=list)
-    waited: bool = False
-    #: a failure that is not one patch's (a file that cannot be written, say)
-    error: Optional[str] = None
+    def __init__(self) -> None:
+        self.results: List[Result] = []
+        self.diffs: List[str] = []
+        self.waited = False
+        #: a failure that is not one patch's (a file that cannot be written, say)
+        self.error: Optional[str] = None
 
     @property
     def ok(self) -> bool:
         return self.error is None and all(result.ok for result in self.results)
 
 
-@dataclass
 class _FilePlan:
     """One file: what is there now, what it should become, and each patch's verdict."""
 
-    path: Path
-    source: Optional[Source] = None
-    new_text: Optional[str] = None
-    #: per patch: (the state on disk, what the command does about it)
-    verdicts: List[Tuple[Patch, plan.Plan, plan.Plan]] = field(default_factory=list)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.source: Optional[Source] = None
+        self.new_text: Optional[str] = None
+        #: per patch: (the state on disk, what the command does about it)
+        self.verdicts: List[Tuple[Patch, plan.Plan, plan.Plan]] = []
 
 
 def run(command: str, target: Target, patches: Sequence[Patch], *, force: bool = False, dry_run: bool = False) -> Outcome:
@@ -146,16 +146,20 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Pa
     for file_plan in changed:
         assert file_plan.source is not None and file_plan.new_text is not None
         data = file_plan.source.encode(file_plan.new_text)
-        problem = _compile_problem(data, file_plan.path) or _outside_problem(file_plan.path, package_dir, force)
+        try:  # as the interpreter will: the code is kept for the .pyc
+            code = compile(data, str(file_plan.path), "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as error:
+            return f"{file_plan.path}:{getattr(error, 'lineno', None) or '?'}: the patched file would not compile ({error}); nothing was written", False
+        problem = _outside_problem(file_plan.path, package_dir, force)
         if problem is not None:
             return problem, False
-        encoded.append((file_plan, file_plan.path.resolve(), data))
+        encoded.append((file_plan, file_plan.path.resolve(), data, code))
     if dry_run:
-        outcome.diffs.extend(_diff(fp.path, fp.source.text, fp.new_text) for fp, _, _ in encoded if fp.source and fp.new_text is not None)
+        outcome.diffs.extend(_diff(fp.path, fp.source.text, fp.new_text) for fp, _, _, _ in encoded if fp.source and fp.new_text is not None)
         return None, False
     done: List[Tuple[_FilePlan, Path]] = []
-    for file_plan, real, data in encoded:
-        problem = _replace(file_plan.path, real, data)
+    for file_plan, real, data, code in encoded:
+        problem = _replace(file_plan.path, real, data, code)
         if problem is not None:
             for earlier, earlier_real in reversed(done):  # keep "all or nothing" across files
                 assert earlier.source is not None
@@ -165,12 +169,12 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Pa
     return None, True
 
 
-def _replace(path: Path, real: Path, data: bytes) -> Optional[str]:
+def _replace(path: Path, real: Path, data: bytes, code: Optional[CodeType] = None) -> Optional[str]:
     """Writes one file (``real``, which Python imports as ``path``); an error line, or None."""
     from mmcv_patcher import write
 
     try:
-        write.replace_file(real, data, import_path=path)
+        write.replace_file(real, data, import_path=path, code=code)
     except OSError as error:
         return _write_error(real, error)
     return None
@@ -182,16 +186,6 @@ def _outside_problem(path: Path, package_dir: Path, force: bool) -> Optional[str
     if force or real == package or package in real.parents:
         return None
     return f"{path}: resolves to {real}, outside the mmcv package {package}; refusing to write there (--force writes through it)"
-
-
-def _compile_problem(data: bytes, path: Path) -> Optional[str]:
-    """Re-parses the new bytes as the interpreter will; an error line if they do not compile."""
-    try:
-        compile(data, str(path), "exec", dont_inherit=True)
-    except (SyntaxError, ValueError) as error:
-        line = getattr(error, "lineno", None)
-        return f"{path}:{line or '?'}: the patched file would not compile ({error}); nothing was written"
-    return None
 
 
 def _write_error(path: Path, error: OSError) -> str:

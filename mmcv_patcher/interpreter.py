@@ -7,10 +7,8 @@ same value, and the patcher keeps running on its own interpreter.
 
 from __future__ import annotations
 
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from mmcv_patcher import where
 
@@ -19,8 +17,7 @@ class InterpreterError(RuntimeError):
     """The interpreter could not be run or did not answer."""
 
 
-@dataclass(frozen=True)
-class Interpreter:
+class Interpreter(NamedTuple):
     executable: str
     version: str
     cache_tag: Optional[str]
@@ -50,6 +47,8 @@ def ask(python: str, timeout: float = 60) -> Interpreter:
     """Another interpreter, asked in a child process that imports nothing but the stdlib."""
     if not Path(python).exists():
         raise InterpreterError(f"--python {python}: no such file")
+    import subprocess  # only --python runs a child; status on the running one stays lean
+
     source = Path(where.__file__).read_text(encoding="utf-8")
     try:
         done = subprocess.run([python, "-c", source], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)

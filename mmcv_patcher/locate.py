@@ -1,25 +1,19 @@
 """Which ``mmcv`` package directory, owned by which distribution, at which version.
 
 Never imports mmcv: ``find_spec`` of a top-level name reads no package code, metadata comes
-from ``importlib.metadata``, and a source checkout's ``version.py`` is parsed, not run.
+from :mod:`mmcv_patcher.distributions`, and a source checkout's ``version.py`` is parsed, not run.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from mmcv_patcher import distributions
+from mmcv_patcher.distributions import Distribution
 from mmcv_patcher.interpreter import Interpreter, current
 from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch
 from mmcv_patcher.plan import Release
-
-if sys.version_info >= (3, 8):
-    from importlib import metadata
-else:  # pragma: no cover - Python 3.7 needs the backport
-    import importlib_metadata as metadata
 
 
 class NotFound(LookupError):
@@ -30,15 +24,14 @@ class BadPath(ValueError):
     """``--path`` names nothing we can work on."""
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """An mmcv package directory and what is known about the release that installed it."""
 
     package_dir: Path
     distribution: Optional[str]
     version: Optional[str]
     #: POSIX path inside the package -> its RECORD hash as written (``sha256=<base64>``)
-    record: Mapping[str, str] = field(default_factory=dict)
+    record: Mapping[str, str]
     #: things the user should know about how the target was chosen
     notes: Tuple[str, ...] = ()
     #: set when ``--path`` named one file: only that file's patches run
@@ -101,49 +94,24 @@ def _package_from_path(path: Path, patches: Sequence[Patch]) -> Tuple[Path, Opti
     raise BadPath(f"--path {path}: no mmcv/ in it, and it is not the mmcv package; point it at site-packages, a checkout, or mmcv/")
 
 
-def _distributions(path: List[str]) -> List[Tuple[str, Any]]:
-    """(name, distribution) for the installed mmcv family found on ``path``.
-
-    The name is the one asked for, which spares parsing each METADATA file for it.
-    """
-    found: List[Tuple[str, Any]] = []
-    for name in MMCV_DISTRIBUTIONS:
-        found.extend((name, dist) for dist in metadata.distributions(name=name, path=path))
-    return found
+def _distributions(path: List[str]) -> List[Distribution]:
+    """The installed mmcv family found on ``path``."""
+    return distributions.find(MMCV_DISTRIBUTIONS, path)
 
 
-@dataclass(frozen=True)
-class _Listing:
+class _Listing(NamedTuple):
     """The part of a distribution's file list that matters here: entries inside ``mmcv/``
-    (with RECORD's hex sha256, when it gives one) and editable-install hooks."""
+    (with RECORD's hash field, when it gives one) and editable-install hooks."""
 
     #: path -> RECORD's hash field as written ("" when none)
     package_files: Dict[str, str]
     hooks: Tuple[str, ...]
 
 
-def _listing(dist: Any) -> _Listing:
-    """Reads RECORD as text, keeping only the lines we need: building ``dist.files`` for
-    the ~1000 entries of an mmcv install costs more than the rest of ``status``.
-    Other formats (SOURCES.txt, installed-files.txt) go through ``dist.files``."""
-    record = dist.read_text("RECORD")
-    installed = dist.read_text("installed-files.txt")
-    info_dir = getattr(dist, "_path", None)
-    if record is not None:
-        import csv
-
-        wanted = [line for line in record.splitlines() if "mmcv/" in line or ".pth" in line or "__editable__" in line]
-        rows = [(row[0], row[1] if len(row) > 1 else "") for row in csv.reader(wanted) if row]
-    elif installed is not None and info_dir is not None:
-        # Old pip's `setup.py install`: paths relative to the .egg-info directory, a file
-        # importlib.metadata only reads from Python 3.12 on.
-        root = str(dist.locate_file(""))
-        rows = [(os.path.relpath(os.path.normpath(os.path.join(str(info_dir), line)), root).replace(os.sep, "/"), "") for line in installed.splitlines() if line.strip()]
-    else:
-        rows = [(entry.as_posix(), f"{entry.hash.mode}={entry.hash.value}" if entry.hash else "") for entry in dist.files or ()]
+def _listing(dist: Distribution) -> _Listing:
     package_files = {}
     hooks = []
-    for path, digest in rows:
+    for path, digest in dist.files():
         if path.startswith("mmcv/"):
             package_files[path] = digest
         elif path.endswith(".pth") or path.rsplit("/", 1)[-1].startswith("__editable__"):
@@ -161,14 +129,13 @@ def _hex_sha256(digest: str) -> Optional[str]:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
 
 
-def _owns(dist: Any, listing: _Listing, package_dir: Path) -> bool:
+def _owns(dist: Distribution, listing: _Listing, package_dir: Path) -> bool:
     """Whether the distribution's file list is about this very package directory, directly
     or through an editable install's ``.pth`` or ``__editable__`` finder."""
     if "mmcv/__init__.py" in listing.package_files:
-        listed = Path(str(dist.locate_file("mmcv/__init__.py")))
-        if listed.resolve() == (package_dir / "__init__.py").resolve():
+        if (dist.root / "mmcv" / "__init__.py").resolve() == (package_dir / "__init__.py").resolve():
             return True
-    return any(_hook_mentions(Path(str(dist.locate_file(hook))), package_dir) for hook in listing.hooks)
+    return any(_hook_mentions(dist.root / hook, package_dir) for hook in listing.hooks)
 
 
 def _hook_mentions(hook: Path, package_dir: Path) -> bool:
@@ -179,29 +146,28 @@ def _hook_mentions(hook: Path, package_dir: Path) -> bool:
     return str(package_dir) in text or str(package_dir.parent) in text
 
 
-def _describe(package_dir: Path, candidates: Iterable[Tuple[str, Any]], only_file: Optional[str], patches: Sequence[Patch]) -> Target:
+def _describe(package_dir: Path, candidates: Iterable[Distribution], only_file: Optional[str], patches: Sequence[Patch]) -> Target:
     """The target for ``package_dir``: the distribution whose file list owns it, with notes
     whenever that is not clear-cut, so nothing is decided silently."""
     unique = _unique(candidates)
-    listings = {id(dist): _listing(dist) for _, dist in unique}
-    owners = [(name, dist) for name, dist in unique if _owns(dist, listings[id(dist)], package_dir)]
+    listings = {dist: _listing(dist) for dist in unique}
+    owners = [dist for dist in unique if _owns(dist, listings[dist], package_dir)]
     notes: List[str] = []
     if len(owners) > 1:
         owner, how = _current_owner(owners, listings, package_dir, patches)
-        names = ", ".join(f"{name} {dist.version}" for name, dist in owners)
-        notes.append(f"several distributions claim {package_dir}: {names}; {how}, so gating by {owner[0]} {owner[1].version}")
+        names = ", ".join(f"{dist.name} {dist.version}" for dist in owners)
+        notes.append(f"several distributions claim {package_dir}: {names}; {how}, so gating by {owner.name} {owner.version}")
     elif owners:
         owner = owners[0]
     else:
-        for name, dist in unique:
-            notes.append(f"{name} {dist.version} is installed, but its metadata ({dist.locate_file('')}) does not list {package_dir}; using {package_dir / 'version.py'}")
+        for dist in unique:
+            notes.append(f"{dist.name} {dist.version} is installed, but its metadata ({dist.root}) does not list {package_dir}; using {package_dir / 'version.py'}")
         return Target(package_dir, None, literal_version(package_dir / "version.py"), {}, tuple(notes), only_file)
-    name, dist = owner
-    record = {path[len("mmcv/"):]: digest for path, digest in listings[id(dist)].package_files.items() if digest}
-    return Target(package_dir, name, str(dist.version), record, tuple(notes), only_file)
+    record = {path[len("mmcv/"):]: digest for path, digest in listings[owner].package_files.items() if digest}
+    return Target(package_dir, owner.name, owner.version, record, tuple(notes), only_file)
 
 
-def _current_owner(owners: List[Tuple[str, Any]], listings: Dict[int, "_Listing"], package_dir: Path, patches: Sequence[Patch]) -> Tuple[Tuple[str, Any], str]:
+def _current_owner(owners: List[Distribution], listings: Dict[Distribution, _Listing], package_dir: Path, patches: Sequence[Patch]) -> Tuple[Distribution, str]:
     """Of several owners, the one whose RECORD hash matches the patch files as they are, or
     as they were before we patched them (the hash our marker remembers)."""
     from mmcv_patcher.plan import remembered_sha256
@@ -214,21 +180,21 @@ def _current_owner(owners: List[Tuple[str, Any]], listings: Dict[int, "_Listing"
         except (OSError, UndecodableSource):
             continue
         hashes = {sha256_hex(data), remembered_sha256(source, patch)}
-        for name, dist in owners:
-            if _hex_sha256(listings[id(dist)].package_files.get(f"mmcv/{patch.file}", "")) in hashes:
-                return (name, dist), f"mmcv/{patch.file} there is the one {name} installed"
+        for dist in owners:
+            if _hex_sha256(listings[dist].package_files.get(f"mmcv/{patch.file}", "")) in hashes:
+                return dist, f"mmcv/{patch.file} there is the one {dist.name} installed"
     return owners[0], "neither's RECORD matches the files there"
 
 
-def _unique(dists: Iterable[Tuple[str, Any]]) -> List[Tuple[str, Any]]:
+def _unique(dists: Iterable[Distribution]) -> List[Distribution]:
     """The same metadata can be reached through two ``sys.path`` entries; keep it once."""
     seen = set()
     unique = []
-    for name, dist in dists:
-        key = str(Path(str(dist.locate_file(""))).resolve()), name
+    for dist in dists:
+        key = str(dist.root.resolve()), dist.name
         if key not in seen:
             seen.add(key)
-            unique.append((name, dist))
+            unique.append(dist)
     return unique
 
 

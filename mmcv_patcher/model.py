@@ -6,8 +6,7 @@ Nothing here does I/O or imports LibCST, so the registry and ``status`` stay che
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, NamedTuple, Optional, Tuple
 
 #: Distributions that install the top-level package ``mmcv``.
 MMCV_DISTRIBUTIONS = ("mmcv", "mmcv-full", "mmcv-lite", "onedl-mmcv")
@@ -27,8 +26,24 @@ class State(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True)
-class Patch:
+class Affected(NamedTuple):
+    """The releases of one distribution that have a bug, as an OSV range: from
+    ``introduced`` on, up to and including ``last_affected`` or up to but not including
+    ``fixed`` (exactly one of the two: later releases were not checked). Versions are PEP 440; a local label (``2.1.0+cu118``) does not change the
+    source, and pre-releases never count as affected (none was checked).
+
+    Bounds rather than a PEP 440 specifier set, because "older than the first affected
+    release" is its own verdict (not affected) and is just ``version < introduced``, and
+    because gating then needs only ``packaging.version``, not ``packaging.specifiers``
+    (with its import of ``packaging.tags``, a third of ``status``'s start-up).
+    """
+
+    introduced: str = "0"
+    last_affected: Optional[str] = None
+    fixed: Optional[str] = None
+
+
+class Patch(NamedTuple):
     """One fix: pure data, turned into a LibCST codemod by :mod:`mmcv_patcher.codemod`.
 
     ``anchor`` is the statement as released, ``fixed`` the statement as it must become;
@@ -39,8 +54,8 @@ class Patch:
 
     id: str
     summary: str
-    #: distribution name -> PEP 440 specifier set of the releases that have the bug
-    affected: Mapping[str, str]
+    #: distribution name -> the releases that have the bug
+    affected: Mapping[str, Affected]
     #: POSIX path of the file inside the ``mmcv`` package directory
     file: str
     #: name of the module-level function the anchor must be in
@@ -48,7 +63,7 @@ class Patch:
     anchor: str
     fixed: str
     #: (before, after) source pairs that document and pin the codemod; run as tests
-    examples: Tuple[Tuple[str, str], ...] = field(default=())
+    examples: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def inserted(self) -> str:
@@ -56,8 +71,7 @@ class Patch:
         return self.fixed[len(self.anchor):]
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """The outcome of one patch on one target, rendered as a human line or a JSON object."""
 
     id: str

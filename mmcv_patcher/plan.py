@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from mmcv_patcher.model import Patch, State
 from mmcv_patcher.source import Source, line_at, sha256_hex
@@ -24,8 +23,7 @@ class Gate(enum.Enum):
     OUTSIDE = "outside"  # newer, another distribution, or an unknown version
 
 
-@dataclass(frozen=True)
-class Release:
+class Release(NamedTuple):
     """Which distribution and version own the file; either may be unknown."""
 
     distribution: Optional[str]
@@ -43,8 +41,7 @@ class Release:
         return "restore it from a fresh copy of mmcv"
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """A patch's verdict on one file, and the new text when the command should write.
 
     ``ok`` False means the command fails (exit 1) and writes nothing for this file.
@@ -61,23 +58,24 @@ class Plan:
 
 def gate(patch: Patch, release: Release) -> Gate:
     """Places ``release`` against ``patch.affected``. No metadata counts as upstream ``mmcv``."""
-    from packaging.specifiers import SpecifierSet  # with packaging.tags, a third of status's imports
     from packaging.version import InvalidVersion, Version
 
-    specifiers = patch.affected.get(release.distribution or "mmcv")
-    if specifiers is None or release.version is None:
+    affected = patch.affected.get(release.distribution or "mmcv")
+    if affected is None or release.version is None:
         return Gate.OUTSIDE
     try:
         version = Version(release.version)
     except InvalidVersion:
         return Gate.OUTSIDE
-    spec_set = SpecifierSet(specifiers)
-    # Pre-releases were never measured; explicit, since packaging's default changed in 26.
-    if spec_set.contains(version, prereleases=False):
-        return Gate.AFFECTED
-    lower_bounds = [s for s in spec_set if s.operator in (">=", ">")]
-    if any(not s.contains(version, prereleases=True) for s in lower_bounds):
+    public = Version(version.public)  # a local label (+cu118) is a build of the same source
+    if public < Version(affected.introduced):
         return Gate.BELOW
+    if version.is_prerelease:  # never measured
+        return Gate.OUTSIDE
+    if affected.last_affected is not None and public <= Version(affected.last_affected):
+        return Gate.AFFECTED
+    if affected.fixed is not None and public < Version(affected.fixed):
+        return Gate.AFFECTED
     return Gate.OUTSIDE
 
 
@@ -96,8 +94,7 @@ def remembered_sha256(source: Source, patch: Patch) -> Optional[str]:
     return markers[0] if len(markers) == 1 else None
 
 
-@dataclass(frozen=True)
-class _Unpatched:
+class _Unpatched(NamedTuple):
     """The result of taking our edit out of a file: the text and whether it is the original."""
 
     text: Optional[str]
@@ -138,8 +135,11 @@ def _differs_from_record(sha256: Optional[str], release: Release) -> bool:
 def _quick_unpatched_line(source: Source, patch: Patch, release: Release) -> Optional[int]:
     """The anchor's line when the file is byte-identical to its release and has it once.
 
-    A file whose hash matches RECORD is the released file, so a plain text search for the
-    canonical statement is as good as the structural match, at none of LibCST's cost.
+    A file whose hash matches RECORD is the file an affected release installed, and every
+    such release has the statement (tests/test_releases.py checks them structurally), so
+    the state is known without parsing; the text only has to say where. It must be the
+    canonical statement alone on its line, once, below ``def <function>(`` as the nearest
+    top-level ``def``; anything less plain goes to the structural scan.
     """
     if release.record_sha256 is None or release.record_sha256 != sha256_hex(source.encode(source.text)):
         return None
@@ -147,17 +147,12 @@ def _quick_unpatched_line(source: Source, patch: Patch, release: Release) -> Opt
     first = text.find(patch.anchor)
     if first < 0 or text.find(patch.anchor, first + 1) >= 0 or patch.fixed in text:
         return None
+    start = max(text.rfind("\n", 0, first), text.rfind("\r", 0, first)) + 1
     end = first + len(patch.anchor)
-    if end < len(text) and text[end] not in "\r\n":
+    if text[start:first].strip(" \t") or (end < len(text) and text[end] not in "\r\n"):
         return None
-    # Sound without LibCST only if it is in the function (the nearest top-level def above
-    # it) and the file compiles; anything else goes to the structural scan.
     above = max(text.rfind("\ndef ", 0, first), text.rfind("\rdef ", 0, first))
     if above < 0 or not text.startswith(f"def {patch.function}(", above + 1):
-        return None
-    try:
-        compile(text, "<nms>", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
         return None
     return line_at(text, first)
 

@@ -8,7 +8,7 @@ module. Patch modules hold data only, so loading them is cheap.
 from __future__ import annotations
 
 import importlib
-import pkgutil
+import os
 from typing import Iterable, Optional, Sequence, Tuple
 
 from mmcv_patcher.model import Patch
@@ -21,7 +21,8 @@ class UnknownPatch(ValueError):
 def all_patches() -> Tuple[Patch, ...]:
     """Every registered patch, ordered by module name."""
     package = importlib.import_module("mmcv_patcher.patches")  # patches/ in the repository
-    names = sorted(info.name for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_"))
+    # A listing, not pkgutil.iter_modules: that imports inspect, a tenth of status's run.
+    names = sorted({entry[:-3] for folder in package.__path__ for entry in os.listdir(folder) if entry.endswith(".py") and not entry.startswith("_")})
     return tuple(importlib.import_module(f"{package.__name__}.{name}").PATCH for name in names)
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from mmcv_patcher.commands import Outcome
 from mmcv_patcher.locate import Target
@@ -12,8 +11,7 @@ from mmcv_patcher.locate import Target
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Copy:
+class Copy(NamedTuple):
     """One mmcv copy found by ``status --all``: who sees it, and whether it is imported."""
 
     python: str

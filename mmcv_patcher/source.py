@@ -6,15 +6,14 @@ import hashlib
 import io
 import re
 import tokenize
-from dataclasses import dataclass
+from typing import List, NamedTuple
 
 
 class UndecodableSource(ValueError):
     """The file's bytes are not text that can be written back byte for byte."""
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """A file's text and the codec that turns it back into the very same bytes."""
 
     text: str
@@ -52,3 +51,15 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")
 def line_at(text: str, offset: int) -> int:
     """The 1-based line of ``offset`` in ``text``, counting newlines as Python does."""
     return len(_NEWLINE.findall(text, 0, offset)) + 1
+
+
+def line_starts(text: str) -> List[int]:
+    """The offset where each line of ``text`` starts (index 0 is line 1), counting newlines
+    as Python does; one more entry than lines when ``text`` ends with a newline."""
+    return [0] + [match.end() for match in _NEWLINE.finditer(text)]
+
+
+def first_newline(text: str) -> str:
+    """The newline ``text`` uses first ("\\n" if none): what LibCST takes as its default."""
+    match = _NEWLINE.search(text)
+    return match.group() if match else "\n"

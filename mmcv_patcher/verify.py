@@ -7,7 +7,6 @@ child, so a crash, a missing CUDA library or a hung import cannot take the tool 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -24,6 +23,8 @@ def run(python: str = sys.executable, *, package_dir: Optional[Path] = None, box
     ``package_dir`` (from ``--path``) is put first on the child's ``sys.path`` so it imports
     that mmcv; the report's ``mmcv_dir`` says which one it actually imported.
     """
+    import subprocess  # imported here: the CLI imports this module for its defaults
+
     env = dict(os.environ)
     if package_dir is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_dir.parent), env.get("PYTHONPATH")]))

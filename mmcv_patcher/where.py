@@ -6,7 +6,6 @@ Runs in-process for the running interpreter and as ``python -c`` source in any o
 """
 
 import importlib.util
-import json
 import os
 import sys
 
@@ -39,4 +38,6 @@ def where():
 
 
 if __name__ == "__main__":
+    import json  # only the child process answering --python prints JSON
+
     print(json.dumps(where()))

@@ -17,9 +17,9 @@ import os
 import stat
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional
+from types import CodeType
+from typing import Iterator, List, NamedTuple, Optional
 
 try:
     import fcntl
@@ -67,22 +67,25 @@ class StaleBytecode(OSError):
     """A ``__pycache__`` entry could not be removed, so the source was not changed."""
 
 
-def replace_file(path: Path, data: bytes, *, import_path: Optional[Path] = None) -> None:
+def replace_file(path: Path, data: bytes, *, import_path: Optional[Path] = None, code: Optional[CodeType] = None) -> None:
     """Replaces ``path`` with ``data`` atomically, keeping its mode (and owner, where
     permitted). Leaves no temporary file behind unless the process is killed.
 
     Checks that the file and its directory are writable before touching anything. The
     bytecode of ``path`` (and of ``import_path``, the name Python imports it by when that
     is a symlink to ``path``) is dropped before the write and rebuilt after it, so a crash
-    in between leaves no bytecode rather than bytecode of the old source.
+    in between leaves no bytecode rather than bytecode of the old source. ``code``, when
+    the caller compiled ``data`` under the name Python imports it by, is reused for that
+    name's unoptimized ``.pyc`` rather than compiling the file again.
     """
     check_writable(path)
-    dropped = [(location, drop_bytecode(location)) for location in {path, import_path or path}]
+    imported = import_path or path
+    dropped = [(location, drop_bytecode(location)) for location in {path, imported}]
     try:
         _write_atomically(path, data, os.stat(str(path)))
     finally:
         for location, entries in dropped:
-            rebuild_bytecode(location, entries)
+            rebuild_bytecode(location, entries, code if location == imported else None)
 
 
 def _write_atomically(path: Path, data: bytes, like: os.stat_result) -> None:
@@ -126,8 +129,7 @@ def remove_stale_temps(directory: Path) -> List[Path]:
     return removed
 
 
-@dataclass(frozen=True)
-class _CacheEntry:
+class _CacheEntry(NamedTuple):
     """A ``__pycache__`` entry of this interpreter that existed before a write."""
 
     pyc: Path
@@ -164,14 +166,14 @@ def drop_bytecode(path: Path) -> List[_CacheEntry]:
     return dropped
 
 
-def rebuild_bytecode(path: Path, dropped: List[_CacheEntry]) -> None:
+def rebuild_bytecode(path: Path, dropped: List[_CacheEntry], code: Optional[CodeType] = None) -> None:
     """Writes the dropped entries again for the source now at ``path``, each with its own
     optimization level and invalidation mode, atomically. Entries of other interpreters stay
     removed, and so does one that cannot be written: a missing entry is harmless, Python
     compiles the source instead (and rebuilds it where it may write)."""
     for entry in dropped:
         with contextlib.suppress(OSError, SyntaxError, ValueError):
-            _write_atomically(entry.pyc, _pyc_bytes(path, entry.optimize, entry.flags), entry.like)
+            _write_atomically(entry.pyc, _pyc_bytes(path, entry.optimize, entry.flags, code), entry.like)
 
 
 def _flags(pyc: Path) -> int:
@@ -181,10 +183,12 @@ def _flags(pyc: Path) -> int:
     return int.from_bytes(header[4:8], "little") & 0b11 if len(header) == 8 else 0
 
 
-def _pyc_bytes(path: Path, optimize: int, flags: int) -> bytes:
-    """The ``.pyc`` Python itself would write for ``path`` (PEP 552 header + marshalled code)."""
+def _pyc_bytes(path: Path, optimize: int, flags: int, code: Optional[CodeType] = None) -> bytes:
+    """The ``.pyc`` Python itself would write for ``path`` (PEP 552 header + marshalled
+    code); ``code``, the source compiled unoptimized as ``path``, spares compiling it again."""
     source = path.read_bytes()
-    code = compile(source, str(path), "exec", dont_inherit=True, optimize=optimize)
+    if code is None or optimize != 0 or code.co_filename != str(path):
+        code = compile(source, str(path), "exec", dont_inherit=True, optimize=optimize)
     header = importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
     if flags & 0b1:
         header += importlib.util.source_hash(source)

@@ -12,9 +12,9 @@ have the statement byte for byte; 1.3.3 and older never write scores back. The f
 onedl-mmcv has it up to 2.3.5 and the fix (split over two lines) from 2.3.6.
 """
 
-from mmcv_patcher.model import Patch
+from mmcv_patcher.model import Affected, Patch
 
-_MMCV_RANGE = ">=1.3.4,<=2.2.0"
+_MMCV_RANGE = Affected(introduced="1.3.4", last_affected="2.2.0")  # upstream never fixed it
 
 PATCH = Patch(
     id="batched-nms-amp-dtype",
@@ -23,7 +23,7 @@ PATCH = Patch(
         "mmcv": _MMCV_RANGE,
         "mmcv-full": _MMCV_RANGE,
         "mmcv-lite": _MMCV_RANGE,
-        "onedl-mmcv": "<2.3.6",
+        "onedl-mmcv": Affected(fixed="2.3.6"),
     },
     file="ops/nms.py",
     function="batched_nms",

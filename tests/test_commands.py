@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from mmcv_patcher.model import State
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
 from tests.fixtures import NMS, make_tree
 
-OTHER = dataclasses.replace(PATCH, id="same-fix-in-another-file", file="ops/other_nms.py")
+OTHER = PATCH._replace(id="same-fix-in-another-file", file="ops/other_nms.py")
 
 
 def test_a_failed_write_of_a_later_file_rolls_back_the_earlier_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

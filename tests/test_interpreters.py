@@ -1,7 +1,7 @@
 """The tool installed for real on the oldest and newest supported Pythons (pyenv).
 
-mmdetection's Docker images run Python 3.7, where pip resolves libcst 1.0.1 and the
-importlib-metadata backport; 3.13 is the newest. Each venv gets this repository installed
+mmdetection's Docker images run Python 3.7, where pip resolves libcst 1.0.1; 3.13 is the
+newest. Each venv gets this repository installed
 with pip (not editable) beside the real mmcv 1.7.2, then patches and reverts it.
 """
 

@@ -188,9 +188,15 @@ def test_syntax_error_is_drifted_with_its_line() -> None:
         ("mmcv", "2.0.0", plan.Gate.AFFECTED),
         ("mmcv-lite", "2.2.0", plan.Gate.AFFECTED),
         ("mmcv", "2.1.0+cu118", plan.Gate.AFFECTED),
+        ("mmcv", "2.2.0+cu121", plan.Gate.AFFECTED),
+        ("mmcv", "2.2.0.post1", plan.Gate.OUTSIDE),
+        ("mmcv", "2.2.0.dev0", plan.Gate.OUTSIDE),
         ("mmcv", "2.2.1", plan.Gate.OUTSIDE),
         ("mmcv", "2.0.0rc4", plan.Gate.OUTSIDE),
         ("onedl-mmcv", "2.3.5", plan.Gate.AFFECTED),
+        ("onedl-mmcv", "2.3.5.post1", plan.Gate.AFFECTED),
+        ("onedl-mmcv", "0.1", plan.Gate.AFFECTED),
+        ("onedl-mmcv", "2.3.6rc1", plan.Gate.OUTSIDE),
         ("onedl-mmcv", "2.3.6", plan.Gate.OUTSIDE),
         ("someone-elses-mmcv", "2.1.0", plan.Gate.OUTSIDE),
         (None, "2.1.0", plan.Gate.AFFECTED),
@@ -313,13 +319,21 @@ def test_encodings_and_newlines_round_trip_byte_for_byte(data: bytes) -> None:
 
 def test_a_file_libcst_cannot_round_trip_is_refused_not_rewritten() -> None:
     # LibCST drops the last newline of a whole module with old-Mac (CR only) newlines; a
-    # second copy of the function's text forces the whole-module render.
-    function = NMS[NMS.index("def batched_nms") :]
-    text = (NMS + '\nCOPY = """\n\n\n' + function + '"""\n').replace("\n", "\r")
+    # second definition makes ast's answer ambiguous, so LibCST parses and renders it all.
+    text = (NMS + "\n\ndef batched_nms(*args):\n    pass\n").replace("\n", "\r")
     verdict = plan.assess(decode(text.encode()), PATCH, plan.Release("mmcv", "2.1.0"), need_text=True)
     assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == ANCHOR_LINE
     assert "without changing other bytes" in verdict.message
     assert plan.plan_apply(verdict, force=True).new_text is None
+
+
+def test_only_the_function_is_given_to_libcst_when_ast_can_place_it() -> None:
+    # The same old-Mac file with one definition: LibCST sees only the function's lines,
+    # never the end of the module, so the edit is exact.
+    function = NMS[NMS.index("def batched_nms") :]
+    text = (NMS + '\nCOPY = """\n\n\n' + function + '"""\n').replace("\n", "\r")
+    assert revert(apply(text)) == text
+    assert assess(text).line == ANCHOR_LINE
 
 
 def test_function_text_also_inside_a_string_patches_the_real_function() -> None:
@@ -339,17 +353,23 @@ def test_two_definitions_each_with_the_anchor_are_drifted() -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    "text, state",
     [
-        NMS.replace("def nms(", "def nms(:"),
-        nms_with("pass").replace("    return boxes, scores\n\n\ndef batched", f"    {ANCHOR}\n    return boxes, scores\n\n\ndef batched", 1),
+        (nms_with("pass").replace("    return boxes, scores\n\n\ndef batched", f"    {ANCHOR}\n    return boxes, scores\n\n\ndef batched", 1), State.DRIFTED),
+        (nms_with(f"keep = keep; {ANCHOR}"), State.UNPATCHED),
+        (nms_with(f"{ANCHOR}  # a comment"), State.UNPATCHED),
     ],
-    ids=["syntax-error", "anchor-in-another-function"],
+    ids=["anchor-in-another-function", "not-alone-on-its-line", "comment-after-it"],
 )
-def test_fast_path_never_vouches_for_a_file_the_scan_would_refuse(text: str) -> None:
+def test_fast_path_leaves_anything_less_plain_to_the_structural_scan(text: str, state: State, monkeypatch: pytest.MonkeyPatch) -> None:
     record = sha256_hex(text.encode())
+    scans = []
+    structural = plan._assess_structurally
+    monkeypatch.setattr(plan, "_assess_structurally", lambda *args: scans.append(args) or structural(*args))
     fast = assess(text, need_text=False, record=record)
-    assert fast.state is State.DRIFTED and fast.state is assess(text, need_text=True, record=record).state
+    assert len(scans) == 1, "the fast path vouched for it"
+    slow = assess(text, need_text=True, record=record)
+    assert (fast.state, fast.line, fast.message) == (slow.state, slow.line, slow.message) and fast.state is state
 
 
 def test_revert_checks_record_and_says_when_the_original_was_not_the_release() -> None:

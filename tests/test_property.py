@@ -1,14 +1,16 @@
 """Property: whatever the formatting of batched_nms, apply patches exactly the anchor or
-refuses, and revert restores the exact bytes. Python's own ``ast`` is the oracle."""
+refuses, and revert restores the exact bytes. Python's own ``ast`` is the oracle. And LibCST
+given only the function's lines finds and writes exactly what it does given the whole file."""
 
 from __future__ import annotations
 
 import ast
 
+import libcst
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmcv_patcher import plan
+from mmcv_patcher import codemod, plan
 from mmcv_patcher.model import State
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
 from mmcv_patcher.source import Source
@@ -106,3 +108,16 @@ def test_apply_patches_exactly_the_anchor_or_refuses_and_revert_is_exact(text: s
 
     again = plan.assess(Source(patched, "utf-8"), PATCH, release, need_text=False)
     assert again.state is State.PATCHED and again.new_text == text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(
+    sources(),
+    st.sampled_from(["", "@torch.no_grad()\n", "@a\n# between\n@b(\n    1)\n"]),
+    st.sampled_from(["", "\n\nx = 1\n", "\n# trailing comment\n", "\n\n@decorator\ndef other():\n    return 2", "\r\n"]),
+)
+def test_libcst_on_the_function_alone_agrees_with_the_whole_file(text: str, decorators: str, tail: str) -> None:
+    text = text.replace("def batched_nms", decorators + "def batched_nms", 1) + tail
+    marker = plan.marker(PATCH, "0" * 64)
+    assert codemod._function_region(text, PATCH.function) is not None
+    assert codemod.scan(text, PATCH, marker) == codemod._scan(text, PATCH, marker, libcst.PartialParserConfig())

@@ -120,6 +120,25 @@ def test_our_pyc_is_byte_identical_to_what_python_writes(tmp_path: Path) -> None
             reference = Path(py_compile.compile(str(path), invalidation_mode=mode, optimize=level, doraise=True))
             flags = {"TIMESTAMP": 0, "UNCHECKED_HASH": 0b01, "CHECKED_HASH": 0b11}[mode.name]
             assert write._pyc_bytes(path, level, flags) == reference.read_bytes(), (mode, level)
+            # The caller's compiled code is reused only where it is the same compilation.
+            for name in (str(path), "elsewhere.py"):
+                code = compile(path.read_bytes(), name, "exec", dont_inherit=True)
+                assert write._pyc_bytes(path, level, flags, code) == reference.read_bytes(), (mode, level, name)
+
+
+def test_replace_file_writes_the_callers_compiled_code_as_the_pyc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _module(tmp_path, "x = 'old'\n")
+    pyc = Path(py_compile.compile(str(path), doraise=True))
+    new = b"x = 'new'\n"
+    code = compile(new, str(path), "exec", dont_inherit=True)
+    compiled = []
+    monkeypatch.setattr(write, "compile", lambda *args, **kwargs: compiled.append(args) or compile(*args, **kwargs), raising=False)
+    write.replace_file(path, new, code=code)
+    assert compiled == [], "the caller's code object is reused, not compiled again"
+    monkeypatch.undo()
+    written = pyc.read_bytes()
+    assert written == Path(py_compile.compile(str(path), doraise=True)).read_bytes()
+    assert _run(path) == "new"
 
 
 def test_stale_temps_are_removed_and_nothing_else(tmp_path: Path) -> None:
