@@ -109,6 +109,7 @@ class _Listing(NamedTuple):
 
 
 def _listing(dist: Distribution) -> _Listing:
+    """Sorts ``dist``'s file list into what :func:`_owns` and the RECORD hashes need."""
     package_files = {}
     hooks = []
     for path, digest in dist.files():
