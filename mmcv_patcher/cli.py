@@ -30,8 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--force", action="store_true", help="apply: patch a release outside the known range when the statement is there once; revert: remove our edit from a file edited since")
     parser = argparse.ArgumentParser(prog="mmcv-patcher", description="Fix mmcv's batched_nms crash under mixed precision, in place and reversibly.")
     parser.add_argument("--version", action="version", version=f"mmcv-patcher {__version__}")
-    # An explicit prog spares argparse formatting a usage line (and importing shutil) to find it.
-    sub = parser.add_subparsers(dest="command", metavar="{apply,status,revert,verify}", prog=parser.prog)
+    sub = parser.add_subparsers(dest="command", metavar="{apply,status,revert,verify}")
     sub.required = True
     apply = sub.add_parser(commands.APPLY, parents=[common], help="patch the installed mmcv")
     apply.add_argument("--dry-run", action="store_true", help="print a unified diff; write nothing")

@@ -1,6 +1,8 @@
 """The value objects every step passes along: patches, states and per-patch results.
 
-Nothing here does I/O or imports LibCST, so the registry and ``status`` stay cheap.
+Nothing here does I/O or imports LibCST, so the registry and ``status`` stay cheap. Value
+objects are NamedTuples rather than dataclasses: importing ``dataclasses`` (which imports
+``inspect``) would add half an interpreter start to every run.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ class State(str, enum.Enum):
 class Affected(NamedTuple):
     """The releases of one distribution that have a bug, as an OSV range: from
     ``introduced`` on, up to and including ``last_affected`` or up to but not including
-    ``fixed`` (exactly one of the two: later releases were not checked). Versions are PEP 440; a local label (``2.1.0+cu118``) does not change the
-    source, and pre-releases never count as affected (none was checked).
+    ``fixed`` (exactly one of the two: later releases were not checked). Versions are
+    PEP 440; a local label (``2.1.0+cu118``) does not change the source, and pre-releases
+    never count as affected (none was checked).
 
     Bounds rather than a PEP 440 specifier set, because "older than the first affected
     release" is its own verdict (not affected) and is just ``version < introduced``, and
-    because gating then needs only ``packaging.version``, not ``packaging.specifiers``
-    (with its import of ``packaging.tags``, a third of ``status``'s start-up).
+    because gating then needs only ``packaging.version``: importing ``packaging.specifiers``
+    (which imports ``packaging.tags``) takes longer than starting the interpreter.
     """
 
     introduced: str = "0"

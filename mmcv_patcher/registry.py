@@ -21,7 +21,7 @@ class UnknownPatch(ValueError):
 def all_patches() -> Tuple[Patch, ...]:
     """Every registered patch, ordered by module name."""
     package = importlib.import_module("mmcv_patcher.patches")  # patches/ in the repository
-    # A listing, not pkgutil.iter_modules: that imports inspect, a tenth of status's run.
+    # A listing, not pkgutil.iter_modules: that imports inspect, which nothing else here needs.
     names = sorted({entry[:-3] for folder in package.__path__ for entry in os.listdir(folder) if entry.endswith(".py") and not entry.startswith("_")})
     return tuple(importlib.import_module(f"{package.__name__}.{name}").PATCH for name in names)
 

@@ -74,7 +74,7 @@ def test_version_is_the_header_not_a_later_line(tmp_path: Path) -> None:
     assert [d.version for d in distributions.find(["mmcv"], [str(tmp_path)])] == ["2.1.0"]
 
 
-def test_unreadable_and_missing_entries_are_skipped(tmp_path: Path) -> None:
+def test_missing_and_empty_entries_give_nothing(tmp_path: Path) -> None:
     assert distributions.find(MMCV_DISTRIBUTIONS, [str(tmp_path / "nope"), str(tmp_path)]) == []
 
 
