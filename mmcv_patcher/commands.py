@@ -97,8 +97,9 @@ def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[Path, List[Patch]
 def _plan_file(command: str, target: Target, path: Path, patches: List[Patch], force: bool) -> _FilePlan:
     file_plan = _FilePlan(path)
     try:
-        if path.is_file() and path.stat().st_size > MAX_SOURCE_BYTES:
-            raise UndecodableSource(f"it is {path.stat().st_size / 1e6:.1f} MB, far larger than any mmcv source file; refusing to parse it")
+        size = path.stat().st_size if path.is_file() else 0
+        if size > MAX_SOURCE_BYTES:
+            raise UndecodableSource(f"it is {size / 1e6:.1f} MB, far larger than any mmcv source file; refusing to parse it")
         file_plan.source = decode(path.read_bytes())
     except (OSError, UndecodableSource) as error:
         for patch in patches:
@@ -150,10 +151,11 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Pa
             code = compile(data, str(file_plan.path), "exec", dont_inherit=True)
         except (SyntaxError, ValueError) as error:
             return f"{file_plan.path}:{getattr(error, 'lineno', None) or '?'}: the patched file would not compile ({error}); nothing was written", False
-        problem = _outside_problem(file_plan.path, package_dir, force)
+        real = file_plan.path.resolve()
+        problem = _outside_problem(file_plan.path, real, package_dir, force)
         if problem is not None:
             return problem, False
-        encoded.append((file_plan, file_plan.path.resolve(), data, code))
+        encoded.append((file_plan, real, data, code))
     if dry_run:
         outcome.diffs.extend(_diff(fp.path, fp.source.text, fp.new_text) for fp, _, _, _ in encoded if fp.source and fp.new_text is not None)
         return None, False
@@ -180,9 +182,10 @@ def _replace(path: Path, real: Path, data: bytes, code: Optional[CodeType] = Non
     return None
 
 
-def _outside_problem(path: Path, package_dir: Path, force: bool) -> Optional[str]:
-    """Refuses to write through a symlink that leaves the package (``--force`` allows it)."""
-    real, package = path.resolve(), package_dir.resolve()
+def _outside_problem(path: Path, real: Path, package_dir: Path, force: bool) -> Optional[str]:
+    """Refuses to write through a symlink (``path`` resolving to ``real``) that leaves the
+    package (``--force`` allows it)."""
+    package = package_dir.resolve()
     if force or real == package or package in real.parents:
         return None
     return f"{path}: resolves to {real}, outside the mmcv package {package}; refusing to write there (--force writes through it)"

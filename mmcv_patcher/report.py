@@ -6,6 +6,7 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 from mmcv_patcher.commands import Outcome
 from mmcv_patcher.locate import Target
+from mmcv_patcher.model import Result
 
 #: Bumped when a key changes meaning or disappears; adding keys does not bump it.
 SCHEMA_VERSION = 1
@@ -67,7 +68,7 @@ def _target_object(target: Target) -> Dict[str, Any]:
     return {"path": str(target.package_dir), "distribution": target.distribution, "version": target.version, "notes": list(target.notes)}
 
 
-def _result_object(result: Any) -> Dict[str, Any]:
+def _result_object(result: Result) -> Dict[str, Any]:
     return {
         "id": result.id,
         "state": str(result.state),
@@ -88,9 +89,7 @@ def as_text(target: Optional[Target], outcome: Optional[Outcome]) -> List[str]:
     if outcome is not None:
         if outcome.waited:
             lines.append("note: waited for another mmcv-patcher run on this package to finish")
-        for result in outcome.results:
-            where = f"{result.file}:{result.line}" if result.line else result.file
-            lines.append(f"{result.id}: {result.state} at {where} ({result.message})")
+        lines.extend(f"{result.id}: {result.state} at {_where(result)} ({result.message})" for result in outcome.results)
         lines.extend(outcome.diffs)
     return lines
 
@@ -99,14 +98,15 @@ def errors(outcome: Optional[Outcome]) -> List[str]:
     """One line per failure for stderr, each naming the file and line and what to do."""
     if outcome is None:
         return []
-    lines = []
-    for result in outcome.results:
-        if not result.ok:
-            where = f"{result.file}:{result.line}" if result.line else result.file
-            lines.append(f"{where}: {result.id} is {result.state}: {result.message}")
+    lines = [f"{_where(result)}: {result.id} is {result.state}: {result.message}" for result in outcome.results if not result.ok]
     if outcome.error:
         lines.append(outcome.error)
     return lines
+
+
+def _where(result: Result) -> str:
+    """``file:line``, or the file alone when no line applies."""
+    return f"{result.file}:{result.line}" if result.line else result.file
 
 
 def verify_text(result: Dict[str, Any]) -> List[str]:

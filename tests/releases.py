@@ -143,28 +143,25 @@ def wheel(release: Release) -> Path:
     downloaded = download(release)
     if downloaded.suffix == ".whl":
         return downloaded
-    built = _find(WHEELS, release, (".whl",))
-    if built is not None:
-        return built
-    WHEELS.mkdir(parents=True, exist_ok=True)
-    run([*_pip(release, "wheel"), "-q", "--no-deps", downloaded, "-w", WHEELS], {"MMCV_WITH_OPS": "0"})
-    built = _find(WHEELS, release, (".whl",))
-    if built is None:
-        raise RuntimeError(f"building {downloaded} produced no wheel in {WHEELS}")
-    return built
+    return _built(release, WHEELS, {"MMCV_WITH_OPS": "0"})
 
 
 def ops_wheel() -> Path:
     """mmcv 2.1.0 built from its sdist with CPU ops (MMCV_WITH_OPS=1, FORCE_CUDA=0), once."""
-    built = _find(WHEELS / "ops", OPS, (".whl",))
+    return _built(OPS, WHEELS / "ops", {"MMCV_WITH_OPS": "1", "FORCE_CUDA": "0", "MAX_JOBS": str(os.cpu_count() or 1)})
+
+
+def _built(release: Release, directory: Path, env: Dict[str, str]) -> Path:
+    """The wheel built from the release's sdist with ``env``, cached in ``directory``."""
+    built = _find(directory, release, (".whl",))
     if built is not None:
         return built
-    sdist = download(OPS)
-    env = {"MMCV_WITH_OPS": "1", "FORCE_CUDA": "0", "MAX_JOBS": str(os.cpu_count() or 1)}
-    run([*_pip(OPS, "wheel"), "-q", "--no-deps", sdist, "-w", WHEELS / "ops"], env)
-    built = _find(WHEELS / "ops", OPS, (".whl",))
+    sdist = download(release)
+    directory.mkdir(parents=True, exist_ok=True)
+    run([*_pip(release, "wheel"), "-q", "--no-deps", sdist, "-w", directory], env)
+    built = _find(directory, release, (".whl",))
     if built is None:
-        raise RuntimeError(f"building {sdist} with ops produced no wheel")
+        raise RuntimeError(f"building {sdist} with {env} produced no wheel in {directory}")
     return built
 
 
@@ -173,9 +170,8 @@ def torch_venv(where: Path, wheel_file: Path) -> Path:
     dependencies come from the build env (added by a ``.pth`` hook, after the venv's own
     site-packages) instead of being installed again. Returns its python."""
     python = make_venv(where)
-    build_site = run([buildenv(), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
     hook = site_packages(python) / "zz_mmcv_patcher_runner.pth"
-    hook.write_text(hook.read_text() + f"import site; site.addsitedir({build_site!r})\n")
+    hook.write_text(hook.read_text() + f"import site; site.addsitedir({str(site_packages(buildenv()))!r})\n")
     pip_install(python, "--no-index", wheel_file)
     return python
 
@@ -219,10 +215,9 @@ def make_venv(where: Path, python: str = sys.executable, *, with_tool: bool = Tr
     run([python, "-m", "venv", *([] if with_pip else ["--without-pip"]), where])
     venv_python = where / "bin" / "python"
     if with_tool:
-        purelib = run([venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
         runner = [p for p in sys.path if p.endswith("site-packages")]
         hook = "".join(f"import site; site.addsitedir({p!r})\n" for p in runner)
-        Path(purelib, "zz_mmcv_patcher_runner.pth").write_text(hook)
+        (site_packages(venv_python) / "zz_mmcv_patcher_runner.pth").write_text(hook)
     return venv_python
 
 

@@ -44,9 +44,10 @@ def test_a_failing_replace_leaves_the_original_and_no_temp_file(tmp_path: Path, 
     assert sorted(p.name for p in path.parent.iterdir()) == ["nms.py"]
 
 
-def _run(path: Path) -> str:
+def _run(path: Path, *flags: str) -> str:
+    """``nms.x`` as a fresh interpreter (with ``flags``) imports it from beside ``path``."""
     program = f"import sys; sys.path.insert(0, {str(path.parent)!r}); import nms; print(nms.x)"
-    return subprocess.run([sys.executable, "-c", program], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout.strip()
+    return subprocess.run([sys.executable, *flags, "-c", program], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout.strip()
 
 
 @pytest.mark.parametrize("mode", list(py_compile.PycInvalidationMode), ids=lambda m: m.name)
@@ -85,8 +86,7 @@ def test_optimized_bytecode_keeps_its_level(tmp_path: Path) -> None:
     assert not pyc.exists(), "entries go before the source changes"
     path.write_text("x = 'new'\nassert False\n")
     write.rebuild_bytecode(path, dropped)
-    out = subprocess.run([sys.executable, "-O", "-c", f"import sys; sys.path.insert(0, {str(path.parent)!r}); import nms; print(nms.x)"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout.strip()
-    assert out == "new"
+    assert _run(path, "-O") == "new"
 
 
 def test_lock_reports_waiting_and_leaves_no_file(tmp_path: Path) -> None:
