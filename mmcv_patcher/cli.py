@@ -7,42 +7,18 @@ found an affected install that is not patched).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from pathlib import Path
-from typing import Optional, Sequence
 
-from mmcv_patcher import __version__, commands, interpreter, locate, registry, report, verify
+from mmcv_patcher import arguments, commands, interpreter, locate, registry, report, verify
 from mmcv_patcher.model import Patch, State
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import SimpleNamespace
+    from typing import Optional, Sequence
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNPATCHED = 0, 1, 2, 3
-VERIFY = "verify"
-
-
-def _parser() -> argparse.ArgumentParser:
-    where = argparse.ArgumentParser(add_help=False)  # every command: which mmcv, what output
-    where.add_argument("--path", help="site-packages or a checkout containing mmcv/, the mmcv package directory, or the file to patch (default: the mmcv this interpreter imports)")
-    where.add_argument("--python", action="append", metavar="PYTHON", help="work on the mmcv another interpreter (CPython 3.6+) imports; the patcher itself runs here")
-    where.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
-    common = argparse.ArgumentParser(add_help=False, parents=[where])  # the commands that run patches
-    common.add_argument("--patch", action="append", metavar="ID", help="only this patch (repeatable; default: all)")
-    common.add_argument("--force", action="store_true", help="apply: patch a release outside the known range when the statement is there once; revert: remove our edit from a file edited since")
-    parser = argparse.ArgumentParser(prog="mmcv-patcher", description="Fix mmcv's batched_nms crash under mixed precision, in place and reversibly.")
-    parser.add_argument("--version", action="version", version=f"mmcv-patcher {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{apply,status,revert,verify}")
-    sub.required = True
-    apply = sub.add_parser(commands.APPLY, parents=[common], help="patch the installed mmcv")
-    apply.add_argument("--dry-run", action="store_true", help="print a unified diff; write nothing")
-    status = sub.add_parser(commands.STATUS, parents=[common], help="show each patch's state, file and line")
-    status.add_argument("--check", action="store_true", help="exit 3 when an affected install is not patched")
-    status.add_argument("--all", action="store_true", help="every mmcv copy on the sys.path of each --python (default: this interpreter)")
-    revert = sub.add_parser(commands.REVERT, parents=[common], help="restore the original file byte for byte")
-    revert.add_argument("--dry-run", action="store_true", help="print a unified diff; write nothing")
-    proof = sub.add_parser(VERIFY, parents=[where], help="run batched_nms with AMP-style inputs in a child process (imports mmcv and torch)")
-    proof.add_argument("--boxes", type=int, default=verify.DEFAULT_BOXES, help=f"boxes to give batched_nms (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})")
-    proof.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -54,17 +30,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = arguments.parse(sys.argv[1:] if argv is None else argv)
     scan_all = getattr(args, "all", False)
     if len(args.python or ()) > 1 and not scan_all:
-        parser.error("--python can be given more than once only with status --all")
+        arguments.usage_error("--python can be given more than once only with status --all")
     if scan_all and args.path:
-        parser.error("status --all scans interpreters; it does not take --path")
+        arguments.usage_error("status --all scans interpreters; it does not take --path")
     try:
         selected = registry.select(registry.all_patches(), getattr(args, "patch", None))
     except registry.UnknownPatch as error:
-        parser.error(str(error))
+        arguments.usage_error(str(error))
     try:
         interpreters = [interpreter.ask(python) for python in args.python or ()] or [interpreter.current()]
     except interpreter.InterpreterError as error:
@@ -80,7 +55,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             print(report.as_json(args.command, None, None, None) if args.json else f"{error}; nothing to patch")
             return EXIT_OK
         return _fail(args, f"{error}; install mmcv first, or pass --path or --python", EXIT_FAILED)
-    if args.command == VERIFY:
+    if args.command == verify.VERIFY:
         return _verify(args, target, interpreters[0])
     patches = registry.select(selected, None, target.only_file)
     outcome = commands.run(args.command, target, patches, force=args.force, dry_run=getattr(args, "dry_run", False))
@@ -103,7 +78,7 @@ def _print_errors(problems: Sequence[str]) -> None:
         print(f"mmcv-patcher: error: {line}", file=sys.stderr)
 
 
-def _status_all(args: argparse.Namespace, interpreters: Sequence[interpreter.Interpreter], patches: Sequence[Patch]) -> int:
+def _status_all(args: SimpleNamespace, interpreters: Sequence[interpreter.Interpreter], patches: Sequence[Patch]) -> int:
     """status of every mmcv copy on each interpreter's sys.path, the imported one first."""
     copies = []
     for seen in interpreters:
@@ -120,16 +95,16 @@ def _status_all(args: argparse.Namespace, interpreters: Sequence[interpreter.Int
     return _exit_code([copy.outcome for copy in copies], args.check)
 
 
-def _verify(args: argparse.Namespace, target: locate.Target, seen: interpreter.Interpreter) -> int:
+def _verify(args: SimpleNamespace, target: locate.Target, seen: interpreter.Interpreter) -> int:
     """Runs the real batched_nms in a child of the target interpreter: 0 if it survives."""
     if not args.json:
         print(f"verify imports mmcv and torch in a child process of {seen.executable} (the only command that does)", flush=True)
     result = verify.run(seen.executable, package_dir=target.package_dir if args.path else None, boxes=args.boxes, device=args.device)
     imported = result.get("mmcv_dir")
-    if imported and Path(imported).resolve() != target.package_dir.resolve():
+    if imported and os.path.realpath(imported) != os.path.realpath(target.package_dir):
         result["detail"] += f" (note: it imported mmcv from {imported}, not {target.package_dir})"
     if args.json:
-        print(report.as_json(VERIFY, target, None, None if result["verdict"] == "survived" else result["detail"], verify=result))
+        print(report.as_json(verify.VERIFY, target, None, None if result["verdict"] == "survived" else result["detail"], verify=result))
     else:
         print("\n".join(report.as_text(target, None) + report.verify_text(result)))
     if result["verdict"] != "survived":
@@ -138,14 +113,14 @@ def _verify(args: argparse.Namespace, target: locate.Target, seen: interpreter.I
     return EXIT_OK
 
 
-def _emit(args: argparse.Namespace, target: locate.Target, outcome: commands.Outcome, error: Optional[str]) -> None:
+def _emit(args: SimpleNamespace, target: locate.Target, outcome: commands.Outcome, error: Optional[str]) -> None:
     if args.json:
         print(report.as_json(args.command, target, outcome, error))
     else:
         print("\n".join(report.as_text(target, outcome)))
 
 
-def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+def _fail(args: SimpleNamespace, message: str, code: int) -> int:
     if args.json:
         print(report.as_json(args.command, None, None, message))
     print(f"mmcv-patcher: error: {message}", file=sys.stderr)

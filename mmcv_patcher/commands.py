@@ -7,14 +7,17 @@ succeeded and every new file compiles, so a failing command leaves all files as 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from types import CodeType
-from typing import Dict, List, Optional, Sequence, Tuple
+import os
 
 from mmcv_patcher import plan
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Patch, Result, State
 from mmcv_patcher.source import Source, UndecodableSource, decode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import CodeType
+    from typing import Dict, List, Optional, Sequence, Tuple
 
 APPLY, STATUS, REVERT = "apply", "status", "revert"
 #: mmcv's nms.py is about 20 KB; LibCST needs seconds per MB, so anything this big is refused.
@@ -39,7 +42,7 @@ class Outcome:
 class _FilePlan:
     """One file: what is there now, what it should become, and each patch's verdict."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
         self.source: Optional[Source] = None
         self.new_text: Optional[str] = None
@@ -70,37 +73,38 @@ def run(command: str, target: Target, patches: Sequence[Patch], *, force: bool =
     return outcome
 
 
-def _locked(directory: Path) -> "contextlib.AbstractContextManager[bool]":
+def _locked(directory: str) -> "contextlib.AbstractContextManager[bool]":
     from mmcv_patcher import write  # only commands that write pay for its imports
 
     return write.locked(directory)
 
 
-def _remove_stale_temps(groups: Dict[Path, List[Patch]]) -> None:
+def _remove_stale_temps(groups: Dict[str, List[Patch]]) -> None:
     """Temporary files a killed run left beside the files we write (we hold the lock, so
     no live run owns them); done by every writing run, even one with nothing to write."""
     from mmcv_patcher import write
 
     for path in groups:
-        for directory in {path.parent, path.resolve().parent}:
+        for directory in {os.path.dirname(path), os.path.dirname(os.path.realpath(path))}:
             write.remove_stale_temps(directory)
 
 
-def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[Path, List[Patch]]:
+def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[str, List[Patch]]:
     """Patches grouped by the file they change, files and patches in registry order."""
-    groups: Dict[Path, List[Patch]] = {}
+    groups: Dict[str, List[Patch]] = {}
     for patch in patches:
-        groups.setdefault(target.package_dir / patch.file, []).append(patch)
+        groups.setdefault(target.file_of(patch), []).append(patch)
     return groups
 
 
-def _plan_file(command: str, target: Target, path: Path, patches: List[Patch], force: bool) -> _FilePlan:
+def _plan_file(command: str, target: Target, path: str, patches: List[Patch], force: bool) -> _FilePlan:
     file_plan = _FilePlan(path)
     try:
-        size = path.stat().st_size if path.is_file() else 0
-        if size > MAX_SOURCE_BYTES:
-            raise UndecodableSource(f"it is {size / 1e6:.1f} MB, far larger than any mmcv source file; refusing to parse it")
-        file_plan.source = decode(path.read_bytes())
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_SOURCE_BYTES:
+                raise UndecodableSource(f"it is {size / 1e6:.1f} MB, far larger than any mmcv source file; refusing to parse it")
+            file_plan.source = decode(handle.read())
     except (OSError, UndecodableSource) as error:
         for patch in patches:
             verdict = _unreadable(patch, target, path, error)
@@ -126,7 +130,7 @@ def _plan_file(command: str, target: Target, path: Path, patches: List[Patch], f
     return file_plan
 
 
-def _unreadable(patch: Patch, target: Target, path: Path, error: Exception) -> plan.Plan:
+def _unreadable(patch: Patch, target: Target, path: str, error: Exception) -> plan.Plan:
     """The verdict for a file that is missing or cannot be read as Python source."""
     if isinstance(error, FileNotFoundError) and plan.gate(patch, target.release(patch)) is not plan.Gate.AFFECTED:
         return plan.Plan(State.NOT_AFFECTED, None, f"{target.release(patch).describe()} has no {patch.file}")
@@ -134,7 +138,7 @@ def _unreadable(patch: Patch, target: Target, path: Path, error: Exception) -> p
     return plan.Plan(State.DRIFTED, None, f"cannot read the file: {reason}; {target.release(patch).reinstall()}", ok=False)
 
 
-def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Path, dry_run: bool, force: bool) -> Tuple[Optional[str], bool]:
+def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: str, dry_run: bool, force: bool) -> Tuple[Optional[str], bool]:
     """Writes (or diffs) every changed file; returns an error line or None, and whether
     the files were written.
 
@@ -148,10 +152,10 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Pa
         assert file_plan.source is not None and file_plan.new_text is not None
         data = file_plan.source.encode(file_plan.new_text)
         try:  # as the interpreter will: the code is kept for the .pyc
-            code = compile(data, str(file_plan.path), "exec", dont_inherit=True)
+            code = compile(data, file_plan.path, "exec", dont_inherit=True)
         except (SyntaxError, ValueError) as error:
             return f"{file_plan.path}:{getattr(error, 'lineno', None) or '?'}: the patched file would not compile ({error}); nothing was written", False
-        real = file_plan.path.resolve()
+        real = os.path.realpath(file_plan.path)
         problem = _outside_problem(file_plan.path, real, package_dir, force)
         if problem is not None:
             return problem, False
@@ -159,7 +163,7 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Pa
     if dry_run:
         outcome.diffs.extend(_diff(fp.path, fp.source.text, fp.new_text) for fp, _, _, _ in encoded if fp.source and fp.new_text is not None)
         return None, False
-    done: List[Tuple[_FilePlan, Path]] = []
+    done: List[Tuple[_FilePlan, str]] = []
     for file_plan, real, data, code in encoded:
         problem = _replace(file_plan.path, real, data, code)
         if problem is not None:
@@ -171,7 +175,7 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: Pa
     return None, True
 
 
-def _replace(path: Path, real: Path, data: bytes, code: Optional[CodeType] = None) -> Optional[str]:
+def _replace(path: str, real: str, data: bytes, code: Optional[CodeType] = None) -> Optional[str]:
     """Writes one file (``real``, which Python imports as ``path``); an error line, or None."""
     from mmcv_patcher import write
 
@@ -182,16 +186,16 @@ def _replace(path: Path, real: Path, data: bytes, code: Optional[CodeType] = Non
     return None
 
 
-def _outside_problem(path: Path, real: Path, package_dir: Path, force: bool) -> Optional[str]:
+def _outside_problem(path: str, real: str, package_dir: str, force: bool) -> Optional[str]:
     """Refuses to write through a symlink (``path`` resolving to ``real``) that leaves the
     package (``--force`` allows it)."""
-    package = package_dir.resolve()
-    if force or real == package or package in real.parents:
+    package = os.path.realpath(package_dir)
+    if force or real == package or real.startswith(package.rstrip(os.sep) + os.sep):
         return None
     return f"{path}: resolves to {real}, outside the mmcv package {package}; refusing to write there (--force writes through it)"
 
 
-def _write_error(path: Path, error: OSError) -> str:
+def _write_error(path: str, error: OSError) -> str:
     """One line for a failed write; the file (and every other) was left as it was."""
     import errno
 
@@ -205,17 +209,17 @@ def _write_error(path: Path, error: OSError) -> str:
     return f"cannot write {where}: {error.strerror or error}; the file was left as it was"
 
 
-def _diff(path: Path, old: str, new: str) -> str:
+def _diff(path: str, old: str, new: str) -> str:
     import difflib
 
-    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path), str(path)))
+    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
 
 
-def _result(path: Path, patch: Patch, assessed: plan.Plan, action: plan.Plan, *, written: bool, dry_run: bool) -> Result:
+def _result(path: str, patch: Patch, assessed: plan.Plan, action: plan.Plan, *, written: bool, dry_run: bool) -> Result:
     """What a user sees for one patch: the action taken, or, when its change was not
     written (a dry run, or a failure elsewhere), the state still on disk."""
     would_change = action is not assessed and action.new_text is not None
     if would_change and not written:
         why = "--dry-run" if dry_run else "not written, the command failed"
-        return Result(patch.id, assessed.state, str(path), assessed.line, f"{why}: would become {action.state}")
-    return Result(patch.id, action.state, str(path), action.line, action.message, changed=would_change, ok=action.ok)
+        return Result(patch.id, assessed.state, path, assessed.line, f"{why}: would become {action.state}")
+    return Result(patch.id, action.state, path, action.line, action.message, changed=would_change, ok=action.ok)

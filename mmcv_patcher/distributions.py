@@ -11,9 +11,12 @@ checks the result on every way the real mmcv gets installed.
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from mmcv_patcher.records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence, Tuple
 
 
 class Distribution(NamedTuple):
@@ -21,18 +24,19 @@ class Distribution(NamedTuple):
 
     name: str
     #: the metadata directory (or, for old distutils installs, the PKG-INFO-style file)
-    info: Path
+    info: str
     version: Optional[str]
 
     @property
-    def root(self) -> Path:
+    def root(self) -> str:
         """The directory the file list's paths are relative to (``locate_file("")``)."""
-        return self.info.parent
+        return os.path.dirname(self.info)
 
     def read_text(self, name: str) -> Optional[str]:
         """A metadata file's text, or None when it is missing or unreadable."""
         try:
-            return self.info.joinpath(name).read_text(encoding="utf-8")
+            with open(os.path.join(self.info, name), encoding="utf-8") as handle:
+                return handle.read()
         except (OSError, UnicodeDecodeError):
             return None
 
@@ -43,14 +47,11 @@ class Distribution(NamedTuple):
         ``SOURCES.txt`` (eggs, ``setup.py develop``) that exists."""
         record = self.read_text("RECORD")
         if record is not None:
-            import csv
-
-            return [(row[0], row[1] if len(row) > 1 else "") for row in csv.reader(record.splitlines()) if row]
+            return [(row[0], row[1] if len(row) > 1 else "") for row in _csv_rows(record) if row]
         installed = self.read_text("installed-files.txt")
         if installed is not None:
-            root = str(self.root)
             return [
-                (os.path.relpath(os.path.normpath(os.path.join(str(self.info), line)), root).replace(os.sep, "/"), "")
+                (os.path.relpath(os.path.normpath(os.path.join(self.info, line)), self.root).replace(os.sep, "/"), "")
                 for line in installed.splitlines()
                 if line.strip()
             ]
@@ -71,7 +72,17 @@ def find(names: Sequence[str], path: Sequence[str]) -> List[Distribution]:
     return [dist for _, _, dist in sorted(found, key=lambda item: item[:2])]
 
 
-def _candidates(entry: str, wanted: Dict[str, str], eggs: Dict[str, str]) -> List[Tuple[str, Path]]:
+def _csv_rows(text: str) -> List[List[str]]:
+    """RECORD's rows. Only a field holding a comma or a quote is quoted, so text without
+    a quote is split on commas as the ``csv`` module would, without importing it."""
+    if '"' not in text:
+        return [line.split(",") if line else [] for line in text.splitlines()]
+    import csv
+
+    return list(csv.reader(text.splitlines()))
+
+
+def _candidates(entry: str, wanted: Dict[str, str], eggs: Dict[str, str]) -> List[Tuple[str, str]]:
     """(asked-for name, metadata path) for the metadata found directly in one path entry."""
     try:
         children = sorted(os.listdir(entry))
@@ -83,18 +94,22 @@ def _candidates(entry: str, wanted: Dict[str, str], eggs: Dict[str, str]) -> Lis
         if low.endswith((".dist-info", ".egg-info")):
             name = wanted.get(_normalize(low.rpartition(".")[0].partition("-")[0]))
             if name is not None:
-                found.append((name, Path(entry, child)))
+                found.append((name, os.path.join(entry, child)))
         elif low == "egg-info":  # EGG-INFO inside an .egg directory on sys.path
             base = os.path.basename(os.path.abspath(entry)).lower()
             name = eggs.get(_legacy_normalize(base.rpartition(".")[0].partition("-")[0])) if base.endswith(".egg") else None
             if name is not None:
-                found.append((name, Path(entry, child)))
+                found.append((name, os.path.join(entry, child)))
     return found
 
 
 def _normalize(name: str) -> str:
-    """PEP 503 normalisation, with ``_`` as the separator that metadata file names use."""
-    return re.sub(r"[-_.]+", "_", name).lower()
+    """PEP 503 normalisation (each run of ``-``, ``_`` and ``.`` is one separator), with
+    ``_`` as the separator that metadata file names use."""
+    normalized = name.lower().replace("-", "_").replace(".", "_")
+    while "__" in normalized:
+        normalized = normalized.replace("__", "_")
+    return normalized
 
 
 def _legacy_normalize(name: str) -> str:
@@ -102,14 +117,14 @@ def _legacy_normalize(name: str) -> str:
     return name.lower().replace("-", "_")
 
 
-def _version(info: Path) -> Optional[str]:
+def _version(info: str) -> Optional[str]:
     """The ``Version`` header of METADATA (wheels) or PKG-INFO (eggs, or the file itself)."""
-    for candidate in (info / "METADATA", info / "PKG-INFO", info):
+    for candidate in (os.path.join(info, "METADATA"), os.path.join(info, "PKG-INFO"), info):
         try:
-            text = candidate.read_text(encoding="utf-8", errors="replace")
+            with open(candidate, encoding="utf-8", errors="replace") as handle:
+                return _header(handle.read(), "version")
         except OSError:  # missing, or a directory
             continue
-        return _header(text, "version")
     return None
 
 

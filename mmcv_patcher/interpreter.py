@@ -7,10 +7,14 @@ same value, and the patcher keeps running on its own interpreter.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+import os
 
 from mmcv_patcher import where
+from mmcv_patcher.records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional, Tuple
 
 
 class InterpreterError(RuntimeError):
@@ -45,11 +49,12 @@ def current() -> Interpreter:
 
 def ask(python: str, timeout: float = 60) -> Interpreter:
     """Another interpreter, asked in a child process that imports nothing but the stdlib."""
-    if not Path(python).exists():
+    if not os.path.exists(python):
         raise InterpreterError(f"--python {python}: no such file")
     import subprocess  # only --python runs a child; status on the running one stays lean
 
-    source = Path(where.__file__).read_text(encoding="utf-8")
+    with open(where.__file__, encoding="utf-8") as handle:
+        source = handle.read()
     try:
         done = subprocess.run([python, "-c", source], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as error:

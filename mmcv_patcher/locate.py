@@ -6,14 +6,19 @@ from :mod:`mmcv_patcher.distributions`, and a source checkout's ``version.py`` i
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+import binascii
+import os
 
 from mmcv_patcher import distributions
 from mmcv_patcher.distributions import Distribution
 from mmcv_patcher.interpreter import Interpreter, current
 from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch
 from mmcv_patcher.plan import Release
+from mmcv_patcher.records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 
 class NotFound(LookupError):
@@ -27,7 +32,7 @@ class BadPath(ValueError):
 class Target(NamedTuple):
     """An mmcv package directory and what is known about the release that installed it."""
 
-    package_dir: Path
+    package_dir: str
     distribution: Optional[str]
     version: Optional[str]
     #: POSIX path inside the package -> its RECORD hash as written (``sha256=<base64>``)
@@ -43,6 +48,22 @@ class Target(NamedTuple):
     def describe(self) -> str:
         return Release(self.distribution, self.version).describe()
 
+    def file_of(self, patch: Patch) -> str:
+        """Where ``patch``'s file is in this package directory."""
+        return _inside(self.package_dir, patch.file)
+
+
+def _inside(package_dir: str, posix_path: str) -> str:
+    return os.path.join(package_dir, *posix_path.split("/"))
+
+
+def _absolute(path: str) -> str:
+    """``path`` made absolute as ``pathlib`` does: "." parts and doubled separators go,
+    ".." stays (after a symlink it is not the lexical parent, so only the OS resolves it)."""
+    drive, rest = os.path.splitdrive(os.path.join(os.getcwd(), path))
+    parts = [part for part in rest.replace(os.altsep or os.sep, os.sep).split(os.sep) if part not in ("", ".")]
+    return drive + os.sep + os.sep.join(parts)
+
 
 def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[Interpreter] = None) -> Target:
     """The mmcv that ``interpreter`` (default: the running one) imports, or the one ``path``
@@ -50,45 +71,45 @@ def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[
     unpacked sdist), the ``mmcv`` package directory, or a file a patch works on.
     """
     if path is not None:
-        package_dir, only_file = _package_from_path(Path(path).absolute(), patches)
-        return _describe(package_dir, _distributions([str(package_dir.parent)]), only_file, patches)
+        package_dir, only_file = _package_from_path(_absolute(path), patches)
+        return _describe(package_dir, _distributions([os.path.dirname(package_dir)]), only_file, patches)
     seen = interpreter or current()
     if seen.mmcv_dir is None:
         raise NotFound(seen.mmcv_problem or f"no mmcv is importable by {seen.executable}")
-    return _describe(Path(seen.mmcv_dir), _distributions(list(seen.sys_path)), None, patches)
+    return _describe(seen.mmcv_dir, _distributions(list(seen.sys_path)), None, patches)
 
 
 def every_copy(interpreter: Interpreter, patches: Sequence[Patch]) -> List[Tuple[Target, bool]]:
     """Every mmcv package directory on the interpreter's ``sys.path``, each with whether it is
     the one ``import mmcv`` loads (listed first); shadowed copies are easy to forget."""
-    directories: List[Path] = []
+    directories: List[str] = []
     if interpreter.mmcv_dir is not None:
-        directories.append(Path(interpreter.mmcv_dir))
+        directories.append(interpreter.mmcv_dir)
     for entry in interpreter.sys_path:
-        candidate = Path(entry) / "mmcv"
-        if (candidate / "__init__.py").is_file() and all(candidate.resolve() != d.resolve() for d in directories):
+        candidate = os.path.join(entry, "mmcv")
+        if os.path.isfile(os.path.join(candidate, "__init__.py")) and all(os.path.realpath(candidate) != os.path.realpath(d) for d in directories):
             directories.append(candidate)
     candidates = _distributions(list(interpreter.sys_path))
     imported = interpreter.mmcv_dir is not None
     return [(_describe(d, candidates, None, patches), imported and i == 0) for i, d in enumerate(directories)]
 
 
-def _package_from_path(path: Path, patches: Sequence[Patch]) -> Tuple[Path, Optional[str]]:
-    if not path.exists():
+def _package_from_path(path: str, patches: Sequence[Patch]) -> Tuple[str, Optional[str]]:
+    if not os.path.exists(path):
         raise BadPath(f"--path {path}: no such file or directory")
-    if path.is_file():
+    if os.path.isfile(path):
         for patch in patches:
-            parts = Path(patch.file).parts
-            package_dir = path.parents[len(parts) - 1]
-            if package_dir.joinpath(*parts) == path:
-                if not (package_dir / "__init__.py").is_file():
+            inside = _inside("", patch.file)
+            package_dir = path[: -len(inside) - 1]
+            if path.endswith(os.sep + inside) and package_dir:
+                if not os.path.isfile(os.path.join(package_dir, "__init__.py")):
                     raise BadPath(f"--path {path}: {package_dir} is not a package (no __init__.py), so Python never imports it")
                 return package_dir, patch.file
         files = ", ".join(sorted({p.file for p in patches}))
         raise BadPath(f"--path {path}: not a file any patch works on ({files} inside the mmcv package)")
-    for package_dir in (path / "mmcv", path):
-        if package_dir.is_dir() and (package_dir.name == "mmcv" or any((package_dir / p.file).exists() for p in patches)):
-            if not (package_dir / "__init__.py").is_file():
+    for package_dir in (os.path.join(path, "mmcv"), path):
+        if os.path.isdir(package_dir) and (os.path.basename(package_dir) == "mmcv" or any(os.path.exists(_inside(package_dir, p.file)) for p in patches)):
+            if not os.path.isfile(os.path.join(package_dir, "__init__.py")):
                 raise BadPath(f"--path {path}: {package_dir} is not a package (no __init__.py), so Python never imports it")
             return package_dir, None
     raise BadPath(f"--path {path}: no mmcv/ in it, and it is not the mmcv package; point it at site-packages, a checkout, or mmcv/")
@@ -121,33 +142,39 @@ def _listing(dist: Distribution) -> _Listing:
 
 
 def _hex_sha256(digest: str) -> Optional[str]:
-    """RECORD's ``sha256=<urlsafe base64>`` as hex; None for any other or no hash."""
+    """RECORD's ``sha256=<urlsafe base64>`` as hex; None for any other, malformed or no hash.
+
+    ``binascii`` rather than ``base64``, which imports ``re`` (see :mod:`mmcv_patcher.records`)."""
     mode, _, value = digest.partition("=")
     if mode != "sha256" or not value:
         return None
-    import base64
+    standard = value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4)
+    try:
+        raw = binascii.a2b_base64(standard)
+    except (binascii.Error, ValueError):  # ValueError: not ASCII
+        return None
+    return raw.hex() if len(raw) == 32 else None
 
-    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
 
-
-def _owns(dist: Distribution, listing: _Listing, package_dir: Path) -> bool:
+def _owns(dist: Distribution, listing: _Listing, package_dir: str) -> bool:
     """Whether the distribution's file list is about this very package directory, directly
     or through an editable install's ``.pth`` or ``__editable__`` finder."""
     if "mmcv/__init__.py" in listing.package_files:
-        if (dist.root / "mmcv" / "__init__.py").resolve() == (package_dir / "__init__.py").resolve():
+        if os.path.realpath(os.path.join(dist.root, "mmcv", "__init__.py")) == os.path.realpath(os.path.join(package_dir, "__init__.py")):
             return True
-    return any(_hook_mentions(dist.root / hook, package_dir) for hook in listing.hooks)
+    return any(_hook_mentions(_inside(dist.root, hook), package_dir) for hook in listing.hooks)
 
 
-def _hook_mentions(hook: Path, package_dir: Path) -> bool:
+def _hook_mentions(hook: str, package_dir: str) -> bool:
     try:
-        text = hook.read_text(encoding="utf-8", errors="replace")
+        with open(hook, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
     except OSError:
         return False
-    return str(package_dir) in text or str(package_dir.parent) in text
+    return package_dir in text or os.path.dirname(package_dir) in text
 
 
-def _describe(package_dir: Path, candidates: Iterable[Distribution], only_file: Optional[str], patches: Sequence[Patch]) -> Target:
+def _describe(package_dir: str, candidates: Iterable[Distribution], only_file: Optional[str], patches: Sequence[Patch]) -> Target:
     """The target for ``package_dir``: the distribution whose file list owns it, with notes
     whenever that is not clear-cut, so nothing is decided silently."""
     unique = _unique(candidates)
@@ -162,13 +189,13 @@ def _describe(package_dir: Path, candidates: Iterable[Distribution], only_file: 
         owner = owners[0]
     else:
         for dist in unique:
-            notes.append(f"{dist.name} {dist.version} is installed, but its metadata ({dist.root}) does not list {package_dir}; using {package_dir / 'version.py'}")
-        return Target(package_dir, None, literal_version(package_dir / "version.py"), {}, tuple(notes), only_file)
+            notes.append(f"{dist.name} {dist.version} is installed, but its metadata ({dist.root}) does not list {package_dir}; using {os.path.join(package_dir, 'version.py')}")
+        return Target(package_dir, None, literal_version(os.path.join(package_dir, "version.py")), {}, tuple(notes), only_file)
     record = {path[len("mmcv/"):]: digest for path, digest in listings[owner].package_files.items() if digest}
     return Target(package_dir, owner.name, owner.version, record, tuple(notes), only_file)
 
 
-def _current_owner(owners: List[Distribution], listings: Dict[Distribution, _Listing], package_dir: Path, patches: Sequence[Patch]) -> Tuple[Distribution, str]:
+def _current_owner(owners: List[Distribution], listings: Dict[Distribution, _Listing], package_dir: str, patches: Sequence[Patch]) -> Tuple[Distribution, str]:
     """Of several owners, the one whose RECORD hash matches the patch files as they are, or
     as they were before we patched them (the hash our marker remembers)."""
     from mmcv_patcher.plan import remembered_sha256
@@ -176,7 +203,8 @@ def _current_owner(owners: List[Distribution], listings: Dict[Distribution, _Lis
 
     for patch in patches:
         try:
-            data = (package_dir / patch.file).read_bytes()
+            with open(_inside(package_dir, patch.file), "rb") as handle:
+                data = handle.read()
             source = decode(data)
         except (OSError, UndecodableSource):
             continue
@@ -192,19 +220,20 @@ def _unique(dists: Iterable[Distribution]) -> List[Distribution]:
     seen = set()
     unique = []
     for dist in dists:
-        key = str(dist.root.resolve()), dist.name
+        key = os.path.realpath(dist.root), dist.name
         if key not in seen:
             seen.add(key)
             unique.append(dist)
     return unique
 
 
-def literal_version(version_file: Path) -> Optional[str]:
+def literal_version(version_file: str) -> Optional[str]:
     """``__version__`` from a ``version.py`` assigned a string literal; parsed, never run."""
     import ast
 
     try:
-        tree = ast.parse(version_file.read_bytes(), str(version_file))
+        with open(version_file, "rb") as handle:
+            tree = ast.parse(handle.read(), version_file)
     except (OSError, SyntaxError, ValueError):
         return None
     for node in tree.body:

@@ -1,14 +1,19 @@
 """The value objects every step passes along: patches, states and per-patch results.
 
 Nothing here does I/O or imports LibCST, so the registry and ``status`` stay cheap. Value
-objects are NamedTuples rather than dataclasses: importing ``dataclasses`` (which imports
-``inspect``) would add half an interpreter start to every run.
+objects are NamedTuples (:mod:`mmcv_patcher.records`) rather than dataclasses: importing
+``dataclasses`` (which imports ``inspect``) would add half an interpreter start to every run.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Mapping, NamedTuple, Optional, Tuple
+
+from mmcv_patcher.records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping, Optional, Tuple
 
 #: Distributions that install the top-level package ``mmcv``.
 MMCV_DISTRIBUTIONS = ("mmcv", "mmcv-full", "mmcv-lite", "onedl-mmcv")
@@ -37,8 +42,9 @@ class Affected(NamedTuple):
 
     Bounds rather than a PEP 440 specifier set, because "older than the first affected
     release" is its own verdict (not affected) and is just ``version < introduced``, and
-    because gating then needs only ``packaging.version``: importing ``packaging.specifiers``
-    (which imports ``packaging.tags``) takes longer than starting the interpreter.
+    because plain release numbers then compare without ``packaging`` at all (importing
+    ``packaging.specifiers``, which imports ``packaging.tags``, takes longer than starting
+    the interpreter).
     """
 
     introduced: str = "0"

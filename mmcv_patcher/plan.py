@@ -8,11 +8,14 @@ the release's RECORD hash (see :func:`assess`).
 from __future__ import annotations
 
 import enum
-import re
-from typing import NamedTuple, Optional
 
 from mmcv_patcher.model import Patch, State
+from mmcv_patcher.records import NamedTuple
 from mmcv_patcher.source import Source, line_at, sha256_hex
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Optional, Tuple
 
 
 class Gate(enum.Enum):
@@ -57,24 +60,51 @@ class Plan(NamedTuple):
 
 
 def gate(patch: Patch, release: Release) -> Gate:
-    """Places ``release`` against ``patch.affected``. No metadata counts as upstream ``mmcv``."""
-    from packaging.version import InvalidVersion, Version
+    """Places ``release`` against ``patch.affected``. No metadata counts as upstream ``mmcv``.
 
+    Plain releases (``1.7.2``: what every mmcv release is, and every bound) compare as
+    numbers, as PEP 440 orders them; anything else is parsed by ``packaging.version``,
+    imported only then. ``tests/test_plan.py`` checks the two agree.
+    """
     affected = patch.affected.get(release.distribution or "mmcv")
     if affected is None or release.version is None:
         return Gate.OUTSIDE
+    versions = (release.version, affected.introduced, affected.last_affected, affected.fixed)
+    numbers = [None if v is None else _release_numbers(v) for v in versions]
+    if all(n is not None for n, v in zip(numbers, versions) if v is not None):
+        return _place(*numbers, prerelease=False)
+    from packaging.version import InvalidVersion, Version
+
     try:
         version = Version(release.version)
     except InvalidVersion:
         return Gate.OUTSIDE
     public = Version(version.public)  # a local label (+cu118) is a build of the same source
-    if public < Version(affected.introduced):
+    bounds = (None if v is None else Version(v) for v in versions[1:])
+    return _place(public, *bounds, prerelease=version.is_prerelease)
+
+
+def _release_numbers(version: str) -> Optional[Tuple[int, ...]]:
+    """A plain release version (ASCII digits and dots) as the numbers PEP 440 compares:
+    trailing zeros dropped, so ``2.2`` equals ``2.2.0``. None for any other spelling."""
+    parts = version.split(".")
+    if not all(part.isdigit() and part.isascii() for part in parts):
+        return None
+    numbers = [int(part) for part in parts]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers)
+
+
+def _place(version: Any, introduced: Any, last_affected: Any, fixed: Any, *, prerelease: bool) -> Gate:
+    """The gate for comparable versions (all numbers, or all ``packaging`` Versions)."""
+    if version < introduced:
         return Gate.BELOW
-    if version.is_prerelease:  # never measured
+    if prerelease:  # never measured
         return Gate.OUTSIDE
-    if affected.last_affected is not None and public <= Version(affected.last_affected):
+    if last_affected is not None and version <= last_affected:
         return Gate.AFFECTED
-    if affected.fixed is not None and public < Version(affected.fixed):
+    if fixed is not None and version < fixed:
         return Gate.AFFECTED
     return Gate.OUTSIDE
 
@@ -84,14 +114,32 @@ def marker(patch: Patch, original_sha256: str) -> str:
     return f"# mmcv-patcher: {patch.id} sha256={original_sha256}"
 
 
-def _marker_pattern(patch: Patch) -> "re.Pattern[str]":
-    return re.compile("  " + re.escape(f"# mmcv-patcher: {patch.id} sha256=") + r"([0-9a-f]{64})(?=\r\n|\r|\n|$)")
+class _Marker(NamedTuple):
+    start: int
+    end: int
+    #: the sha256 of the file before we patched it
+    sha256: str
+
+
+def _markers(text: str, patch: Patch) -> List[_Marker]:
+    """Each marker of ``patch`` in ``text``: two spaces, the comment, 64 lowercase hex
+    digits, and the end of that line."""
+    prefix = "  " + marker(patch, "")
+    found = []
+    at = text.find(prefix)
+    while at >= 0:
+        end = at + len(prefix) + 64
+        digest = text[at + len(prefix) : end]
+        if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) and text[end : end + 1] in ("", "\r", "\n"):
+            found.append(_Marker(at, end, digest))
+        at = text.find(prefix, at + 1)
+    return found
 
 
 def remembered_sha256(source: Source, patch: Patch) -> Optional[str]:
     """The original file's hash our marker keeps, if the file carries exactly one marker."""
-    markers = _marker_pattern(patch).findall(source.text)
-    return markers[0] if len(markers) == 1 else None
+    markers = _markers(source.text, patch)
+    return markers[0].sha256 if len(markers) == 1 else None
 
 
 class _Unpatched(NamedTuple):
@@ -110,21 +158,21 @@ def _unpatch(source: Source, patch: Patch) -> Optional[_Unpatched]:
     The result is trusted only when its sha256 equals the one the marker kept, which makes
     this exact without LibCST: a revert restores the original bytes or refuses.
     """
-    markers = list(_marker_pattern(patch).finditer(source.text))
+    markers = _markers(source.text, patch)
     if not markers:
         return None
-    first = markers[0]
-    line = line_at(source.text, first.start())
+    start, end, kept = markers[0]
+    line = line_at(source.text, start)
     if len(markers) > 1:
-        lines = ", ".join(str(line_at(source.text, m.start())) for m in markers)
+        lines = ", ".join(str(line_at(source.text, m.start)) for m in markers)
         return _Unpatched(None, line, False, f"our marker appears {len(markers)} times (lines {lines})")
-    text = source.text[: first.start()] + source.text[first.end():]
-    inserted_at = text.rfind(patch.inserted, 0, first.start())
+    text = source.text[:start] + source.text[end:]
+    inserted_at = text.rfind(patch.inserted, 0, start)
     if inserted_at < 0:
         return _Unpatched(None, line, False, f"our marker is there but {patch.inserted!r} is not")
     text = text[:inserted_at] + text[inserted_at + len(patch.inserted):]
-    exact = sha256_hex(source.encode(text)) == first.group(1)
-    return _Unpatched(text, line, exact, "" if exact else "the patched file was edited after mmcv-patcher patched it", first.group(1))
+    exact = sha256_hex(source.encode(text)) == kept
+    return _Unpatched(text, line, exact, "" if exact else "the patched file was edited after mmcv-patcher patched it", kept)
 
 
 def _differs_from_record(sha256: Optional[str], release: Release) -> bool:

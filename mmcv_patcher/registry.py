@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Iterable, Optional, Sequence, Tuple
-
 from mmcv_patcher.model import Patch
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable, Optional, Sequence, Tuple
 
 
 class UnknownPatch(ValueError):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional
-
 from mmcv_patcher.commands import Outcome
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Result
+from mmcv_patcher.records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 #: Bumped when a key changes meaning or disappears; adding keys does not bump it.
 SCHEMA_VERSION = 1
@@ -65,7 +68,7 @@ def copies_text(copies: List[Copy]) -> List[str]:
 
 
 def _target_object(target: Target) -> Dict[str, Any]:
-    return {"path": str(target.package_dir), "distribution": target.distribution, "version": target.version, "notes": list(target.notes)}
+    return {"path": target.package_dir, "distribution": target.distribution, "version": target.version, "notes": list(target.notes)}
 
 
 def _result_object(result: Result) -> Dict[str, Any]:

@@ -1,12 +1,19 @@
-"""Bytes <-> text for Python source, exactly: encoding cookie, BOM and newlines survive."""
+"""Bytes <-> text for Python source, exactly: encoding cookie, BOM and newlines survive.
+
+``status`` runs all of this, so it imports neither ``re`` nor ``tokenize`` unless a file
+needs them (see :mod:`mmcv_patcher.records` for why that matters).
+"""
 
 from __future__ import annotations
 
+import codecs
 import hashlib
-import io
-import re
-import tokenize
-from typing import List, NamedTuple
+
+from mmcv_patcher.records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List
 
 
 class UndecodableSource(ValueError):
@@ -31,7 +38,7 @@ def decode(data: bytes) -> Source:
     decode, or do not encode back to themselves, so no edit can change other bytes.
     """
     try:
-        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        encoding = _encoding(data)
         text = data.decode(encoding)
     except (SyntaxError, UnicodeDecodeError, LookupError) as error:
         raise UndecodableSource(f"not decodable as Python source: {error}") from None
@@ -40,26 +47,42 @@ def decode(data: bytes) -> Source:
     return Source(text, encoding)
 
 
+def _encoding(data: bytes) -> str:
+    """The codec Python reads ``data`` with. A PEP 263 cookie can only be on the first two
+    lines and must contain "coding"; without one it is UTF-8 (``utf-8-sig`` after a BOM),
+    and ``tokenize`` reads the cookie only when there may be one."""
+    first = data.find(b"\n")
+    second = data.find(b"\n", first + 1) if first >= 0 else -1
+    if b"coding" not in (data if second < 0 else data[:second]):
+        return "utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8"
+    import io
+    import tokenize
+
+    return tokenize.detect_encoding(io.BytesIO(data).readline)[0]
+
+
 def sha256_hex(data: bytes) -> str:
     """Hex sha256, the form kept in markers and compared with RECORD hashes."""
     return hashlib.sha256(data).hexdigest()
 
 
-_NEWLINE = re.compile(r"\r\n|\r|\n")
-
-
 def line_at(text: str, offset: int) -> int:
-    """The 1-based line of ``offset`` in ``text``, counting newlines as Python does."""
-    return len(_NEWLINE.findall(text, 0, offset)) + 1
+    """The 1-based line of ``offset`` in ``text``, counting newlines as Python does
+    (``\\r\\n``, ``\\r`` and ``\\n`` each end a line)."""
+    return text.count("\n", 0, offset) + text.count("\r", 0, offset) - text.count("\r\n", 0, offset) + 1
 
 
 def line_starts(text: str) -> List[int]:
     """The offset where each line of ``text`` starts (index 0 is line 1), counting newlines
-    as Python does; one more entry than lines when ``text`` ends with a newline."""
-    return [0] + [match.end() for match in _NEWLINE.finditer(text)]
+    as :func:`line_at` does; one more entry than lines when ``text`` ends with a newline."""
+    import re  # only the codemod needs every line, and LibCST imports re anyway
+
+    return [0] + [match.end() for match in re.finditer(r"\r\n|\r|\n", text)]
 
 
 def first_newline(text: str) -> str:
     """The newline ``text`` uses first ("\\n" if none): what LibCST takes as its default."""
-    match = _NEWLINE.search(text)
-    return match.group() if match else "\n"
+    found = [at for at in (text.find("\r"), text.find("\n")) if at >= 0]
+    if not found:
+        return "\n"
+    return "\r\n" if text.startswith("\r\n", min(found)) else text[min(found)]

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Any, Dict, Optional
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
+
+#: The command's word on the command line and in JSON.
+VERIFY = "verify"
 #: The verdicts the probe gives; only "survived" makes ``verify`` exit 0.
 VERDICTS = ("survived", "crashed", "wrong", "unavailable")
 DEFAULT_BOXES = 12000
 DEFAULT_SPLIT_THR = 10000
 
 
-def run(python: str = sys.executable, *, package_dir: Optional[Path] = None, boxes: int = DEFAULT_BOXES, device: str = "cpu", timeout: float = 600) -> Dict[str, Any]:
+def run(python: str = sys.executable, *, package_dir: Optional[str] = None, boxes: int = DEFAULT_BOXES, device: str = "cpu", timeout: float = 600) -> Dict[str, Any]:
     """The probe's report: what it gave ``batched_nms`` and its ``verdict`` and ``detail``.
 
     ``package_dir`` (from ``--path``) is put first on the child's ``sys.path`` so it imports
@@ -27,8 +31,9 @@ def run(python: str = sys.executable, *, package_dir: Optional[Path] = None, box
 
     env = dict(os.environ)
     if package_dir is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_dir.parent), env.get("PYTHONPATH")]))
-    source = Path(__file__).with_name("probe.py").read_text(encoding="utf-8")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(package_dir), env.get("PYTHONPATH")]))
+    with open(os.path.join(os.path.dirname(__file__), "probe.py"), encoding="utf-8") as handle:
+        source = handle.read()
     command = [python, "-c", source, str(boxes), device, str(DEFAULT_SPLIT_THR)]
     try:
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env, timeout=timeout)

@@ -17,9 +17,13 @@ import os
 import stat
 import sys
 import tempfile
-from pathlib import Path
-from types import CodeType
-from typing import Iterator, List, NamedTuple, Optional
+
+from mmcv_patcher.records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import CodeType
+    from typing import Iterator, List, Optional
 
 try:
     import fcntl
@@ -34,7 +38,7 @@ class ReadOnly(PermissionError):
 
 
 @contextlib.contextmanager
-def locked(directory: Path) -> Iterator[bool]:
+def locked(directory: str) -> Iterator[bool]:
     """Holds an exclusive ``flock`` on ``directory`` itself, so no lock file is ever left.
 
     Yields whether another process held it first and this one had to wait.
@@ -42,7 +46,7 @@ def locked(directory: Path) -> Iterator[bool]:
     if fcntl is None:  # pragma: no cover
         yield False
         return
-    fd = os.open(str(directory), os.O_RDONLY)
+    fd = os.open(directory, os.O_RDONLY)
     try:
         waited = False
         try:
@@ -55,19 +59,19 @@ def locked(directory: Path) -> Iterator[bool]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: str) -> None:
     """Raises :class:`ReadOnly` unless this user may replace ``path`` (the file itself and
     its directory, which holds the temporary file), before anything is created."""
-    for needed in (path, path.parent):
-        if not os.access(str(needed), os.W_OK):
-            raise ReadOnly(errno.EACCES, "read-only", str(needed))
+    for needed in (path, os.path.dirname(path)):
+        if not os.access(needed, os.W_OK):
+            raise ReadOnly(errno.EACCES, "read-only", needed)
 
 
 class StaleBytecode(OSError):
     """A ``__pycache__`` entry could not be removed, so the source was not changed."""
 
 
-def replace_file(path: Path, data: bytes, *, import_path: Optional[Path] = None, code: Optional[CodeType] = None) -> None:
+def replace_file(path: str, data: bytes, *, import_path: Optional[str] = None, code: Optional[CodeType] = None) -> None:
     """Replaces ``path`` with ``data`` atomically, keeping its mode (and owner, where
     permitted). Leaves no temporary file behind unless the process is killed.
 
@@ -82,14 +86,15 @@ def replace_file(path: Path, data: bytes, *, import_path: Optional[Path] = None,
     imported = import_path or path
     dropped = [(location, drop_bytecode(location)) for location in {path, imported}]
     try:
-        _write_atomically(path, data, os.stat(str(path)))
+        _write_atomically(path, data, os.stat(path))
     finally:
         for location, entries in dropped:
             rebuild_bytecode(location, entries, code if location == imported else None)
 
 
-def _write_atomically(path: Path, data: bytes, like: os.stat_result) -> None:
-    fd, temp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+def _write_atomically(path: str, data: bytes, like: os.stat_result) -> None:
+    directory, name = os.path.split(path)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -99,46 +104,56 @@ def _write_atomically(path: Path, data: bytes, like: os.stat_result) -> None:
                 with contextlib.suppress(PermissionError):
                     os.fchown(handle.fileno(), like.st_uid, like.st_gid)
             os.fsync(handle.fileno())
-        os.replace(temp, str(path))
+        os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
     with contextlib.suppress(OSError):  # durability only: the rename has happened
-        _fsync_directory(path.parent)
+        _fsync_directory(directory)
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(str(directory), os.O_RDONLY)
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def remove_stale_temps(directory: Path) -> List[Path]:
+def remove_stale_temps(directory: str) -> List[str]:
     """Removes temporary files a killed run of this tool left in ``directory`` and its
     ``__pycache__``. Call it only while holding :func:`locked`: then no live run owns them."""
     removed = []
-    for folder in (directory, directory / "__pycache__"):
-        if folder.is_dir():
-            for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
+    for folder in (directory, os.path.join(directory, "__pycache__")):
+        for name in _listing(folder):
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                leftover = os.path.join(folder, name)
                 with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
+                    os.unlink(leftover)
                     removed.append(leftover)
     return removed
+
+
+def _listing(folder: str) -> List[str]:
+    """The names in ``folder``, sorted; none when it is missing, not a directory, or not
+    readable (nothing in it could be removed then either)."""
+    try:
+        return sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
 
 
 class _CacheEntry(NamedTuple):
     """A ``__pycache__`` entry of this interpreter that existed before a write."""
 
-    pyc: Path
+    pyc: str
     optimize: int
     flags: int
     like: os.stat_result
 
 
-def drop_bytecode(path: Path) -> List[_CacheEntry]:
+def drop_bytecode(path: str) -> List[_CacheEntry]:
     """Removes every ``__pycache__`` entry of ``path`` before its source changes, so no
     crash can leave bytecode of the old source beside the new one: Python never revalidates
     an unchecked-hash ``.pyc``. Returns this interpreter's entries, for :func:`rebuild_bytecode`.
@@ -147,26 +162,29 @@ def drop_bytecode(path: Path) -> List[_CacheEntry]:
     (``PYTHONDONTWRITEBYTECODE`` governs writes at import time, not this: like pip, we keep
     the install's compiled state as it was.)
     """
-    cache = path.parent / "__pycache__"
+    directory, name = os.path.split(path)
+    stem = name.rpartition(".")[0] or name
+    cache = os.path.join(directory, "__pycache__")
     dropped: List[_CacheEntry] = []
-    if not cache.is_dir():
-        return dropped
-    for pyc in sorted(cache.glob(f"{path.stem}.*.pyc")):
-        tag, _, level = pyc.name[len(path.stem) + 1 : -len(".pyc")].partition(".opt-")
+    for cached in _listing(cache):
+        if not (cached.startswith(stem + ".") and cached.endswith(".pyc")):
+            continue
+        pyc = os.path.join(cache, cached)
+        tag, _, level = cached[len(stem) + 1 : -len(".pyc")].partition(".opt-")
         mine = tag == sys.implementation.cache_tag and level in ("", "1", "2")
-        entry = _CacheEntry(pyc, int(level or 0), _flags(pyc), os.stat(str(pyc))) if mine else None
+        entry = _CacheEntry(pyc, int(level or 0), _flags(pyc), os.stat(pyc)) if mine else None
         try:
-            pyc.unlink()
+            os.unlink(pyc)
         except FileNotFoundError:
             continue
         except OSError as error:
-            raise StaleBytecode(error.errno, error.strerror, str(pyc)) from None
+            raise StaleBytecode(error.errno, error.strerror, pyc) from None
         if entry is not None:
             dropped.append(entry)
     return dropped
 
 
-def rebuild_bytecode(path: Path, dropped: List[_CacheEntry], code: Optional[CodeType] = None) -> None:
+def rebuild_bytecode(path: str, dropped: List[_CacheEntry], code: Optional[CodeType] = None) -> None:
     """Writes the dropped entries again for the source now at ``path``, each with its own
     optimization level and invalidation mode, atomically. Entries of other interpreters stay
     removed, and so does one that cannot be written: a missing entry is harmless, Python
@@ -176,23 +194,24 @@ def rebuild_bytecode(path: Path, dropped: List[_CacheEntry], code: Optional[Code
             _write_atomically(entry.pyc, _pyc_bytes(path, entry.optimize, entry.flags, code), entry.like)
 
 
-def _flags(pyc: Path) -> int:
+def _flags(pyc: str) -> int:
     """The PEP 552 flags word of a ``.pyc``: 0 timestamp, 0b01 unchecked hash, 0b11 checked."""
-    with pyc.open("rb") as handle:
+    with open(pyc, "rb") as handle:
         header = handle.read(8)
     return int.from_bytes(header[4:8], "little") & 0b11 if len(header) == 8 else 0
 
 
-def _pyc_bytes(path: Path, optimize: int, flags: int, code: Optional[CodeType] = None) -> bytes:
+def _pyc_bytes(path: str, optimize: int, flags: int, code: Optional[CodeType] = None) -> bytes:
     """The ``.pyc`` Python itself would write for ``path`` (PEP 552 header + marshalled
     code); ``code``, the source compiled unoptimized as ``path``, spares compiling it again."""
-    source = path.read_bytes()
-    if code is None or optimize != 0 or code.co_filename != str(path):
-        code = compile(source, str(path), "exec", dont_inherit=True, optimize=optimize)
+    with open(path, "rb") as handle:
+        source = handle.read()
+    if code is None or optimize != 0 or code.co_filename != path:
+        code = compile(source, path, "exec", dont_inherit=True, optimize=optimize)
     header = importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
     if flags & 0b1:
         header += importlib.util.source_hash(source)
     else:
-        info = os.stat(str(path))
+        info = os.stat(path)
         header += (int(info.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (info.st_size & 0xFFFFFFFF).to_bytes(4, "little")
     return header + marshal.dumps(code)

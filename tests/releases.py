@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+#: This checkout: what the tests pip-install, and the source tree a plain ``-m`` run finds.
+REPOSITORY = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("MMCV_PATCHER_CACHE") or Path.home() / ".cache" / "mmcv-patcher")
 DISTS = CACHE / "dists"
 WHEELS = CACHE / "wheels"

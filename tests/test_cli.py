@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,36 @@ def test_version_and_help() -> None:
     assert cli("--version").stdout.startswith("mmcv-patcher ")
     help_text = cli("--help").stdout
     assert all(word in help_text for word in ("apply", "status", "revert"))
+
+
+#: What ``status`` leaves out for a release's own file and for a patched one: importing any
+#: of these costs a large part of an interpreter start (README, "Fast status").
+HEAVY = {"argparse", "csv", "json", "libcst", "packaging.version", "pathlib", "re", "shutil", "tokenize", "typing"}
+_MODULES_AT_EXIT = """
+import runpy, sys
+before = set(sys.modules)
+sys.argv[0] = "mmcv_patcher"
+try:
+    runpy.run_module("mmcv_patcher", run_name="__main__", alter_sys=True)
+finally:
+    print("imported:", *sorted(set(sys.modules) - before), file=sys.stderr)
+"""
+
+
+def _imported_by(*args: str) -> set:
+    """Modules the command imports. Run without site (-S), whose .pth hooks (an editable
+    install's finder, say) may import some of HEAVY first, with this checkout on the path."""
+    environment = dict(os.environ, PYTHONPATH=str(releases.REPOSITORY))
+    done = subprocess.run([sys.executable, "-S", "-c", _MODULES_AT_EXIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=environment)
+    assert done.returncode in (0, 3), done.stderr
+    return set(done.stderr.splitlines()[-1].split()[1:])
+
+
+def test_status_of_a_release_or_a_patched_file_imports_nothing_heavy(tree: Path) -> None:
+    released = _imported_by("status", "--path", str(tree))
+    assert "mmcv_patcher.locate" in released and "hashlib" in released  # it did look
+    assert released & HEAVY == set()
+    assert cli("apply", "--path", str(tree)).returncode == 0
+    assert _imported_by("status", "--check", "--path", str(tree)) & HEAVY == set()
+    # and an unusual command line still works, through argparse
+    assert "argparse" in _imported_by("status", "--chec", "--path", str(tree))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,8 @@ def test_a_failed_write_of_a_later_file_rolls_back_the_earlier_ones(tmp_path: Pa
     target = locate.locate(str(tmp_path), [PATCH, OTHER])
     real_replace = write.replace_file
 
-    def full_disk_for_the_second(path: Path, data: bytes, **kwargs: object) -> None:
-        if path.name == "other_nms.py":
+    def full_disk_for_the_second(path: str, data: bytes, **kwargs: object) -> None:
+        if os.path.basename(path) == "other_nms.py":
             raise OSError(errno.ENOSPC, "No space left on device")
         real_replace(path, data, **kwargs)  # type: ignore[arg-type]
 

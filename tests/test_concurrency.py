@@ -64,7 +64,7 @@ def test_a_run_that_waited_says_so(tmp_path: Path) -> None:
     release = threading.Event()
 
     def hold() -> None:
-        with write.locked(tmp_path / "mmcv"):
+        with write.locked(str(tmp_path / "mmcv")):
             held.set()
             release.wait(30)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import List, Sequence, Set, Tuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmcv_patcher import distributions
 from mmcv_patcher.model import MMCV_DISTRIBUTIONS
@@ -58,7 +60,7 @@ def test_finds_what_importlib_metadata_finds(tmp_path: Path) -> None:
 def test_order_is_by_name_as_given_then_path_entry(tmp_path: Path) -> None:
     path = _layout(tmp_path)
     found = [(d.name, d.version, d.root) for d in distributions.find(["mmcv-full", "mmcv"], path)]
-    site, checkout, egg = (Path(entry) for entry in path[:3])
+    site, checkout, egg = path[:3]
     assert found == [
         ("mmcv-full", "1.7.2", site),
         ("mmcv-full", "1.7.2", egg),
@@ -83,8 +85,20 @@ def test_record_rows_are_csv(tmp_path: Path) -> None:
     _write(info / "METADATA", _pkg_info("mmcv", "2.1.0"))
     _write(info / "RECORD", 'mmcv/__init__.py,sha256=abc,12\n"mmcv/odd,name.py",,\n\nmmcv-2.1.0.dist-info/RECORD,,\n')
     [dist] = distributions.find(["mmcv"], [str(tmp_path)])
-    assert dist.root == tmp_path
+    assert dist.root == str(tmp_path)
     assert dist.files() == [("mmcv/__init__.py", "sha256=abc"), ("mmcv/odd,name.py", ""), ("mmcv-2.1.0.dist-info/RECORD", "")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["mmcv/a.py", "sha256=x-_", "12", "", " ", "odd,name", 'say "hi"', "é"]), max_size=3), max_size=5))
+def test_record_is_read_as_the_csv_module_reads_it(rows: List[List[str]]) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    text = buffer.getvalue()
+    assert distributions._csv_rows(text) == list(csv.reader(text.splitlines())), text
 
 
 def test_installed_files_are_made_relative_to_the_root(tmp_path: Path) -> None:

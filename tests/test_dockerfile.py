@@ -15,8 +15,7 @@ import pytest
 import mmcv_patcher
 from tests import releases
 
-DOCKERFILE = Path(__file__).resolve().parents[1] / "scripts" / "Dockerfile.example"
-REPOSITORY = DOCKERFILE.parents[1]
+DOCKERFILE = releases.REPOSITORY / "scripts" / "Dockerfile.example"
 
 
 def run_instructions(text: str) -> List[str]:
@@ -47,7 +46,7 @@ def test_patch_steps_run_in_order_in_a_fresh_venv_with_a_real_mmcv(tmp_path: Pat
     env = dict(os.environ, PATH=f"{python.parent}{os.pathsep}{os.environ['PATH']}")
     for step in patch_steps():
         # This checkout stands in for the release the image would download.
-        command = re.sub(r"mmcv-patcher==\S+", str(REPOSITORY), step)
+        command = re.sub(r"mmcv-patcher==\S+", str(releases.REPOSITORY), step)
         done = subprocess.run(["bash", "-c", command], cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
         assert done.returncode == 0, f"{command}\n{done.stdout}"
     nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"

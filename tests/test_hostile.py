@@ -156,6 +156,17 @@ def test_metadata_with_an_invalid_version_is_unverified(tmp_path: Path) -> None:
     assert cli("apply", "--force", "--path", str(tmp_path)).returncode == 0
 
 
+@pytest.mark.parametrize("digest", ["sha256=a", "sha256=é", "sha256=AAAA", "sha256="])
+def test_a_malformed_record_hash_counts_as_no_hash(tmp_path: Path, digest: str) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    record = next(tmp_path.glob("*.dist-info")) / "RECORD"
+    record.write_text("".join(line.split(",")[0] + f",{digest},1\n" for line in record.read_text().splitlines()))
+    status = cli("status", "--path", str(tmp_path))
+    assert status.returncode == 0 and "unpatched" in status.stdout, status.stderr
+    assert cli("apply", "--path", str(tmp_path)).returncode == 0 and cli("revert", "--path", str(tmp_path)).returncode == 0
+    assert nms.read_text() == NMS
+
+
 def test_apply_writes_only_the_file_and_its_bytecode(tmp_path: Path) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
     os.chmod(nms, 0o640)

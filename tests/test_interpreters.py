@@ -19,7 +19,6 @@ from tests import releases
 
 pytestmark = [pytest.mark.interpreters, pytest.mark.release]
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 MMCV = next(r for r in releases.INSTALLED if r.id == "mmcv-1.7.2")
 
 
@@ -40,7 +39,7 @@ def test_apply_and_revert_on_another_python(version: str, tmp_path: Path) -> Non
     venv = tmp_path / "venv"
     releases.run([python, "-m", "venv", venv])
     venv_python = venv / "bin" / "python"
-    releases.run([venv_python, "-m", "pip", "install", "-q", str(REPOSITORY)])
+    releases.run([venv_python, "-m", "pip", "install", "-q", str(releases.REPOSITORY)])
     releases.run([venv_python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel])
 
     nms = releases.site_packages(venv_python) / "mmcv" / "ops" / "nms.py"
@@ -58,7 +57,7 @@ def test_apply_and_revert_on_another_python(version: str, tmp_path: Path) -> Non
     assert b".to(scores_after_nms.dtype)  # mmcv-patcher: batched-nms-amp-dtype" in nms.read_bytes()
     assert tool("status", "--check").returncode == 0
     # Run inside a checkout of this repository, whose mmcv_patcher/ then shadows the installed one.
-    inside = subprocess.run([str(venv_python), "-m", "mmcv_patcher", "status", "--check"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=str(REPOSITORY))
+    inside = subprocess.run([str(venv_python), "-m", "mmcv_patcher", "status", "--check"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=str(releases.REPOSITORY))
     assert inside.returncode == 0, inside.stderr
     # the console script works too
     script = subprocess.run([str(venv / "bin" / "mmcv-patcher"), "revert"], stdout=subprocess.PIPE, universal_newlines=True, cwd=tmp_path)

@@ -20,7 +20,7 @@ PATCHES = registry.all_patches()
 def test_site_packages_path_gives_distribution_version_and_record_hash(tmp_path: Path) -> None:
     nms = make_tree(tmp_path, version="1.7.2", distribution="mmcv-full")
     target = locate.locate(str(tmp_path), PATCHES)
-    assert target.package_dir == tmp_path / "mmcv"
+    assert target.package_dir == str(tmp_path / "mmcv")
     assert (target.distribution, target.version) == ("mmcv-full", "1.7.2")
     assert target.release(registry.all_patches()[0]).record_sha256 == sha256_hex(nms.read_bytes())
     assert target.notes == () and target.only_file is None
@@ -31,7 +31,7 @@ def test_path_may_name_the_root_the_package_or_the_file(tmp_path: Path, form: st
     nms = make_tree(tmp_path, distribution="mmcv")
     path = {"root": tmp_path, "package": tmp_path / "mmcv", "file": nms}[form]
     target = locate.locate(str(path), PATCHES)
-    assert target.package_dir == tmp_path / "mmcv"
+    assert target.package_dir == str(tmp_path / "mmcv")
     assert target.only_file == ("ops/nms.py" if form == "file" else None)
     assert target.distribution == "mmcv"
 
@@ -156,3 +156,8 @@ def test_legacy_installed_files_txt_names_the_distribution(tmp_path: Path) -> No
     egg_info(tmp_path, "mmcv-1.7.2-py3.11.egg-info", "mmcv", "1.7.2", "installed-files.txt", "../mmcv/__init__.py\n../mmcv/ops/nms.py\nPKG-INFO\n")
     target = locate.locate(str(tmp_path), PATCHES)
     assert (target.distribution, target.version, target.notes) == ("mmcv", "1.7.2", ())
+
+
+@pytest.mark.parametrize("path", [".", "site", "./site/", "site//mmcv/./ops", "site/mmcv/ops/../ops/nms.py", "/abs/./x/../y", "/"])
+def test_path_is_made_absolute_as_pathlib_does_keeping_dot_dot(path: str) -> None:
+    assert locate._absolute(path) == str(Path(path).absolute())

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmcv_patcher import plan
 from mmcv_patcher.model import State
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
-from mmcv_patcher.source import Source, decode, sha256_hex
+from mmcv_patcher.source import Source, UndecodableSource, decode, line_at, line_starts, sha256_hex
 from tests.fixtures import ANCHOR, ANCHOR_LINE, FIXED, NMS, nms_with
 
 
@@ -202,6 +204,19 @@ def test_syntax_error_is_drifted_with_its_line() -> None:
         (None, "2.1.0", plan.Gate.AFFECTED),
         ("mmcv", None, plan.Gate.OUTSIDE),
         ("mmcv", "not a version", plan.Gate.OUTSIDE),
+        # plain numbers, compared without packaging: trailing zeros and leading zeros
+        ("mmcv", "2.2", plan.Gate.AFFECTED),
+        ("mmcv", "2.2.0.0", plan.Gate.AFFECTED),
+        ("mmcv", "2.2.0.1", plan.Gate.OUTSIDE),
+        ("mmcv", "1.3.4.0", plan.Gate.AFFECTED),
+        ("mmcv", "1.3", plan.Gate.BELOW),
+        ("mmcv", "01.07.02", plan.Gate.AFFECTED),
+        ("mmcv", "10.0", plan.Gate.OUTSIDE),
+        # other spellings packaging normalises
+        ("mmcv", " 2.1.0 ", plan.Gate.AFFECTED),
+        ("mmcv", "v2.1.0", plan.Gate.AFFECTED),
+        ("mmcv", "2.1.0.", plan.Gate.OUTSIDE),
+        ("mmcv", "2.\u0661.0", plan.Gate.OUTSIDE),
     ],
 )
 def test_gate(distribution: Optional[str], version: Optional[str], expected: plan.Gate) -> None:
@@ -290,6 +305,17 @@ def test_a_file_that_differs_from_record_takes_the_structural_scan() -> None:
     assert verdict.state is State.UNPATCHED
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 12), min_size=1, max_size=5).map(lambda n: ".".join(map(str, n))), min_size=2, max_size=2))
+def test_plain_release_numbers_order_as_packaging_orders_versions(pair: List[str]) -> None:
+    from packaging.version import Version
+
+    a, b = pair
+    ours = plan._release_numbers(a), plan._release_numbers(b)
+    assert ours[0] is not None and ours[1] is not None
+    assert (ours[0] < ours[1], ours[0] == ours[1]) == (Version(a) < Version(b), Version(a) == Version(b)), pair
+
+
 # --- encodings and newlines survive ---------------------------------------------------------
 
 
@@ -315,6 +341,62 @@ def test_encodings_and_newlines_round_trip_byte_for_byte(data: bytes) -> None:
     undone = plan.assess(again, PATCH, plan.Release("mmcv", "2.1.0"), need_text=False)
     assert undone.state is State.PATCHED
     assert again.encode(undone.new_text) == data
+
+
+_HEADER_LINES = [
+    b"",
+    b"# a comment",
+    b"#!/usr/bin/env python",
+    b"# -*- coding: latin-1 -*-",
+    b"# vim: set fileencoding=utf-8 :",
+    b"# coding=ascii",
+    b"# coding: no-such-codec",
+    b"x = 1  # coding: latin-1",
+    b"caf\xc3\xa9 = 1",
+    b"s = '\xe9'",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.booleans(), st.lists(st.sampled_from(_HEADER_LINES), min_size=1, max_size=4), st.sampled_from([b"\n", b"\r\n", b"\r"]))
+def test_decode_reads_the_encoding_as_python_does(bom: bool, lines: List[bytes], newline: bytes) -> None:
+    import io
+    import tokenize
+
+    data = (b"\xef\xbb\xbf" if bom else b"") + newline.join(lines) + newline
+    try:
+        expected: Optional[str] = tokenize.detect_encoding(io.BytesIO(data).readline)[0]
+        data.decode(expected)  # type: ignore[arg-type]
+    except (SyntaxError, UnicodeDecodeError, LookupError):
+        expected = None
+    try:
+        found: Optional[str] = decode(data).encoding
+    except UndecodableSource:
+        found = None
+    assert found == expected, data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab\r\n", max_size=30), st.integers(0, 31))
+def test_line_at_counts_newlines_as_python_does(text: str, offset: int) -> None:
+    import re
+
+    offset = min(offset, len(text))
+    assert line_at(text, offset) == len(re.findall(r"\r\n|\r|\n", text[:offset])) + 1
+    assert len(line_starts(text)) == line_at(text, len(text))
+
+
+_MARKER = "  " + plan.marker(PATCH, "")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([_MARKER, "0" * 64, "a" * 63, "F" * 64, "\n", "\r", "x", " "]), max_size=8))
+def test_markers_are_found_exactly_where_the_pattern_says(pieces: List[str]) -> None:
+    import re
+
+    text = "".join(pieces)
+    pattern = re.escape(_MARKER) + r"([0-9a-f]{64})(?=\r\n|\r|\n|$)"
+    assert [tuple(m) for m in plan._markers(text, PATCH)] == [(m.start(), m.end(), m.group(1)) for m in re.finditer(pattern, text)]
 
 
 def test_a_file_libcst_cannot_round_trip_is_refused_not_rewritten() -> None:

@@ -20,7 +20,6 @@ import pytest
 from tests import releases
 from tests.fixtures import NMS, make_tree
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"
 MESSAGE = "read-only; re-run as the owner or use --python/--path on a writable copy"
 
@@ -36,7 +35,7 @@ def shared() -> Iterator[Path]:
     try:
         os.chmod(directory, 0o755)
         releases.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", directory / "venv"])
-        releases.run([sys.executable, "-m", "pip", "--python", directory / "venv" / "bin" / "python", "install", "-q", str(REPOSITORY)])
+        releases.run([sys.executable, "-m", "pip", "--python", directory / "venv" / "bin" / "python", "install", "-q", str(releases.REPOSITORY)])
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -25,7 +25,7 @@ def _module(tmp_path: Path, body: str) -> Path:
 def test_replace_file_writes_the_bytes_and_keeps_the_mode(tmp_path: Path) -> None:
     path = _module(tmp_path, "x = 1\n")
     os.chmod(path, 0o640)
-    write.replace_file(path, b"x = 2\n")
+    write.replace_file(str(path), b"x = 2\n")
     assert path.read_bytes() == b"x = 2\n"
     assert oct(path.stat().st_mode & 0o777) == oct(0o640)
     assert sorted(p.name for p in path.parent.iterdir()) == ["nms.py"]
@@ -39,7 +39,7 @@ def test_a_failing_replace_leaves_the_original_and_no_temp_file(tmp_path: Path, 
 
     monkeypatch.setattr(os, "replace", refuse)
     with pytest.raises(OSError):
-        write.replace_file(path, b"x = 2\n")
+        write.replace_file(str(path), b"x = 2\n")
     assert path.read_bytes() == b"x = 1\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["nms.py"]
 
@@ -55,13 +55,13 @@ def test_cached_bytecode_never_runs_the_old_code(tmp_path: Path, mode: py_compil
     path = _module(tmp_path, "x = 'old'\n")
     pyc = Path(py_compile.compile(str(path), invalidation_mode=mode, doraise=True))
     stat_before = path.stat()
-    write.replace_file(path, b"x = 'new'\n")
+    write.replace_file(str(path), b"x = 'new'\n")
     # Same size and mtime as before: a timestamp .pyc could not tell the difference either.
     os.utime(path, ns=(stat_before.st_atime_ns, stat_before.st_mtime_ns))
-    write.rebuild_bytecode(path, write.drop_bytecode(path))
+    write.rebuild_bytecode(str(path), write.drop_bytecode(str(path)))
     assert pyc.exists(), "the entry of this interpreter is recompiled, not dropped"
     expected_flags = {"TIMESTAMP": 0, "UNCHECKED_HASH": 0b01, "CHECKED_HASH": 0b11}[mode.name]
-    assert write._flags(pyc) == expected_flags
+    assert write._flags(str(pyc)) == expected_flags
     assert not list(pyc.parent.glob("*" + write.TEMP_SUFFIX))
     assert _run(path) == "new"
 
@@ -74,7 +74,7 @@ def test_bytecode_of_other_interpreters_is_removed_and_none_is_created(tmp_path:
     foreign.write_bytes(b"stale")
     unrelated = cache / "nms_rotated.cpython-311.pyc"
     unrelated.write_bytes(b"not ours")
-    write.rebuild_bytecode(path, write.drop_bytecode(path))
+    write.rebuild_bytecode(str(path), write.drop_bytecode(str(path)))
     assert sorted(p.name for p in cache.iterdir()) == ["nms_rotated.cpython-311.pyc"]
 
 
@@ -82,10 +82,10 @@ def test_optimized_bytecode_keeps_its_level(tmp_path: Path) -> None:
     path = _module(tmp_path, "x = 'old'\nassert False\n")
     pyc = Path(py_compile.compile(str(path), optimize=1, doraise=True))
     assert ".opt-1." in pyc.name
-    dropped = write.drop_bytecode(path)
+    dropped = write.drop_bytecode(str(path))
     assert not pyc.exists(), "entries go before the source changes"
     path.write_text("x = 'new'\nassert False\n")
-    write.rebuild_bytecode(path, dropped)
+    write.rebuild_bytecode(str(path), dropped)
     assert _run(path, "-O") == "new"
 
 
@@ -96,7 +96,7 @@ def test_lock_reports_waiting_and_leaves_no_file(tmp_path: Path) -> None:
     holder_ready = threading.Event()
 
     def hold() -> None:
-        with write.locked(directory) as waited:
+        with write.locked(str(directory)) as waited:
             assert not waited
             holder_ready.set()
             released.wait(5)
@@ -106,7 +106,7 @@ def test_lock_reports_waiting_and_leaves_no_file(tmp_path: Path) -> None:
     holder_ready.wait(5)
     releaser = threading.Thread(target=lambda: (wait_until_someone_blocks_on_flock(), released.set()))
     releaser.start()
-    with write.locked(directory) as waited:
+    with write.locked(str(directory)) as waited:
         assert waited
     thread.join()
     releaser.join()
@@ -119,11 +119,11 @@ def test_our_pyc_is_byte_identical_to_what_python_writes(tmp_path: Path) -> None
         for level in (0, 1, 2):
             reference = Path(py_compile.compile(str(path), invalidation_mode=mode, optimize=level, doraise=True))
             flags = {"TIMESTAMP": 0, "UNCHECKED_HASH": 0b01, "CHECKED_HASH": 0b11}[mode.name]
-            assert write._pyc_bytes(path, level, flags) == reference.read_bytes(), (mode, level)
+            assert write._pyc_bytes(str(path), level, flags) == reference.read_bytes(), (mode, level)
             # The caller's compiled code is reused only where it is the same compilation.
             for name in (str(path), "elsewhere.py"):
                 code = compile(path.read_bytes(), name, "exec", dont_inherit=True)
-                assert write._pyc_bytes(path, level, flags, code) == reference.read_bytes(), (mode, level, name)
+                assert write._pyc_bytes(str(path), level, flags, code) == reference.read_bytes(), (mode, level, name)
 
 
 def test_replace_file_writes_the_callers_compiled_code_as_the_pyc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,7 +133,7 @@ def test_replace_file_writes_the_callers_compiled_code_as_the_pyc(tmp_path: Path
     code = compile(new, str(path), "exec", dont_inherit=True)
     compiled = []
     monkeypatch.setattr(write, "compile", lambda *args, **kwargs: compiled.append(args) or compile(*args, **kwargs), raising=False)
-    write.replace_file(path, new, code=code)
+    write.replace_file(str(path), new, code=code)
     assert compiled == [], "the caller's code object is reused, not compiled again"
     monkeypatch.undo()
     written = pyc.read_bytes()
@@ -149,7 +149,7 @@ def test_stale_temps_are_removed_and_nothing_else(tmp_path: Path) -> None:
         leftover.write_bytes(b"half")
     keep = path.parent / ".hidden-but-not-ours"
     keep.write_text("keep")
-    assert sorted(write.remove_stale_temps(path.parent)) == sorted(stale)
+    assert sorted(write.remove_stale_temps(str(path.parent))) == sorted(map(str, stale))
     assert keep.exists() and path.exists() and not any(p.exists() for p in stale)
 
 
@@ -160,7 +160,7 @@ def test_read_only_file_is_refused_before_anything_is_created(tmp_path: Path) ->
     os.chmod(path.parent, 0o555)
     try:
         with pytest.raises(write.ReadOnly):
-            write.replace_file(path, b"x = 2\n")
+            write.replace_file(str(path), b"x = 2\n")
     finally:
         os.chmod(path.parent, 0o755)
     assert path.read_bytes() == b"x = 1\n"
