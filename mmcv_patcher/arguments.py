@@ -84,7 +84,7 @@ COMMANDS = (
                 default=verify.DEFAULT_BOXES,
                 integer=True,
             ),
-            Option("--device", "", default="cpu", choices=("cpu", "cuda")),
+            Option("--device", "where batched_nms runs (default cpu; cuda needs a GPU and mmcv built with CUDA)", default="cpu", choices=("cpu", "cuda")),
         ),
     ),
 )
@@ -106,7 +106,7 @@ def usage_error(message: str) -> NoReturn:
 
 def parse_plain(argv: Sequence[str]) -> Optional[SimpleNamespace]:
     """Reads a command line made only of a command and its options spelled in full, each
-    value plain (not empty for a number, not starting with ``-``, one of the choices);
+    value plain (not starting with ``-``, ASCII digits for a number, one of the choices);
     None for anything else, which argparse must judge."""
     command = next((c for c in COMMANDS if argv and c.name == argv[0]), None)
     if command is None:
@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         each = sub.add_parser(command.name, help=command.help)
         for option in command.options:
-            settings: Dict[str, Any] = {"action": option.action, "help": option.help or None}
+            settings: Dict[str, Any] = {"action": option.action, "help": option.help}
             if option.action != "store_true":
                 settings.update(metavar=option.metavar, default=option.default, type=int if option.integer else None, choices=option.choices)
             each.add_argument(option.flag, **settings)
