@@ -126,7 +126,7 @@ def remove_stale_temps(directory: str) -> List[str]:
     ``__pycache__``. Call it only while holding :func:`locked`: then no live run owns them."""
     removed = []
     for folder in (directory, os.path.join(directory, "__pycache__")):
-        for name in _listing(folder):
+        for name in _names_in(folder):
             if name.startswith(".") and name.endswith(TEMP_SUFFIX):
                 leftover = os.path.join(folder, name)
                 with contextlib.suppress(FileNotFoundError):
@@ -135,7 +135,7 @@ def remove_stale_temps(directory: str) -> List[str]:
     return removed
 
 
-def _listing(folder: str) -> List[str]:
+def _names_in(folder: str) -> List[str]:
     """The names in ``folder``, sorted; none when it is missing, not a directory, or not
     readable (nothing in it could be removed then either)."""
     try:
@@ -166,7 +166,7 @@ def drop_bytecode(path: str) -> List[_CacheEntry]:
     stem = name.rpartition(".")[0] or name
     cache = os.path.join(directory, "__pycache__")
     dropped: List[_CacheEntry] = []
-    for cached in _listing(cache):
+    for cached in _names_in(cache):
         if not (cached.startswith(stem + ".") and cached.endswith(".pyc")):
             continue
         pyc = os.path.join(cache, cached)
