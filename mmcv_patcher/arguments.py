@@ -1,156 +1,131 @@
-"""The command line's words as one table, read directly when plain and by argparse otherwise.
+"""The command line: one argparse parser with a subcommand per command.
 
-Importing argparse (``re``, ``gettext``) and building its parser (``shutil``, with ``bz2``
-and ``lzma``) takes longer than starting the interpreter, and ``status`` has to finish within
-three start-ups. So the commands and options are data: a command line made only of a command and
-its options spelled out in full, each with a value that needs no judgement, is read straight
-from the table; anything else (``--help``, ``--version``, abbreviations, mistakes) goes to
-an argparse parser built from the same table. ``tests/test_arguments.py`` checks on generated
-command lines that whatever the direct reading accepts, argparse reads the same way.
+Built the way pypa/installer's ``__main__`` builds its own: a function that returns the
+parser, and one that parses. Two things argparse does not do by itself are added here:
+the options of every command (``--json``, ``--path``, ``--python``) are also taken before
+the command (``mmcv-patcher --json status``), and every usage error, whichever parser
+finds it, raises :class:`UsageError` with the usage line of the command it is about, so
+the CLI can report it as text or as JSON.
 """
 
-from __future__ import annotations
+import argparse
+from typing import List, NoReturn, Optional, Sequence
 
-from types import SimpleNamespace
-
-from mmcv_patcher import __version__, verify
+from mmcv_patcher import __version__, registry, verify
 from mmcv_patcher.commands import APPLY, REVERT, STATUS
-from mmcv_patcher.records import NamedTuple
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import argparse
-    from typing import Any, Dict, NoReturn, Optional, Sequence, Tuple
+from mmcv_patcher.verify import VERIFY
 
 PROG = "mmcv-patcher"
-DESCRIPTION = "Fix mmcv's batched_nms crash under mixed precision, in place and reversibly."
 
 
-class Option(NamedTuple):
-    """One ``--flag``: what argparse's ``add_argument`` is given for it."""
+class UsageError(Exception):
+    """A command line that cannot be run: the reason, the usage line to show with it, and
+    the command it is about (None when the command itself is missing or unknown)."""
 
-    flag: str
-    help: str
-    #: "store" (one value, the last given wins), "append" (repeatable) or "store_true"
-    action: str = "store"
-    metavar: Optional[str] = None
-    default: Any = None
-    #: values are whole numbers (argparse's ``type=int``)
-    integer: bool = False
-    choices: Optional[Tuple[str, ...]] = None
-
-    @property
-    def dest(self) -> str:
-        return self.flag[2:].replace("-", "_")
+    def __init__(self, message: str, usage: str, command: Optional[str]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+        self.command = command
 
 
-class Command(NamedTuple):
-    name: str
-    help: str
-    options: Tuple[Option, ...]
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are exceptions carrying its own usage line."""
+
+    def error(self, message: str) -> NoReturn:
+        _, _, command = self.prog.partition(" ")  # a command's parser is "mmcv-patcher apply"
+        raise UsageError(message, self.format_usage(), command or None)
 
 
-_WHERE = (  # every command: which mmcv, what output
-    Option("--path", "site-packages or a checkout containing mmcv/, the mmcv package directory, or the file to patch (default: the mmcv this interpreter imports)"),
-    Option("--python", "work on the mmcv another interpreter (CPython 3.6+) imports; the patcher itself runs here", action="append", metavar="PYTHON"),
-    Option("--json", "print one JSON object instead of lines", action="store_true", default=False),
-)
-_PATCHING = _WHERE + (  # the commands that run patches
-    Option("--patch", "only this patch (repeatable; default: all)", action="append", metavar="ID"),
-    Option("--force", "apply: patch a release outside the known range when the statement is there once; revert: remove our edit from a file edited since", action="store_true", default=False),
-)
-_DRY_RUN = Option("--dry-run", "print a unified diff; write nothing", action="store_true", default=False)
-
-COMMANDS = (
-    Command(APPLY, "patch the installed mmcv", _PATCHING + (_DRY_RUN,)),
-    Command(
-        STATUS,
-        "show each patch's state, file and line",
-        _PATCHING
-        + (
-            Option("--check", "exit 3 when an affected install is not patched", action="store_true", default=False),
-            Option("--all", "every mmcv copy on the sys.path of each --python (default: this interpreter)", action="store_true", default=False),
-        ),
-    ),
-    Command(REVERT, "restore the original file byte for byte", _PATCHING + (_DRY_RUN,)),
-    Command(
-        verify.VERIFY,
-        "run batched_nms with AMP-style inputs in a child process (imports mmcv and torch)",
-        _WHERE
-        + (
-            Option(
-                "--boxes",
-                f"boxes to give batched_nms (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})",
-                default=verify.DEFAULT_BOXES,
-                integer=True,
-            ),
-            Option("--device", "where batched_nms runs (default cpu; cuda needs a GPU and mmcv built with CUDA)", default="cpu", choices=("cpu", "cuda")),
-        ),
-    ),
-)
+def _where(parser: argparse.ArgumentParser, suffix: str = "") -> None:
+    """Which mmcv, and what output: options of every command. Given before the command
+    they land in ``<name>_before`` (see :func:`parse`)."""
+    parser.add_argument(
+        "--path",
+        dest="path" + suffix,
+        metavar="PATH",
+        help="site-packages or a checkout containing mmcv/, the mmcv package directory, or the file to patch (default: the mmcv this interpreter imports)",
+    )
+    parser.add_argument(
+        "--python",
+        dest="python" + suffix,
+        action="append",
+        metavar="PYTHON",
+        help="work on the mmcv another interpreter (CPython 3.6+; a path, or a name looked up on PATH) imports; the patcher itself runs here",
+    )
+    parser.add_argument("--json", dest="json" + suffix, action="store_true", help="print one JSON object instead of lines")
 
 
-def parse(argv: Sequence[str]) -> SimpleNamespace:
-    """The parsed command line: ``command`` and every option of that command (defaults for
-    those not given). Help, the version and usage errors print and exit as argparse does."""
-    plain = parse_plain(argv)
-    if plain is not None:
-        return plain
-    return SimpleNamespace(**vars(parser().parse_args(argv)))
+def _patch_option(parser: argparse.ArgumentParser) -> None:
+    ids = [patch.id for patch in registry.all_patches()]
+    parser.add_argument("--patch", action="append", choices=ids, metavar="ID", help=f"only this patch (repeatable; default: all): {', '.join(ids)}")
 
 
-def usage_error(message: str) -> NoReturn:
-    """Prints the usage and ``message`` and exits 2, as argparse does for its own errors."""
-    parser().error(message)
+def _dry_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="print a unified diff; write nothing")
 
 
-def parse_plain(argv: Sequence[str]) -> Optional[SimpleNamespace]:
-    """Reads a command line made only of a command and its options spelled in full, each
-    value plain (not starting with ``-``, ASCII digits for a number, one of the choices);
-    None for anything else, which argparse must judge."""
-    command = next((c for c in COMMANDS if argv and c.name == argv[0]), None)
-    if command is None:
-        return None
-    options = {option.flag: option for option in command.options}
-    values: Dict[str, Any] = {option.dest: option.default for option in command.options}
-    words = iter(argv[1:])
-    for word in words:
-        flag, equals, value = word.partition("=")
-        option = options.get(flag)
-        if option is None or (equals and option.action == "store_true"):
-            return None
-        if option.action == "store_true":
-            values[option.dest] = True
-            continue
-        if not equals:
-            value = next(words, "-")  # a missing value is argparse's error to word
-        if value.startswith("-") or (option.choices and value not in option.choices):
-            return None
-        if option.integer:
-            if not (value.isdigit() and value.isascii()):
-                return None
-            values[option.dest] = int(value)
-        elif option.action == "append":
-            values[option.dest] = (values[option.dest] or []) + [value]
-        else:
-            values[option.dest] = value
-    return SimpleNamespace(command=command.name, **values)
+def _command(commands: "argparse._SubParsersAction[_Parser]", name: str, help: str) -> argparse.ArgumentParser:
+    """A command's parser, with the options of every command; it is kept in the parsed
+    namespace (``set_defaults``) so that later checks report errors with its usage line."""
+    parser = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+    _where(parser)
+    parser.set_defaults(command_parser=parser)
+    return parser
 
 
-def parser() -> argparse.ArgumentParser:
-    """The argparse parser for the same table (help, version, and every usage error)."""
-    import argparse
+def build_parser() -> argparse.ArgumentParser:
+    """The parser for ``mmcv-patcher`` (also ``python -m mmcv_patcher``)."""
+    parser = _Parser(prog=PROG, description="Fix mmcv's batched_nms crash under mixed precision, in place and reversibly.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    _where(parser, "_before")
+    commands = parser.add_subparsers(dest="command", metavar="{apply,status,revert,verify}", required=True)
 
-    top = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
-    top.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    names = ",".join(command.name for command in COMMANDS)
-    sub = top.add_subparsers(dest="command", metavar=f"{{{names}}}")
-    sub.required = True
-    for command in COMMANDS:
-        each = sub.add_parser(command.name, help=command.help)
-        for option in command.options:
-            settings: Dict[str, Any] = {"action": option.action, "help": option.help}
-            if option.action != "store_true":
-                settings.update(metavar=option.metavar, default=option.default, type=int if option.integer else None, choices=option.choices)
-            each.add_argument(option.flag, **settings)
-    return top
+    apply = _command(commands, APPLY, "patch the installed mmcv")
+    _patch_option(apply)
+    apply.add_argument("--force", action="store_true", help="patch a release outside the known range when the statement is there once")
+    _dry_run(apply)
+
+    status = _command(commands, STATUS, "show each patch's state, file and line")
+    _patch_option(status)
+    status.add_argument("--check", action="store_true", help="exit 3 when an affected install is not patched")
+    status.add_argument("--all", action="store_true", help="every mmcv copy on the sys.path of each --python (default: this interpreter)")
+
+    revert = _command(commands, REVERT, "restore the original file byte for byte")
+    _patch_option(revert)
+    revert.add_argument("--force", action="store_true", help="remove our edit from a file that was edited after it was patched")
+    _dry_run(revert)
+
+    check = _command(commands, VERIFY, "run batched_nms with AMP-style inputs in a child process (imports mmcv and torch)")
+    check.add_argument(
+        "--boxes",
+        type=int,
+        default=verify.DEFAULT_BOXES,
+        help=f"boxes to give batched_nms (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})",
+    )
+    check.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where batched_nms runs (default cpu; cuda needs a GPU and mmcv built with CUDA)")
+    return parser
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The parsed command line: ``command`` and every option of that command, with the
+    options of every command merged from before and after it (``--python`` values add up;
+    for ``--path`` the later wins, as for any repeated option). Raises :class:`UsageError`;
+    ``--help`` and ``--version`` print and exit as argparse does."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(list(argv))
+    command = args.command_parser
+    del args.command_parser
+    if extra:
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.json = args.json or args.json_before
+    args.path = args.path if args.path is not None else args.path_before
+    pythons: List[str] = (args.python_before or []) + (args.python or [])
+    args.python = pythons or None
+    del args.json_before, args.path_before, args.python_before
+    scan_all = getattr(args, "all", False)
+    if len(pythons) > 1 and not scan_all:
+        command.error("--python can be given more than once only with status --all")
+    if scan_all and args.path is not None:
+        command.error("status --all scans interpreters; it does not take --path")
+    return args

@@ -8,16 +8,13 @@ sentinel comments instead of resolving ``PositionProvider`` metadata, which cost
 the parse itself.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import os
-from typing import Any, List, Optional, Tuple, TypeVar, Union
+from typing import Any, List, NamedTuple, Optional, Tuple, TypeVar, Union
 
 import libcst as cst
 
 from mmcv_patcher.model import Patch
-from mmcv_patcher.records import NamedTuple
 from mmcv_patcher.source import first_newline, line_at, line_starts
 
 #: Fields that carry formatting, not meaning: ignored when comparing shapes.

@@ -4,21 +4,19 @@ Every file is planned before any is written, and nothing is written unless every
 succeeded and every new file compiles, so a failing command leaves all files as they were.
 """
 
-from __future__ import annotations
-
 import contextlib
+import difflib
+import errno
 import os
+from types import CodeType
+from typing import ContextManager, Dict, List, Optional, Sequence, Tuple
 
-from mmcv_patcher import plan
+from mmcv_patcher import plan, write
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Patch, Result, State
 from mmcv_patcher.source import Source, UndecodableSource, decode
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from types import CodeType
-    from typing import Dict, List, Optional, Sequence, Tuple
-
+#: The commands' words, as typed and as in JSON (``verify`` is :data:`mmcv_patcher.verify.VERIFY`).
 APPLY, STATUS, REVERT = "apply", "status", "revert"
 #: mmcv's nms.py is about 20 KB; LibCST needs seconds per MB, so anything this big is refused.
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
@@ -56,7 +54,8 @@ def run(command: str, target: Target, patches: Sequence[Patch], *, force: bool =
     writes = command != STATUS and not dry_run
     outcome = Outcome()
     groups = _by_file(target, patches)
-    with _locked(target.package_dir) if writes else contextlib.nullcontext(False) as waited:
+    lock: ContextManager[bool] = write.locked(target.package_dir) if writes else contextlib.nullcontext(False)
+    with lock as waited:
         outcome.waited = waited
         if writes:
             _remove_stale_temps(groups)
@@ -73,17 +72,9 @@ def run(command: str, target: Target, patches: Sequence[Patch], *, force: bool =
     return outcome
 
 
-def _locked(directory: str) -> "contextlib.AbstractContextManager[bool]":
-    from mmcv_patcher import write  # only commands that write pay for its imports
-
-    return write.locked(directory)
-
-
 def _remove_stale_temps(groups: Dict[str, List[Patch]]) -> None:
     """Temporary files a killed run left beside the files we write (we hold the lock, so
     no live run owns them); done by every writing run, even one with nothing to write."""
-    from mmcv_patcher import write
-
     for path in groups:
         for directory in {os.path.dirname(path), os.path.dirname(os.path.realpath(path))}:
             write.remove_stale_temps(directory)
@@ -177,8 +168,6 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: st
 
 def _replace(path: str, real: str, data: bytes, code: Optional[CodeType] = None) -> Optional[str]:
     """Writes one file (``real``, which Python imports as ``path``); an error line, or None."""
-    from mmcv_patcher import write
-
     try:
         write.replace_file(real, data, import_path=path, code=code)
     except OSError as error:
@@ -197,10 +186,6 @@ def _outside_problem(path: str, real: str, package_dir: str, force: bool) -> Opt
 
 def _write_error(path: str, error: OSError) -> str:
     """One line for a failed write; the file (and every other) was left as it was."""
-    import errno
-
-    from mmcv_patcher import write
-
     where = error.filename or path
     if isinstance(error, write.StaleBytecode):
         return f"cannot remove stale bytecode {where}: {error.strerror}; the source was left as it was"
@@ -210,8 +195,6 @@ def _write_error(path: str, error: OSError) -> str:
 
 
 def _diff(path: str, old: str, new: str) -> str:
-    import difflib
-
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
 
 

@@ -1,20 +1,16 @@
 """What an interpreter sees: its ``sys.path`` and the ``mmcv`` it would import.
 
 The running interpreter is asked in-process; another (``--python``) by running
-:mod:`mmcv_patcher.where` as ``-c`` source in a child process. Either way the answer is the
-same value, and the patcher keeps running on its own interpreter.
+:mod:`mmcv_patcher.where` in a child process (:mod:`mmcv_patcher.child`). Either way the
+answer is the same value, and the patcher keeps running on its own interpreter.
 """
 
-from __future__ import annotations
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
-import os
+from mmcv_patcher import child, where
 
-from mmcv_patcher import where
-from mmcv_patcher.records import NamedTuple
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, Optional, Tuple
+#: Seconds an interpreter gets to say where mmcv is; a healthy one needs well under one.
+ASK_TIMEOUT = 60
 
 
 class InterpreterError(RuntimeError):
@@ -23,8 +19,6 @@ class InterpreterError(RuntimeError):
 
 class Interpreter(NamedTuple):
     executable: str
-    version: str
-    cache_tag: Optional[str]
     sys_path: Tuple[str, ...]
     #: the package directory ``import mmcv`` would load, or None with ``mmcv_problem``
     mmcv_dir: Optional[str]
@@ -32,14 +26,18 @@ class Interpreter(NamedTuple):
 
 
 def _from(answer: Dict[str, Any]) -> Interpreter:
-    return Interpreter(
-        executable=answer["executable"],
-        version=answer["version"],
-        cache_tag=answer.get("cache_tag"),
-        sys_path=tuple(answer["sys_path"]),
-        mmcv_dir=answer.get("mmcv_dir"),
-        mmcv_problem=answer.get("mmcv_problem"),
-    )
+    """The answer of :func:`where.where` as a value; ValueError when it has another shape."""
+    executable, sys_path = answer.get("executable"), answer.get("sys_path")
+    mmcv_dir, problem = answer.get("mmcv_dir"), answer.get("mmcv_problem")
+    if not (
+        isinstance(executable, str)
+        and isinstance(sys_path, list)
+        and all(isinstance(entry, str) for entry in sys_path)
+        and isinstance(mmcv_dir, (str, type(None)))
+        and isinstance(problem, (str, type(None)))
+    ):
+        raise ValueError("not the answer of mmcv_patcher.where")
+    return Interpreter(executable, tuple(sys_path), mmcv_dir, problem)
 
 
 def current() -> Interpreter:
@@ -47,24 +45,9 @@ def current() -> Interpreter:
     return _from(where.where())
 
 
-def ask(python: str, timeout: float = 60) -> Interpreter:
+def ask(python: str) -> Interpreter:
     """Another interpreter, asked in a child process that imports nothing but the stdlib."""
-    if not os.path.exists(python):
-        raise InterpreterError(f"--python {python}: no such file")
-    import subprocess  # only --python runs a child; status on the running one stays lean
-
-    with open(where.__file__, encoding="utf-8") as handle:
-        source = handle.read()
     try:
-        done = subprocess.run([python, "-c", source], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise InterpreterError(f"--python {python}: could not run it ({error})") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise InterpreterError(f"--python {python}: it could not say where mmcv is ({last}); it must be CPython 3.6 or newer")
-    import json
-
-    try:
-        return _from(json.loads(done.stdout.strip().splitlines()[-1]))
-    except (ValueError, KeyError, IndexError):
-        raise InterpreterError(f"--python {python}: unexpected answer {done.stdout[-200:]!r}") from None
+        return _from(child.run_json(child.resolve(python), "where.py", timeout=ASK_TIMEOUT))
+    except (child.ChildError, ValueError) as error:
+        raise InterpreterError(f"--python {python}: {error}; it must be CPython 3.6 or newer") from None

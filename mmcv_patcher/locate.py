@@ -1,24 +1,28 @@
 """Which ``mmcv`` package directory, owned by which distribution, at which version.
 
 Never imports mmcv: ``find_spec`` of a top-level name reads no package code, metadata comes
-from :mod:`mmcv_patcher.distributions`, and a source checkout's ``version.py`` is parsed, not run.
+from :mod:`importlib.metadata`, and a source checkout's ``version.py`` is parsed, not run.
 """
 
-from __future__ import annotations
-
-import binascii
+import ast
+import hashlib
 import os
+import sys
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from mmcv_patcher import distributions
-from mmcv_patcher.distributions import Distribution
 from mmcv_patcher.interpreter import Interpreter, current
 from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch
-from mmcv_patcher.plan import Release
-from mmcv_patcher.records import NamedTuple
+from mmcv_patcher.plan import Release, remembered_sha256
+from mmcv_patcher.source import UndecodableSource, decode, record_hash
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+if sys.version_info >= (3, 12):
+    from importlib import metadata
+else:  # the stdlib reads installed-files.txt (old pip's setup.py installs) only from 3.12 on
+    import importlib_metadata as metadata
+
+#: Editable-install hooks are a few lines; anything bigger is not one.
+_MAX_HOOK_BYTES = 1024 * 1024
 
 
 class NotFound(LookupError):
@@ -43,7 +47,7 @@ class Target(NamedTuple):
     only_file: Optional[str] = None
 
     def release(self, patch: Patch) -> Release:
-        return Release(self.distribution, self.version, _hex_sha256(self.record.get(patch.file, "")))
+        return Release(self.distribution, self.version, self.record.get(patch.file))
 
     def describe(self) -> str:
         return Release(self.distribution, self.version).describe()
@@ -57,26 +61,19 @@ def _inside(package_dir: str, posix_path: str) -> str:
     return os.path.join(package_dir, *posix_path.split("/"))
 
 
-def _absolute(path: str) -> str:
-    """``path`` made absolute as ``pathlib`` does: "." parts and doubled separators go,
-    ".." stays (after a symlink it is not the lexical parent, so only the OS resolves it)."""
-    drive, rest = os.path.splitdrive(os.path.join(os.getcwd(), path))
-    parts = [part for part in rest.replace(os.altsep or os.sep, os.sep).split(os.sep) if part not in ("", ".")]
-    return drive + os.sep + os.sep.join(parts)
-
-
 def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[Interpreter] = None) -> Target:
     """The mmcv that ``interpreter`` (default: the running one) imports, or the one ``path``
     points at: a directory containing ``mmcv/`` (site-packages, a source checkout, an
     unpacked sdist), the ``mmcv`` package directory, or a file a patch works on.
     """
     if path is not None:
-        package_dir, only_file = _package_from_path(_absolute(path), patches)
+        # absolute, keeping "..": after a symlink it is not the lexical parent, only the OS resolves it
+        package_dir, only_file = _package_from_path(str(Path(path).absolute()), patches)
         return _describe(package_dir, _distributions([os.path.dirname(package_dir)]), only_file, patches)
     seen = interpreter or current()
     if seen.mmcv_dir is None:
         raise NotFound(seen.mmcv_problem or f"no mmcv is importable by {seen.executable}")
-    return _describe(seen.mmcv_dir, _distributions(list(seen.sys_path)), None, patches)
+    return _describe(seen.mmcv_dir, _distributions(seen.sys_path), None, patches)
 
 
 def every_copy(interpreter: Interpreter, patches: Sequence[Patch]) -> List[Tuple[Target, bool]]:
@@ -89,7 +86,7 @@ def every_copy(interpreter: Interpreter, patches: Sequence[Patch]) -> List[Tuple
         candidate = os.path.join(entry, "mmcv")
         if os.path.isfile(os.path.join(candidate, "__init__.py")) and all(os.path.realpath(candidate) != os.path.realpath(d) for d in directories):
             directories.append(candidate)
-    candidates = _distributions(list(interpreter.sys_path))
+    candidates = _distributions(interpreter.sys_path)
     imported = interpreter.mmcv_dir is not None
     return [(_describe(d, candidates, None, patches), imported and i == 0) for i, d in enumerate(directories)]
 
@@ -115,92 +112,97 @@ def _package_from_path(path: str, patches: Sequence[Patch]) -> Tuple[str, Option
     raise BadPath(f"--path {path}: no mmcv/ in it, and it is not the mmcv package; point it at site-packages, a checkout, or mmcv/")
 
 
-def _distributions(path: List[str]) -> List[Distribution]:
-    """The installed mmcv family found on ``path``."""
-    return distributions.find(MMCV_DISTRIBUTIONS, path)
+class Installed(NamedTuple):
+    """One installed distribution of the mmcv family, as :mod:`importlib.metadata` reads it:
+    the part of its file list that matters here."""
 
-
-class _Listing(NamedTuple):
-    """The part of a distribution's file list that matters here: entries inside ``mmcv/``
-    (with RECORD's hash field, when it gives one) and editable-install hooks."""
-
-    #: path -> RECORD's hash field as written ("" when none)
-    package_files: Dict[str, str]
+    name: str
+    version: Optional[str]
+    #: the directory its file list is relative to (``locate_file("")``)
+    root: str
+    #: POSIX paths inside ``mmcv/`` -> RECORD's hash field as written ("" when none)
+    package_files: Mapping[str, str]
+    #: editable-install hooks it installed (``.pth`` files, ``__editable__`` finders)
     hooks: Tuple[str, ...]
 
 
-def _listing(dist: Distribution) -> _Listing:
-    """Sorts ``dist``'s file list into what :func:`_owns` and the RECORD hashes need."""
-    package_files = {}
-    hooks = []
-    for path, digest in dist.files():
-        if path.startswith("mmcv/"):
-            package_files[path] = digest
-        elif path.endswith(".pth") or path.rsplit("/", 1)[-1].startswith("__editable__"):
-            hooks.append(path)
-    return _Listing(package_files, tuple(hooks))
+def _distributions(path: Sequence[str]) -> List[Installed]:
+    """The installed mmcv family on ``path``, by name as listed, then by path entry; the
+    same metadata reached through two path entries counts once."""
+    found: Dict[Tuple[str, str, Optional[str]], Installed] = {}
+    for name in MMCV_DISTRIBUTIONS:
+        for dist in metadata.distributions(name=name, path=list(path)):
+            root = str(dist.locate_file(""))
+            key = (os.path.realpath(root), name, dist.version)
+            if key in found:
+                continue
+            package_files = {}
+            hooks = []
+            for entry in dist.files or ():
+                posix = "/".join(entry.parts)
+                if posix.startswith("mmcv/"):
+                    package_files[posix] = f"{entry.hash.mode}={entry.hash.value}" if entry.hash else ""
+                elif posix.endswith(".pth") or entry.parts[-1].startswith("__editable__"):
+                    hooks.append(str(entry.locate()))
+            found[key] = Installed(name, dist.version, root, package_files, tuple(hooks))
+    return list(found.values())
 
 
-def _hex_sha256(digest: str) -> Optional[str]:
-    """RECORD's ``sha256=<urlsafe base64>`` as hex; None for any other, malformed or no hash.
-
-    ``binascii`` rather than ``base64``, which imports ``re`` (see :mod:`mmcv_patcher.records`)."""
-    mode, _, value = digest.partition("=")
-    if mode != "sha256" or not value:
-        return None
-    standard = value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4)
-    try:
-        raw = binascii.a2b_base64(standard)
-    except (binascii.Error, ValueError):  # ValueError: not ASCII
-        return None
-    return raw.hex() if len(raw) == 32 else None
-
-
-def _owns(dist: Distribution, listing: _Listing, package_dir: str) -> bool:
+def _owns(dist: Installed, package_dir: str) -> bool:
     """Whether the distribution's file list is about this very package directory, directly
     or through an editable install's ``.pth`` or ``__editable__`` finder."""
-    if "mmcv/__init__.py" in listing.package_files:
+    if "mmcv/__init__.py" in dist.package_files:
         if os.path.realpath(os.path.join(dist.root, "mmcv", "__init__.py")) == os.path.realpath(os.path.join(package_dir, "__init__.py")):
             return True
-    return any(_hook_mentions(_inside(dist.root, hook), package_dir) for hook in listing.hooks)
+    return any(_hook_names(hook, package_dir) for hook in dist.hooks)
 
 
-def _hook_mentions(hook: str, package_dir: str) -> bool:
+def _hook_names(hook: str, package_dir: str) -> bool:
+    """Whether an editable-install hook puts ``package_dir`` on the path: a ``.pth`` line
+    naming the directory it is in, or a path string in an ``__editable__`` finder naming it
+    or that directory. Paths are compared whole, never as substrings (``/x/src2`` does not
+    name ``/x/src``)."""
     try:
-        with open(hook, encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
+        with open(hook, "rb") as handle:
+            text = handle.read(_MAX_HOOK_BYTES).decode("utf-8", "replace")
     except OSError:
         return False
-    return package_dir in text or os.path.dirname(package_dir) in text
+    if hook.endswith(".pth"):
+        paths = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(("#", "import ", "import\t"))]
+    else:
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            return False
+        paths = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    wanted = {os.path.realpath(package_dir), os.path.realpath(os.path.dirname(package_dir))}
+    base = os.path.dirname(hook)
+    return any(os.path.realpath(os.path.join(base, path)) in wanted for path in paths)
 
 
-def _describe(package_dir: str, candidates: Iterable[Distribution], only_file: Optional[str], patches: Sequence[Patch]) -> Target:
+def _describe(package_dir: str, candidates: Iterable[Installed], only_file: Optional[str], patches: Sequence[Patch]) -> Target:
     """The target for ``package_dir``: the distribution whose file list owns it, with notes
     whenever that is not clear-cut, so nothing is decided silently."""
-    unique = _unique(candidates)
-    listings = {dist: _listing(dist) for dist in unique}
-    owners = [dist for dist in unique if _owns(dist, listings[dist], package_dir)]
+    candidates = list(candidates)
+    owners = [dist for dist in candidates if _owns(dist, package_dir)]
     notes: List[str] = []
     if len(owners) > 1:
-        owner, how = _current_owner(owners, listings, package_dir, patches)
+        owner, how = _current_owner(owners, package_dir, patches)
         names = ", ".join(f"{dist.name} {dist.version}" for dist in owners)
         notes.append(f"several distributions claim {package_dir}: {names}; {how}, so gating by {owner.name} {owner.version}")
     elif owners:
         owner = owners[0]
     else:
-        for dist in unique:
+        for dist in candidates:
             notes.append(f"{dist.name} {dist.version} is installed, but its metadata ({dist.root}) does not list {package_dir}; using {os.path.join(package_dir, 'version.py')}")
         return Target(package_dir, None, literal_version(os.path.join(package_dir, "version.py")), {}, tuple(notes), only_file)
-    record = {path[len("mmcv/"):]: digest for path, digest in listings[owner].package_files.items() if digest}
+    record = {path[len("mmcv/"):]: digest for path, digest in owner.package_files.items() if digest}
     return Target(package_dir, owner.name, owner.version, record, tuple(notes), only_file)
 
 
-def _current_owner(owners: List[Distribution], listings: Dict[Distribution, _Listing], package_dir: str, patches: Sequence[Patch]) -> Tuple[Distribution, str]:
+def _current_owner(owners: List[Installed], package_dir: str, patches: Sequence[Patch]) -> Tuple[Installed, str]:
     """Of several owners, the one whose RECORD hash matches the patch files as they are, or
     as they were before we patched them (the hash our marker remembers)."""
-    from mmcv_patcher.plan import remembered_sha256
-    from mmcv_patcher.source import UndecodableSource, decode, sha256_hex
-
     for patch in patches:
         try:
             with open(_inside(package_dir, patch.file), "rb") as handle:
@@ -208,29 +210,16 @@ def _current_owner(owners: List[Distribution], listings: Dict[Distribution, _Lis
             source = decode(data)
         except (OSError, UndecodableSource):
             continue
-        hashes = {sha256_hex(data), remembered_sha256(source, patch)}
+        remembered = remembered_sha256(source, patch)
+        hashes = {record_hash(hashlib.sha256(data).digest())} | ({record_hash(bytes.fromhex(remembered))} if remembered else set())
         for dist in owners:
-            if _hex_sha256(listings[dist].package_files.get(f"mmcv/{patch.file}", "")) in hashes:
+            if dist.package_files.get(f"mmcv/{patch.file}") in hashes:
                 return dist, f"mmcv/{patch.file} there is the one {dist.name} installed"
     return owners[0], "neither's RECORD matches the files there"
 
 
-def _unique(dists: Iterable[Distribution]) -> List[Distribution]:
-    """The same metadata can be reached through two ``sys.path`` entries; keep it once."""
-    seen = set()
-    unique = []
-    for dist in dists:
-        key = os.path.realpath(dist.root), dist.name
-        if key not in seen:
-            seen.add(key)
-            unique.append(dist)
-    return unique
-
-
 def literal_version(version_file: str) -> Optional[str]:
     """``__version__`` from a ``version.py`` assigned a string literal; parsed, never run."""
-    import ast
-
     try:
         with open(version_file, "rb") as handle:
             tree = ast.parse(handle.read(), version_file)

@@ -1,19 +1,10 @@
 """The value objects every step passes along: patches, states and per-patch results.
 
-Nothing here does I/O or imports LibCST, so the registry and ``status`` stay cheap. Value
-objects are NamedTuples (:mod:`mmcv_patcher.records`) rather than dataclasses: importing
-``dataclasses`` (which imports ``inspect``) would add half an interpreter start to every run.
+Nothing here does I/O or imports LibCST, so the registry and ``status`` stay cheap.
 """
 
-from __future__ import annotations
-
 import enum
-
-from mmcv_patcher.records import NamedTuple
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Mapping, Optional, Tuple
+from typing import Mapping, NamedTuple, Optional, Tuple
 
 #: Distributions that install the top-level package ``mmcv``.
 MMCV_DISTRIBUTIONS = ("mmcv", "mmcv-full", "mmcv-lite", "onedl-mmcv")
@@ -41,10 +32,7 @@ class Affected(NamedTuple):
     never count as affected (none was checked).
 
     Bounds rather than a PEP 440 specifier set, because "older than the first affected
-    release" is its own verdict (not affected) and is just ``version < introduced``, and
-    because plain release numbers then compare without ``packaging`` at all (importing
-    ``packaging.specifiers``, which imports ``packaging.tags``, takes longer than starting
-    the interpreter).
+    release" is its own verdict (not affected), which a specifier set cannot express.
     """
 
     introduced: str = "0"

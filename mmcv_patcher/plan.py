@@ -5,17 +5,15 @@ strings. LibCST is imported only when a file's state cannot be read from our mar
 the release's RECORD hash (see :func:`assess`).
 """
 
-from __future__ import annotations
-
 import enum
+import hashlib
+import re
+from typing import List, NamedTuple, Optional
+
+from packaging.version import InvalidVersion, Version
 
 from mmcv_patcher.model import Patch, State
-from mmcv_patcher.records import NamedTuple
-from mmcv_patcher.source import Source, line_at, sha256_hex
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, List, Optional, Tuple
+from mmcv_patcher.source import Source, line_at, record_hash, sha256_hex
 
 
 class Gate(enum.Enum):
@@ -23,7 +21,7 @@ class Gate(enum.Enum):
 
     AFFECTED = "affected"
     BELOW = "below"  # older than the first affected release: the bug is not there yet
-    OUTSIDE = "outside"  # newer, another distribution, or an unknown version
+    OUTSIDE = "outside"  # newer, a pre-release, another distribution, or an unknown version
 
 
 class Release(NamedTuple):
@@ -31,8 +29,8 @@ class Release(NamedTuple):
 
     distribution: Optional[str]
     version: Optional[str]
-    #: hex sha256 of the file as the release installed it (from RECORD), when known
-    record_sha256: Optional[str] = None
+    #: RECORD's hash of the file as the release installed it (``sha256=<urlsafe base64>``)
+    record_hash: Optional[str] = None
 
     def describe(self) -> str:
         return f"{self.distribution or 'mmcv (no metadata)'} {self.version or '(unknown version)'}"
@@ -42,6 +40,10 @@ class Release(NamedTuple):
         if self.distribution and self.version:
             return f"restore it with `pip install --force-reinstall --no-deps {self.distribution}=={self.version}`"
         return "restore it from a fresh copy of mmcv"
+
+    def installed(self, sha256_digest: bytes) -> bool:
+        """Whether RECORD lists the file with this sha256 (False when it gives no hash)."""
+        return self.record_hash is not None and self.record_hash == record_hash(sha256_digest)
 
 
 class Plan(NamedTuple):
@@ -62,49 +64,25 @@ class Plan(NamedTuple):
 def gate(patch: Patch, release: Release) -> Gate:
     """Places ``release`` against ``patch.affected``. No metadata counts as upstream ``mmcv``.
 
-    Plain releases (``1.7.2``: what every mmcv release is, and every bound) compare as
-    numbers, as PEP 440 orders them; anything else is parsed by ``packaging.version``,
-    imported only then. ``tests/test_plan.py`` checks the two agree.
+    A local label (``+cu118``) is a build of the same source, so it is ignored. A pre- or
+    dev release is below the range when its release number is, and otherwise outside it,
+    even of the first affected release (``1.3.4rc1``): no pre-release was checked.
     """
     affected = patch.affected.get(release.distribution or "mmcv")
     if affected is None or release.version is None:
         return Gate.OUTSIDE
-    versions = (release.version, affected.introduced, affected.last_affected, affected.fixed)
-    numbers = [None if v is None else _release_numbers(v) for v in versions]
-    if all(n is not None for n, v in zip(numbers, versions) if v is not None):
-        return _place(*numbers, prerelease=False)
-    from packaging.version import InvalidVersion, Version
-
     try:
         version = Version(release.version)
     except InvalidVersion:
         return Gate.OUTSIDE
-    public = Version(version.public)  # a local label (+cu118) is a build of the same source
-    bounds = (None if v is None else Version(v) for v in versions[1:])
-    return _place(public, *bounds, prerelease=version.is_prerelease)
-
-
-def _release_numbers(version: str) -> Optional[Tuple[int, ...]]:
-    """A plain release version (ASCII digits and dots) as the numbers PEP 440 compares:
-    trailing zeros dropped, so ``2.2`` equals ``2.2.0``. None for any other spelling."""
-    parts = version.split(".")
-    if not all(part.isdigit() and part.isascii() for part in parts):
-        return None
-    numbers = [int(part) for part in parts]
-    while len(numbers) > 1 and numbers[-1] == 0:
-        numbers.pop()
-    return tuple(numbers)
-
-
-def _place(version: Any, introduced: Any, last_affected: Any, fixed: Any, *, prerelease: bool) -> Gate:
-    """The gate for comparable versions (all numbers, or all ``packaging`` Versions)."""
-    if version < introduced:
+    if Version(version.base_version) < Version(affected.introduced):
         return Gate.BELOW
-    if prerelease:  # never measured
+    if version.is_prerelease:
         return Gate.OUTSIDE
-    if last_affected is not None and version <= last_affected:
+    public = Version(version.public)
+    if affected.last_affected is not None and public <= Version(affected.last_affected):
         return Gate.AFFECTED
-    if fixed is not None and version < fixed:
+    if affected.fixed is not None and public < Version(affected.fixed):
         return Gate.AFFECTED
     return Gate.OUTSIDE
 
@@ -124,16 +102,8 @@ class _Marker(NamedTuple):
 def _markers(text: str, patch: Patch) -> List[_Marker]:
     """Each marker of ``patch`` in ``text``: two spaces, the comment, 64 lowercase hex
     digits, and the end of that line."""
-    prefix = "  " + marker(patch, "")
-    found = []
-    at = text.find(prefix)
-    while at >= 0:
-        end = at + len(prefix) + 64
-        digest = text[at + len(prefix) : end]
-        if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) and text[end : end + 1] in ("", "\r", "\n"):
-            found.append(_Marker(at, end, digest))
-        at = text.find(prefix, at + 1)
-    return found
+    pattern = re.escape("  " + marker(patch, "")) + r"([0-9a-f]{64})(?=\r|\n|\Z)"
+    return [_Marker(found.start(), found.end(), found.group(1)) for found in re.finditer(pattern, text)]
 
 
 def remembered_sha256(source: Source, patch: Patch) -> Optional[str]:
@@ -176,8 +146,8 @@ def _unpatch(source: Source, patch: Patch) -> Optional[_Unpatched]:
 
 
 def _differs_from_record(sha256: Optional[str], release: Release) -> bool:
-    """Whether RECORD lists the file with a hash other than ``sha256``."""
-    return release.record_sha256 is not None and sha256 is not None and release.record_sha256 != sha256
+    """Whether RECORD lists the file with a hash other than ``sha256`` (hex)."""
+    return release.record_hash is not None and sha256 is not None and not release.installed(bytes.fromhex(sha256))
 
 
 def _quick_unpatched_line(source: Source, patch: Patch, release: Release) -> Optional[int]:
@@ -189,7 +159,7 @@ def _quick_unpatched_line(source: Source, patch: Patch, release: Release) -> Opt
     canonical statement alone on its line, once, below ``def <function>(`` as the nearest
     top-level ``def``; anything less plain goes to the structural scan.
     """
-    if release.record_sha256 is None or release.record_sha256 != sha256_hex(source.encode(source.text)):
+    if not release.installed(hashlib.sha256(source.encode(source.text)).digest()):
         return None
     text = source.text
     first = text.find(patch.anchor)

@@ -1,15 +1,12 @@
 """One place for output: the same results as human lines or as one JSON object."""
 
-from __future__ import annotations
+import json
+import sys
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from mmcv_patcher.commands import Outcome
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Result
-from mmcv_patcher.records import NamedTuple
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional
 
 #: Bumped when a key changes meaning or disappears; adding keys does not bump it.
 SCHEMA_VERSION = 1
@@ -24,10 +21,8 @@ class Copy(NamedTuple):
     outcome: Outcome
 
 
-def as_json(command: str, target: Optional[Target], outcome: Optional[Outcome], error: Optional[str], *, verify: Optional[Dict[str, Any]] = None) -> str:
+def as_json(command: Optional[str], target: Optional[Target], outcome: Optional[Outcome], error: Optional[str], *, verify: Optional[Dict[str, Any]] = None) -> str:
     """The ``--json`` document (schema in README): one object, whatever happened."""
-    import json
-
     document: Dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "command": command,
@@ -44,8 +39,6 @@ def as_json(command: str, target: Optional[Target], outcome: Optional[Outcome], 
 
 def copies_json(copies: List[Copy], error: Optional[str]) -> str:
     """``status --all --json``: ``copies`` instead of ``target`` and ``patches``."""
-    import json
-
     document = {
         "schema_version": SCHEMA_VERSION,
         "command": "status",
@@ -95,6 +88,13 @@ def as_text(target: Optional[Target], outcome: Optional[Outcome]) -> List[str]:
         lines.extend(f"{result.id}: {result.state} at {_where(result)} ({result.message})" for result in outcome.results)
         lines.extend(outcome.diffs)
     return lines
+
+
+def print_errors(lines: List[str]) -> None:
+    """Each failure as one ``mmcv-patcher: error:`` line on stderr: the only place that
+    formats them."""
+    for line in lines:
+        print(f"mmcv-patcher: error: {line}", file=sys.stderr)
 
 
 def errors(outcome: Optional[Outcome]) -> List[str]:

@@ -1,19 +1,11 @@
-"""Bytes <-> text for Python source, exactly: encoding cookie, BOM and newlines survive.
+"""Bytes <-> text for Python source, exactly: encoding cookie, BOM and newlines survive."""
 
-``status`` runs all of this, so it imports neither ``re`` nor ``tokenize`` unless a file
-needs them (see :mod:`mmcv_patcher.records` for why that matters).
-"""
-
-from __future__ import annotations
-
-import codecs
+import base64
 import hashlib
-
-from mmcv_patcher.records import NamedTuple
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import List
+import io
+import re
+import tokenize
+from typing import List, NamedTuple
 
 
 class UndecodableSource(ValueError):
@@ -32,13 +24,14 @@ class Source(NamedTuple):
 
 
 def decode(data: bytes) -> Source:
-    """Decodes Python source the way the interpreter does (PEP 263 cookie, BOM).
+    """Decodes Python source the way the interpreter does (PEP 263 cookie, BOM), with
+    :func:`tokenize.detect_encoding`.
 
     Newlines are not translated. Raises :class:`UndecodableSource` when the bytes do not
     decode, or do not encode back to themselves, so no edit can change other bytes.
     """
     try:
-        encoding = _encoding(data)
+        encoding = tokenize.detect_encoding(io.BytesIO(data).readline)[0]
         text = data.decode(encoding)
     except (SyntaxError, UnicodeDecodeError, LookupError) as error:
         raise UndecodableSource(f"not decodable as Python source: {error}") from None
@@ -47,42 +40,34 @@ def decode(data: bytes) -> Source:
     return Source(text, encoding)
 
 
-def _encoding(data: bytes) -> str:
-    """The codec Python reads ``data`` with. A PEP 263 cookie can only be on the first two
-    lines and must contain "coding"; without one it is UTF-8 (``utf-8-sig`` after a BOM),
-    and ``tokenize`` reads the cookie only when there may be one."""
-    first = data.find(b"\n")
-    second = data.find(b"\n", first + 1) if first >= 0 else -1
-    if b"coding" not in (data if second < 0 else data[:second]):
-        return "utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8"
-    import io
-    import tokenize
-
-    return tokenize.detect_encoding(io.BytesIO(data).readline)[0]
-
-
 def sha256_hex(data: bytes) -> str:
-    """Hex sha256, the form kept in markers and compared with RECORD hashes."""
+    """Hex sha256: the form our marker keeps of the bytes a revert must restore."""
     return hashlib.sha256(data).hexdigest()
+
+
+def record_hash(sha256_digest: bytes) -> str:
+    """A sha256 digest in RECORD's own form, ``sha256=<urlsafe base64, unpadded>``
+    (PEP 376 / the wheel spec), so RECORD entries are compared as written, as
+    pypa/installer compares them."""
+    return "sha256=" + base64.urlsafe_b64encode(sha256_digest).decode("ascii").rstrip("=")
 
 
 def line_at(text: str, offset: int) -> int:
     """The 1-based line of ``offset`` in ``text``, counting newlines as Python does
     (``\\r\\n``, ``\\r`` and ``\\n`` each end a line)."""
-    return text.count("\n", 0, offset) + text.count("\r", 0, offset) - text.count("\r\n", 0, offset) + 1
+    return len(_NEWLINE.findall(text, 0, offset)) + 1
 
 
 def line_starts(text: str) -> List[int]:
     """The offset where each line of ``text`` starts (index 0 is line 1), counting newlines
     as :func:`line_at` does; one more entry than lines when ``text`` ends with a newline."""
-    import re  # only the codemod needs every line, and LibCST imports re anyway
-
-    return [0] + [match.end() for match in re.finditer(r"\r\n|\r|\n", text)]
+    return [0] + [match.end() for match in _NEWLINE.finditer(text)]
 
 
 def first_newline(text: str) -> str:
     """The newline ``text`` uses first ("\\n" if none): what LibCST takes as its default."""
-    found = [at for at in (text.find("\r"), text.find("\n")) if at >= 0]
-    if not found:
-        return "\n"
-    return "\r\n" if text.startswith("\r\n", min(found)) else text[min(found)]
+    match = _NEWLINE.search(text)
+    return match.group() if match else "\n"
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")

@@ -11,12 +11,10 @@ import sys
 
 
 def where():
-    """A JSON-able dict: executable, version, cache_tag, sys_path, mmcv_dir, mmcv_problem."""
+    """A JSON-able dict: executable, sys_path, mmcv_dir, mmcv_problem."""
     cwd = os.getcwd()
     found = {
         "executable": sys.executable,
-        "version": "%d.%d.%d" % tuple(sys.version_info[:3]),
-        "cache_tag": sys.implementation.cache_tag,
         "sys_path": [os.path.join(cwd, entry) if entry else cwd for entry in sys.path],
         "mmcv_dir": None,
         "mmcv_problem": None,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite from a bare machine: makes .venv, installs the tool and its
-# test dependencies, runs pytest. Slow artefacts (mmcv downloads and builds) are cached
-# under $MMCV_PATCHER_CACHE (default ~/.cache/mmcv-patcher), so a second run is offline.
+# test dependencies, runs the static checks (ruff, mypy), then pytest. Slow artefacts (mmcv
+# downloads and builds) are cached under $MMCV_PATCHER_CACHE (default ~/.cache/mmcv-patcher),
+# so a second run is offline.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m "not e2e"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,10 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "ruff: pyflakes, pycodestyle errors, isort, bugbear" >&2
+.venv/bin/python -m ruff check --no-cache mmcv_patcher patches tests scripts
+echo "mypy: the package" >&2
+.venv/bin/python -m mypy --no-incremental
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -244,7 +244,3 @@ def tool(python: Path, *args: str, cwd: Optional[Path] = None, env: Optional[Dic
         cwd=str(cwd or tempfile.gettempdir()),
         env=dict(os.environ, **(env or {})),
     )
-
-
-def all_releases() -> List[Release]:
-    return list(INSTALLED + CHECKOUTS)

@@ -1,0 +1,57 @@
+"""Runs one of this package's stdlib-only scripts in another interpreter, reads its JSON.
+
+``--python`` (where is mmcv?) and ``verify`` (does batched_nms survive?) both ask another
+interpreter a question. The script is sent as ``python -c`` source, so nothing needs to be
+installed there, and it answers with one JSON object on its last line of output.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+
+class ChildError(RuntimeError):
+    """The interpreter could not be run, did not answer in time, or answered nonsense."""
+
+
+def resolve(python: str) -> str:
+    """``python`` as a shell would find it: a name without a slash is looked up on ``PATH``.
+    Raises :class:`ChildError` when there is no such program."""
+    found = shutil.which(python) if os.sep not in python else python
+    if found is None or not os.path.exists(found):
+        raise ChildError("no such file" if os.sep in python else "not found on PATH")
+    return found
+
+
+def run_json(python: str, script: str, args: Sequence[str] = (), *, timeout: float, env: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """Runs ``script`` (a file of this package) in ``python`` with ``args``; returns the
+    JSON object it printed last. Raises :class:`ChildError` with a one-line reason."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), script), encoding="utf-8") as handle:
+        source = handle.read()
+    try:
+        done = subprocess.run(
+            [python, "-c", source, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            encoding="utf-8",
+            errors="replace",
+            env=None if env is None else dict(env),
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:  # its message would quote the whole script
+        raise ChildError(f"it did not answer within {timeout:g} s") from None
+    except OSError as error:
+        raise ChildError(f"it could not be run ({error.strerror or error})") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode == 0 and lines:
+        try:
+            answer = json.loads(lines[-1])
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict):
+            return answer
+        raise ChildError(f"it answered {lines[-1][:200]!r}, not the JSON object expected")
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    raise ChildError(f"it exited {done.returncode} ({last[:300]})")
