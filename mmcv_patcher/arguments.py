@@ -16,6 +16,8 @@ from mmcv_patcher.commands import APPLY, REVERT, STATUS
 from mmcv_patcher.verify import VERIFY
 
 PROG = "mmcv-patcher"
+#: Seconds apply and revert wait for another run's lock; a run takes well under one.
+DEFAULT_LOCK_TIMEOUT = 60.0
 
 
 class UsageError(Exception):
@@ -61,8 +63,16 @@ def _patch_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch", action="append", choices=ids, metavar="ID", help=f"only this patch (repeatable; default: all): {', '.join(ids)}")
 
 
-def _dry_run(parser: argparse.ArgumentParser) -> None:
+def _writing(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that write."""
     parser.add_argument("--dry-run", action="store_true", help="print a unified diff; write nothing")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for another run on the same mmcv to finish (default {DEFAULT_LOCK_TIMEOUT:g})",
+    )
 
 
 def _command(commands: "argparse._SubParsersAction[_Parser]", name: str, help: str) -> argparse.ArgumentParser:
@@ -84,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply = _command(commands, APPLY, "patch the installed mmcv")
     _patch_option(apply)
     apply.add_argument("--force", action="store_true", help="patch a release outside the known range when the statement is there once")
-    _dry_run(apply)
+    _writing(apply)
 
     status = _command(commands, STATUS, "show each patch's state, file and line")
     _patch_option(status)
@@ -94,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     revert = _command(commands, REVERT, "restore the original file byte for byte")
     _patch_option(revert)
     revert.add_argument("--force", action="store_true", help="remove our edit from a file that was edited after it was patched")
-    _dry_run(revert)
+    _writing(revert)
 
     check = _command(commands, VERIFY, "run batched_nms with AMP-style inputs in a child process (imports mmcv and torch)")
     check.add_argument(

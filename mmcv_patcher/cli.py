@@ -24,19 +24,23 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNPATCHED = 0, 1, 2, 3
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    report.safe_streams()
     try:
         args = arguments.parse(argv)
     except arguments.UsageError as error:
         if "--json" in argv:
-            print(report.as_json(error.command, None, None, error.message))
-        sys.stderr.write(error.usage)
+            report.out(report.as_json(error.command, None, None, error.message))
+        report.err(error.usage.rstrip("\n"))
         report.print_errors([error.message])
         return EXIT_USAGE
     try:
         return _run(args)
-    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
-        sys.stdout = open(os.devnull, "w")
-        return EXIT_OK
+    except Exception as error:  # the promise: one line, never a traceback
+        message = f"internal error: {type(error).__name__}: {error}; please report it with --json output"
+        if args.json:
+            report.out(report.as_json(args.command, None, None, message))
+        report.print_errors([message])
+        return EXIT_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -53,18 +57,25 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(args, str(error), EXIT_USAGE)
     except locate.NotFound as error:
         if args.command == STATUS:  # nothing installed is nothing to fix
-            print(report.as_json(args.command, None, None, None) if args.json else f"{error}; nothing to patch")
+            report.out(report.as_json(args.command, None, None, None) if args.json else f"{error}; nothing to patch")
             return EXIT_OK
         return _fail(args, f"{error}; install mmcv first, or pass --path or --python", EXIT_FAILED)
     if args.command == VERIFY:
         return _verify(args, target, interpreters[0])
     patches = registry.select(selected, None, target.only_file)
-    outcome = commands.run(args.command, target, patches, force=getattr(args, "force", False), dry_run=getattr(args, "dry_run", False))
+    options = commands.Options(
+        force=getattr(args, "force", False),
+        dry_run=getattr(args, "dry_run", False),
+        lock_timeout=getattr(args, "lock_timeout", arguments.DEFAULT_LOCK_TIMEOUT),
+        on_wait=lambda directory, pid: report.err(report.waiting(directory, pid, args.lock_timeout)),
+        pycache_prefixes=tuple(sorted({p for p in (sys.pycache_prefix, interpreters[0].pycache_prefix) if p})),
+    )
+    outcome = commands.run(args.command, target, patches, options)
     problems = report.errors(outcome)
     if args.json:
-        print(report.as_json(args.command, target, outcome, "; ".join(problems) or None))
+        report.out(report.as_json(args.command, target, outcome, "; ".join(problems) or None))
     else:
-        print("\n".join(report.as_text(target, outcome)))
+        report.out("\n".join(report.as_text(target, outcome)))
     report.print_errors(problems)
     return _exit_code([outcome], getattr(args, "check", False))
 
@@ -85,11 +96,11 @@ def _status_all(args: argparse.Namespace, interpreters: Sequence[interpreter.Int
             copies.append(report.Copy(seen.executable, imported, target, commands.run(STATUS, target, patches)))
     problems: List[str] = [line for copy in copies for line in report.errors(copy.outcome)]
     if args.json:
-        print(report.copies_json(copies, "; ".join(problems) or None))
+        report.out(report.copies_json(copies, "; ".join(problems) or None))
     elif copies:
-        print("\n".join(report.copies_text(copies)))
+        report.out("\n".join(report.copies_text(copies)))
     else:
-        print(f"no mmcv on the sys.path of {', '.join(seen.executable for seen in interpreters)}; nothing to patch")
+        report.out(f"no mmcv on the sys.path of {', '.join(seen.executable for seen in interpreters)}; nothing to patch")
     report.print_errors(problems)
     return _exit_code([copy.outcome for copy in copies], args.check)
 
@@ -97,16 +108,16 @@ def _status_all(args: argparse.Namespace, interpreters: Sequence[interpreter.Int
 def _verify(args: argparse.Namespace, target: locate.Target, seen: interpreter.Interpreter) -> int:
     """Runs the real batched_nms in a child of the target interpreter: 0 if it survives."""
     if not args.json:
-        print(f"verify imports mmcv and torch in a child process of {seen.executable} (the only command that does)", flush=True)
+        report.out(f"verify imports mmcv and torch in a child process of {seen.executable} (the only command that does)")
     result = verify.run(seen.executable, package_dir=target.package_dir if args.path else None, boxes=args.boxes, device=args.device)
     imported = result.get("mmcv_dir")
     if imported and os.path.realpath(imported) != os.path.realpath(target.package_dir):
         result["detail"] += f" (note: it imported mmcv from {imported}, not {target.package_dir})"
     failure = None if result["verdict"] == "survived" else f"verify: {result['verdict']}: {result['detail']}"
     if args.json:
-        print(report.as_json(VERIFY, target, None, failure, verify=result))
+        report.out(report.as_json(VERIFY, target, None, failure, verify=result))
     else:
-        print("\n".join(report.as_text(target, None) + report.verify_text(result)))
+        report.out("\n".join(report.as_text(target, None) + report.verify_text(result)))
     if failure is not None:
         report.print_errors([failure])
         return EXIT_FAILED
@@ -115,6 +126,6 @@ def _verify(args: argparse.Namespace, target: locate.Target, seen: interpreter.I
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
     if args.json:
-        print(report.as_json(args.command, None, None, message))
+        report.out(report.as_json(args.command, None, None, message))
     report.print_errors([message])
     return code

@@ -55,6 +55,8 @@ class Scan(NamedTuple):
     """
 
     function_line: Optional[int]
+    #: module-level definitions of the function; only the last, which Python binds, counts
+    definitions: int
     anchors: int
     fixed: int
     anchor_lines: Tuple[int, ...]
@@ -205,7 +207,7 @@ def scan(text: str, patch: Patch, marker: str) -> Scan:
     """
     region = _function_region(text, patch.function)
     if region is not None:
-        start, end, first_line = region
+        start, end, first_line, definitions = region
         config = cst.PartialParserConfig(default_newline=first_newline(text))
         try:
             found = _scan(text[start:end], patch, marker, config)
@@ -215,6 +217,7 @@ def scan(text: str, patch: Patch, marker: str) -> Scan:
             shift = first_line - 1
             return Scan(
                 function_line=found.function_line + shift,
+                definitions=definitions,
                 anchors=found.anchors,
                 fixed=found.fixed,
                 anchor_lines=tuple(line + shift for line in found.anchor_lines),
@@ -224,12 +227,13 @@ def scan(text: str, patch: Patch, marker: str) -> Scan:
     return _scan(text, patch, marker, cst.PartialParserConfig())
 
 
-def _function_region(text: str, function: str) -> Optional[Tuple[int, int, int]]:
-    """(start, end, first line) of the lines that hold the one module-level ``def function``,
-    decorators included, as Python's ``ast`` sees it in a tenth of LibCST's parse time.
+def _function_region(text: str, function: str) -> Optional[Tuple[int, int, int, int]]:
+    """(start, end, first line, number of definitions) for the lines that hold the last
+    module-level ``def function`` (the one Python binds), decorators included, as Python's
+    ``ast`` sees it in a tenth of LibCST's parse time.
 
-    None when ``ast`` cannot say for sure: a syntax error, no such function or several, or
-    Python 3.7 (whose ``ast`` has no end lines).
+    None when ``ast`` cannot say for sure: a syntax error, no such function, or Python 3.7
+    (whose ``ast`` has no end lines).
     """
     import ast
     import warnings
@@ -241,12 +245,12 @@ def _function_region(text: str, function: str) -> Optional[Tuple[int, int, int]]
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
     found = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function]
-    last = getattr(found[0], "end_lineno", None) if len(found) == 1 else None
+    last = getattr(found[-1], "end_lineno", None) if found else None
     if last is None:
         return None
-    first = min([found[0].lineno] + [decorator.lineno for decorator in found[0].decorator_list])
+    first = min([found[-1].lineno] + [decorator.lineno for decorator in found[-1].decorator_list])
     starts = line_starts(text)
-    return starts[first - 1], starts[last] if last < len(starts) else len(text), first
+    return starts[first - 1], starts[last] if last < len(starts) else len(text), first, len(found)
 
 
 def _scan(text: str, patch: Patch, marker: str, config: cst.PartialParserConfig) -> Scan:
@@ -258,21 +262,20 @@ def _scan(text: str, patch: Patch, marker: str, config: cst.PartialParserConfig)
     fixed_sentinel = f"# mmcv-patcher-fixed-{os.urandom(16).hex()}"  # never already in the text
     def_sentinel = f"# mmcv-patcher-def-{os.urandom(16).hex()}"
     codemod = _Codemod(patch, marker, fixed_sentinel)
-    changes: List[Tuple[int, cst.FunctionDef, cst.FunctionDef]] = []
-    for index, statement in enumerate(module.body):
-        if isinstance(statement, cst.FunctionDef) and statement.name.value == patch.function:
-            changed = statement.visit(codemod)
-            assert isinstance(changed, cst.FunctionDef)  # the codemod never removes a function
-            if not changes and isinstance(changed.body, cst.IndentedBlock):
-                header = _append_comment(changed.body.header, def_sentinel)
-                changed = changed.with_changes(body=changed.body.with_changes(header=header))
-            changes.append((index, statement, changed))
-    if not changes:
-        return Scan(None, 0, 0, (), (), text)
-    marked = _render(text, module, changes)
+    definitions = [(index, statement) for index, statement in enumerate(module.body) if isinstance(statement, cst.FunctionDef) and statement.name.value == patch.function]
+    if not definitions:
+        return Scan(None, 0, 0, 0, (), (), text)
+    index, statement = definitions[-1]  # Python binds the last one
+    changed = statement.visit(codemod)
+    assert isinstance(changed, cst.FunctionDef)  # the codemod never removes a function
+    if isinstance(changed.body, cst.IndentedBlock):
+        header = _append_comment(changed.body.header, def_sentinel)
+        changed = changed.with_changes(body=changed.body.with_changes(header=header))
+    marked = _render(text, module, index, statement, changed)
     function_lines = _lines_of(marked, def_sentinel)
     return Scan(
         function_line=function_lines[0] if function_lines else None,
+        definitions=len(definitions),
         anchors=codemod.anchors,
         fixed=codemod.fixed,
         anchor_lines=_first_lines(_lines_of(marked, marker), codemod.anchor_spans),
@@ -281,17 +284,15 @@ def _scan(text: str, patch: Patch, marker: str, config: cst.PartialParserConfig)
     )
 
 
-def _render(text: str, module: cst.Module, changes: List[Tuple[int, cst.FunctionDef, cst.FunctionDef]]) -> str:
-    """``text`` with the changed top-level statements. Renders only those statements and
-    splices them in when the original statement's text occurs exactly once (so its place
-    is certain); otherwise renders the whole module, which costs several times more."""
-    if len(changes) == 1:
-        _, before, after = changes[0]
-        old = module.code_for_node(before)
-        at = text.find(old)
-        if at >= 0 and text.find(old, at + 1) < 0:
-            return text[:at] + module.code_for_node(after) + text[at + len(old):]
+def _render(text: str, module: cst.Module, index: int, before: cst.FunctionDef, after: cst.FunctionDef) -> str:
+    """``text`` with the top-level statement at ``index`` changed from ``before`` to
+    ``after``. Renders only that statement and splices it in when the original statement's
+    text occurs exactly once (so its place is certain); otherwise renders the whole module,
+    which costs several times more."""
+    old = module.code_for_node(before)
+    at = text.find(old)
+    if at >= 0 and text.find(old, at + 1) < 0:
+        return text[:at] + module.code_for_node(after) + text[at + len(old):]
     body: List[Any] = list(module.body)
-    for index, _, after in changes:
-        body[index] = after
+    body[index] = after
     return module.with_changes(body=body).code

@@ -8,18 +8,17 @@ import contextlib
 import difflib
 import errno
 import os
+import stat
 from types import CodeType
-from typing import ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmcv_patcher import plan, write
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Patch, Result, State
-from mmcv_patcher.source import Source, UndecodableSource, decode
+from mmcv_patcher.source import MAX_SOURCE_BYTES, Source, UndecodableSource, decode
 
 #: The commands' words, as typed and as in JSON (``verify`` is :data:`mmcv_patcher.verify.VERIFY`).
 APPLY, STATUS, REVERT = "apply", "status", "revert"
-#: mmcv's nms.py is about 20 KB; LibCST needs seconds per MB, so anything this big is refused.
-MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
 class Outcome:
@@ -48,24 +47,45 @@ class _FilePlan:
         self.verdicts: List[Tuple[Patch, plan.Plan, plan.Plan]] = []
 
 
-def run(command: str, target: Target, patches: Sequence[Patch], *, force: bool = False, dry_run: bool = False) -> Outcome:
+class Options(NamedTuple):
+    """How a command runs, beyond which command and which patches."""
+
+    force: bool = False
+    dry_run: bool = False
+    #: seconds a writing run waits for another run's lock before giving up
+    lock_timeout: float = 60.0
+    #: told at once when the lock is held by another process (its id, when known)
+    on_wait: Callable[[str, Optional[int]], None] = lambda directory, pid: None
+    #: ``sys.pycache_prefix`` of the interpreters involved: bytecode can live there too
+    pycache_prefixes: Tuple[str, ...] = ()
+
+
+def run(command: str, target: Target, patches: Sequence[Patch], options: Optional[Options] = None) -> Outcome:
     """Runs ``command`` for ``patches`` on ``target``. Bad files become failed results,
     never exceptions; files are written only when the whole command succeeds."""
-    writes = command != STATUS and not dry_run
+    options = options or Options()
+    writes = command != STATUS and not options.dry_run
     outcome = Outcome()
     groups = _by_file(target, patches)
-    lock: ContextManager[bool] = write.locked(target.package_dir) if writes else contextlib.nullcontext(False)
-    with lock as waited:
-        outcome.waited = waited
+    with contextlib.ExitStack() as stack:
         if writes:
-            _remove_stale_temps(groups)
-        file_plans = [_plan_file(command, target, path, group, force) for path, group in groups.items()]
-        succeeded = all(action.ok for file_plan in file_plans for _, _, action in file_plan.verdicts)
+            try:
+                outcome.waited = stack.enter_context(
+                    write.locked(target.package_dir, options.lock_timeout, lambda pid: options.on_wait(target.package_dir, pid))
+                )
+            except write.LockTimeout as error:
+                outcome.error = f"{target.package_dir}: {error.strerror}; nothing was written (--lock-timeout waits longer)"
+            except OSError as error:  # cannot even open the directory (another user's, mode 0711)
+                outcome.error = _write_error(target.package_dir, error)
+            if outcome.error is None:
+                _remove_stale_temps(groups)
+        file_plans = [_plan_file(command, target, path, group, options.force) for path, group in groups.items()]
+        succeeded = outcome.error is None and all(action.ok for file_plan in file_plans for _, _, action in file_plan.verdicts)
         written = False
         if succeeded and command != STATUS:
-            outcome.error, written = _write_all(file_plans, outcome, package_dir=target.package_dir, dry_run=dry_run, force=force)
+            outcome.error, written = _write_all(file_plans, outcome, package_dir=target.package_dir, options=options)
         outcome.results = [
-            _result(file_plan.path, patch, assessed, action, written=written, dry_run=dry_run)
+            _result(file_plan.path, patch, assessed, action, written=written, dry_run=options.dry_run)
             for file_plan in file_plans
             for patch, assessed, action in file_plan.verdicts
         ]
@@ -91,11 +111,7 @@ def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[str, List[Patch]]
 def _plan_file(command: str, target: Target, path: str, patches: List[Patch], force: bool) -> _FilePlan:
     file_plan = _FilePlan(path)
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > MAX_SOURCE_BYTES:
-                raise UndecodableSource(f"it is {size / 1e6:.1f} MB, far larger than any mmcv source file; refusing to parse it")
-            file_plan.source = decode(handle.read())
+        file_plan.source = decode(read_source(path))
     except (OSError, UndecodableSource) as error:
         for patch in patches:
             verdict = _unreadable(patch, target, path, error)
@@ -121,6 +137,26 @@ def _plan_file(command: str, target: Target, path: str, patches: List[Patch], fo
     return file_plan
 
 
+def read_source(path: str) -> bytes:
+    """The bytes of a source file: a regular file of at most :data:`MAX_SOURCE_BYTES`.
+    Anything else (a FIFO, a socket, ``/dev/zero`` behind a symlink, a huge file) is refused
+    at once, without reading it or waiting for a writer."""
+    _check_regular(os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        _check_regular(os.fstat(fd).st_mode)  # it may have been swapped since
+        data = handle.read(MAX_SOURCE_BYTES + 1)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise UndecodableSource(f"it is over {MAX_SOURCE_BYTES // 2**20} MB, far larger than any mmcv source file; refusing to parse it")
+    return data
+
+
+def _check_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise UndecodableSource(f"it is {kind}, not a regular file")
+
+
 def _unreadable(patch: Patch, target: Target, path: str, error: Exception) -> plan.Plan:
     """The verdict for a file that is missing or cannot be read as Python source."""
     if isinstance(error, FileNotFoundError) and plan.gate(patch, target.release(patch)) is not plan.Gate.AFFECTED:
@@ -129,7 +165,7 @@ def _unreadable(patch: Patch, target: Target, path: str, error: Exception) -> pl
     return plan.Plan(State.DRIFTED, None, f"cannot read the file: {reason}; {target.release(patch).reinstall()}", ok=False)
 
 
-def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: str, dry_run: bool, force: bool) -> Tuple[Optional[str], bool]:
+def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: str, options: Options) -> Tuple[Optional[str], bool]:
     """Writes (or diffs) every changed file; returns an error line or None, and whether
     the files were written.
 
@@ -142,34 +178,36 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: st
     for file_plan in changed:
         assert file_plan.source is not None and file_plan.new_text is not None
         data = file_plan.source.encode(file_plan.new_text)
-        try:  # as the interpreter will: the code is kept for the .pyc
-            code = compile(data, file_plan.path, "exec", dont_inherit=True)
+        if len(data) > MAX_SOURCE_BYTES:  # what we write, a later revert or status must read
+            return f"{file_plan.path}: the patched file would be over {MAX_SOURCE_BYTES // 2**20} MB; nothing was written", False
+        try:  # as the interpreter will, unoptimized whatever our own -O: the code is kept for the .pyc
+            code = compile(data, file_plan.path, "exec", dont_inherit=True, optimize=0)
         except (SyntaxError, ValueError) as error:
             return f"{file_plan.path}:{getattr(error, 'lineno', None) or '?'}: the patched file would not compile ({error}); nothing was written", False
         real = os.path.realpath(file_plan.path)
-        problem = _outside_problem(file_plan.path, real, package_dir, force)
+        problem = _outside_problem(file_plan.path, real, package_dir, options.force)
         if problem is not None:
             return problem, False
         encoded.append((file_plan, real, data, code))
-    if dry_run:
+    if options.dry_run:
         outcome.diffs.extend(_diff(fp.path, fp.source.text, fp.new_text) for fp, _, _, _ in encoded if fp.source and fp.new_text is not None)
         return None, False
     done: List[Tuple[_FilePlan, str]] = []
     for file_plan, real, data, code in encoded:
-        problem = _replace(file_plan.path, real, data, code)
+        problem = _replace(file_plan.path, real, data, options.pycache_prefixes, code)
         if problem is not None:
             for earlier, earlier_real in reversed(done):  # keep "all or nothing" across files
                 assert earlier.source is not None
-                _replace(earlier.path, earlier_real, earlier.source.encode(earlier.source.text))
+                _replace(earlier.path, earlier_real, earlier.source.encode(earlier.source.text), options.pycache_prefixes)
             return problem, False
         done.append((file_plan, real))
     return None, True
 
 
-def _replace(path: str, real: str, data: bytes, code: Optional[CodeType] = None) -> Optional[str]:
+def _replace(path: str, real: str, data: bytes, pycache_prefixes: Tuple[str, ...], code: Optional[CodeType] = None) -> Optional[str]:
     """Writes one file (``real``, which Python imports as ``path``); an error line, or None."""
     try:
-        write.replace_file(real, data, import_path=path, code=code)
+        write.replace_file(real, data, import_path=path, code=code, pycache_prefixes=pycache_prefixes)
     except OSError as error:
         return _write_error(real, error)
     return None

@@ -20,6 +20,8 @@ class InterpreterError(RuntimeError):
 class Interpreter(NamedTuple):
     executable: str
     sys_path: Tuple[str, ...]
+    #: where it keeps bytecode besides ``__pycache__`` (``sys.pycache_prefix``), if anywhere
+    pycache_prefix: Optional[str]
     #: the package directory ``import mmcv`` would load, or None with ``mmcv_problem``
     mmcv_dir: Optional[str]
     mmcv_problem: Optional[str]
@@ -28,16 +30,15 @@ class Interpreter(NamedTuple):
 def _from(answer: Dict[str, Any]) -> Interpreter:
     """The answer of :func:`where.where` as a value; ValueError when it has another shape."""
     executable, sys_path = answer.get("executable"), answer.get("sys_path")
-    mmcv_dir, problem = answer.get("mmcv_dir"), answer.get("mmcv_problem")
+    optional = [answer.get(key) for key in ("pycache_prefix", "mmcv_dir", "mmcv_problem")]
     if not (
         isinstance(executable, str)
         and isinstance(sys_path, list)
         and all(isinstance(entry, str) for entry in sys_path)
-        and isinstance(mmcv_dir, (str, type(None)))
-        and isinstance(problem, (str, type(None)))
+        and all(isinstance(value, (str, type(None))) for value in optional)
     ):
-        raise ValueError("not the answer of mmcv_patcher.where")
-    return Interpreter(executable, tuple(sys_path), mmcv_dir, problem)
+        raise ValueError("its answer is not where mmcv is")
+    return Interpreter(executable, tuple(sys_path), *optional)
 
 
 def current() -> Interpreter:

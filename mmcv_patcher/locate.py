@@ -7,14 +7,15 @@ from :mod:`importlib.metadata`, and a source checkout's ``version.py`` is parsed
 import ast
 import hashlib
 import os
+import stat
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from mmcv_patcher.interpreter import Interpreter, current
 from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch
 from mmcv_patcher.plan import Release, remembered_sha256
-from mmcv_patcher.source import UndecodableSource, decode, record_hash
+from mmcv_patcher.source import MAX_SOURCE_BYTES, UndecodableSource, decode, record_hash
 
 if sys.version_info >= (3, 12):
     from importlib import metadata
@@ -23,6 +24,10 @@ else:  # the stdlib reads installed-files.txt (old pip's setup.py installs) only
 
 #: Editable-install hooks are a few lines; anything bigger is not one.
 _MAX_HOOK_BYTES = 1024 * 1024
+#: The metadata files importlib.metadata reads, and how big one may be (torch's RECORD,
+#: among the largest, is under 2 MB).
+_METADATA_FILES = ("METADATA", "PKG-INFO", "RECORD", "installed-files.txt", "SOURCES.txt")
+_MAX_METADATA_BYTES = 16 * 2**20
 
 
 class NotFound(LookupError):
@@ -69,6 +74,8 @@ def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[
     if path is not None:
         # absolute, keeping "..": after a symlink it is not the lexical parent, only the OS resolves it
         package_dir, only_file = _package_from_path(str(Path(path).absolute()), patches)
+        if os.pardir in Path(package_dir).parts:  # .../mmcv/ops/.. is the package; its metadata is beside it
+            package_dir = os.path.realpath(package_dir)
         return _describe(package_dir, _distributions([os.path.dirname(package_dir)]), only_file, patches)
     seen = interpreter or current()
     if seen.mmcv_dir is None:
@@ -126,12 +133,25 @@ class Installed(NamedTuple):
     hooks: Tuple[str, ...]
 
 
-def _distributions(path: Sequence[str]) -> List[Installed]:
+class Candidates(NamedTuple):
+    """The installed mmcv family on a path, and what was skipped, for the target's notes."""
+
+    found: List[Installed]
+    skipped: Tuple[str, ...]
+
+
+def _distributions(path: Sequence[str]) -> Candidates:
     """The installed mmcv family on ``path``, by name as listed, then by path entry; the
-    same metadata reached through two path entries counts once."""
+    same metadata reached through two path entries counts once. Metadata that is not a
+    regular file of sane size is skipped (and said so) before importlib.metadata reads it."""
     found: Dict[Tuple[str, str, Optional[str]], Installed] = {}
+    skipped = []
     for name in MMCV_DISTRIBUTIONS:
         for dist in metadata.distributions(name=name, path=list(path)):
+            problem = _metadata_problem(getattr(dist, "_path", None))
+            if problem is not None:
+                skipped.append(problem)
+                continue
             root = str(dist.locate_file(""))
             key = (os.path.realpath(root), name, dist.version)
             if key in found:
@@ -145,7 +165,28 @@ def _distributions(path: Sequence[str]) -> List[Installed]:
                 elif posix.endswith(".pth") or entry.parts[-1].startswith("__editable__"):
                     hooks.append(str(entry.locate()))
             found[key] = Installed(name, dist.version, root, package_files, tuple(hooks))
-    return list(found.values())
+    return Candidates(list(found.values()), tuple(skipped))
+
+
+def _metadata_problem(info: object) -> Optional[str]:
+    """Why the metadata at ``info`` (a ``PathDistribution``'s directory, or the file of an
+    old distutils install) must not be read, or None. importlib.metadata reads whole files
+    and would block on a FIFO or read a device forever; it exposes no size check, so the
+    files it reads are checked here first, through the path it keeps (``_path``)."""
+    if not isinstance(info, os.PathLike):
+        return None
+    where = str(os.fspath(info))
+    files = [where] if not os.path.isdir(where) else [os.path.join(where, name) for name in _METADATA_FILES]
+    for file in files:
+        try:
+            found = os.stat(file)
+        except OSError:
+            continue
+        if not stat.S_ISREG(found.st_mode):
+            return f"ignored the metadata {file}: not a regular file"
+        if found.st_size > _MAX_METADATA_BYTES:
+            return f"ignored the metadata {file}: {found.st_size // 2**20} MB, far larger than any real one"
+    return None
 
 
 def _owns(dist: Installed, package_dir: str) -> bool:
@@ -180,20 +221,20 @@ def _hook_names(hook: str, package_dir: str) -> bool:
     return any(os.path.realpath(os.path.join(base, path)) in wanted for path in paths)
 
 
-def _describe(package_dir: str, candidates: Iterable[Installed], only_file: Optional[str], patches: Sequence[Patch]) -> Target:
+def _describe(package_dir: str, candidates: Candidates, only_file: Optional[str], patches: Sequence[Patch]) -> Target:
     """The target for ``package_dir``: the distribution whose file list owns it, with notes
     whenever that is not clear-cut, so nothing is decided silently."""
-    candidates = list(candidates)
-    owners = [dist for dist in candidates if _owns(dist, package_dir)]
-    notes: List[str] = []
+    owners = [dist for dist in candidates.found if _owns(dist, package_dir)]
+    notes: List[str] = list(candidates.skipped)
     if len(owners) > 1:
         owner, how = _current_owner(owners, package_dir, patches)
         names = ", ".join(f"{dist.name} {dist.version}" for dist in owners)
-        notes.append(f"several distributions claim {package_dir}: {names}; {how}, so gating by {owner.name} {owner.version}")
+        stale = ", ".join(f"{dist.name} {dist.version}" for dist in owners if dist is not owner)
+        notes.append(f"several distributions claim {package_dir}: {names}; {how}, so gating by {owner.name} {owner.version} ({stale}: left-over metadata?)")
     elif owners:
         owner = owners[0]
     else:
-        for dist in candidates:
+        for dist in candidates.found:
             notes.append(f"{dist.name} {dist.version} is installed, but its metadata ({dist.root}) does not list {package_dir}; using {os.path.join(package_dir, 'version.py')}")
         return Target(package_dir, None, literal_version(os.path.join(package_dir, "version.py")), {}, tuple(notes), only_file)
     record = {path[len("mmcv/"):]: digest for path, digest in owner.package_files.items() if digest}
@@ -201,21 +242,29 @@ def _describe(package_dir: str, candidates: Iterable[Installed], only_file: Opti
 
 
 def _current_owner(owners: List[Installed], package_dir: str, patches: Sequence[Patch]) -> Tuple[Installed, str]:
-    """Of several owners, the one whose RECORD hash matches the patch files as they are, or
-    as they were before we patched them (the hash our marker remembers)."""
-    for patch in patches:
+    """Of several owners (two releases' metadata after ``pip install --target --upgrade``,
+    or two distributions over one tree), the one that installed what is there now: the one
+    whose RECORD alone matches a patch file as it is, or as it was before we patched it (the
+    hash our marker remembers), or else ``version.py``; failing that, the one whose version
+    ``version.py`` names. Returns it and how it was chosen."""
+    for file in [patch.file for patch in patches] + ["version.py"]:
         try:
-            with open(_inside(package_dir, patch.file), "rb") as handle:
-                data = handle.read()
+            with open(_inside(package_dir, file), "rb") as handle:
+                data = handle.read(MAX_SOURCE_BYTES + 1)
             source = decode(data)
         except (OSError, UndecodableSource):
             continue
-        remembered = remembered_sha256(source, patch)
-        hashes = {record_hash(hashlib.sha256(data).digest())} | ({record_hash(bytes.fromhex(remembered))} if remembered else set())
-        for dist in owners:
-            if dist.package_files.get(f"mmcv/{patch.file}") in hashes:
-                return dist, f"mmcv/{patch.file} there is the one {dist.name} installed"
-    return owners[0], "neither's RECORD matches the files there"
+        hashes = {record_hash(hashlib.sha256(data).digest())}
+        remembered = [remembered_sha256(source, patch) for patch in patches if patch.file == file]
+        hashes.update(record_hash(bytes.fromhex(sha)) for sha in remembered if sha)
+        matching = [dist for dist in owners if dist.package_files.get(f"mmcv/{file}") in hashes]
+        if len(matching) == 1:
+            return matching[0], f"mmcv/{file} there is the one {matching[0].name} {matching[0].version} installed"
+    version = literal_version(os.path.join(package_dir, "version.py"))
+    named = [dist for dist in owners if dist.version == version]
+    if len(named) == 1:
+        return named[0], f"mmcv/version.py there says {version}"
+    return owners[0], "no RECORD tells which installed the files there"
 
 
 def literal_version(version_file: str) -> Optional[str]:

@@ -172,6 +172,8 @@ def _quick_unpatched_line(source: Source, patch: Patch, release: Release) -> Opt
     above = max(text.rfind("\ndef ", 0, first), text.rfind("\rdef ", 0, first))
     if above < 0 or not text.startswith(f"def {patch.function}(", above + 1):
         return None
+    if text.count(f"def {patch.function}(") != 1:  # which one Python binds is the scan's to say
+        return None
     return line_at(text, first)
 
 
@@ -237,10 +239,11 @@ def _assess_structurally(source: Source, patch: Patch, release: Release, where: 
         return Plan(State.FIXED_UPSTREAM, found.fixed_lines[0], "the cast is already there; nothing to do")
     if found.anchors == 0:
         if affected:
+            which = f"{patch.function}()" if found.definitions == 1 else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
             return Plan(
                 State.DRIFTED,
                 found.function_line,
-                f"the statement `{patch.anchor}` is not in {patch.function}(); the file was edited: {release.reinstall()}",
+                f"the statement `{patch.anchor}` is not in {which}; the file was edited: {release.reinstall()}",
                 ok=False,
             )
         return Plan(State.NOT_AFFECTED, found.function_line, f"{patch.function}() has no such statement")

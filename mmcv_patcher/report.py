@@ -1,6 +1,8 @@
 """One place for output: the same results as human lines or as one JSON object."""
 
+import io
 import json
+import os
 import sys
 from typing import Any, Dict, List, NamedTuple, Optional
 
@@ -90,11 +92,49 @@ def as_text(target: Optional[Target], outcome: Optional[Outcome]) -> List[str]:
     return lines
 
 
+def safe_streams() -> None:
+    """Makes stdout show any path in any locale: a character the encoding lacks (or a
+    surrogate-escaped byte of a file name) is written as a backslash escape, never an error."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def out(text: str) -> None:
+    """Writes ``text`` and a newline to stdout. See :func:`_write`."""
+    _write("stdout", text)
+
+
+def err(text: str) -> None:
+    """Writes ``text`` and a newline to stderr. See :func:`_write`."""
+    _write("stderr", text)
+
+
+def _write(name: str, text: str) -> None:
+    """Output never changes the outcome: the exit code reports what happened to the files,
+    so a stream that cannot be written (closed, full, a pipe whose reader left) is dropped,
+    and replaced by /dev/null so that the interpreter's flush at exit cannot fail either."""
+    stream = getattr(sys, name)
+    if stream is None:  # started with the descriptor closed
+        return
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except (OSError, ValueError):  # ValueError: the stream was closed
+        setattr(sys, name, open(os.devnull, "w"))
+
+
 def print_errors(lines: List[str]) -> None:
     """Each failure as one ``mmcv-patcher: error:`` line on stderr: the only place that
     formats them."""
     for line in lines:
-        print(f"mmcv-patcher: error: {line}", file=sys.stderr)
+        err(f"mmcv-patcher: error: {line}")
+
+
+def waiting(directory: str, pid: Optional[int], timeout: float) -> str:
+    """The line a run prints at once when another run holds the lock it needs."""
+    who = f"another mmcv-patcher run (process {pid})" if pid else "another mmcv-patcher run"
+    return f"mmcv-patcher: {who} is changing {directory}; waiting for it, at most {timeout:g} s (--lock-timeout)"
 
 
 def errors(outcome: Optional[Outcome]) -> List[str]:

@@ -7,6 +7,9 @@ import re
 import tokenize
 from typing import List, NamedTuple
 
+#: mmcv's nms.py is about 20 KB; LibCST needs seconds per MB, so anything this big is refused.
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
+
 
 class UndecodableSource(ValueError):
     """The file's bytes are not text that can be written back byte for byte."""

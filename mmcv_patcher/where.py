@@ -11,11 +11,12 @@ import sys
 
 
 def where():
-    """A JSON-able dict: executable, sys_path, mmcv_dir, mmcv_problem."""
+    """A JSON-able dict: executable, sys_path, pycache_prefix, mmcv_dir, mmcv_problem."""
     cwd = os.getcwd()
     found = {
         "executable": sys.executable,
         "sys_path": [os.path.join(cwd, entry) if entry else cwd for entry in sys.path],
+        "pycache_prefix": getattr(sys, "pycache_prefix", None),  # 3.8+
         "mmcv_dir": None,
         "mmcv_problem": None,
     }
@@ -30,6 +31,9 @@ def where():
     locations = list(spec.submodule_search_locations or [])
     if not locations or spec.origin in (None, "namespace"):
         found["mmcv_problem"] = "mmcv at %s is not a regular package (no __init__.py)" % (locations or [spec.origin])[0]
+        return found
+    if not os.path.isdir(locations[0]):
+        found["mmcv_problem"] = "mmcv is imported from %s, inside an archive, which cannot be patched in place; install mmcv as a directory" % locations[0]
         return found
     found["mmcv_dir"] = os.path.abspath(locations[0])
     return found

@@ -18,8 +18,9 @@ import os
 import stat
 import sys
 import tempfile
+import time
 from types import CodeType
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional
 
 try:
     import fcntl
@@ -33,26 +34,56 @@ class ReadOnly(PermissionError):
     """The target (or its directory) cannot be written by this user."""
 
 
+class LockTimeout(OSError):
+    """Another run held the lock for longer than the caller was willing to wait."""
+
+
 @contextlib.contextmanager
-def locked(directory: str) -> Iterator[bool]:
+def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], None]) -> Iterator[bool]:
     """Holds an exclusive ``flock`` on ``directory`` itself, so no lock file is ever left.
 
-    Yields whether another process held it first and this one had to wait.
+    When another process holds it, calls ``on_wait`` at once with that process's id (when
+    ``/proc/locks`` tells) and waits at most ``timeout`` seconds, then raises
+    :class:`LockTimeout`. Yields whether it had to wait.
     """
     if fcntl is None:  # pragma: no cover
         yield False
         return
     fd = os.open(directory, os.O_RDONLY)
     try:
-        waited = False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            waited = True
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        waited = not _try_flock(fd)
+        if waited:
+            on_wait(_lock_holder(fd))
+            deadline = time.monotonic() + timeout
+            while not _try_flock(fd):
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(errno.EAGAIN, f"another mmcv-patcher run held the lock for over {timeout:g} s", directory)
+                time.sleep(0.05)
         yield waited
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _lock_holder(fd: int) -> Optional[int]:
+    """The id of the process holding an flock on ``fd``'s inode, from Linux's /proc/locks."""
+    inode = os.fstat(fd).st_ino
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if "FLOCK" in fields and "->" not in fields and len(fields) >= 6 and fields[5].rsplit(":", 1)[-1] == str(inode):
+                    return int(fields[4])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def check_writable(path: str) -> None:
@@ -67,20 +98,29 @@ class StaleBytecode(OSError):
     """A ``__pycache__`` entry could not be removed, so the source was not changed."""
 
 
-def replace_file(path: str, data: bytes, *, import_path: Optional[str] = None, code: Optional[CodeType] = None) -> None:
+def replace_file(path: str, data: bytes, *, import_path: Optional[str] = None, code: Optional[CodeType] = None, pycache_prefixes: Iterable[str] = ()) -> None:
     """Replaces ``path`` with ``data`` atomically, keeping its mode (and owner, where
     permitted). Leaves no temporary file behind unless the process is killed.
 
     Checks that the file and its directory are writable before touching anything. The
     bytecode of ``path`` (and of ``import_path``, the name Python imports it by when that
     is a symlink to ``path``) is dropped before the write and rebuilt after it, so a crash
-    in between leaves no bytecode rather than bytecode of the old source. ``code``, when
-    the caller compiled ``data`` under the name Python imports it by, is reused for that
-    name's unoptimized ``.pyc`` rather than compiling the file again.
+    in between leaves no bytecode rather than bytecode of the old source; bytecode under
+    each of ``pycache_prefixes`` (``sys.pycache_prefix``) is handled like ``__pycache__``.
+    ``code``, when the caller compiled ``data`` unoptimized under the name Python imports
+    it by, is reused for that name's optimization-level-0 ``.pyc``.
     """
     check_writable(path)
     imported = import_path or path
-    dropped = [(location, drop_bytecode(location)) for location in {path, imported}]
+    prefixes = tuple(pycache_prefixes)
+    dropped = []
+    try:
+        for location in {path, imported}:
+            dropped.append((location, drop_bytecode(location, prefixes)))
+    except StaleBytecode:
+        for location, entries in dropped:  # the source is unchanged: put its bytecode back
+            rebuild_bytecode(location, entries)
+        raise
     try:
         _write_atomically(path, data, os.stat(path))
     finally:
@@ -141,7 +181,7 @@ def _names_in(folder: str) -> List[str]:
 
 
 class _CacheEntry(NamedTuple):
-    """A ``__pycache__`` entry of this interpreter that existed before a write."""
+    """A bytecode entry of this interpreter that existed before a write."""
 
     pyc: str
     optimize: int
@@ -149,31 +189,52 @@ class _CacheEntry(NamedTuple):
     like: os.stat_result
 
 
-def drop_bytecode(path: str) -> List[_CacheEntry]:
-    """Removes every ``__pycache__`` entry of ``path`` before its source changes, so no
-    crash can leave bytecode of the old source beside the new one: Python never revalidates
-    an unchecked-hash ``.pyc``. Returns this interpreter's entries, for :func:`rebuild_bytecode`.
+def cache_directories(path: str, pycache_prefixes: Iterable[str] = ()) -> List[str]:
+    """Where bytecode of ``path`` can live: ``__pycache__`` beside it, and for each
+    ``sys.pycache_prefix`` the mirror of its directory under that prefix, named as
+    :func:`importlib.util.cache_from_source` names it."""
+    directory = os.path.dirname(path)
+    mirrored = os.path.abspath(directory).lstrip(os.sep)
+    return [os.path.join(directory, "__pycache__")] + [os.path.join(prefix, mirrored) for prefix in pycache_prefixes]
 
-    Raises :class:`StaleBytecode` if an entry cannot be removed; the source must not change then.
-    (``PYTHONDONTWRITEBYTECODE`` governs writes at import time, not this: like pip, we keep
-    the install's compiled state as it was.)
+
+def drop_bytecode(path: str, pycache_prefixes: Iterable[str] = ()) -> List[_CacheEntry]:
+    """Removes every bytecode entry of ``path`` (every interpreter, every optimization
+    level, in every :func:`cache_directories`) before its source changes, so no crash can
+    leave bytecode of the old source beside the new one: Python never revalidates an
+    unchecked-hash ``.pyc``. Returns this interpreter's entries, for :func:`rebuild_bytecode`.
+
+    Raises :class:`StaleBytecode`, having removed nothing, when an entry is not a regular
+    file or its directory is not writable; the source must not change then. (Like pip, we
+    keep the install's compiled state as it was; ``PYTHONDONTWRITEBYTECODE`` governs writes
+    at import time, not this.)
     """
-    directory, name = os.path.split(path)
-    stem = name.rpartition(".")[0] or name
-    cache = os.path.join(directory, "__pycache__")
+    stem = os.path.basename(path).rpartition(".")[0] or os.path.basename(path)
+    found = []
+    for cache in cache_directories(path, pycache_prefixes):
+        for cached in _names_in(cache):
+            if not (cached.startswith(stem + ".") and cached.endswith(".pyc")):
+                continue
+            pyc = os.path.join(cache, cached)
+            try:
+                info = os.lstat(pyc)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                raise StaleBytecode(errno.EISDIR if stat.S_ISDIR(info.st_mode) else errno.EINVAL, "not a regular file", pyc)
+            if not os.access(cache, os.W_OK):
+                raise StaleBytecode(errno.EACCES, "read-only", pyc)
+            tag, _, level = cached[len(stem) + 1 : -len(".pyc")].partition(".opt-")
+            mine = tag == sys.implementation.cache_tag and level in ("", "1", "2")
+            found.append((pyc, _CacheEntry(pyc, int(level or 0), _flags(pyc), info) if mine else None))
     dropped: List[_CacheEntry] = []
-    for cached in _names_in(cache):
-        if not (cached.startswith(stem + ".") and cached.endswith(".pyc")):
-            continue
-        pyc = os.path.join(cache, cached)
-        tag, _, level = cached[len(stem) + 1 : -len(".pyc")].partition(".opt-")
-        mine = tag == sys.implementation.cache_tag and level in ("", "1", "2")
-        entry = _CacheEntry(pyc, int(level or 0), _flags(pyc), os.stat(pyc)) if mine else None
+    for pyc, entry in found:
         try:
             os.unlink(pyc)
         except FileNotFoundError:
             continue
         except OSError as error:
+            rebuild_bytecode(path, dropped)  # still the old source: put back what went
             raise StaleBytecode(error.errno, error.strerror, pyc) from None
         if entry is not None:
             dropped.append(entry)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -81,14 +80,3 @@ def egg_info(root: Path, directory: str, name: str, version: str, listing: str, 
     info.mkdir()
     (info / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     (info / listing).write_text(lines)
-
-
-def wait_until_someone_blocks_on_flock(timeout: float = 60) -> None:
-    """Returns once the kernel lists a process waiting for an flock (``->`` in /proc/locks),
-    so a test can release a lock knowing the other side really had to wait."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any("->" in line and "FLOCK" in line for line in Path("/proc/locks").read_text().splitlines()):
-            return
-        time.sleep(0.01)
-    raise TimeoutError("nobody blocked on an flock")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ from typing import List
 import pytest
 
 from mmcv_patcher import write
-from tests.fixtures import make_tree, wait_until_someone_blocks_on_flock
+from tests.fixtures import make_tree
 from tests.test_faults import ORIGINAL, PATCHED, leftovers
 
 pytestmark = pytest.mark.concurrency
@@ -58,25 +59,53 @@ def test_concurrent_applies_and_reverts_end_whole(tmp_path: Path) -> None:
     assert leftovers(nms) == []
 
 
-def test_a_run_that_waited_says_so(tmp_path: Path) -> None:
-    make_tree(tmp_path, distribution="mmcv")
-    held = threading.Event()
-    release = threading.Event()
+def _held(directory: Path) -> "tuple[threading.Event, threading.Thread]":
+    """A thread holding the run lock on ``directory`` until the returned event is set."""
+    held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with write.locked(str(tmp_path / "mmcv")):
+        with write.locked(str(directory), 5, lambda pid: None):
             held.set()
-            release.wait(30)
+            release.wait(60)
 
     holder = threading.Thread(target=hold)
     holder.start()
     held.wait(10)
+    return release, holder
+
+
+def test_a_run_that_must_wait_says_so_at_once_and_then_finishes(tmp_path: Path) -> None:
+    make_tree(tmp_path, distribution="mmcv")
+    release, holder = _held(tmp_path / "mmcv")
     waiting = subprocess.Popen(
-        [sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(tmp_path)], stdout=subprocess.PIPE, universal_newlines=True
+        [sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
     )
-    wait_until_someone_blocks_on_flock()
+    assert waiting.stderr is not None
+    first = waiting.stderr.readline()  # printed while the lock is still held
     release.set()
     out, _ = waiting.communicate(timeout=60)
     holder.join()
+    assert first == f"mmcv-patcher: another mmcv-patcher run (process {os.getpid()}) is changing {tmp_path / 'mmcv'}; waiting for it, at most 60 s (--lock-timeout)\n"
     assert waiting.returncode == 0
     assert "note: waited for another mmcv-patcher run on this package to finish" in out
+
+
+def test_a_run_gives_up_after_lock_timeout_and_writes_nothing(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    release, holder = _held(tmp_path / "mmcv")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mmcv_patcher", "apply", "--lock-timeout", "0.5", "--path", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            timeout=60,
+        )
+    finally:
+        release.set()
+        holder.join()
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"mmcv-patcher: error: {tmp_path / 'mmcv'}: another mmcv-patcher run held the lock for over 0.5 s; nothing was written (--lock-timeout waits longer)"
+    )
+    assert nms.read_bytes() == ORIGINAL

@@ -100,7 +100,7 @@ def test_a_directory_where_the_file_should_be(tmp_path: Path) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
     nms.unlink()
     nms.mkdir()
-    assert "Is a directory" in refused(cli("apply", "--path", str(tmp_path)), file=nms)
+    assert "it is a directory, not a regular file" in refused(cli("apply", "--path", str(tmp_path)), file=nms)
     assert nms.is_dir()
 
 

@@ -184,6 +184,6 @@ def test_an_editable_hook_owns_only_the_checkout_it_names_whole(tmp_path: Path, 
     _editable_install(owned, hook_name, names_src.format(src=checkout))
     _editable_install(other, hook_name, names_src2.format(src=checkout))  # /x/src2 contains "/x/src"
     for site, distribution in ((owned, "mmcv"), (other, None)):
-        seen = interpreter.Interpreter("python", (str(site),), str(checkout / "mmcv"), None)
+        seen = interpreter.Interpreter("python", (str(site),), None, str(checkout / "mmcv"), None)
         target = locate.locate(None, PATCHES, seen)
         assert (target.distribution, target.version) == (distribution, "1.7.2"), site

@@ -356,10 +356,16 @@ def test_encodings_and_newlines_round_trip_byte_for_byte(data: bytes) -> None:
     assert again.encode(undone.new_text) == data
 
 
-def test_a_file_libcst_cannot_round_trip_is_refused_not_rewritten() -> None:
-    # LibCST drops the last newline of a whole module with old-Mac (CR only) newlines; a
-    # second definition makes ast's answer ambiguous, so LibCST parses and renders it all.
-    text = (NMS + "\n\ndef batched_nms(*args):\n    pass\n").replace("\n", "\r")
+def test_a_file_libcst_cannot_round_trip_is_refused_not_rewritten(monkeypatch: pytest.MonkeyPatch) -> None:
+    # LibCST drops the last newline of a whole module with old-Mac (CR only) newlines. When
+    # ast cannot place the function (Python 3.7's ast has no end lines), LibCST parses and
+    # renders it all.
+    from mmcv_patcher import codemod
+
+    monkeypatch.setattr(codemod, "_function_region", lambda text, function: None)
+    function = NMS[NMS.index("def batched_nms") :]
+    # a copy of the function's text in a string: only rendering the whole module places it
+    text = (NMS + '\nCOPY = """\n\n\n' + function + '"""\n').replace("\n", "\r")
     verdict = plan.assess(decode(text.encode()), PATCH, plan.Release("mmcv", "2.1.0"), need_text=True)
     assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == ANCHOR_LINE
     assert "without changing other bytes" in verdict.message
@@ -385,10 +391,24 @@ def test_function_text_also_inside_a_string_patches_the_real_function() -> None:
     assert revert(patched) == text
 
 
-def test_two_definitions_each_with_the_anchor_are_drifted() -> None:
+def test_of_two_definitions_the_one_python_binds_is_patched() -> None:
     function = NMS[NMS.index("def batched_nms") :]
-    verdict = assess(NMS + "\n\n" + function)
-    assert verdict.state is State.DRIFTED and "2 times (lines 18, 32)" in verdict.message
+    text = NMS + "\n\n" + function
+    verdict = assess(text)
+    assert (verdict.state, verdict.line) == (State.UNPATCHED, 32)
+    patched = apply(text)
+    assert patched.startswith(NMS) and patched.count(PATCH.inserted) == 1
+    assert revert(patched) == text
+
+
+@pytest.mark.parametrize("need_text", [True, False])
+def test_a_statement_only_in_a_dead_definition_is_drifted(need_text: bool) -> None:
+    # Python runs the last definition; the statement in the first is dead code.
+    text = NMS + "\n\ndef batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):\n    return boxes, scores\n"
+    verdict = assess(text, need_text=need_text, record=recorded(text))
+    assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == 22
+    assert "the last of 2 definitions of batched_nms(), the one Python runs" in verdict.message
+    assert plan.plan_apply(verdict, force=True).new_text is None
 
 
 @pytest.mark.parametrize(

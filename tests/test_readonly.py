@@ -108,3 +108,15 @@ def test_compiled_root_owned_install_is_refused_before_its_bytecode_is_touched(s
     assert done.returncode == 1
     assert done.stderr.strip() == f"mmcv-patcher: error: cannot write {nms}: {MESSAGE}"
     assert nms.read_text() == NMS and pyc.read_bytes() == before
+
+
+def test_a_package_directory_others_may_only_enter_is_refused_in_one_line(shared: Path) -> None:
+    nms = _tree(shared, "enter-only")
+    package = nms.parents[1]
+    os.chmod(package, 0o711)  # root's; nobody may pass through it but not list or lock it
+    root = nms.parents[2]
+    assert as_nobody(shared, "status", "--check", "--path", str(root)).returncode == 3  # reading is fine
+    done = as_nobody(shared, "apply", "--path", str(root))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"mmcv-patcher: error: cannot write {package}: {MESSAGE}"
+    assert nms.read_text() == NMS

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from mmcv_patcher import write
-from tests.fixtures import wait_until_someone_blocks_on_flock
 
 
 def _module(tmp_path: Path, body: str) -> Path:
@@ -89,14 +88,15 @@ def test_optimized_bytecode_keeps_its_level(tmp_path: Path) -> None:
     assert _run(path, "-O") == "new"
 
 
-def test_lock_reports_waiting_and_leaves_no_file(tmp_path: Path) -> None:
+def test_lock_names_the_holder_at_once_waits_and_leaves_no_file(tmp_path: Path) -> None:
     directory = tmp_path / "pkg"
     directory.mkdir()
     released = threading.Event()
     holder_ready = threading.Event()
+    told: list = []
 
     def hold() -> None:
-        with write.locked(str(directory)) as waited:
+        with write.locked(str(directory), 5, told.append) as waited:
             assert not waited
             holder_ready.set()
             released.wait(5)
@@ -104,13 +104,25 @@ def test_lock_reports_waiting_and_leaves_no_file(tmp_path: Path) -> None:
     thread = threading.Thread(target=hold)
     thread.start()
     holder_ready.wait(5)
-    releaser = threading.Thread(target=lambda: (wait_until_someone_blocks_on_flock(), released.set()))
-    releaser.start()
-    with write.locked(str(directory)) as waited:
+    with write.locked(str(directory), 30, lambda pid: (told.append(pid), released.set())) as waited:
         assert waited
     thread.join()
-    releaser.join()
+    assert told == [os.getpid()], "told at once, with the holder's process id"
     assert list(directory.iterdir()) == []
+
+
+def test_lock_gives_up_after_the_timeout(tmp_path: Path) -> None:
+    directory = tmp_path / "pkg"
+    directory.mkdir()
+    with write.locked(str(directory), 5, lambda pid: None):
+        holder = subprocess.run(
+            [sys.executable, "-c", "import sys; from mmcv_patcher import write\nwith write.locked(sys.argv[1], 0.3, print): pass", str(directory)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+        )
+    assert holder.stdout.strip() == str(os.getpid())
+    assert "LockTimeout" in holder.stderr and "held the lock for over 0.3 s" in holder.stderr
 
 
 def test_our_pyc_is_byte_identical_to_what_python_writes(tmp_path: Path) -> None:
