@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         dry_run=getattr(args, "dry_run", False),
         lock_timeout=getattr(args, "lock_timeout", arguments.DEFAULT_LOCK_TIMEOUT),
         on_wait=lambda directory, pid: report.err(report.waiting(directory, pid, args.lock_timeout)),
-        pycache_prefixes=tuple(sorted({p for p in (sys.pycache_prefix, interpreters[0].pycache_prefix) if p})),
+        pycache_prefixes=tuple(sorted({p for p in (getattr(sys, "pycache_prefix", None), interpreters[0].pycache_prefix) if p})),  # 3.8+
     )
     outcome = commands.run(args.command, target, patches, options)
     problems = report.errors(outcome)

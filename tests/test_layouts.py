@@ -177,3 +177,16 @@ def test_a_copy_shadowing_the_installed_one_is_reported_and_status_all_shows_bot
     assert releases.tool(python, "status", "--all", "--check", env=env).returncode == 3
     text = releases.tool(python, "status", "--all", env=env).stdout
     assert "also has on sys.path (not imported)" in text
+
+
+def test_target_directory_upgraded_in_place_gates_by_the_new_release(tmp_path: Path) -> None:
+    # `pip install --target DIR --upgrade` replaces mmcv/ but leaves the old *.dist-info.
+    old = next(r for r in releases.INSTALLED if r.id == "mmcv-1.3.3")
+    target = tmp_path / "target"
+    for release, upgrade in ((old, []), (MMCV, ["--upgrade"])):
+        releases.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", *upgrade, "--target", target, releases.wheel(release)])
+    assert sorted(p.name for p in target.glob("mmcv-*.dist-info")) == ["mmcv-1.3.3.dist-info", "mmcv-1.7.2.dist-info"]
+    python = releases.make_venv(tmp_path / "venv")
+    status = cycle(python, target / "mmcv" / "ops" / "nms.py", env={"PYTHONPATH": str(target)})
+    [note] = status["target"]["notes"]
+    assert "mmcv/ops/nms.py there is the one mmcv 1.7.2 installed, so gating by mmcv 1.7.2 (mmcv 1.3.3: left-over metadata?)" in note
