@@ -7,6 +7,7 @@ Python 3.6 syntax, and prints one JSON object on its last line of output.
 argv: number of boxes, device ("cpu" or "cuda"), split_thr.
 """
 
+import importlib.util
 import json
 import os
 import sys
@@ -32,10 +33,20 @@ def main(argv):
         "scores_dtype": "float16",
         "device": device,
     }
+    torch_problem = None
     try:
         import torch
     except Exception as error:  # any import failure means: cannot check here
-        return _finish(report, "unavailable", "torch cannot be imported (%s: %s)" % (type(error).__name__, error))
+        torch_problem = "torch cannot be imported (%s: %s)" % (type(error).__name__, error)
+    # What matters first: mmcv-lite (or a build without MMCV_WITH_OPS) has no compiled ops,
+    # so there is nothing to run whatever torch does. Told from the files, importing nothing.
+    spec = importlib.util.find_spec("mmcv")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if locations and os.path.isdir(locations[0]) and not any(name.startswith("_ext") for name in os.listdir(locations[0])):
+        detail = "mmcv at %s has no compiled ops (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no batched_nms to run" % locations[0]
+        return _finish(report, "unavailable", detail + ("; %s too" % torch_problem if torch_problem else ""))
+    if torch_problem is not None:
+        return _finish(report, "unavailable", torch_problem)
     report["torch"] = torch.__version__
     try:
         import mmcv

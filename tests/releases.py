@@ -5,22 +5,26 @@ Everything slow is kept under ``$MMCV_PATCHER_CACHE`` (default ``~/.cache/mmcv-p
     dists/     sdists and wheels exactly as the package index serves them
     wheels/    wheels built from those sdists (lite builds; the CPU-ops build of 2.1.0)
     buildenv/  the virtualenv that prepares and builds old setup.py sdists
+    logs/      the output of each download and build, named in the lines that announce them
 
 so a second run needs no network. No mmcv code is kept in this repository.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import venv
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 #: This checkout: what the tests pip-install, and the source tree a plain ``-m`` run finds.
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -28,6 +32,7 @@ CACHE = Path(os.environ.get("MMCV_PATCHER_CACHE") or Path.home() / ".cache" / "m
 DISTS = CACHE / "dists"
 WHEELS = CACHE / "wheels"
 BUILDENV = CACHE / "buildenv"
+LOGS = CACHE / "logs"
 TORCH = "torch==2.13.0"  # the CPU wheel on this machine's disk; plain "torch" is a CUDA build
 
 
@@ -93,13 +98,39 @@ def _find(directory: Path, release: Release, suffixes: Sequence[str]) -> Optiona
     return None
 
 
-def run(command: Sequence[str], env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    """Runs a command, raising with its output when it fails."""
+def run(command: Sequence[str], env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None, log: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """Runs a command, raising with its output when it fails; ``log`` keeps the output."""
     merged = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **(env or {}))
     done = subprocess.run(list(map(str, command)), env=merged, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    if log is not None:
+        with open(log, "a") as handle:
+            handle.write(f"$ {' '.join(map(str, command))}\n{done.stdout}\n")
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, command))} exited {done.returncode}:\n{done.stdout[-4000:]}")
     return done
+
+
+def announce(line: str) -> None:
+    """Says a line about a long step. tests/conftest.py replaces this with pytest's terminal,
+    so the lines show in pytest's normal output, not in a test's captured output."""
+    print(line, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def slow_step(what: str, expected: str) -> Iterator[Path]:
+    """Says when a long step starts (what, how long it takes on 2 cores, where its log
+    is) and when it ends, so a cold first run does not look hung. Yields the log's path."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / (re.sub(r"[^\w.=-]+", "-", what).strip("-") + ".log")
+    log.write_text("")
+    announce(f"mmcv-patcher tests: {what}: starting, about {expected} on 2 cores (log: {log})")
+    started = time.monotonic()
+    try:
+        yield log
+    except BaseException:
+        announce(f"mmcv-patcher tests: {what}: FAILED after {time.monotonic() - started:.0f} s (log: {log})")
+        raise
+    announce(f"mmcv-patcher tests: {what}: done in {time.monotonic() - started:.0f} s")
 
 
 def buildenv() -> Path:
@@ -108,10 +139,11 @@ def buildenv() -> Path:
     python = BUILDENV / "bin" / "python"
     ready = BUILDENV / ".ready"
     if not ready.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(str(BUILDENV))
-        run([python, "-m", "pip", "install", "-q", TORCH])
-        # torch's metadata asks for a newer setuptools; the old setup.py files need <70.
-        run([python, "-m", "pip", "install", "-q", "numpy", "setuptools<70", "wheel", "mmengine"])
+        with slow_step("making the build environment (torch, numpy, setuptools<70)", "2 minutes") as log:
+            venv.EnvBuilder(with_pip=True, clear=True).create(str(BUILDENV))
+            run([python, "-m", "pip", "install", "-q", TORCH], log=log)
+            # torch's metadata asks for a newer setuptools; the old setup.py files need <70.
+            run([python, "-m", "pip", "install", "-q", "numpy", "setuptools<70", "wheel", "mmengine"], log=log)
         ready.write_text("ok\n")
     return python
 
@@ -129,11 +161,13 @@ def download(release: Release) -> Path:
     if found is not None:
         return found
     DISTS.mkdir(parents=True, exist_ok=True)
-    if release.distribution in _WHEEL_ONLY:
-        run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:", release.spec, "-d", DISTS])
-    else:
-        env = {"MMCV_WITH_OPS": "1" if release.ops else "0", "FORCE_CUDA": "0"}
-        run([*_pip(release, "download"), "-q", "--no-deps", "--no-binary", ":all:", release.spec, "-d", DISTS], env)
+    pip = [sys.executable, "-m", "pip", "download"] if release.distribution in _WHEEL_ONLY else _pip(release, "download")
+    with slow_step(f"downloading {release.spec}", "10 seconds") as log:
+        if release.distribution in _WHEEL_ONLY:
+            run([*pip, "-q", "--no-deps", "--only-binary", ":all:", release.spec, "-d", DISTS], log=log)
+        else:
+            env = {"MMCV_WITH_OPS": "1" if release.ops else "0", "FORCE_CUDA": "0"}
+            run([*pip, "-q", "--no-deps", "--no-binary", ":all:", release.spec, "-d", DISTS], env, log=log)
     found = _find(DISTS, release, (".tar.gz", ".zip", ".whl"))
     if found is None:
         raise RuntimeError(f"pip downloaded nothing for {release.spec} into {DISTS}")
@@ -145,22 +179,25 @@ def wheel(release: Release) -> Path:
     downloaded = download(release)
     if downloaded.suffix == ".whl":
         return downloaded
-    return _built(release, WHEELS, {"MMCV_WITH_OPS": "0"})
+    return _built(release, WHEELS, {"MMCV_WITH_OPS": "0"}, "building a pure-Python wheel", "10 seconds")
 
 
 def ops_wheel() -> Path:
-    """mmcv 2.1.0 built from its sdist with CPU ops (MMCV_WITH_OPS=1, FORCE_CUDA=0), once."""
-    return _built(OPS, WHEELS / "ops", {"MMCV_WITH_OPS": "1", "FORCE_CUDA": "0", "MAX_JOBS": str(os.cpu_count() or 1)})
+    """mmcv 2.1.0 built from its sdist with CPU ops (MMCV_WITH_OPS=1, FORCE_CUDA=0), once.
+    Needs a C++ compiler and the Python headers."""
+    env = {"MMCV_WITH_OPS": "1", "FORCE_CUDA": "0", "MAX_JOBS": str(os.cpu_count() or 1)}
+    return _built(OPS, WHEELS / "ops", env, "building the wheel with its C++ CPU ops", "12 to 25 minutes")
 
 
-def _built(release: Release, directory: Path, env: Dict[str, str]) -> Path:
+def _built(release: Release, directory: Path, env: Dict[str, str], what: str, expected: str) -> Path:
     """The wheel built from the release's sdist with ``env``, cached in ``directory``."""
     built = _find(directory, release, (".whl",))
     if built is not None:
         return built
     sdist = download(release)
     directory.mkdir(parents=True, exist_ok=True)
-    run([*_pip(release, "wheel"), "-q", "--no-deps", sdist, "-w", directory], env)
+    with slow_step(f"{release.spec}: {what}", expected) as log:
+        run([*_pip(release, "wheel"), "-q", "--no-deps", sdist, "-w", directory], env, log=log)
     built = _find(directory, release, (".whl",))
     if built is None:
         raise RuntimeError(f"building {sdist} with {env} produced no wheel in {directory}")

@@ -108,15 +108,29 @@ def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: 
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
     [line] = done.stderr.splitlines()
-    assert line.startswith("mmcv-patcher: error: verify: unavailable: mmcv.ops cannot be imported")
-    assert "mmcv-lite and builds without ops have no batched_nms" in line
+    mmcv_dir = releases.site_packages(python) / "mmcv"
+    assert line == (
+        f"mmcv-patcher: error: verify: unavailable: mmcv at {mmcv_dir} has no compiled ops"
+        " (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no batched_nms to run"
+    )
 
 
-def test_verify_without_torch_says_so(tmp_path: Path) -> None:
-    lite = next(r for r in releases.INSTALLED if r.id == "mmcv-1.7.2")
+def test_verify_without_torch_says_first_that_there_are_no_ops_then_no_torch(tmp_path: Path) -> None:
+    lite = next(r for r in releases.INSTALLED if r.id == "mmcv-lite-2.2.0")
     python = releases.make_venv(tmp_path / "venv")
     releases.pip_install(python, "--no-index", releases.wheel(lite))
     done = releases.tool(python, "verify", "--json")
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     report = json.loads(done.stdout)["verify"]
-    assert report["verdict"] == "unavailable" and report["detail"].startswith("torch cannot be imported")
+    assert report["verdict"] == "unavailable"
+    assert report["detail"].startswith(f"mmcv at {releases.site_packages(python) / 'mmcv'} has no compiled ops")
+    assert report["detail"].endswith("; torch cannot be imported (ModuleNotFoundError: No module named 'torch') too")
+
+
+def test_verify_with_ops_but_without_torch_says_torch_is_missing(tmp_path: Path) -> None:
+    python = releases.make_venv(tmp_path / "venv")
+    releases.pip_install(python, "--no-index", releases.ops_wheel())
+    done = releases.tool(python, "verify", "--json")
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    report = json.loads(done.stdout)["verify"]
+    assert (report["verdict"], report["detail"]) == ("unavailable", "torch cannot be imported (ModuleNotFoundError: No module named 'torch')")

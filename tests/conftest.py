@@ -1,0 +1,20 @@
+"""Long downloads and builds announce themselves on pytest's terminal (tests/releases.py)."""
+
+import pytest
+
+from tests import releases
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    def announce(line: str) -> None:
+        """Writes past pytest's output capture, as pytest's own progress lines are."""
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None:
+            print(line, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+            reporter.flush()
+
+    releases.announce = announce

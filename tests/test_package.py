@@ -1,0 +1,54 @@
+"""The package as it would be published: ``python -m build`` makes the sdist, then the wheel
+from the sdist (not from the checkout), ``twine check --strict`` passes on both, and that
+wheel installs and patches the real mmcv-lite 2.2.0."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import mmcv_patcher
+from tests import releases
+
+pytestmark = pytest.mark.package
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    with releases.slow_step("building the sdist and the wheel from it", "1 minute") as log:
+        releases.run([sys.executable, "-m", "build", "--outdir", out, releases.REPOSITORY], log=log)
+    return out
+
+
+def test_twine_check_strict_passes_on_both(dist: Path) -> None:
+    built = sorted(p.name for p in dist.iterdir())
+    version = mmcv_patcher.__version__
+    assert built == [f"mmcv_patcher-{version}-py3-none-any.whl", f"mmcv_patcher-{version}.tar.gz"]
+    done = releases.run([sys.executable, "-m", "twine", "check", "--strict", *sorted(dist.iterdir())])
+    assert done.stdout.count("PASSED") == 2, done.stdout
+
+
+def test_the_sdist_holds_the_patches_and_the_readme(dist: Path) -> None:
+    [sdist] = dist.glob("*.tar.gz")
+    with tarfile.open(sdist) as tarred:
+        names = {name.split("/", 1)[1] for name in tarred.getnames() if "/" in name}
+    assert {"README.md", "setup.cfg", "pyproject.toml", "patches/batched_nms_amp_dtype.py", "mmcv_patcher/cli.py"} <= names
+
+
+def test_the_wheel_built_from_the_sdist_installs_and_patches(dist: Path, tmp_path: Path) -> None:
+    [wheel] = dist.glob("*.whl")
+    python = releases.make_venv(tmp_path / "venv", with_tool=False, with_pip=True)
+    releases.run([python, "-m", "pip", "install", "-q", wheel])
+    lite = next(r for r in releases.INSTALLED if r.id == "mmcv-lite-2.2.0")
+    releases.pip_install(python, "--no-index", releases.wheel(lite))
+    version = subprocess.run([str(python), "-m", "mmcv_patcher", "--version"], stdout=subprocess.PIPE, universal_newlines=True, cwd=str(tmp_path))
+    assert version.stdout.strip() == f"mmcv-patcher {mmcv_patcher.__version__}"
+    assert releases.tool(python, "apply").returncode == 0
+    nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
+    assert b"# mmcv-patcher: batched-nms-amp-dtype" in nms.read_bytes()
+    assert releases.tool(python, "status", "--check").returncode == 0
