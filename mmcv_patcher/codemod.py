@@ -50,15 +50,15 @@ class ParseFailure(Exception):
 class Scan(NamedTuple):
     """What the codemod found in one file for one patch.
 
-    ``patched_text`` is the whole file with every anchor fixed and marked; it is only
-    meaningful (and only used) when exactly one anchor was found.
+    ``patched_text`` is the whole file with every anchor fixed and marked.
     """
 
     function_line: Optional[int]
     #: module-level definitions of the function; only the last, which Python binds, counts
     definitions: int
-    anchors: int
-    fixed: int
+    #: per edit of the patch: how many anchors, and how many already-fixed statements
+    anchors: Tuple[int, ...]
+    fixed: Tuple[int, ...]
     anchor_lines: Tuple[int, ...]
     fixed_lines: Tuple[int, ...]
     patched_text: str
@@ -86,17 +86,63 @@ def _statement(code: str) -> cst.BaseSmallStatement:
 
 
 class _Substitute(cst.CSTTransformer):
-    """Replaces the node shaped like ``target`` by ``replacement`` (keeps its formatting)."""
+    """Replaces each node shaped like ``target`` by ``replacement``, counting them."""
 
     def __init__(self, target: Any, replacement: cst.CSTNode) -> None:
         super().__init__()
         self.target = target
         self.replacement = replacement
+        self.count = 0
 
     def on_leave(self, original_node: cst.CSTNode, updated_node: cst.CSTNode) -> Any:
         if shape(original_node) == self.target:
+            self.count += 1
             return self.replacement
         return updated_node
+
+
+class _Mismatch(Exception):
+    """``fixed`` does not add to ``anchor`` in a way :func:`_insert` can follow."""
+
+
+def _insert(actual: Any, anchor: Any, fixed: Any) -> Any:
+    """``actual`` (shaped like ``anchor``) with what ``fixed`` adds to ``anchor``, keeping
+    ``actual``'s own formatting everywhere else.
+
+    Where ``fixed`` has the same kind of node as ``anchor``, their children are compared
+    pairwise; where it differs, ``fixed`` wraps ``anchor`` there (``boxes`` becomes
+    ``boxes.float()``), and the wrapper, parsed from the canonical text, is put around the
+    file's own node. Raises :class:`_Mismatch` otherwise.
+    """
+    if shape(anchor) == shape(fixed):
+        return actual
+    if type(anchor) is type(fixed) and isinstance(anchor, cst.CSTNode):
+        try:
+            changes = {}
+            for field in dataclasses.fields(anchor):
+                name = field.name
+                if name in _FORMATTING_FIELDS or name.startswith("whitespace"):
+                    continue
+                old, new, mine = getattr(anchor, name), getattr(fixed, name), getattr(actual, name)
+                if shape(old) == shape(new):
+                    continue
+                if isinstance(old, (list, tuple)):
+                    if not len(old) == len(new) == len(mine):
+                        raise _Mismatch
+                    changes[name] = tuple(_insert(m, o, n) for m, o, n in zip(mine, old, new))
+                elif isinstance(old, cst.CSTNode):
+                    changes[name] = _insert(mine, old, new)
+                else:
+                    raise _Mismatch
+            return actual.with_changes(**changes)
+        except _Mismatch:
+            pass  # the same kind of node can still wrap it: f(x) -> g(f(x))
+    if isinstance(fixed, cst.CSTNode):
+        substitute = _Substitute(shape(anchor), actual)
+        wrapped = fixed.visit(substitute)
+        if substitute.count == 1:
+            return wrapped
+    raise _Mismatch
 
 
 #: Nodes whose children can hold statements; the codemod descends into nothing else.
@@ -108,22 +154,19 @@ _STATEMENT_CONTAINERS = tuple(
 
 
 class _Codemod(cst.CSTTransformer):
-    """Fixes and marks every anchor statement; tags every already-fixed one with a sentinel."""
+    """Fixes and marks every anchor statement of every edit; tags every already-fixed one
+    with a sentinel."""
 
     def __init__(self, patch: Patch, marker: str, sentinel: str) -> None:
         super().__init__()
-        anchor = _statement(patch.anchor)
-        fixed = _statement(patch.fixed)
-        if not isinstance(anchor, cst.Assign) or not isinstance(fixed, cst.Assign):
-            raise TypeError(f"{patch.id}: anchor and fixed must be assignments")
-        self.anchor_shape = shape(anchor)
-        self.fixed_shape = shape(fixed)
-        self.anchor_value_shape = shape(anchor.value)
-        self.fixed_value = fixed.value
+        self.edits = [(_statement(edit.anchor), _statement(edit.fixed)) for edit in patch.edits]
+        self.shapes = [(shape(anchor), shape(fixed)) for anchor, fixed in self.edits]
+        #: cheap filter: shapes are only worth computing for statements of these kinds
+        self.kinds = tuple({type(statement) for edit in self.edits for statement in edit})
         self.marker = marker
         self.sentinel = sentinel
-        self.anchors = 0
-        self.fixed = 0
+        self.anchors = [0] * len(self.edits)
+        self.fixed = [0] * len(self.edits)
         #: per tagged line, how far it runs past its first line, in file order
         self.anchor_spans: List[int] = []
         self.fixed_spans: List[int] = []
@@ -133,24 +176,22 @@ class _Codemod(cst.CSTTransformer):
         # cost a few dozen nodes instead of thousands. leave_* still runs for every node.
         return isinstance(node, _STATEMENT_CONTAINERS)
 
-    def _fix(self, statement: cst.Assign) -> cst.Assign:
-        value = self.fixed_value.visit(_Substitute(self.anchor_value_shape, statement.value))
-        return statement.with_changes(value=value)
-
     def _leave_line(self, updated: _Line) -> _Line:
         body = list(updated.body)
         tag = None
         for i, statement in enumerate(body):
-            if not isinstance(statement, cst.Assign):
-                continue  # cheap filter: shapes are only worth computing for assignments
+            if not isinstance(statement, self.kinds):
+                continue
             statement_shape = shape(statement)
-            if statement_shape == self.anchor_shape:
-                body[i] = self._fix(statement)
-                self.anchors += 1
-                tag = self.marker
-            elif statement_shape == self.fixed_shape:
-                self.fixed += 1
-                tag = tag or self.sentinel
+            for index, (anchor_shape, fixed_shape) in enumerate(self.shapes):
+                if statement_shape == anchor_shape:
+                    anchor, fixed = self.edits[index]
+                    body[i] = _insert(statement, anchor, fixed)
+                    self.anchors[index] += 1
+                    tag = self.marker
+                elif statement_shape == fixed_shape:
+                    self.fixed[index] += 1
+                    tag = tag or self.sentinel
         if tag is None:
             return updated
         (self.anchor_spans if tag == self.marker else self.fixed_spans).append(_line_span(updated))
@@ -264,7 +305,7 @@ def _scan(text: str, patch: Patch, marker: str, config: cst.PartialParserConfig)
     codemod = _Codemod(patch, marker, fixed_sentinel)
     definitions = [(index, statement) for index, statement in enumerate(module.body) if isinstance(statement, cst.FunctionDef) and statement.name.value == patch.function]
     if not definitions:
-        return Scan(None, 0, 0, 0, (), (), text)
+        return Scan(None, 0, (0,) * len(patch.edits), (0,) * len(patch.edits), (), (), text)
     index, statement = definitions[-1]  # Python binds the last one
     changed = statement.visit(codemod)
     assert isinstance(changed, cst.FunctionDef)  # the codemod never removes a function
@@ -276,8 +317,8 @@ def _scan(text: str, patch: Patch, marker: str, config: cst.PartialParserConfig)
     return Scan(
         function_line=function_lines[0] if function_lines else None,
         definitions=len(definitions),
-        anchors=codemod.anchors,
-        fixed=codemod.fixed,
+        anchors=tuple(codemod.anchors),
+        fixed=tuple(codemod.fixed),
         anchor_lines=_first_lines(_lines_of(marked, marker), codemod.anchor_spans),
         fixed_lines=_first_lines(_lines_of(marked, fixed_sentinel), codemod.fixed_spans),
         patched_text=marked.replace("  " + def_sentinel, "").replace("  " + fixed_sentinel, ""),

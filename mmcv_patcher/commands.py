@@ -12,7 +12,7 @@ import stat
 from types import CodeType
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from mmcv_patcher import plan, write
+from mmcv_patcher import plan, registry, write
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Patch, Result, State
 from mmcv_patcher.source import MAX_SOURCE_BYTES, Source, UndecodableSource, decode
@@ -118,9 +118,12 @@ def _plan_file(command: str, target: Target, path: str, patches: List[Patch], fo
             file_plan.verdicts.append((patch, verdict, verdict))
         return file_plan
     text = file_plan.source.text
+    # Our edits in a file are checked together (each marker remembers the file from before
+    # all of them), so every registered patch of the file counts, selected or not.
+    family = [patch for patch in registry.all_patches() if patch.file == patches[0].file]
     for patch in reversed(patches) if command == REVERT else patches:
         release = target.release(patch)
-        assessed = plan.assess(Source(text, file_plan.source.encoding), patch, release, need_text=command != STATUS)
+        assessed = plan.assess(Source(text, file_plan.source.encoding), patch, release, need_text=command != STATUS, family=family)
         if command == APPLY:
             action = plan.plan_apply(assessed, force=force)
         elif command == REVERT:
@@ -159,7 +162,7 @@ def _check_regular(mode: int) -> None:
 
 def _unreadable(patch: Patch, target: Target, path: str, error: Exception) -> plan.Plan:
     """The verdict for a file that is missing or cannot be read as Python source."""
-    if isinstance(error, FileNotFoundError) and plan.gate(patch, target.release(patch)) is not plan.Gate.AFFECTED:
+    if isinstance(error, FileNotFoundError) and plan.gate(patch, target.release(patch))[0] is not plan.Gate.AFFECTED:
         return plan.Plan(State.NOT_AFFECTED, None, f"{target.release(patch).describe()} has no {patch.file}")
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
     return plan.Plan(State.DRIFTED, None, f"cannot read the file: {reason}; {target.release(patch).reinstall()}", ok=False)

@@ -255,8 +255,9 @@ def _current_owner(owners: List[Installed], package_dir: str, patches: Sequence[
         except (OSError, UndecodableSource):
             continue
         hashes = {record_hash(hashlib.sha256(data).digest())}
-        remembered = [remembered_sha256(source, patch) for patch in patches if patch.file == file]
-        hashes.update(record_hash(bytes.fromhex(sha)) for sha in remembered if sha)
+        remembered = remembered_sha256(source, [patch for patch in patches if patch.file == file])
+        if remembered is not None:
+            hashes.add(record_hash(bytes.fromhex(remembered)))
         matching = [dist for dist in owners if dist.package_files.get(f"mmcv/{file}") in hashes]
         if len(matching) == 1:
             return matching[0], f"mmcv/{file} there is the one {matching[0].name} {matching[0].version} installed"

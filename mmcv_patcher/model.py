@@ -3,8 +3,11 @@
 Nothing here does I/O or imports LibCST, so the registry and ``status`` stay cheap.
 """
 
+import difflib
 import enum
-from typing import Mapping, NamedTuple, Optional, Tuple
+import io
+import tokenize
+from typing import List, Mapping, NamedTuple, Optional, Tuple
 
 #: Distributions that install the top-level package ``mmcv``.
 MMCV_DISTRIBUTIONS = ("mmcv", "mmcv-full", "mmcv-lite", "onedl-mmcv")
@@ -25,11 +28,15 @@ class State(str, enum.Enum):
 
 
 class Affected(NamedTuple):
-    """The releases of one distribution that have a bug, as an OSV range: from
+    """A range of one distribution's releases that have a bug, as an OSV range: from
     ``introduced`` on, up to and including ``last_affected`` or up to but not including
-    ``fixed`` (exactly one of the two: later releases were not checked). Versions are
-    PEP 440; a local label (``2.1.0+cu118``) does not change the source, and pre-releases
-    never count as affected (none was checked).
+    ``fixed`` (exactly one of the two). Versions are PEP 440; a local label (``2.1.0+cu118``)
+    does not change the source, and pre-releases never count as affected (none was checked).
+
+    ``counts`` says how many times every release in the range has each of the patch's
+    edits (by position in :attr:`Patch.edits`; empty means each once): the number the
+    structural match must find, or refuse. A distribution can have several ranges, where
+    the released code took different forms.
 
     Bounds rather than a PEP 440 specifier set, because "older than the first affected
     release" is its own verdict (not affected), which a specifier set cannot express.
@@ -38,34 +45,58 @@ class Affected(NamedTuple):
     introduced: str = "0"
     last_affected: Optional[str] = None
     fixed: Optional[str] = None
+    counts: Tuple[int, ...] = ()
+
+
+class Edit(NamedTuple):
+    """One statement a patch changes: ``anchor`` as released, ``fixed`` as it must become.
+
+    Both are matched structurally (formatting, comments and parentheses are ignored).
+    ``fixed`` is ``anchor`` with text inserted anywhere (the anchor is a subsequence of the
+    fix), so the edit is pure insertion that a revert can take out again byte for byte.
+    """
+
+    anchor: str
+    fixed: str
+
+    @property
+    def insertions(self) -> Tuple[str, ...]:
+        """The texts the fix inserts into the anchor, in order, found by aligning the two
+        statements' tokens (:mod:`tokenize`), so each is a whole run of tokens."""
+        anchor, fixed = _tokens(self.anchor), _tokens(self.fixed)
+        matcher = difflib.SequenceMatcher(None, [t for t, _, _ in anchor], [t for t, _, _ in fixed], autojunk=False)
+        found = []
+        for tag, _, _, start, end in matcher.get_opcodes():
+            if tag != "equal":
+                if tag != "insert":
+                    raise ValueError(f"{self.fixed!r} is not {self.anchor!r} with insertions")
+                found.append(self.fixed[fixed[start][1] : fixed[end - 1][2]])
+        return tuple(found)
+
+
+def _tokens(code: str) -> List[Tuple[str, int, int]]:
+    """(text, start offset, end offset) of each token of one line of code."""
+    tokens = tokenize.generate_tokens(io.StringIO(code).readline)
+    return [(t.string, t.start[1], t.end[1]) for t in tokens if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER)]
 
 
 class Patch(NamedTuple):
-    """One fix: pure data, turned into a LibCST codemod by :mod:`mmcv_patcher.codemod`.
-
-    ``anchor`` is the statement as released, ``fixed`` the statement as it must become;
-    both are matched structurally (formatting, comments and parentheses are ignored).
-    ``fixed`` must be ``anchor`` with text appended, so the edit is a pure insertion that
-    a revert can take out again byte for byte.
-    """
+    """One fix: pure data, turned into a LibCST codemod by :mod:`mmcv_patcher.codemod`."""
 
     id: str
     summary: str
-    #: distribution name -> the releases that have the bug
-    affected: Mapping[str, Affected]
+    #: distribution name -> the ranges of its releases that have the bug
+    affected: Mapping[str, Tuple[Affected, ...]]
     #: POSIX path of the file inside the ``mmcv`` package directory
     file: str
-    #: name of the module-level function the anchor must be in
+    #: name of the module-level function the edits are in
     function: str
-    anchor: str
-    fixed: str
+    #: the statements it changes; a release has some or all of them (see Affected.counts)
+    edits: Tuple[Edit, ...]
+    #: the error text users search for, for README's table of patches
+    error: str = ""
     #: (before, after) source pairs that document and pin the codemod; run as tests
     examples: Tuple[Tuple[str, str], ...] = ()
-
-    @property
-    def inserted(self) -> str:
-        """The exact text the codemod inserts right after the anchor's value."""
-        return self.fixed[len(self.anchor):]
 
 
 class Result(NamedTuple):

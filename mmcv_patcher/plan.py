@@ -5,14 +5,15 @@ strings. LibCST is imported only when a file's state cannot be read from our mar
 the release's RECORD hash (see :func:`assess`).
 """
 
+import ast
 import enum
 import hashlib
 import re
-from typing import List, NamedTuple, Optional
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from packaging.version import InvalidVersion, Version
 
-from mmcv_patcher.model import Patch, State
+from mmcv_patcher.model import Affected, Patch, State
 from mmcv_patcher.source import Source, line_at, record_hash, sha256_hex
 
 
@@ -61,30 +62,45 @@ class Plan(NamedTuple):
     original_sha256: Optional[str] = None
 
 
-def gate(patch: Patch, release: Release) -> Gate:
-    """Places ``release`` against ``patch.affected``. No metadata counts as upstream ``mmcv``.
+def gate(patch: Patch, release: Release) -> Tuple[Gate, Optional[Affected]]:
+    """Places ``release`` against ``patch.affected``, with the range it falls in. No
+    metadata counts as upstream ``mmcv``.
 
     A local label (``+cu118``) is a build of the same source, so it is ignored. A pre- or
-    dev release is below the range when its release number is, and otherwise outside it,
+    dev release is below the ranges when its release number is, and otherwise outside them,
     even of the first affected release (``1.3.4rc1``): no pre-release was checked.
     """
-    affected = patch.affected.get(release.distribution or "mmcv")
-    if affected is None or release.version is None:
-        return Gate.OUTSIDE
+    ranges = patch.affected.get(release.distribution or "mmcv", ())
+    if not ranges or release.version is None:
+        return Gate.OUTSIDE, None
     try:
         version = Version(release.version)
     except InvalidVersion:
-        return Gate.OUTSIDE
-    if Version(version.base_version) < Version(affected.introduced):
-        return Gate.BELOW
+        return Gate.OUTSIDE, None
+    if all(Version(version.base_version) < Version(each.introduced) for each in ranges):
+        return Gate.BELOW, None
     if version.is_prerelease:
-        return Gate.OUTSIDE
+        return Gate.OUTSIDE, None
     public = Version(version.public)
-    if affected.last_affected is not None and public <= Version(affected.last_affected):
-        return Gate.AFFECTED
-    if affected.fixed is not None and public < Version(affected.fixed):
-        return Gate.AFFECTED
-    return Gate.OUTSIDE
+    for each in ranges:
+        if public < Version(each.introduced):
+            continue
+        if each.last_affected is not None and public <= Version(each.last_affected):
+            return Gate.AFFECTED, each
+        if each.fixed is not None and public < Version(each.fixed):
+            return Gate.AFFECTED, each
+    return Gate.OUTSIDE, None
+
+
+def expected_counts(patch: Patch, affected: Affected) -> Tuple[int, ...]:
+    """How many times releases in ``affected`` have each of the patch's edits."""
+    return affected.counts or (1,) * len(patch.edits)
+
+
+def known_forms(patch: Patch) -> Set[Tuple[int, ...]]:
+    """The edit counts of every known affected range: a release outside them is only
+    ``unverified`` (patchable with --force) when its file has one of these forms."""
+    return {expected_counts(patch, each) for ranges in patch.affected.values() for each in ranges}
 
 
 def marker(patch: Patch, original_sha256: str) -> str:
@@ -93,56 +109,130 @@ def marker(patch: Patch, original_sha256: str) -> str:
 
 
 class _Marker(NamedTuple):
+    patch: Patch
     start: int
     end: int
-    #: the sha256 of the file before we patched it
+    #: the sha256 of the file before any of our patches
     sha256: str
 
 
-def _markers(text: str, patch: Patch) -> List[_Marker]:
-    """Each marker of ``patch`` in ``text``: two spaces, the comment, 64 lowercase hex
-    digits, and the end of that line."""
-    pattern = re.escape("  " + marker(patch, "")) + r"([0-9a-f]{64})(?=\r|\n|\Z)"
-    return [_Marker(found.start(), found.end(), found.group(1)) for found in re.finditer(pattern, text)]
+def _markers(text: str, family: Sequence[Patch]) -> List[_Marker]:
+    """Each marker of the ``family`` (the patches of one file) in ``text``, in file order:
+    two spaces, the comment, 64 lowercase hex digits, and the end of that line."""
+    found: List[_Marker] = []
+    for patch in family:
+        pattern = re.escape("  " + marker(patch, "")) + r"([0-9a-f]{64})(?=\r|\n|\Z)"
+        found.extend(_Marker(patch, m.start(), m.end(), m.group(1)) for m in re.finditer(pattern, text))
+    return sorted(found, key=lambda m: m.start)
 
 
-def remembered_sha256(source: Source, patch: Patch) -> Optional[str]:
-    """The original file's hash our marker keeps, if the file carries exactly one marker."""
-    markers = _markers(source.text, patch)
-    return markers[0].sha256 if len(markers) == 1 else None
+def remembered_sha256(source: Source, family: Sequence[Patch]) -> Optional[str]:
+    """The original file's hash our markers keep, if the file carries them and they agree."""
+    kept = {found.sha256 for found in _markers(source.text, family)}
+    return kept.pop() if len(kept) == 1 else None
 
 
-class _Unpatched(NamedTuple):
-    """The result of taking our edit out of a file: the text and whether it is the original."""
+class Ours(NamedTuple):
+    """Our edits in a file: the markers and insertions of each patch of its family."""
 
-    text: Optional[str]
-    line: int
+    #: whether taking all of them out gives exactly the bytes the markers remember
     exact: bool
-    problem: str
-    sha256: Optional[str] = None
+    #: whether the text we insert was found before every marker at all
+    placed: bool
+    #: what the markers remember (None when they disagree)
+    sha256: Optional[str]
+    #: the text with all of them taken out (the original when exact)
+    original: str
+    #: patch id -> the (start, end) spans of its markers and insertions
+    spans: Dict[str, List[Tuple[int, int]]]
+    #: patch id -> the line of its first marker
+    lines: Dict[str, int]
+
+    def without(self, text: str, patch: Patch) -> str:
+        """``text`` with only ``patch``'s markers and insertions taken out."""
+        return _cut(text, self.spans[patch.id])
 
 
-def _unpatch(source: Source, patch: Patch) -> Optional[_Unpatched]:
-    """Removes our marker and insertion as plain text; None when the file has no marker.
+#: How many placements of our insertions are tried before giving up (each costs one hash of
+#: the file); the nearest-first first try is right unless the file was edited since.
+_MAX_TRIES = 256
 
-    The result is trusted only when its sha256 equals the one the marker kept, which makes
-    this exact without LibCST: a revert restores the original bytes or refuses.
+
+def find_ours(source: Source, family: Sequence[Patch]) -> Optional[Ours]:
+    """Our edits in ``source`` as plain text, found without LibCST; None when there is no marker.
+
+    Each marker ends the last line of a statement we changed, and that statement's
+    insertions (one of its patch's edits) are the nearest such texts before it. Taking all
+    of them out must give the bytes whose sha256 every marker keeps, which makes this exact:
+    a revert restores the original bytes or refuses. Other placements are tried, nearest
+    first, in case the same text also stands nearby.
     """
-    markers = _markers(source.text, patch)
+    text = source.text
+    markers = _markers(text, family)
     if not markers:
         return None
-    start, end, kept = markers[0]
-    line = line_at(source.text, start)
-    if len(markers) > 1:
-        lines = ", ".join(str(line_at(source.text, m.start)) for m in markers)
-        return _Unpatched(None, line, False, f"our marker appears {len(markers)} times (lines {lines})")
-    text = source.text[:start] + source.text[end:]
-    inserted_at = text.rfind(patch.inserted, 0, start)
-    if inserted_at < 0:
-        return _Unpatched(None, line, False, f"our marker is there but {patch.inserted!r} is not")
-    text = text[:inserted_at] + text[inserted_at + len(patch.inserted):]
-    exact = sha256_hex(source.encode(text)) == kept
-    return _Unpatched(text, line, exact, "" if exact else "the patched file was edited after mmcv-patcher patched it", kept)
+    lines: Dict[str, int] = {}
+    for found in markers:
+        lines.setdefault(found.patch.id, line_at(text, found.start))
+    kept = {found.sha256 for found in markers}
+    sha256 = kept.pop() if len(kept) == 1 else None
+    first: Optional[List[List[Tuple[int, int]]]] = None
+    for tries, placement in enumerate(_placements(text, markers, len(markers))):
+        first = first or placement
+        if sha256 is not None and sha256_hex(source.encode(_cut(text, _all_spans(markers, placement)))) == sha256:
+            return Ours(True, True, sha256, _cut(text, _all_spans(markers, placement)), _by_patch(markers, placement), lines)
+        if tries + 1 >= _MAX_TRIES:
+            break
+    placed = first is not None
+    if first is None:  # a marker without the text we insert before it
+        first = [[] for _ in markers]
+    return Ours(False, placed, sha256, _cut(text, _all_spans(markers, first)), _by_patch(markers, first), lines)
+
+
+def _placements(text: str, markers: List[_Marker], count: int) -> Iterator[List[List[Tuple[int, int]]]]:
+    """Every placement of the first ``count`` markers' insertions (a list of spans per
+    marker), each between the marker before and its own, nearest placements first."""
+    if count == 0:
+        yield []
+        return
+    found = markers[count - 1]
+    low = markers[count - 2].end if count > 1 else 0
+    for edit in found.patch.edits:
+        for spans in _spans(text, low, found.start, edit.insertions):
+            for earlier in _placements(text, markers, count - 1):
+                yield earlier + [spans]
+
+
+def _spans(text: str, low: int, high: int, insertions: Tuple[str, ...]) -> Iterator[List[Tuple[int, int]]]:
+    """Where ``insertions`` (in order, apart) can stand in ``text[low:high]``, nearest to
+    ``high`` first."""
+    if not insertions:
+        yield []
+        return
+    *before, last = insertions
+    at = text.rfind(last, low, high)
+    while at >= 0:
+        for earlier in _spans(text, low, at, tuple(before)):
+            yield earlier + [(at, at + len(last))]
+        at = text.rfind(last, low, at + len(last) - 1)
+
+
+def _all_spans(markers: List[_Marker], placement: List[List[Tuple[int, int]]]) -> List[Tuple[int, int]]:
+    return [span for found, spans in zip(markers, placement) for span in spans + [(found.start, found.end)]]
+
+
+def _by_patch(markers: List[_Marker], placement: List[List[Tuple[int, int]]]) -> Dict[str, List[Tuple[int, int]]]:
+    spans: Dict[str, List[Tuple[int, int]]] = {}
+    for found, insertions in zip(markers, placement):
+        spans.setdefault(found.patch.id, []).extend(insertions + [(found.start, found.end)])
+    return spans
+
+
+def _cut(text: str, spans: List[Tuple[int, int]]) -> str:
+    """``text`` without the (disjoint) ``spans``."""
+    for start, end in sorted(spans, reverse=True):
+        text = text[:start] + text[end:]
+    return text
 
 
 def _differs_from_record(sha256: Optional[str], release: Release) -> bool:
@@ -150,110 +240,137 @@ def _differs_from_record(sha256: Optional[str], release: Release) -> bool:
     return release.record_hash is not None and sha256 is not None and not release.installed(bytes.fromhex(sha256))
 
 
-def _quick_unpatched_line(source: Source, patch: Patch, release: Release) -> Optional[int]:
-    """The anchor's line when the file is byte-identical to its release and has it once.
+def _quick_unpatched_line(source: Source, patch: Patch, release: Release, counts: Tuple[int, ...]) -> Optional[int]:
+    """The first anchor's line when the file is byte-identical to its release.
 
     A file whose hash matches RECORD is the file an affected release installed, and every
-    such release has the statement (tests/test_releases.py checks them structurally), so
-    the state is known without parsing; the text only has to say where. It must be the
-    canonical statement alone on its line, once, below ``def <function>(`` as the nearest
-    top-level ``def``; anything less plain goes to the structural scan.
+    release in the range has the statements (tests/test_matrix.py checks them all), so the
+    state is known without LibCST; Python's ``ast`` says where, and confirms the counts.
     """
     if not release.installed(hashlib.sha256(source.encode(source.text)).digest()):
         return None
-    text = source.text
-    first = text.find(patch.anchor)
-    if first < 0 or text.find(patch.anchor, first + 1) >= 0 or patch.fixed in text:
+    try:
+        tree = ast.parse(source.text)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
-    start = max(text.rfind("\n", 0, first), text.rfind("\r", 0, first)) + 1
-    end = first + len(patch.anchor)
-    if text[start:first].strip(" \t") or (end < len(text) and text[end] not in "\r\n"):
+    definitions = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == patch.function]
+    if not definitions:
         return None
-    above = max(text.rfind("\ndef ", 0, first), text.rfind("\rdef ", 0, first))
-    if above < 0 or not text.startswith(f"def {patch.function}(", above + 1):
-        return None
-    if text.count(f"def {patch.function}(") != 1:  # which one Python binds is the scan's to say
-        return None
-    return line_at(text, first)
+    wanted = {ast.dump(ast.parse(edit.anchor).body[0]): index for index, edit in enumerate(patch.edits)}
+    fixed = {ast.dump(ast.parse(edit.fixed).body[0]) for edit in patch.edits}
+    found = [0] * len(patch.edits)
+    lines = []
+    for node in ast.walk(definitions[-1]):  # the one Python binds
+        if isinstance(node, ast.stmt) and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            dumped = ast.dump(node)
+            if dumped in fixed:
+                return None
+            if dumped in wanted:
+                found[wanted[dumped]] += 1
+                lines.append(node.lineno)
+    return min(lines) if tuple(found) == counts and lines else None
 
 
-def assess(source: Source, patch: Patch, release: Release, *, need_text: bool) -> Plan:
+def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, family: Sequence[Patch] = ()) -> Plan:
     """The state of ``patch`` in ``source``; ``new_text`` holds the text after apply
     (unpatched, unverified) or after revert (patched, or drifted by an edit to ours).
+    ``family`` is every patch of this file (default: just this one): our edits are checked
+    together, since each marker remembers the file from before all of them.
 
     With ``need_text`` False the state may be decided without LibCST.
     """
-    undone = _unpatch(source, patch)
-    if undone is not None:
-        if undone.exact:
+    family = tuple(family) or (patch,)
+    ours = find_ours(source, family)
+    if ours is not None and patch.id in ours.spans:
+        line = ours.lines[patch.id]
+        undone = ours.without(source.text, patch)
+        if ours.exact:
             message = "patched by mmcv-patcher"
-            if _differs_from_record(undone.sha256, release):
+            if _differs_from_record(ours.sha256, release):
                 message += "; before that, the file already differed from the release's RECORD"
-            return Plan(State.PATCHED, undone.line, message, new_text=undone.text, original_sha256=undone.sha256)
-        return Plan(State.DRIFTED, undone.line, f"{undone.problem}; {release.reinstall()}", new_text=undone.text, ok=False)
-    where = gate(patch, release)
+            return Plan(State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256)
+        if not ours.placed:
+            return Plan(State.DRIFTED, line, f"our marker is there but the text we inserted is not; {release.reinstall()}", ok=False)
+        return Plan(State.DRIFTED, line, f"the patched file was edited after mmcv-patcher patched it; {release.reinstall()}", new_text=undone, ok=False)
+    if ours is not None and not ours.exact:
+        others = ", ".join(f"{id} at line {at}" for id, at in ours.lines.items())
+        return Plan(State.DRIFTED, None, f"other mmcv-patcher edits in this file ({others}) were changed since; revert them (--force) first", ok=False)
+    where, affected = gate(patch, release)
     if where is Gate.BELOW:
         return Plan(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug")
-    if where is Gate.AFFECTED and not need_text:
-        line = _quick_unpatched_line(source, patch, release)
-        if line is not None:
-            return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug")
-    return _assess_structurally(source, patch, release, where)
+    counts = None if affected is None else expected_counts(patch, affected)
+    if counts is not None and not need_text and ours is None:
+        quick = _quick_unpatched_line(source, patch, release, counts)
+        if quick is not None:
+            return Plan(State.UNPATCHED, quick, f"{release.describe()} has the bug")
+    return _assess_structurally(source, patch, release, counts, family, ours)
 
 
-def _assess_structurally(source: Source, patch: Patch, release: Release, where: Gate) -> Plan:
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
+
+
+def _statements(patch: Patch) -> str:
+    return " and ".join(f"`{edit.anchor}`" for edit in patch.edits)
+
+
+def _assess_structurally(
+    source: Source, patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], family: Sequence[Patch], ours: Optional[Ours]
+) -> Plan:
+    """The state from the codemod's structural scan. ``counts``: how many of each edit's
+    anchors the release must have (None outside the known ranges: a known form). ``ours``:
+    the other patches' edits already in the file, exact."""
     from mmcv_patcher import codemod  # LibCST: loaded only when the text alone cannot tell
 
-    original_sha = sha256_hex(source.encode(source.text))
+    original = source.text if ours is None else ours.original
+    original_sha = sha256_hex(source.encode(original))
     try:
         found = codemod.scan(source.text, patch, marker(patch, original_sha))
     except codemod.ParseFailure as failure:
         return Plan(State.DRIFTED, failure.line, f"cannot parse the file: {failure.reason}; {release.reinstall()}", ok=False)
-    affected = where is Gate.AFFECTED
+    affected = counts is not None
+    which = f"{patch.function}()" if found.definitions <= 1 else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
     if found.function_line is None:
         if affected:
             return Plan(State.DRIFTED, None, f"no module-level function {patch.function}(); {release.reinstall()}", ok=False)
         return Plan(State.NOT_AFFECTED, None, f"no function {patch.function}()")
-    if found.anchors == 1 and found.fixed == 0:
-        line = found.anchor_lines[0]
-        undone = _unpatch(Source(found.patched_text, source.encoding), patch)
-        if undone is None or undone.text != source.text:
-            # The edit must be exactly our two insertions, so revert can take them out again.
-            return Plan(
-                State.DRIFTED,
-                line,
-                f"LibCST cannot edit this file without changing other bytes (unusual newlines?); nothing was written;"
-                f" append `{patch.inserted}` to that line by hand",
-                ok=False,
-            )
+    anchors, fixed = sum(found.anchors), sum(found.fixed)
+    if anchors == 0 and fixed >= 1:
+        return Plan(State.FIXED_UPSTREAM, found.fixed_lines[0], "the fix is already there; nothing to do")
+    if anchors == 0:
         if affected:
-            return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug", new_text=found.patched_text)
-        return Plan(
-            State.UNVERIFIED,
-            line,
-            f"{release.describe()} is outside the releases this patch knows, but has the statement;"
-            " apply --force patches it",
-            new_text=found.patched_text,
-        )
-    if found.anchors == 0 and found.fixed >= 1:
-        return Plan(State.FIXED_UPSTREAM, found.fixed_lines[0], "the cast is already there; nothing to do")
-    if found.anchors == 0:
-        if affected:
-            which = f"{patch.function}()" if found.definitions == 1 else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
-            return Plan(
-                State.DRIFTED,
-                found.function_line,
-                f"the statement `{patch.anchor}` is not in {which}; the file was edited: {release.reinstall()}",
-                ok=False,
-            )
+            return Plan(State.DRIFTED, found.function_line, f"{_statements(patch)} not in {which}; the file was edited: {release.reinstall()}", ok=False)
         return Plan(State.NOT_AFFECTED, found.function_line, f"{patch.function}() has no such statement")
-    lines = ", ".join(str(n) for n in found.anchor_lines + found.fixed_lines)
+    if not affected and not fixed and found.anchors not in known_forms(patch):
+        return Plan(State.NOT_AFFECTED, found.function_line, f"{patch.function}() does not have {_statements(patch)} as any known release does")
+    if fixed or (affected and found.anchors != counts):
+        lines = ", ".join(str(n) for n in sorted(found.anchor_lines + found.fixed_lines))
+        expected = f"; {release.describe()} has it {_times(sum(counts or ()))}" if affected else ""
+        return Plan(
+            State.DRIFTED,
+            min(found.anchor_lines + found.fixed_lines),
+            f"{_statements(patch)} found {_times(anchors + fixed)} in {which} (lines {lines}){expected};"
+            f" refusing to guess which to patch: {release.reinstall()}",
+            ok=False,
+        )
+    line = found.anchor_lines[0]
+    after = find_ours(Source(found.patched_text, source.encoding), family)
+    if after is None or not after.exact or after.original != original or after.without(found.patched_text, patch) != source.text:
+        # The edit must be exactly our insertions and markers, so revert can take them out again.
+        return Plan(
+            State.DRIFTED,
+            line,
+            "LibCST cannot edit this file without changing other bytes (unusual newlines?); nothing was written;"
+            f" make {' and '.join(f'`{edit.fixed}`' for edit in patch.edits)} of those lines by hand",
+            ok=False,
+        )
+    if affected:
+        return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug", new_text=found.patched_text)
     return Plan(
-        State.DRIFTED,
-        (found.anchor_lines + found.fixed_lines)[0],
-        f"the statement is in {patch.function}() {found.anchors + found.fixed} times (lines {lines});"
-        f" refusing to guess which to patch: {release.reinstall()}",
-        ok=False,
+        State.UNVERIFIED,
+        line,
+        f"{release.describe()} is outside the releases this patch knows, but has the statement; apply --force patches it",
+        new_text=found.patched_text,
     )
 
 
@@ -274,7 +391,7 @@ def plan_revert(assessed: Plan, patch: Patch, release: Release, *, force: bool) 
     unless ``--force``; files we did not patch are never touched."""
     state = assessed.state
     if state is State.PATCHED:
-        after = State.UNPATCHED if gate(patch, release) is Gate.AFFECTED else State.UNVERIFIED
+        after = State.UNPATCHED if gate(patch, release)[0] is Gate.AFFECTED else State.UNVERIFIED
         if _differs_from_record(assessed.original_sha256, release):
             # Exactly what was there before we patched, but not what the release installed.
             message = f"reverted to the bytes from before patching, which differ from the release's RECORD (edited before it was patched); {release.reinstall()}"

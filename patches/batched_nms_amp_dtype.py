@@ -12,9 +12,9 @@ have the statement byte for byte; 1.3.3 and older never write scores back. The f
 onedl-mmcv has it up to 2.3.5 and the fix (split over two lines) from 2.3.6.
 """
 
-from mmcv_patcher.model import Affected, Patch
+from mmcv_patcher.model import Affected, Edit, Patch
 
-_MMCV_RANGE = Affected(introduced="1.3.4", last_affected="2.2.0")  # upstream never fixed it
+_MMCV_RANGE = (Affected(introduced="1.3.4", last_affected="2.2.0"),)  # upstream never fixed it
 
 PATCH = Patch(
     id="batched-nms-amp-dtype",
@@ -23,12 +23,12 @@ PATCH = Patch(
         "mmcv": _MMCV_RANGE,
         "mmcv-full": _MMCV_RANGE,
         "mmcv-lite": _MMCV_RANGE,
-        "onedl-mmcv": Affected(fixed="2.3.6"),
+        "onedl-mmcv": (Affected(fixed="2.3.6"),),
     },
     file="ops/nms.py",
     function="batched_nms",
-    anchor="scores_after_nms[mask[keep]] = dets[:, -1]",
-    fixed="scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)",
+    edits=(Edit("scores_after_nms[mask[keep]] = dets[:, -1]", "scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"),),
+    error="Index put requires the source and destination dtypes match, got Half for the destination and Float for the source",
     examples=(
         (
             "def batched_nms(boxes):\n"

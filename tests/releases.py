@@ -78,6 +78,21 @@ CHECKOUTS = (
 )
 #: Built once with its CPU ops for the end-to-end tests and benchmarks (about 10 minutes).
 OPS = Release("mmcv", "2.1.0", "unpatched", ops=True)
+#: Every release of mmcv 1.x/2.x and onedl-mmcv whose sdist the package index serves (2.0.1
+#: has none), for the release matrix (tests/test_matrix.py). mmcv-full 1.x and mmcv-lite 2.x
+#: are built from the same tagged source as mmcv of the same version.
+MATRIX = tuple(
+    Release("mmcv", version, "")
+    for version in (
+        "1.0.0 1.0.1 1.0.2 1.0.3 1.0.4 1.0.5 1.1.0 1.1.1 1.1.2 1.1.3 1.1.4 1.1.5 1.1.6 1.2.0 1.2.1 1.2.2 1.2.3 1.2.4 1.2.5 1.2.6 1.2.7"
+        " 1.3.0 1.3.1 1.3.3 1.3.4 1.3.5 1.3.6 1.3.7 1.3.8 1.3.9 1.3.10 1.3.11 1.3.12 1.3.13 1.3.14 1.3.15 1.3.16 1.3.17 1.3.18"
+        " 1.4.0 1.4.1 1.4.2 1.4.3 1.4.4 1.4.5 1.4.6 1.4.7 1.4.8 1.5.0 1.5.1 1.5.2 1.5.3 1.6.0 1.6.1 1.6.2 1.7.0 1.7.1 1.7.2"
+        " 2.0.0 2.1.0 2.2.0"
+    ).split()
+) + tuple(
+    Release("onedl-mmcv", version, "", isolated=True)
+    for version in "2.3.0 2.3.0.post1 2.3.0.post2 2.3.0.post3 2.3.1 2.3.2 2.3.2.post2 2.3.3 2.3.4 2.3.5 2.3.6".split()
+)
 #: Distributions the package index serves as wheels.
 _WHEEL_ONLY = {"mmcv-lite"}
 

@@ -2,31 +2,69 @@
 
 from __future__ import annotations
 
+from typing import List, Tuple
+
 import pytest
 from packaging.version import Version
 
 from mmcv_patcher import plan, registry
-from mmcv_patcher.model import Patch, State
+from mmcv_patcher.model import Affected, Edit, Patch, State
 from mmcv_patcher.source import Source, sha256_hex
 
 PATCHES = registry.all_patches()
 
 
-def test_the_batched_nms_patch_is_registered() -> None:
-    assert [p.id for p in PATCHES] == ["batched-nms-amp-dtype"]
+def test_the_patch_pack_is_registered_in_module_order() -> None:
+    assert [p.id for p in PATCHES] == [
+        "batched-nms-amp-dtype",
+        "batched-nms-fp32-offsets",
+        "nms-fp32-kernel",
+        "nms-rotated-fp32-kernel",
+        "soft-nms-fp32-kernel",
+    ]
+
+
+def _without(fixed: str, insertions: Tuple[str, ...]) -> str:
+    """``fixed`` with each insertion taken out at its first place after the one before."""
+    at = 0
+    for text in insertions:
+        at = fixed.index(text, at)
+        fixed = fixed[:at] + fixed[at + len(text) :]
+    return fixed
+
+
+@pytest.mark.parametrize("edit", [e for p in PATCHES for e in p.edits], ids=lambda e: e.anchor[:40])
+def test_each_fix_is_its_anchor_with_insertions(edit: Edit) -> None:
+    assert edit.insertions, "a fix must insert something"
+    assert _without(edit.fixed, edit.insertions) == edit.anchor
+
+
+def test_insertions_are_whole_runs_of_tokens() -> None:
+    edit = Edit("offsets = idxs.to(boxes) * 2", "offsets = idxs.to(boxes.float()) * 2")
+    assert edit.insertions == (".float()",), "not '.float(' and ')'"
+    with pytest.raises(ValueError):
+        _ = Edit("a = b", "a = c").insertions
 
 
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.id)
 def test_patch_is_well_formed(patch: Patch) -> None:
-    assert patch.fixed.startswith(patch.anchor) and patch.inserted, "the fix must be a pure insertion"
-    assert "\n" not in patch.summary and len(patch.summary) <= 100
-    for distribution, affected in patch.affected.items():
-        assert distribution == distribution.lower()
-        assert (affected.last_affected is None) != (affected.fixed is None), "say where the known range ends"
-        end = affected.last_affected or affected.fixed
-        assert end is not None and Version(affected.introduced) <= Version(end)  # Version raises when invalid
+    assert "\n" not in patch.summary and len(patch.summary) <= 100 and patch.error
+    for distribution, ranges in patch.affected.items():
+        assert distribution == distribution.lower() and ranges
+        ends: List[Version] = []
+        for each in ranges:
+            assert (each.last_affected is None) != (each.fixed is None), "say where the known range ends"
+            end = Version(each.last_affected or each.fixed or "")
+            assert Version(each.introduced) <= end and all(Version(each.introduced) > earlier for earlier in ends), "ranges in order, apart"
+            ends.append(end)
+            assert each.counts == () or (len(each.counts) == len(patch.edits) and sum(each.counts) >= 1)
     assert not patch.file.startswith("/") and ".." not in patch.file.split("/")
     assert patch.examples, "document the codemod with before/after examples"
+
+
+def _releases(patch: Patch) -> List[plan.Release]:
+    """One release at the end of every known range of the patch."""
+    return [plan.Release(d, each.last_affected or each.introduced) for d, ranges in patch.affected.items() for each in ranges]
 
 
 @pytest.mark.parametrize(
@@ -36,16 +74,11 @@ def test_patch_is_well_formed(patch: Patch) -> None:
 )
 def test_examples_apply_and_revert(patch: Patch, before: str, after: str) -> None:
     expected = after.format(sha256=sha256_hex(before.encode()))
-    release = plan.Release(next(iter(patch.affected)), _an_affected_version(patch))
-    verdict = plan.plan_apply(plan.assess(Source(before, "utf-8"), patch, release, need_text=True), force=False)
-    assert verdict.new_text == expected
+    verdicts = [(r, plan.assess(Source(before, "utf-8"), patch, r, need_text=True)) for r in _releases(patch)]
+    release, verdict = next((r, v) for r, v in verdicts if v.state is State.UNPATCHED)  # a release shaped like it
+    assert plan.plan_apply(verdict, force=False).new_text == expected
     patched = plan.assess(Source(expected, "utf-8"), patch, release, need_text=False)
     assert patched.state is State.PATCHED and patched.new_text == before
-
-
-def _an_affected_version(patch: Patch) -> str:
-    affected = next(iter(patch.affected.values()))
-    return affected.last_affected or affected.introduced
 
 
 def _patch(id: str, file: str = "ops/nms.py") -> Patch:
@@ -57,6 +90,13 @@ def test_select_keeps_registry_order_whatever_order_ids_come_in() -> None:
     assert [p.id for p in registry.select(patches, ["c", "a"])] == ["a", "c"]
     assert [p.id for p in registry.select(patches, None)] == ["a", "b", "c"]
     assert [p.id for p in registry.select(patches, None, only_file="ops/other.py")] == ["b"]
+
+
+def test_a_release_between_two_ranges_is_outside_and_each_range_has_its_own_counts() -> None:
+    patch = _patch("x")._replace(affected={"mmcv": (Affected("1.0", "1.2", counts=(1,)), Affected("1.4", "2.0", counts=(1,)))})
+    assert plan.gate(patch, plan.Release("mmcv", "1.3"))[0] is plan.Gate.OUTSIDE
+    assert plan.gate(patch, plan.Release("mmcv", "0.9"))[0] is plan.Gate.BELOW
+    assert plan.gate(patch, plan.Release("mmcv", "1.4.1")) == (plan.Gate.AFFECTED, patch.affected["mmcv"][1])
 
 
 def test_registry_discovers_modules_in_name_order() -> None:

@@ -1,0 +1,54 @@
+"""nms-fp32-kernel: run ``nms``'s kernel on fp32 copies of fp16 boxes and scores.
+
+mmcv's NMS kernels (CPU and CUDA) read ``data_ptr<float>()``, so ``nms`` with fp16 boxes
+(a head that decodes boxes in half under AMP) fails with "RuntimeError: expected scalar
+type Float but found Half". The kernel now gets ``boxes.float()`` and ``scores.float()``;
+``dets`` is still made from the caller's own tensors, so it has the dtype it always had,
+and fp32 callers see no change at all (``.float()`` of an fp32 tensor is the tensor itself).
+
+Releases: ``NMSop.apply`` with four arguments in mmcv 1.0.3 to 1.3.5, with six (score
+threshold and max_num) from 1.3.6 to 2.2.0 and in every onedl-mmcv; 1.0.0 to 1.0.2 call
+the extension differently.
+"""
+
+from mmcv_patcher.model import Affected, Edit, Patch
+
+_OLD = Edit("inds = NMSop.apply(boxes, scores, iou_threshold, offset)", "inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)")
+_NEW = Edit(
+    "inds = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num)",
+    "inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset, score_threshold, max_num)",
+)
+_MMCV = (Affected("1.0.3", "1.3.5", counts=(1, 0)), Affected("1.3.6", "2.2.0", counts=(0, 1)))
+
+PATCH = Patch(
+    id="nms-fp32-kernel",
+    summary="nms: give the kernel fp32 boxes and scores (fp16 boxes crash it)",
+    affected={
+        "mmcv": _MMCV,
+        "mmcv-full": _MMCV,
+        "mmcv-lite": _MMCV,
+        "onedl-mmcv": (Affected("2.3.0", "2.3.6", counts=(0, 1)),),
+    },
+    file="ops/nms.py",
+    function="nms",
+    edits=(_OLD, _NEW),
+    error="RuntimeError: expected scalar type Float but found Half",
+    examples=(
+        (
+            "def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):\n"
+            "    inds = NMSop.apply(boxes, scores, iou_threshold, offset,\n"
+            "                       score_threshold, max_num)\n"
+            "    dets = torch.cat((boxes[inds], scores[inds].reshape(-1, 1)), dim=1)\n",
+            "def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):\n"
+            "    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset,\n"
+            "                       score_threshold, max_num)  # mmcv-patcher: nms-fp32-kernel sha256={sha256}\n"
+            "    dets = torch.cat((boxes[inds], scores[inds].reshape(-1, 1)), dim=1)\n",
+        ),
+        (
+            "def nms(boxes, scores, iou_threshold, offset=0):\n"
+            "    inds = NMSop.apply(boxes, scores, iou_threshold, offset)\n",
+            "def nms(boxes, scores, iou_threshold, offset=0):\n"
+            "    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)  # mmcv-patcher: nms-fp32-kernel sha256={sha256}\n",
+        ),
+    ),
+)
