@@ -311,7 +311,7 @@ def _times(count: int) -> str:
 
 
 def _statements(patch: Patch) -> str:
-    return " and ".join(f"`{edit.anchor}`" for edit in patch.edits)
+    return " or ".join(f"`{edit.anchor}`" for edit in patch.edits)
 
 
 def _assess_structurally(
@@ -339,7 +339,7 @@ def _assess_structurally(
         return Plan(State.FIXED_UPSTREAM, found.fixed_lines[0], "the fix is already there; nothing to do")
     if anchors == 0:
         if affected:
-            return Plan(State.DRIFTED, found.function_line, f"{_statements(patch)} not in {which}; the file was edited: {release.reinstall()}", ok=False)
+            return Plan(State.DRIFTED, found.function_line, f"{_statements(patch)} is not in {which}; the file was edited: {release.reinstall()}", ok=False)
         return Plan(State.NOT_AFFECTED, found.function_line, f"{patch.function}() has no such statement")
     if not affected and not fixed and found.anchors not in known_forms(patch):
         return Plan(State.NOT_AFFECTED, found.function_line, f"{patch.function}() does not have {_statements(patch)} as any known release does")

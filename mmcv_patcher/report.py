@@ -4,11 +4,11 @@ import io
 import json
 import os
 import sys
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from mmcv_patcher.commands import Outcome
 from mmcv_patcher.locate import Target
-from mmcv_patcher.model import Result
+from mmcv_patcher.model import Result, State
 
 #: Bumped when a key changes meaning or disappears; adding keys does not bump it.
 SCHEMA_VERSION = 1
@@ -141,7 +141,11 @@ def errors(outcome: Optional[Outcome]) -> List[str]:
     """One line per failure for stderr, each naming the file and line and what to do."""
     if outcome is None:
         return []
-    lines = [f"{_where(result)}: {result.id} is {result.state}: {result.message}" for result in outcome.results if not result.ok]
+    failed: Dict[Tuple[str, State, str], List[str]] = {}  # one line for patches failing alike
+    for result in outcome.results:
+        if not result.ok:
+            failed.setdefault((_where(result), result.state, result.message), []).append(result.id)
+    lines = [f"{where}: {' and '.join(ids)} {'is' if len(ids) == 1 else 'are'} {state}: {message}" for (where, state, message), ids in failed.items()]
     if outcome.error:
         lines.append(outcome.error)
     return lines

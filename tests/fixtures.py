@@ -7,17 +7,20 @@ import hashlib
 from pathlib import Path
 from typing import Optional
 
+from mmcv_patcher import plan, registry
+from mmcv_patcher.source import Source
+
 ANCHOR = "scores_after_nms[mask[keep]] = dets[:, -1]"
 FIXED = "scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"
 ANCHOR_LINE = 18
 
-#: The shape of mmcv's batched_nms, reduced to what the patch cares about.
+#: The shape of mmcv 2.1.0's ops/nms.py, reduced to the statements the patches care about.
 NMS = '''\
 import torch
 
 
-def nms(boxes, scores, iou_threshold):
-    return boxes, scores
+def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):
+    inds = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num)
 
 
 def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):
@@ -31,9 +34,41 @@ def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):
             mask = (idxs == id).nonzero(as_tuple=False).view(-1)
             dets, keep = nms(boxes[mask], scores[mask], **nms_cfg)
             scores_after_nms[mask[keep]] = dets[:, -1]
+    if boxes.size(-1) == 5:
+        offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+    else:
+        offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
     return boxes, scores
+
+
+def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0):
+    dets, inds = SoftNMSop.apply(boxes.cpu(), scores.cpu(), float(iou_threshold), float(sigma), float(min_score), method_dict[method], int(offset))
+    dets = dets[:inds.size(0)]
+
+
+def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):
+    keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, input_labels, iou_threshold, multi_label)
 '''
 assert NMS.splitlines()[ANCHOR_LINE - 1].strip() == ANCHOR
+#: batched_nms alone, as it stands in NMS (for files with it twice, or a copy of it).
+BATCHED = NMS[NMS.index("def batched_nms") : NMS.index("def soft_nms")].rstrip("\n") + "\n"
+#: NMS with the anchor also in nms(), the function above batched_nms.
+ANCHOR_IN_NMS_TOO = NMS.replace("max_num)\n\n\ndef batched", f"max_num)\n    {ANCHOR}\n\n\ndef batched", 1)
+
+
+def lines_of(text: str, stripped: str) -> list:
+    """1-based numbers of the lines of ``text`` that are ``stripped`` once stripped."""
+    return [number for number, line in enumerate(text.splitlines(), 1) if line.strip() == stripped]
+
+
+def patched(text: str = NMS) -> str:
+    """``text`` after apply with every registered patch (mmcv 2.1.0), as the CLI writes it."""
+    family = registry.all_patches()
+    for patch in family:
+        verdict = plan.plan_apply(plan.assess(Source(text, "utf-8"), patch, plan.Release("mmcv", "2.1.0"), need_text=True, family=family), force=False)
+        assert verdict.ok and verdict.new_text is not None, verdict
+        text = verdict.new_text
+    return text
 
 
 def nms_with(statement: str) -> str:

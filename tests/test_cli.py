@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 import pytest
 
 from tests import releases
-from tests.fixtures import ANCHOR, ANCHOR_LINE, NMS, make_tree, nms_with
+from tests.fixtures import ANCHOR, ANCHOR_LINE, NMS, lines_of, make_tree, nms_with
 
 
 def cli(*args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
@@ -34,8 +34,11 @@ def nms_of(tree: Path) -> Path:
     return tree / "mmcv" / "ops" / "nms.py"
 
 
+OTHERS = ["batched-nms-fp32-offsets", "nms-fp32-kernel", "nms-rotated-fp32-kernel", "soft-nms-fp32-kernel"]
+
+
 def test_status_json_schema(tree: Path) -> None:
-    document = as_json("status", "--path", str(tree))
+    document = as_json("status", "--patch", "batched-nms-amp-dtype", "--path", str(tree))
     assert document == {
         "schema_version": 1,
         "command": "status",
@@ -55,6 +58,14 @@ def test_status_json_schema(tree: Path) -> None:
         "diff": "",
         "error": None,
     }
+    every = as_json("status", "--path", str(tree))["patches"]
+    assert [(p["id"], p["state"], p["line"]) for p in every] == [
+        ("batched-nms-amp-dtype", "unpatched", ANCHOR_LINE),
+        ("batched-nms-fp32-offsets", "unpatched", lines_of(NMS, "offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))")[0]),
+        ("nms-fp32-kernel", "unpatched", 5),
+        ("nms-rotated-fp32-kernel", "unpatched", len(NMS.splitlines())),
+        ("soft-nms-fp32-kernel", "unpatched", len(NMS.splitlines()) - 5),
+    ]
 
 
 def test_status_human_line_names_state_file_and_line(tree: Path) -> None:
@@ -149,7 +160,17 @@ def test_usage_errors_exit_2(args: list) -> None:
 
 def test_patch_option_selects_by_id(tree: Path) -> None:
     assert cli("apply", "--patch", "batched-nms-amp-dtype", "--path", str(tree)).returncode == 0
-    assert cli("status", "--check", "--path", str(tree)).returncode == 0
+    assert nms_of(tree).read_text().count("# mmcv-patcher: ") == 1, "only the selected patch"
+    assert cli("status", "--check", "--patch", "batched-nms-amp-dtype", "--path", str(tree)).returncode == 0
+    assert cli("status", "--check", "--path", str(tree)).returncode == 3, "the others are not applied"
+    states = {p["id"]: p["state"] for p in as_json("status", "--path", str(tree))["patches"]}
+    assert states == {"batched-nms-amp-dtype": "patched", **{p: "unpatched" for p in OTHERS}}
+    assert cli("apply", "--path", str(tree)).returncode == 0
+    assert cli("revert", "--patch", "nms-fp32-kernel", "--path", str(tree)).returncode == 0
+    states = {p["id"]: p["state"] for p in as_json("status", "--path", str(tree))["patches"]}
+    assert states == {**{p: "patched" for p in ["batched-nms-amp-dtype", *OTHERS]}, "nms-fp32-kernel": "unpatched"}
+    assert cli("revert", "--path", str(tree)).returncode == 0
+    assert nms_of(tree).read_text() == NMS
 
 
 def test_version_and_help() -> None:
@@ -198,7 +219,7 @@ def test_a_usage_error_in_a_command_shows_that_commands_usage(tree: Path) -> Non
     assert done.stderr.splitlines()[-1] == "mmcv-patcher: error: unrecognized arguments: --force"
     unknown = cli("apply", "--patch", "no-such-patch")
     assert unknown.returncode == 2 and unknown.stderr.startswith("usage: mmcv-patcher apply ")
-    assert "invalid choice: 'no-such-patch' (choose from 'batched-nms-amp-dtype')" in unknown.stderr
+    assert "invalid choice: 'no-such-patch' (choose from 'batched-nms-amp-dtype', 'batched-nms-fp32-offsets'," in unknown.stderr
 
 
 def test_options_of_every_command_are_taken_before_it_too(tree: Path) -> None:

@@ -20,18 +20,14 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from mmcv_patcher import plan, write
-from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
-from mmcv_patcher.source import decode
-from tests.fixtures import NMS, make_tree
+from mmcv_patcher import write
+from tests.fixtures import NMS, make_tree, patched
 
 pytestmark = pytest.mark.faults
 
 INJECTOR = Path(__file__).parent / "faultinject"
 ORIGINAL = NMS.encode()
-_patched = plan.assess(decode(ORIGINAL), PATCH, plan.Release("mmcv", "2.1.0"), need_text=True).new_text
-assert _patched is not None
-PATCHED = _patched.encode()
+PATCHED = patched().encode()
 ACTIONS = ["kill-before", "kill-after", "ENOSPC", "EACCES", "EROFS", "EIO"]
 
 

@@ -17,7 +17,7 @@ from typing import Dict, Tuple
 import pytest
 
 from tests import releases
-from tests.fixtures import ANCHOR, NMS, make_tree, nms_with
+from tests.fixtures import ANCHOR, ANCHOR_IN_NMS_TOO, NMS, make_tree, nms_with
 from tests.test_faults import PATCHED
 
 
@@ -37,11 +37,12 @@ def snapshot(root: Path) -> Dict[str, Tuple[bool, bytes]]:
 
 
 def refused(done: subprocess.CompletedProcess, *, file: Path) -> str:
+    """The failure's one line naming ``file`` (one per patch only where their reasons differ)."""
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    [line] = done.stderr.splitlines()
-    assert line.startswith(f"mmcv-patcher: error: {file}")
-    return line
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith(f"mmcv-patcher: error: {file}") for line in lines), done.stderr
+    return "\n".join(lines)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_accepted_encodings_round_trip_on_disk(tmp_path: Path, data: bytes) -> N
     [
         (NMS.replace("def nms(", "def nms(:"), "cannot parse"),
         (nms_with(f"{ANCHOR}\n            {ANCHOR}"), "2 times"),
-        (nms_with("pass").replace("    return boxes, scores\n\n\ndef batched", f"    {ANCHOR}\n    return boxes, scores\n\n\ndef batched", 1), "is not in batched_nms()"),
+        (ANCHOR_IN_NMS_TOO.replace(f"            {ANCHOR}\n", "            pass\n"), "is not in batched_nms()"),
         ("", "no module-level function batched_nms()"),
     ],
     ids=["syntax-error", "anchor-twice", "anchor-in-another-function", "empty-file"],

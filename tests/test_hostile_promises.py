@@ -31,7 +31,7 @@ from tests.test_faults import PATCHED
 from tests.test_hostile import refused, snapshot
 
 #: NMS with a docstring and an assert: what -O and -OO strip from bytecode.
-DOCUMENTED = NMS.replace("def nms(boxes, scores, iou_threshold):\n", 'def nms(boxes, scores, iou_threshold):\n    """Keeps the best boxes."""\n    assert boxes is not None\n')
+DOCUMENTED = NMS.replace("max_num=-1):\n", 'max_num=-1):\n    """Keeps the best boxes."""\n    assert boxes is not None\n')
 
 
 def cli_run(*args: str, env: Optional[Dict[str, str]] = None, flags: tuple = (), **kwargs: object) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from mmcv_patcher import plan
 from mmcv_patcher.model import State
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
 from mmcv_patcher.source import Source, decode, record_hash, sha256_hex
-from tests.fixtures import ANCHOR, ANCHOR_LINE, FIXED, NMS, nms_with
+from tests.fixtures import ANCHOR, ANCHOR_IN_NMS_TOO, ANCHOR_LINE, BATCHED, FIXED, NMS, lines_of, nms_with
 
 [INSERTED] = PATCH.edits[0].insertions
 
@@ -161,8 +161,8 @@ def test_anchor_beside_the_fixed_form_is_drifted() -> None:
 
 
 def test_anchor_only_in_another_function_is_drifted() -> None:
-    text = nms_with("pass").replace("    return boxes, scores\n\n\ndef batched", f"    {ANCHOR}\n    return boxes, scores\n\n\ndef batched", 1)
-    assert ANCHOR in text
+    text = ANCHOR_IN_NMS_TOO.replace(f"            {ANCHOR}\n", "            pass\n")
+    assert text.count(ANCHOR) == 1
     verdict = assess(text)
     assert verdict.state is State.DRIFTED and verdict.line == 9
 
@@ -385,7 +385,7 @@ def test_only_the_function_is_given_to_libcst_when_ast_can_place_it() -> None:
 
 
 def test_function_text_also_inside_a_string_patches_the_real_function() -> None:
-    function = NMS[NMS.index("def batched_nms") :]
+    function = BATCHED
     text = NMS + '\n\nCOPY = """\n\n\n' + function + '"""\n'
     assert text.count("\n\n" + function) == 2, "the copy must match the function's node text, leading lines included"
     patched = apply(text)
@@ -395,10 +395,9 @@ def test_function_text_also_inside_a_string_patches_the_real_function() -> None:
 
 
 def test_of_two_definitions_the_one_python_binds_is_patched() -> None:
-    function = NMS[NMS.index("def batched_nms") :]
-    text = NMS + "\n\n" + function
+    text = NMS + "\n\n" + BATCHED
     verdict = assess(text)
-    assert (verdict.state, verdict.line) == (State.UNPATCHED, 32)
+    assert (verdict.state, verdict.line) == (State.UNPATCHED, lines_of(text, ANCHOR)[-1])
     patched = apply(text)
     assert patched.startswith(NMS) and patched.count(INSERTED) == 1
     assert revert(patched) == text
@@ -407,9 +406,10 @@ def test_of_two_definitions_the_one_python_binds_is_patched() -> None:
 @pytest.mark.parametrize("need_text", [True, False])
 def test_a_statement_only_in_a_dead_definition_is_drifted(need_text: bool) -> None:
     # Python runs the last definition; the statement in the first is dead code.
-    text = NMS + "\n\ndef batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):\n    return boxes, scores\n"
+    last = "def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):"
+    text = NMS + f"\n\n{last}\n    return boxes, scores\n"
     verdict = assess(text, need_text=need_text, record=recorded(text))
-    assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == 22
+    assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == lines_of(text, last)[-1]
     assert "the last of 2 definitions of batched_nms(), the one Python runs" in verdict.message
     assert plan.plan_apply(verdict, force=True).new_text is None
 
@@ -417,8 +417,8 @@ def test_a_statement_only_in_a_dead_definition_is_drifted(need_text: bool) -> No
 @pytest.mark.parametrize(
     "text, state, scanned",
     [
-        (nms_with("pass").replace("    return boxes, scores\n\n\ndef batched", f"    {ANCHOR}\n    return boxes, scores\n\n\ndef batched", 1), State.DRIFTED, 1),
-        (NMS + "\n\n" + NMS[NMS.index("def batched_nms") :], State.UNPATCHED, 0),
+        (ANCHOR_IN_NMS_TOO.replace(f"            {ANCHOR}\n", "            pass\n"), State.DRIFTED, 1),
+        (NMS + "\n\n" + BATCHED, State.UNPATCHED, 0),
         (nms_with(f"keep = keep; {ANCHOR}"), State.UNPATCHED, 0),
         (nms_with(f"{ANCHOR}  # a comment"), State.UNPATCHED, 0),
         (nms_with("scores_after_nms[mask[keep]] = dets[:,\n                -1]"), State.UNPATCHED, 0),
