@@ -23,7 +23,7 @@ pytestmark = pytest.mark.release
 PATCHES = registry.all_patches()
 
 
-def _expected(release: Release) -> dict:
+def expected_states(release: Release) -> dict:
     """What status must say of each patch: unpatched in range, not-affected below it, and
     past the end of a range only onedl-mmcv 2.3.6, whose batched_nms fix is upstream."""
     states = {}
@@ -63,7 +63,7 @@ def test_every_release_patches_and_reverts_exactly(release: Release, tmp_path: P
         assert done.returncode == code, done.stdout + done.stderr
         return json.loads(done.stdout)
 
-    expected = _expected(release)
+    expected = expected_states(release)
     status = run("status", "--check", code=3 if "unpatched" in expected.values() else 0)
     assert {p["id"]: p["state"] for p in status["patches"]} == expected
     applied = run("apply")
