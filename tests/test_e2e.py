@@ -134,3 +134,97 @@ def test_verify_with_ops_but_without_torch_says_torch_is_missing(tmp_path: Path)
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     report = json.loads(done.stdout)["verify"]
     assert (report["verdict"], report["detail"]) == ("unavailable", "torch cannot be imported (ModuleNotFoundError: No module named 'torch')")
+
+
+# --- the patch pack: every AMP case of nms.py ------------------------------------------------
+
+#: Runs each case, in the mode given: "half" (what AMP gives: the marked tensors fp16),
+#: "rounded" (fp32 copies of those same fp16 values) or "fp32" (plain fp32 inputs). Prints,
+#: per case, the error or what it kept (indices), the dets' dtype and a digest of their bytes.
+CASES = r"""
+import hashlib, json, sys, torch
+from mmcv.ops import batched_nms, nms, nms_rotated, soft_nms
+mode = sys.argv[1]
+g = torch.Generator().manual_seed(3)
+
+def boxes_of(n, spread=1000.0):
+    xy = torch.rand(n, 2, generator=g) * spread
+    return torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 100 + 1], 1)
+
+def rotated_of(n):
+    ctr = torch.rand(n, 2, generator=g) * 500
+    wh = torch.rand(n, 2, generator=g) * 60 + 4
+    return torch.cat([ctr, wh, (torch.rand(n, 1, generator=g) - 0.5) * 3], 1)
+
+b1, s1, i1 = boxes_of(3000), torch.rand(3000, generator=g), torch.randint(0, 5, (3000,), generator=g)
+b2, s2, i2 = boxes_of(2000), torch.rand(2000, generator=g), torch.randint(0, 80, (2000,), generator=g)
+b3, s3, i3 = boxes_of(12000), torch.rand(12000, generator=g), torch.randint(0, 3, (12000,), generator=g)
+r4, s4 = rotated_of(1500), torch.rand(1500, generator=g)
+fp16 = lambda t: t.half() if mode == "half" else t.half().float() if mode == "rounded" else t
+cases = {
+    "nms": lambda: nms(fp16(b1), fp16(s1), 0.5),
+    "soft_nms": lambda: soft_nms(b1, fp16(s1), 0.5, min_score=0.05),
+    "batched_nms(soft_nms)": lambda: batched_nms(b1, fp16(s1), i1, dict(type="soft_nms", iou_threshold=0.5, min_score=0.05)),
+    "batched_nms(80 classes)": lambda: batched_nms(fp16(b2), fp16(s2), i2, dict(type="nms", iou_threshold=0.5)),
+    "batched_nms(split)": lambda: batched_nms(b3, fp16(s3), i3, dict(type="nms", iou_threshold=0.5)),
+    "nms_rotated": lambda: nms_rotated(fp16(r4), fp16(s4), 0.3),
+}
+out = {}
+for name, call in cases.items():
+    try:
+        dets, keep = call()
+        out[name] = {"keep": keep.tolist(), "dtype": str(dets.dtype), "digest": hashlib.sha256(dets.detach().float().numpy().tobytes()).hexdigest()[:16],
+                     "raw": hashlib.sha256(dets.detach().numpy().tobytes()).hexdigest()[:16]}
+    except Exception as error:
+        out[name] = {"error": "%s: %s" % (type(error).__name__, str(error).splitlines()[0])}
+print(json.dumps(out))
+"""
+AMP_ERRORS = {
+    "nms": "RuntimeError: expected scalar type Float but found Half",
+    "soft_nms": "RuntimeError: expected scalar type Float but found Half",
+    "batched_nms(soft_nms)": "RuntimeError: expected scalar type Float but found Half",
+    "batched_nms(split)": "RuntimeError: " + THE_ERROR,
+    "nms_rotated": "NotImplementedError: \"nms_rotated\" not implemented for 'Half'",
+}
+
+
+def cases(python: Path, dtype: str) -> Dict[str, Any]:
+    done = subprocess.run([str(python), "-c", CASES, dtype], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_again_after_revert(python: Path) -> None:
+    nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
+    original = releases.released_file(releases.OPS)
+    reference = cases(python, "rounded")  # fp32 copies of the same values, unpatched
+    fp32_before = cases(python, "fp32")
+    assert not any("error" in case for case in reference.values()), reference
+    before = cases(python, "half")
+    for name, error in AMP_ERRORS.items():
+        assert before[name].get("error") == error, (name, before[name])
+    # fp16 boxes of 80 classes: the kernel refuses them; with only the kernel fixed, the
+    # class offsets overflow fp16 and batched_nms returns, silently keeping other boxes
+    assert before["batched_nms(80 classes)"]["error"] == AMP_ERRORS["nms"]
+    assert releases.tool(python, "apply", "--patch", "nms-fp32-kernel").returncode == 0
+    try:
+        kernel_only = cases(python, "half")["batched_nms(80 classes)"]
+    finally:
+        assert releases.tool(python, "revert").returncode == 0
+    assert "error" not in kernel_only and kernel_only["keep"] != reference["batched_nms(80 classes)"]["keep"]
+
+    assert releases.tool(python, "apply").returncode == 0
+    try:
+        after = cases(python, "half")
+        fp32_after = cases(python, "fp32")
+    finally:
+        assert releases.tool(python, "revert").returncode == 0
+    for name, case in after.items():
+        assert "error" not in case, (name, case)
+        assert case["keep"] == reference[name]["keep"], f"{name}: the boxes the same values keep in fp32"
+    assert after["nms"]["dtype"] == "torch.float16" and after["soft_nms"]["dtype"] == "torch.float32"
+    assert fp32_after == fp32_before, "fp32 inputs: bit-identical values and dtypes with every patch applied"
+
+    assert nms.read_bytes() == original
+    again = cases(python, "half")
+    assert {name: again[name].get("error") for name in AMP_ERRORS} == AMP_ERRORS
