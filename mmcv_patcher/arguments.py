@@ -106,14 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     revert.add_argument("--force", action="store_true", help="remove our edit from a file that was edited after it was patched")
     _writing(revert)
 
-    check = _command(commands, VERIFY, "run batched_nms with AMP-style inputs in a child process (imports mmcv and torch)")
+    check = _command(commands, VERIFY, "run each patch's AMP case on the real mmcv in a child process (imports mmcv and torch)")
+    _patch_option(check)
     check.add_argument(
         "--boxes",
         type=int,
         default=verify.DEFAULT_BOXES,
-        help=f"boxes to give batched_nms (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})",
+        help=f"boxes for batched-nms-amp-dtype's case (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})",
     )
-    check.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where batched_nms runs (default cpu; cuda needs a GPU and mmcv built with CUDA)")
+    check.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the cases run (default cpu; cuda needs a GPU and mmcv built with CUDA)")
     return parser
 
 

@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_OK
         return _fail(args, f"{error}; install mmcv first, or pass --path or --python", EXIT_FAILED)
     if args.command == VERIFY:
-        return _verify(args, target, interpreters[0])
+        return _verify(args, target, interpreters[0], selected)
     patches = registry.select(selected, None, target.only_file)
     options = commands.Options(
         force=getattr(args, "force", False),
@@ -105,11 +105,13 @@ def _status_all(args: argparse.Namespace, interpreters: Sequence[interpreter.Int
     return _exit_code([copy.outcome for copy in copies], args.check)
 
 
-def _verify(args: argparse.Namespace, target: locate.Target, seen: interpreter.Interpreter) -> int:
-    """Runs the real batched_nms in a child of the target interpreter: 0 if it survives."""
+def _verify(args: argparse.Namespace, target: locate.Target, seen: interpreter.Interpreter, patches: Sequence[Patch]) -> int:
+    """Runs each patch's AMP case on the real mmcv in a child of the target interpreter:
+    0 if every one survives."""
     if not args.json:
         report.out(f"verify imports mmcv and torch in a child process of {seen.executable} (the only command that does)")
-    result = verify.run(seen.executable, package_dir=target.package_dir if args.path else None, boxes=args.boxes, device=args.device)
+    ids = [patch.id for patch in patches]
+    result = verify.run(seen.executable, ids, package_dir=target.package_dir if args.path else None, boxes=args.boxes, device=args.device)
     imported = result.get("mmcv_dir")
     if imported and os.path.realpath(imported) != os.path.realpath(target.package_dir):
         result["detail"] += f" (note: it imported mmcv from {imported}, not {target.package_dir})"

@@ -157,13 +157,8 @@ def _where(result: Result) -> str:
 
 
 def verify_text(result: Dict[str, Any]) -> List[str]:
-    """What ``verify`` gave batched_nms, and what happened."""
-    lines = []
-    if "boxes" in result:
-        lines.append(
-            f"gave batched_nms {result['boxes']} {result['boxes_dtype']} boxes with {result['scores_dtype']} scores"
-            f" in {result['classes']} classes (split_thr {result['split_thr']}) on {result['device']}"
-        )
+    """What ``verify`` gave mmcv for each patch's case, what happened, and the verdict."""
+    lines = [f"{id}: {case['verdict']}: {case['detail']} ({case['gave']})" for id, case in result.get("cases", {}).items()]
     versions = ", ".join(f"{k} {result[k]}" for k in ("mmcv", "torch") if result.get(k))
     lines.append(f"{result['verdict']}: {result['detail']}" + (f" ({versions})" if versions else ""))
     return lines

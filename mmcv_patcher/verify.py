@@ -5,7 +5,7 @@ child, so a crash, a missing CUDA library or a hung import cannot take the tool 
 """
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from mmcv_patcher import child
 
@@ -17,9 +17,10 @@ DEFAULT_SPLIT_THR = 10000
 TIMEOUT = 600
 
 
-def run(python: str, *, package_dir: Optional[str] = None, boxes: int = DEFAULT_BOXES, device: str = "cpu") -> Dict[str, Any]:
-    """The probe's report: what it gave ``batched_nms``, its ``verdict`` (survived, crashed,
-    wrong or unavailable; only survived is a success) and ``detail``.
+def run(python: str, patches: Sequence[str], *, package_dir: Optional[str] = None, boxes: int = DEFAULT_BOXES, device: str = "cpu") -> Dict[str, Any]:
+    """The probe's report: for each patch id, the ``cases`` it ran (what it gave mmcv, and
+    its verdict: survived, crashed or wrong), and the overall ``verdict`` (those, or
+    unavailable; only survived is a success) with a ``detail``.
 
     ``package_dir`` (from ``--path``) is put first on the child's ``sys.path`` so it imports
     that mmcv; the report's ``mmcv_dir`` says which one it actually imported.
@@ -28,6 +29,6 @@ def run(python: str, *, package_dir: Optional[str] = None, boxes: int = DEFAULT_
     if package_dir is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(package_dir), env.get("PYTHONPATH")]))
     try:
-        return child.run_json(python, "probe.py", [str(boxes), device, str(DEFAULT_SPLIT_THR)], timeout=TIMEOUT, env=env)
+        return child.run_json(python, "probe.py", [str(boxes), device, str(DEFAULT_SPLIT_THR), ",".join(patches)], timeout=TIMEOUT, env=env)
     except child.ChildError as error:
         return {"python": python, "verdict": "unavailable", "detail": f"the check failed in the child process: {error}"}

@@ -83,22 +83,37 @@ def test_below_split_thr_results_are_identical_with_and_without_the_patch(python
     assert "error" not in before and before == after
 
 
-def test_verify_reports_crash_then_survival(python: Path) -> None:
+def test_verify_reports_each_patchs_case_crashing_then_surviving(python: Path) -> None:
     crashed = releases.tool(python, "verify", "--json")
     assert crashed.returncode == 1
     report = json.loads(crashed.stdout)["verify"]
-    assert report["verdict"] == "crashed" and report["detail"] == THE_ERROR
-    assert (report["boxes"], report["boxes_dtype"], report["scores_dtype"]) == (12000, "float32", "float16")
+    verdicts = {id: case["verdict"] for id, case in report["cases"].items()}
+    assert verdicts == {
+        "batched-nms-amp-dtype": "crashed",
+        "batched-nms-fp32-offsets": "crashed",  # the kernel refuses fp16 boxes first
+        "nms-fp32-kernel": "crashed",
+        "nms-rotated-fp32-kernel": "crashed",
+        "soft-nms-fp32-kernel": "crashed",
+    }
+    assert report["cases"]["batched-nms-amp-dtype"]["detail"] == "RuntimeError: " + THE_ERROR
+    assert report["cases"]["batched-nms-amp-dtype"]["gave"] == "batched_nms: 12000 fp32 boxes, fp16 scores, 3 classes (split_thr 10000)"
+    assert report["verdict"] == "crashed" and report["detail"].startswith("0 of 5 cases survived")
     assert Path(report["mmcv_dir"]) == releases.site_packages(python) / "mmcv"
 
-    assert releases.tool(python, "apply").returncode == 0
+    assert releases.tool(python, "apply", "--patch", "nms-fp32-kernel").returncode == 0
     try:
+        narrowed = releases.tool(python, "verify", "--patch", "nms-fp32-kernel", "--patch", "batched-nms-fp32-offsets", "--json")
+        assert releases.tool(python, "apply").returncode == 0
         survived = releases.tool(python, "verify")
     finally:
         assert releases.tool(python, "revert").returncode == 0
+    narrowed_cases = json.loads(narrowed.stdout)["verify"]["cases"]
+    assert {id: case["verdict"] for id, case in narrowed_cases.items()} == {"nms-fp32-kernel": "survived", "batched-nms-fp32-offsets": "wrong"}
+    assert narrowed.returncode == 1
     assert survived.returncode == 0, survived.stdout + survived.stderr
     assert "imports mmcv and torch in a child process" in survived.stdout
-    assert "survived: kept the same" in survived.stdout
+    assert "nms-rotated-fp32-kernel: survived: kept the same" in survived.stdout
+    assert "survived: 5 of 5 cases survived" in survived.stdout
 
 
 def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: Path) -> None:
