@@ -14,8 +14,19 @@ one process and round-robin so drift hits every variant alike:
 
 with 3 class ids (what `verify` and the issue's check use) and with COCO's 80, where the
 per-class cost of AMP's fp16 scores shows. It prints the median wall time of each and its
-ratio to fp32, then where the fp16 path's extra time goes per class. The venv goes away
-afterwards, so nothing stays patched.
+ratio to fp32, then where the fp16 path's extra time goes per class.
+
+Then the patch pack: the released nms.py and the one with every patch applied are loaded
+side by side in one process (as mmcv.ops submodules), and nms, soft_nms and batched_nms with
+80 classes are timed round-robin at 10k and 50k boxes:
+
+    released fp32   the release, fp32 inputs: the reference
+    patched fp32    every patch applied, fp32 inputs (target: within 1% of the reference)
+    patched AMP     every patch applied, AMP's inputs (fp16 boxes and scores; for soft_nms
+                    fp32 boxes, fp16 scores), which crash or go wrong unpatched (target:
+                    within 5% of the reference)
+
+The venv goes away afterwards, so nothing stays patched.
 """
 
 from __future__ import annotations
@@ -91,6 +102,50 @@ results["per_class"] = {
 print(json.dumps(results))
 """
 
+MEASURE_PACK = r"""
+import importlib.util, json, statistics, sys, time, torch
+import mmcv.ops
+
+def load(name, path):
+    spec = importlib.util.spec_from_file_location("mmcv.ops." + name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+released, patched = load("_bench_released", sys.argv[1]), load("_bench_patched", sys.argv[2])
+rounds, sizes = int(sys.argv[3]), [int(n) for n in sys.argv[4].split(",")]
+rows = []
+for op in ("nms", "soft_nms", "batched_nms"):
+    for n in sizes:
+        g = torch.Generator().manual_seed(0)
+        xy = torch.rand(n, 2, generator=g) * 1333
+        boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 200 + 1], 1).half().float()
+        scores = torch.rand(n, generator=g).half().float()
+        idxs = torch.randint(0, 80, (n,), generator=g)
+        amp = {"nms": (boxes.half(), scores.half()), "soft_nms": (boxes, scores.half()), "batched_nms": (boxes.half(), scores.half())}[op]
+        def call(module, b, s):
+            if op == "batched_nms":
+                return module.batched_nms(b, s, idxs, dict(type="nms", iou_threshold=0.5))
+            if op == "soft_nms":
+                return module.soft_nms(b, s, 0.5, min_score=0.05)
+            return module.nms(b, s, 0.5)
+        variants = {
+            "released fp32": lambda: call(released, boxes, scores),
+            "patched fp32": lambda: call(patched, boxes, scores),
+            "patched AMP": lambda: call(patched, *amp),
+        }
+        names = list(variants)
+        times = {name: [] for name in names}
+        for r in range(rounds + 1):
+            for name in names[r % 3:] + names[:r % 3]:
+                start = time.perf_counter()
+                variants[name]()
+                if r >= 1:  # the first round warms up
+                    times[name].append(time.perf_counter() - start)
+        rows.append({"op": op, "boxes": n, "medians": {name: statistics.median(t) for name, t in times.items()}})
+print(json.dumps(rows))
+"""
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
@@ -98,10 +153,11 @@ def main() -> int:
     parser.add_argument("--workaround-rounds", type=int, default=5)
     parser.add_argument("--classes", type=int, nargs="+", default=[3, 80])
     parser.add_argument("--boxes", type=int, nargs="+", default=[10000, 50000])
+    parser.add_argument("--pack-rounds", type=int, default=7, help="rounds for the patch pack's rows (soft_nms of 50k boxes takes seconds)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
-        if releases.tool(python, "apply").returncode != 0:
+        if releases.tool(python, "apply", "--patch", "batched-nms-amp-dtype").returncode != 0:
             raise SystemExit("could not apply the patch in the benchmark venv")
         done = subprocess.run(
             [str(python), "-c", MEASURE, str(args.rounds), str(args.workaround_rounds), ",".join(map(str, args.classes)), ",".join(map(str, args.boxes))],
@@ -110,6 +166,18 @@ def main() -> int:
             check=True,
         )
         results = json.loads(done.stdout.strip().splitlines()[-1])
+        if releases.tool(python, "apply").returncode != 0:
+            raise SystemExit("could not apply every patch in the benchmark venv")
+        released = Path(scratch) / "released_nms.py"
+        released.write_bytes(releases.released_file(releases.OPS))
+        patched = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
+        done = subprocess.run(
+            [str(python), "-c", MEASURE_PACK, str(released), str(patched), str(args.pack_rounds), ",".join(map(str, args.boxes))],
+            stdout=subprocess.PIPE,
+            universal_newlines=True,
+            check=True,
+        )
+        pack = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"machine: {_cpu()}, {results['threads']} torch threads; Python {platform.python_version()}, torch {results['torch']}, mmcv {results['mmcv']} (CPU ops)")
     print(f"median of {args.rounds} round-robin rounds ({args.workaround_rounds} for split_thr raised), iou 0.5\n")
     print("| classes | boxes | fp32 (AMP off) | fp16 + this patch | fp16 + split_thr raised |")
@@ -130,6 +198,17 @@ def main() -> int:
         f"\nper class ({part['boxes']} boxes, one of {part['classes']}): mmcv nms with fp16 scores"
         f" {(part['nms_fp16'] - part['nms_fp32']) * 1e6:+.1f} us over fp32; the patch's cast {part['cast'] * 1e6:.1f} us"
     )
+    print(f"\nthe patch pack: median of {args.pack_rounds} round-robin rounds in one process, iou 0.5 (batched_nms: 80 classes)\n")
+    print("| call | boxes | released, fp32 | every patch, fp32 | every patch, AMP's inputs |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for row in pack:
+        m = row["medians"]
+        base = m["released fp32"]
+        fp32, amp = m["patched fp32"] / base, m["patched AMP"] / base
+        print(
+            f"| {row['op']} | {row['boxes']} | {base * 1e3:.1f} ms (1.000) | {m['patched fp32'] * 1e3:.1f} ms ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'})"
+            f" | {m['patched AMP'] * 1e3:.1f} ms ({amp:.3f}{'' if amp <= 1.05 else ', missed 5%'}) |"
+        )
     return 0
 
 

@@ -6,7 +6,9 @@ back. Uses mmcv 2.1.0 built with its CPU ops (built once, cached; see tests/rele
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict
 
@@ -243,3 +245,55 @@ def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_
     assert nms.read_bytes() == original
     again = cases(python, "half")
     assert {name: again[name].get("error") for name in AMP_ERRORS} == AMP_ERRORS
+
+
+# --- a real client: mmdetection's YOLOX head with a soft_nms test cfg --------------------------
+
+MMDET = "mmdet==3.3.0"
+#: YOLOXHead.predict_by_feat from the real mmdet with fp16 class and objectness outputs (what
+#: the head gives under AMP) and a soft_nms test cfg, as YOLOX and ByteTrack configs use.
+YOLOX = r"""
+import json, torch
+from mmengine.config import ConfigDict
+from mmdet.models.dense_heads import YOLOXHead
+torch.manual_seed(0)
+head = YOLOXHead(num_classes=80, in_channels=8, feat_channels=8,
+                 test_cfg=ConfigDict(score_thr=0.01, nms=dict(type="soft_nms", iou_threshold=0.65)))
+sizes = [40, 20, 10]  # a 320x320 image at strides 8, 16, 32
+cls_scores = [torch.randn(1, 80, s, s).half() for s in sizes]
+bbox_preds = [torch.randn(1, 4, s, s) for s in sizes]
+objectnesses = [torch.randn(1, 1, s, s).half() for s in sizes]
+metas = [dict(img_shape=(320, 320), scale_factor=(1.0, 1.0))]
+try:
+    [result] = head.predict_by_feat(cls_scores, bbox_preds, objectnesses, metas, rescale=False, with_nms=True)
+    print(json.dumps({"boxes": len(result.bboxes), "scores_dtype": str(result.scores.dtype)}))
+except RuntimeError as error:
+    print(json.dumps({"error": str(error).splitlines()[0]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def mmdet_site() -> Path:
+    """mmdet 3.3.0 and what it needs beyond the build environment (which has torch and
+    mmengine), installed once under the cache."""
+    site = releases.CACHE / "mmdet-3.3.0"
+    if not (site / ".ready").exists():
+        with releases.slow_step(f"installing {MMDET} and its dependencies", "1 minute") as log:
+            releases.run([sys.executable, "-m", "pip", "install", "-q", "--target", site, MMDET, "pycocotools", "scipy", "shapely", "terminaltables", "matplotlib", "six", "tqdm"], log=log)
+        (site / ".ready").write_text("ok\n")
+    return site
+
+
+def test_mmdetection_yolox_with_soft_nms_under_amp_crashes_until_applied(python: Path, mmdet_site: Path) -> None:
+    def predict() -> Dict[str, Any]:
+        done = subprocess.run([str(python), "-c", YOLOX], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=dict(os.environ, PYTHONPATH=str(mmdet_site)))
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert predict() == {"error": "expected scalar type Float but found Half"}
+    assert releases.tool(python, "apply").returncode == 0
+    try:
+        after = predict()
+    finally:
+        assert releases.tool(python, "revert").returncode == 0
+    assert "error" not in after and after["boxes"] > 0, after
