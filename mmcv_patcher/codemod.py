@@ -9,6 +9,7 @@ the parse itself.
 """
 
 import dataclasses
+import functools
 import os
 from typing import Any, List, NamedTuple, Optional, Tuple, TypeVar, Union
 
@@ -77,6 +78,13 @@ def shape(node: Any) -> Any:
     if isinstance(node, cst.MaybeSentinel):
         return None
     return node
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(anchor: str, fixed: str) -> Tuple[cst.BaseSmallStatement, cst.BaseSmallStatement, Any, Any]:
+    """An edit's two statements as LibCST nodes and shapes, made once per run."""
+    anchor_node, fixed_node = _statement(anchor), _statement(fixed)
+    return anchor_node, fixed_node, shape(anchor_node), shape(fixed_node)
 
 
 def _statement(code: str) -> cst.BaseSmallStatement:
@@ -159,10 +167,13 @@ class _Codemod(cst.CSTTransformer):
 
     def __init__(self, patch: Patch, marker: str, sentinel: str) -> None:
         super().__init__()
-        self.edits = [(_statement(edit.anchor), _statement(edit.fixed)) for edit in patch.edits]
-        self.shapes = [(shape(anchor), shape(fixed)) for anchor, fixed in self.edits]
-        #: cheap filter: shapes are only worth computing for statements of these kinds
+        parsed = [_parsed(edit.anchor, edit.fixed) for edit in patch.edits]
+        self.edits = [(anchor, fixed) for anchor, fixed, _, _ in parsed]
+        self.shapes = [(anchor_shape, fixed_shape) for _, _, anchor_shape, fixed_shape in parsed]
+        #: cheap filters: shapes are only worth computing for statements of these kinds, and,
+        #: for assignments, with these targets
         self.kinds = tuple({type(statement) for edit in self.edits for statement in edit})
+        self.heads = {_head(statement) for edit in self.edits for statement in edit}
         self.marker = marker
         self.sentinel = sentinel
         self.anchors = [0] * len(self.edits)
@@ -180,7 +191,7 @@ class _Codemod(cst.CSTTransformer):
         body = list(updated.body)
         tag = None
         for i, statement in enumerate(body):
-            if not isinstance(statement, self.kinds):
+            if not isinstance(statement, self.kinds) or _head(statement) not in self.heads:
                 continue
             statement_shape = shape(statement)
             for index, (anchor_shape, fixed_shape) in enumerate(self.shapes):
@@ -206,6 +217,11 @@ class _Codemod(cst.CSTTransformer):
         self, original_node: cst.SimpleStatementSuite, updated_node: cst.SimpleStatementSuite
     ) -> cst.SimpleStatementSuite:
         return self._leave_line(updated_node)
+
+
+def _head(statement: cst.CSTNode) -> Any:
+    """What cheaply tells statements apart before their whole shapes are compared."""
+    return shape(statement.targets) if isinstance(statement, cst.Assign) else type(statement).__name__
 
 
 def _line_span(line: _StatementLine) -> int:
@@ -330,6 +346,8 @@ def _render(text: str, module: cst.Module, index: int, before: cst.FunctionDef, 
     ``after``. Renders only that statement and splices it in when the original statement's
     text occurs exactly once (so its place is certain); otherwise renders the whole module,
     which costs several times more."""
+    if len(module.body) == 1:  # the function alone (ast placed it): render just that
+        return module.with_changes(body=[after]).code
     old = module.code_for_node(before)
     at = text.find(old)
     if at >= 0 and text.find(old, at + 1) < 0:

@@ -5,6 +5,7 @@ Nothing here does I/O or imports LibCST, so the registry and ``status`` stay che
 
 import difflib
 import enum
+import functools
 import io
 import tokenize
 from typing import List, Mapping, NamedTuple, Optional, Tuple
@@ -63,15 +64,20 @@ class Edit(NamedTuple):
     def insertions(self) -> Tuple[str, ...]:
         """The texts the fix inserts into the anchor, in order, found by aligning the two
         statements' tokens (:mod:`tokenize`), so each is a whole run of tokens."""
-        anchor, fixed = _tokens(self.anchor), _tokens(self.fixed)
-        matcher = difflib.SequenceMatcher(None, [t for t, _, _ in anchor], [t for t, _, _ in fixed], autojunk=False)
-        found = []
-        for tag, _, _, start, end in matcher.get_opcodes():
-            if tag != "equal":
-                if tag != "insert":
-                    raise ValueError(f"{self.fixed!r} is not {self.anchor!r} with insertions")
-                found.append(self.fixed[fixed[start][1] : fixed[end - 1][2]])
-        return tuple(found)
+        return _insertions(self.anchor, self.fixed)
+
+
+@functools.lru_cache(maxsize=None)
+def _insertions(anchor_code: str, fixed_code: str) -> Tuple[str, ...]:
+    anchor, fixed = _tokens(anchor_code), _tokens(fixed_code)
+    matcher = difflib.SequenceMatcher(None, [t for t, _, _ in anchor], [t for t, _, _ in fixed], autojunk=False)
+    found = []
+    for tag, _, _, start, end in matcher.get_opcodes():
+        if tag != "equal":
+            if tag != "insert":
+                raise ValueError(f"{fixed_code!r} is not {anchor_code!r} with insertions")
+            found.append(fixed_code[fixed[start][1] : fixed[end - 1][2]])
+    return tuple(found)
 
 
 def _tokens(code: str) -> List[Tuple[str, int, int]]:

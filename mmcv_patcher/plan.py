@@ -7,6 +7,7 @@ the release's RECORD hash (see :func:`assess`).
 
 import ast
 import enum
+import functools
 import hashlib
 import re
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
@@ -249,19 +250,17 @@ def _quick_unpatched_line(source: Source, patch: Patch, release: Release, counts
     """
     if not release.installed(hashlib.sha256(source.encode(source.text)).digest()):
         return None
-    try:
-        tree = ast.parse(source.text)
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return None
-    definitions = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == patch.function]
+    tree = _tree(source.text)
+    definitions = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == patch.function] if tree else []
     if not definitions:
         return None
-    wanted = {ast.dump(ast.parse(edit.anchor).body[0]): index for index, edit in enumerate(patch.edits)}
-    fixed = {ast.dump(ast.parse(edit.fixed).body[0]) for edit in patch.edits}
+    wanted = {_dumped(edit.anchor): index for index, edit in enumerate(patch.edits)}
+    fixed = {_dumped(edit.fixed) for edit in patch.edits}
+    kinds = tuple({type(ast.parse(edit.anchor).body[0]) for edit in patch.edits})
     found = [0] * len(patch.edits)
     lines = []
     for node in ast.walk(definitions[-1]):  # the one Python binds
-        if isinstance(node, ast.stmt) and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        if isinstance(node, kinds):
             dumped = ast.dump(node)
             if dumped in fixed:
                 return None
@@ -304,6 +303,20 @@ def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, f
         if quick is not None:
             return Plan(State.UNPATCHED, quick, f"{release.describe()} has the bug")
     return _assess_structurally(source, patch, release, counts, family, ours)
+
+
+@functools.lru_cache(maxsize=4)
+def _tree(text: str) -> Optional[ast.Module]:
+    """The file's ``ast``, parsed once for all the patches of a run (None: not Python)."""
+    try:
+        return ast.parse(text)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _dumped(statement: str) -> str:
+    return ast.dump(ast.parse(statement).body[0])
 
 
 def _times(count: int) -> str:
