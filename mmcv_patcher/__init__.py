@@ -1,4 +1,4 @@
-"""Patch the installed mmcv in place so ``batched_nms`` survives mixed precision."""
+"""Patch the installed mmcv in place so its NMS ops (``mmcv/ops/nms.py``) survive mixed precision."""
 
 import importlib.util
 import os

@@ -86,14 +86,14 @@ def _command(commands: "argparse._SubParsersAction[_Parser]", name: str, help: s
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser for ``mmcv-patcher`` (also ``python -m mmcv_patcher``)."""
-    parser = _Parser(prog=PROG, description="Fix mmcv's batched_nms crash under mixed precision, in place and reversibly.")
+    parser = _Parser(prog=PROG, description="Fix mmcv's NMS ops (ops/nms.py) under mixed precision, in place and reversibly.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _where(parser, "_before")
     commands = parser.add_subparsers(dest="command", metavar="{apply,status,revert,verify}", required=True)
 
     apply = _command(commands, APPLY, "patch the installed mmcv")
     _patch_option(apply)
-    apply.add_argument("--force", action="store_true", help="patch a release outside the known range when the statement is there once")
+    apply.add_argument("--force", action="store_true", help="patch a release outside the known ranges whose file has the statements as a known release does")
     _writing(apply)
 
     status = _command(commands, STATUS, "show each patch's state, file and line")

@@ -346,7 +346,9 @@ def _render(text: str, module: cst.Module, index: int, before: cst.FunctionDef, 
     ``after``. Renders only that statement and splices it in when the original statement's
     text occurs exactly once (so its place is certain); otherwise renders the whole module,
     which costs several times more."""
-    if len(module.body) == 1:  # the function alone (ast placed it): render just that
+    if len(module.body) == 1 and module.default_newline != "\r":
+        # The function alone (ast placed it): render just that. (A whole module with old-Mac
+        # newlines loses its last one when LibCST renders it; those take the splice below.)
         return module.with_changes(body=[after]).code
     old = module.code_for_node(before)
     at = text.find(old)

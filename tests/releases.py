@@ -42,7 +42,8 @@ class Release:
 
     distribution: str
     version: str
-    #: the state ``status`` reports before anything is done
+    #: the state ``status`` reports for batched-nms-amp-dtype before anything is done (the
+    #: other patches' states follow from their ranges: tests/test_matrix.py)
     state: str
     #: MMCV_WITH_OPS for preparing/building the sdist (it renames the distribution)
     ops: bool = False
