@@ -7,9 +7,10 @@ installed there, and it answers with one JSON object on its last line of output.
 
 import json
 import os
-import shutil
-import subprocess
 from typing import Any, Dict, Mapping, Optional, Sequence
+
+# shutil and subprocess are imported where they are used: only --python and verify run a
+# child, and every other command would pay for them (about 5 ms) at start-up.
 
 
 class ChildError(RuntimeError):
@@ -19,6 +20,8 @@ class ChildError(RuntimeError):
 def resolve(python: str) -> str:
     """``python`` as a shell would find it: a name without a slash is looked up on ``PATH``.
     Raises :class:`ChildError` when there is no such program."""
+    import shutil
+
     found = shutil.which(python) if os.sep not in python else python
     if found is None or not os.path.exists(found):
         raise ChildError("no such file" if os.sep in python else "not found on PATH")
@@ -28,6 +31,8 @@ def resolve(python: str) -> str:
 def run_json(python: str, script: str, args: Sequence[str] = (), *, timeout: float, env: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """Runs ``script`` (a file of this package) in ``python`` with ``args``; returns the
     JSON object it printed last. Raises :class:`ChildError` with a one-line reason."""
+    import subprocess
+
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), script), encoding="utf-8") as handle:
         source = handle.read()
     try:

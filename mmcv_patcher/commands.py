@@ -5,7 +5,6 @@ succeeded and every new file compiles, so a failing command leaves all files as 
 """
 
 import contextlib
-import difflib
 import errno
 import os
 import stat
@@ -236,6 +235,8 @@ def _write_error(path: str, error: OSError) -> str:
 
 
 def _diff(path: str, old: str, new: str) -> str:
+    import difflib  # only --dry-run shows a diff
+
     return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
 
 
