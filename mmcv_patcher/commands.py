@@ -7,14 +7,13 @@ succeeded and every new file compiles, so a failing command leaves all files as 
 import contextlib
 import errno
 import os
-import stat
 from types import CodeType
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmcv_patcher import plan, registry, write
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Patch, Result, State
-from mmcv_patcher.source import MAX_SOURCE_BYTES, Source, UndecodableSource, decode
+from mmcv_patcher.source import MAX_SOURCE_BYTES, Source, UndecodableSource, decode, read_source
 
 #: The commands' words, as typed and as in JSON (``verify`` is :data:`mmcv_patcher.verify.VERIFY`).
 APPLY, STATUS, REVERT = "apply", "status", "revert"
@@ -137,26 +136,6 @@ def _plan_file(command: str, target: Target, path: str, patches: List[Patch], fo
     if text != file_plan.source.text:
         file_plan.new_text = text
     return file_plan
-
-
-def read_source(path: str) -> bytes:
-    """The bytes of a source file: a regular file of at most :data:`MAX_SOURCE_BYTES`.
-    Anything else (a FIFO, a socket, ``/dev/zero`` behind a symlink, a huge file) is refused
-    at once, without reading it or waiting for a writer."""
-    _check_regular(os.stat(path).st_mode)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
-        _check_regular(os.fstat(fd).st_mode)  # it may have been swapped since
-        data = handle.read(MAX_SOURCE_BYTES + 1)
-    if len(data) > MAX_SOURCE_BYTES:
-        raise UndecodableSource(f"it is over {MAX_SOURCE_BYTES // 2**20} MB, far larger than any mmcv source file; refusing to parse it")
-    return data
-
-
-def _check_regular(mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-        raise UndecodableSource(f"it is {kind}, not a regular file")
 
 
 def _unreadable(patch: Patch, target: Target, path: str, error: Exception) -> plan.Plan:

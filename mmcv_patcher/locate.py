@@ -15,7 +15,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from mmcv_patcher.interpreter import Interpreter, current
 from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch
 from mmcv_patcher.plan import Release, remembered_sha256
-from mmcv_patcher.source import MAX_SOURCE_BYTES, UndecodableSource, decode, record_hash
+from mmcv_patcher.source import UndecodableSource, decode, read_source, record_hash
 
 if sys.version_info >= (3, 12):
     from importlib import metadata
@@ -249,8 +249,7 @@ def _current_owner(owners: List[Installed], package_dir: str, patches: Sequence[
     ``version.py`` names. Returns it and how it was chosen."""
     for file in [patch.file for patch in patches] + ["version.py"]:
         try:
-            with open(_inside(package_dir, file), "rb") as handle:
-                data = handle.read(MAX_SOURCE_BYTES + 1)
+            data = read_source(_inside(package_dir, file))
             source = decode(data)
         except (OSError, UndecodableSource):
             continue
@@ -271,9 +270,8 @@ def _current_owner(owners: List[Installed], package_dir: str, patches: Sequence[
 def literal_version(version_file: str) -> Optional[str]:
     """``__version__`` from a ``version.py`` assigned a string literal; parsed, never run."""
     try:
-        with open(version_file, "rb") as handle:
-            tree = ast.parse(handle.read(), version_file)
-    except (OSError, SyntaxError, ValueError):
+        tree = ast.parse(read_source(version_file), version_file)
+    except (OSError, SyntaxError, ValueError):  # UndecodableSource is a ValueError
         return None
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets):

@@ -3,7 +3,9 @@
 import base64
 import hashlib
 import io
+import os
 import re
+import stat
 import tokenize
 from typing import List, NamedTuple
 
@@ -24,6 +26,26 @@ class Source(NamedTuple):
     def encode(self, text: str) -> bytes:
         """``text`` as bytes in this file's encoding (a BOM is kept by ``utf-8-sig``)."""
         return text.encode(self.encoding)
+
+
+def read_source(path: str) -> bytes:
+    """The bytes of a source file: a regular file of at most :data:`MAX_SOURCE_BYTES`.
+    Anything else (a FIFO, a socket, ``/dev/zero`` behind a symlink, a huge file) is refused
+    with :class:`UndecodableSource` at once, without reading it or waiting for a writer."""
+    _check_regular(os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        _check_regular(os.fstat(fd).st_mode)  # it may have been swapped since
+        data = handle.read(MAX_SOURCE_BYTES + 1)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise UndecodableSource(f"it is over {MAX_SOURCE_BYTES // 2**20} MB, far larger than any mmcv source file; refusing to parse it")
+    return data
+
+
+def _check_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise UndecodableSource(f"it is {kind}, not a regular file")
 
 
 def decode(data: bytes) -> Source:

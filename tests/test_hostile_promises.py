@@ -275,6 +275,21 @@ def test_a_non_regular_source_gets_a_verdict_at_once(tmp_path: Path, kind: str) 
     assert stat.S_ISLNK(nms.lstat().st_mode) if kind == "dev-zero" else not stat.S_ISREG(nms.stat().st_mode)
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_version_py_that_is_not_a_sane_file_gives_no_version_at_once(tmp_path: Path, kind: str) -> None:
+    make_tree(tmp_path)  # no metadata: the version comes from version.py
+    version_py = tmp_path / "mmcv" / "version.py"
+    version_py.unlink()
+    if kind == "fifo":
+        os.mkfifo(version_py)
+    else:
+        version_py.symlink_to("/dev/zero")
+    done = cli_run("status", "--json", "--path", str(tmp_path), timeout=30)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["target"]["version"] is None and document["patches"][0]["state"] == "unverified"
+
+
 @pytest.mark.parametrize("kind", ["fifo", "huge"])
 def test_metadata_that_is_not_a_sane_file_is_skipped_with_a_note(tmp_path: Path, kind: str) -> None:
     make_tree(tmp_path, distribution="mmcv")
