@@ -118,7 +118,8 @@ def _plan_file(command: str, target: Target, path: str, patches: List[Patch], fo
     text = file_plan.source.text
     # Our edits in a file are checked together (each marker remembers the file from before
     # all of them), so every registered patch of the file counts, selected or not.
-    family = [patch for patch in registry.all_patches() if patch.file == patches[0].file]
+    chosen = {patch.id for patch in patches}
+    family = list(patches) + [p for p in registry.all_patches() if p.file == patches[0].file and p.id not in chosen]
     for patch in reversed(patches) if command == REVERT else patches:
         release = target.release(patch)
         assessed = plan.assess(Source(text, file_plan.source.encoding), patch, release, need_text=command != STATUS, family=family)
