@@ -63,11 +63,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == VERIFY:
         return _verify(args, target, interpreters[0], selected)
     patches = registry.select(selected, None, target.only_file)
+    lock_timeout = getattr(args, "lock_timeout", arguments.DEFAULT_LOCK_TIMEOUT)
     options = commands.Options(
         force=getattr(args, "force", False),
         dry_run=getattr(args, "dry_run", False),
-        lock_timeout=getattr(args, "lock_timeout", arguments.DEFAULT_LOCK_TIMEOUT),
-        on_wait=lambda directory, pid: report.err(report.waiting(directory, pid, args.lock_timeout)),
+        lock_timeout=lock_timeout,
+        on_wait=lambda directory, pid: report.err(report.waiting(directory, pid, lock_timeout)),
         pycache_prefixes=tuple(sorted({p for p in (getattr(sys, "pycache_prefix", None), interpreters[0].pycache_prefix) if p})),  # 3.8+
     )
     outcome = commands.run(args.command, target, patches, options)

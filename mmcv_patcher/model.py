@@ -8,7 +8,7 @@ import enum
 import functools
 import io
 import tokenize
-from typing import List, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 #: Distributions that install the top-level package ``mmcv``.
 MMCV_DISTRIBUTIONS = ("mmcv", "mmcv-full", "mmcv-lite", "onedl-mmcv")
@@ -47,6 +47,13 @@ class Affected(NamedTuple):
     last_affected: Optional[str] = None
     fixed: Optional[str] = None
     counts: Tuple[int, ...] = ()
+
+
+def mmcv_family(mmcv: Tuple[Affected, ...], onedl_mmcv: Tuple[Affected, ...]) -> Dict[str, Tuple[Affected, ...]]:
+    """A patch's ranges for every distribution of :data:`MMCV_DISTRIBUTIONS`: mmcv-full (1.x)
+    and mmcv-lite (2.x) are built from the same tagged source as mmcv of the same version,
+    so they share its ranges; the onedl-mmcv fork has its own."""
+    return {"mmcv": mmcv, "mmcv-full": mmcv, "mmcv-lite": mmcv, "onedl-mmcv": onedl_mmcv}
 
 
 class Edit(NamedTuple):

@@ -12,19 +12,14 @@ have the statement byte for byte; 1.3.3 and older never write scores back. The f
 onedl-mmcv has it up to 2.3.5 and the fix (split over two lines) from 2.3.6.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch
+from mmcv_patcher.model import Affected, Edit, Patch, mmcv_family
 
 _MMCV_RANGE = (Affected(introduced="1.3.4", last_affected="2.2.0"),)  # upstream never fixed it
 
 PATCH = Patch(
     id="batched-nms-amp-dtype",
     summary="batched_nms: cast dets[:, -1] to the fp16 score buffer's dtype (AMP crash above split_thr)",
-    affected={
-        "mmcv": _MMCV_RANGE,
-        "mmcv-full": _MMCV_RANGE,
-        "mmcv-lite": _MMCV_RANGE,
-        "onedl-mmcv": (Affected(fixed="2.3.6"),),
-    },
+    affected=mmcv_family(_MMCV_RANGE, (Affected(fixed="2.3.6"),)),
     file="ops/nms.py",
     function="batched_nms",
     edits=(Edit("scores_after_nms[mask[keep]] = dets[:, -1]", "scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"),),

@@ -11,7 +11,7 @@ torch.tensor(1).to(boxes)`` from 1.2.1, once up to 1.5.2 and twice (the rotated-
 too) from 1.5.3 to 2.2.0 and in every onedl-mmcv.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch
+from mmcv_patcher.model import Affected, Edit, Patch, mmcv_family
 
 _PLAIN = Edit("offsets = idxs.to(boxes) * (max_coordinate + 1)", "offsets = idxs.to(boxes.float()) * (max_coordinate.float() + 1)")
 _TENSOR = Edit(
@@ -27,12 +27,7 @@ _MMCV = (
 PATCH = Patch(
     id="batched-nms-fp32-offsets",
     summary="batched_nms: class offsets in fp32, so fp16 boxes of many classes do not overflow to inf",
-    affected={
-        "mmcv": _MMCV,
-        "mmcv-full": _MMCV,
-        "mmcv-lite": _MMCV,
-        "onedl-mmcv": (Affected("2.3.0", "2.3.6", counts=(0, 2)),),
-    },
+    affected=mmcv_family(_MMCV, (Affected("2.3.0", "2.3.6", counts=(0, 2)),)),
     file="ops/nms.py",
     function="batched_nms",
     edits=(_PLAIN, _TENSOR),

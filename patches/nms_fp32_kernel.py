@@ -11,7 +11,7 @@ threshold and max_num) from 1.3.6 to 2.2.0 and in every onedl-mmcv; 1.0.0 to 1.0
 the extension differently.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch
+from mmcv_patcher.model import Affected, Edit, Patch, mmcv_family
 
 _OLD = Edit("inds = NMSop.apply(boxes, scores, iou_threshold, offset)", "inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)")
 _NEW = Edit(
@@ -23,12 +23,7 @@ _MMCV = (Affected("1.0.3", "1.3.5", counts=(1, 0)), Affected("1.3.6", "2.2.0", c
 PATCH = Patch(
     id="nms-fp32-kernel",
     summary="nms: give the kernel fp32 boxes and scores (fp16 boxes crash it)",
-    affected={
-        "mmcv": _MMCV,
-        "mmcv-full": _MMCV,
-        "mmcv-lite": _MMCV,
-        "onedl-mmcv": (Affected("2.3.0", "2.3.6", counts=(0, 1)),),
-    },
+    affected=mmcv_family(_MMCV, (Affected("2.3.0", "2.3.6", counts=(0, 1)),)),
     file="ops/nms.py",
     function="nms",
     edits=(_OLD, _NEW),

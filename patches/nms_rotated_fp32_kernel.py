@@ -10,7 +10,7 @@ Releases: from mmcv 1.2.1 (when ``nms_rotated`` arrived) to 1.7.1 without labels
 1.7.2 to 2.2.0 and in every onedl-mmcv with ``input_labels``.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch
+from mmcv_patcher.model import Affected, Edit, Patch, mmcv_family
 
 _NO_LABELS = Edit(
     "keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)",
@@ -25,12 +25,7 @@ _MMCV = (Affected("1.2.1", "1.7.1", counts=(1, 0)), Affected("1.7.2", "2.2.0", c
 PATCH = Patch(
     id="nms-rotated-fp32-kernel",
     summary="nms_rotated: give the kernel fp32 boxes and scores (fp16 is not implemented on CPU, wrong on CUDA)",
-    affected={
-        "mmcv": _MMCV,
-        "mmcv-full": _MMCV,
-        "mmcv-lite": _MMCV,
-        "onedl-mmcv": (Affected("2.3.0", "2.3.6", counts=(0, 1)),),
-    },
+    affected=mmcv_family(_MMCV, (Affected("2.3.0", "2.3.6", counts=(0, 1)),)),
     file="ops/nms.py",
     function="nms_rotated",
     edits=(_NO_LABELS, _LABELS),

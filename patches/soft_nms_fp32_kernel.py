@@ -12,19 +12,14 @@ directly (not affected here). Both statements are byte for byte the same up to 2
 every onedl-mmcv.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch
+from mmcv_patcher.model import Affected, Edit, Patch, mmcv_family
 
 _MMCV = (Affected("1.2.3", "2.2.0"),)
 
 PATCH = Patch(
     id="soft-nms-fp32-kernel",
     summary="soft_nms: run the kernel on fp32 copies, cast dets back to the inputs' dtype",
-    affected={
-        "mmcv": _MMCV,
-        "mmcv-full": _MMCV,
-        "mmcv-lite": _MMCV,
-        "onedl-mmcv": (Affected("2.3.0", "2.3.6"),),
-    },
+    affected=mmcv_family(_MMCV, (Affected("2.3.0", "2.3.6"),)),
     file="ops/nms.py",
     function="soft_nms",
     edits=(
