@@ -1,21 +1,21 @@
 """The LibCST codemod behind every patch: find the anchor structurally, insert the fix.
 
 This is the only module that imports LibCST (about 0.15 s), so ``status`` on a file whose
-state is known from its hash or marker never loads it. LibCST parses only the function a
-patch names when Python's own (much faster) parser can say exactly which lines hold it, and
-the whole file otherwise; it visits only statements, and it finds line numbers by rendering
-sentinel comments instead of resolving ``PositionProvider`` metadata, which costs more than
-the parse itself.
+state is known from its hash or marker never loads it. All the patches of a file are found
+in one pass: LibCST parses each function they name once, alone when Python's own (much
+faster) parser can say exactly which lines hold it, and the whole file otherwise; it visits
+only statements, and it finds line numbers by rendering sentinel comments instead of
+resolving ``PositionProvider`` metadata, which costs more than the parse itself.
 """
 
 import dataclasses
 import functools
 import os
-from typing import Any, List, NamedTuple, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
 
 import libcst as cst
 
-from mmcv_patcher.model import Patch
+from mmcv_patcher.model import Edit, Patch, Scan
 from mmcv_patcher.source import first_newline, line_at, line_starts
 
 #: Fields that carry formatting, not meaning: ignored when comparing shapes.
@@ -48,43 +48,64 @@ class ParseFailure(Exception):
         self.reason = reason
 
 
-class Scan(NamedTuple):
-    """What the codemod found in one file for one patch.
+class FileScan(NamedTuple):
+    """What the codemod found in one file for several patches, in one pass."""
 
-    ``patched_text`` is the whole file with every anchor fixed and marked.
-    """
-
-    function_line: Optional[int]
-    #: module-level definitions of the function; only the last, which Python binds, counts
-    definitions: int
-    #: per edit of the patch: how many anchors, and how many already-fixed statements
-    anchors: Tuple[int, ...]
-    fixed: Tuple[int, ...]
-    anchor_lines: Tuple[int, ...]
-    fixed_lines: Tuple[int, ...]
+    #: patch id -> what it found for that patch
+    scans: Dict[str, Scan]
+    #: the whole file with every anchor of every patch fixed and marked
     patched_text: str
 
 
-def shape(node: Any) -> Any:
-    """A hashable picture of ``node`` that ignores whitespace, comments and parentheses."""
+def shape(node: Any, memo: Optional[Dict[int, Any]] = None) -> Any:
+    """A hashable picture of ``node`` that ignores whitespace, comments and parentheses.
+    ``memo`` keeps the picture of each node under it, by id, while the caller keeps the
+    nodes alive."""
     if isinstance(node, cst.CSTNode):
-        return (type(node).__name__,) + tuple(
-            shape(getattr(node, f.name))
+        if memo is not None and id(node) in memo:
+            return memo[id(node)]
+        found = (type(node).__name__,) + tuple(
+            shape(getattr(node, f.name), memo)
             for f in dataclasses.fields(node)
             if f.name not in _FORMATTING_FIELDS and not f.name.startswith("whitespace")
         )
+        if memo is not None:
+            memo[id(node)] = found
+        return found
     if isinstance(node, (list, tuple)):
-        return tuple(shape(child) for child in node)
+        return tuple(shape(child, memo) for child in node)
     if isinstance(node, cst.MaybeSentinel):
         return None
     return node
 
 
+class _Wrap(NamedTuple):
+    """Where ``fixed`` wraps what ``anchor`` has (``boxes`` becomes ``boxes.float()``):
+    ``template`` is that part of the fix, ``hole`` its node shaped like the anchor's."""
+
+    template: cst.CSTNode
+    hole: cst.CSTNode
+
+
+#: How to turn a statement shaped like an anchor into its fix, worked out once per edit:
+#: None (keep the node), a wrap, or per changed field the recipe for its node or children.
+_Recipe = Union[None, _Wrap, Tuple[Tuple[str, Any], ...]]
+
+
+class _Edit(NamedTuple):
+    """An edit's statements as LibCST nodes, with their shapes."""
+
+    anchor: cst.BaseSmallStatement
+    fixed: cst.BaseSmallStatement
+    anchor_shape: Any
+    fixed_shape: Any
+
+
 @functools.lru_cache(maxsize=None)
-def _parsed(anchor: str, fixed: str) -> Tuple[cst.BaseSmallStatement, cst.BaseSmallStatement, Any, Any]:
-    """An edit's two statements as LibCST nodes and shapes, made once per run."""
-    anchor_node, fixed_node = _statement(anchor), _statement(fixed)
-    return anchor_node, fixed_node, shape(anchor_node), shape(fixed_node)
+def _compiled(edit: Edit) -> _Edit:
+    """An edit made ready for the codemod, once per run."""
+    anchor, fixed = _statement(edit.anchor), _statement(edit.fixed)
+    return _Edit(anchor, fixed, shape(anchor), shape(fixed))
 
 
 def _statement(code: str) -> cst.BaseSmallStatement:
@@ -93,64 +114,69 @@ def _statement(code: str) -> cst.BaseSmallStatement:
     return line.body[0]
 
 
-class _Substitute(cst.CSTTransformer):
-    """Replaces each node shaped like ``target`` by ``replacement``, counting them."""
-
-    def __init__(self, target: Any, replacement: cst.CSTNode) -> None:
-        super().__init__()
-        self.target = target
-        self.replacement = replacement
-        self.count = 0
-
-    def on_leave(self, original_node: cst.CSTNode, updated_node: cst.CSTNode) -> Any:
-        if shape(original_node) == self.target:
-            self.count += 1
-            return self.replacement
-        return updated_node
-
-
 class _Mismatch(Exception):
-    """``fixed`` does not add to ``anchor`` in a way :func:`_insert` can follow."""
+    """``fixed`` does not add to ``anchor`` in a way :func:`_recipe` can follow."""
 
 
-def _insert(actual: Any, anchor: Any, fixed: Any) -> Any:
-    """``actual`` (shaped like ``anchor``) with what ``fixed`` adds to ``anchor``, keeping
-    ``actual``'s own formatting everywhere else.
+def _recipe(anchor: Any, fixed: Any, memo: Dict[int, Any]) -> _Recipe:
+    """How ``fixed`` adds to ``anchor``, so that a node shaped like ``anchor`` gets the same
+    additions while keeping its own formatting everywhere else.
 
     Where ``fixed`` has the same kind of node as ``anchor``, their children are compared
-    pairwise; where it differs, ``fixed`` wraps ``anchor`` there (``boxes`` becomes
-    ``boxes.float()``), and the wrapper, parsed from the canonical text, is put around the
-    file's own node. Raises :class:`_Mismatch` otherwise.
+    pairwise; where it differs, ``fixed`` wraps ``anchor`` there, and the wrapper, parsed from
+    the canonical text, is put around the file's own node. Raises :class:`_Mismatch`
+    otherwise. ``memo`` is as for :func:`shape`: each subtree's shape is taken once.
     """
-    if shape(anchor) == shape(fixed):
-        return actual
+    if shape(anchor, memo) == shape(fixed, memo):
+        return None
     if type(anchor) is type(fixed) and isinstance(anchor, cst.CSTNode):
         try:
-            changes = {}
+            changes: List[Tuple[str, Any]] = []
             for field in dataclasses.fields(anchor):
                 name = field.name
                 if name in _FORMATTING_FIELDS or name.startswith("whitespace"):
                     continue
-                old, new, mine = getattr(anchor, name), getattr(fixed, name), getattr(actual, name)
-                if shape(old) == shape(new):
+                old, new = getattr(anchor, name), getattr(fixed, name)
+                if shape(old, memo) == shape(new, memo):
                     continue
                 if isinstance(old, (list, tuple)):
-                    if not len(old) == len(new) == len(mine):
+                    if len(old) != len(new):
                         raise _Mismatch
-                    changes[name] = tuple(_insert(m, o, n) for m, o, n in zip(mine, old, new))
+                    changes.append((name, tuple(_recipe(o, n, memo) for o, n in zip(old, new))))
                 elif isinstance(old, cst.CSTNode):
-                    changes[name] = _insert(mine, old, new)
+                    changes.append((name, _recipe(old, new, memo)))
                 else:
                     raise _Mismatch
-            return actual.with_changes(**changes)
+            return tuple(changes)
         except _Mismatch:
             pass  # the same kind of node can still wrap it: f(x) -> g(f(x))
     if isinstance(fixed, cst.CSTNode):
-        substitute = _Substitute(shape(anchor), actual)
-        wrapped = fixed.visit(substitute)
-        if substitute.count == 1:
-            return wrapped
+        wanted = shape(anchor, memo)
+        holes = [node for node in _nodes(fixed) if shape(node, memo) == wanted]
+        if len(holes) == 1:
+            return _Wrap(fixed, holes[0])
     raise _Mismatch
+
+
+def _nodes(node: cst.CSTNode) -> List[cst.CSTNode]:
+    """``node`` and every node under it."""
+    found = [node]
+    for child in node.children:
+        found.extend(_nodes(child))
+    return found
+
+
+def _follow(recipe: _Recipe, actual: Any) -> Any:
+    """``actual`` (shaped like the recipe's anchor) with the fix's additions."""
+    if recipe is None:
+        return actual
+    if isinstance(recipe, _Wrap):
+        return recipe.template.deep_replace(recipe.hole, actual)
+    changes = {}
+    for name, inner in recipe:
+        mine = getattr(actual, name)
+        changes[name] = tuple(_follow(r, m) for r, m in zip(inner, mine)) if isinstance(mine, (list, tuple)) else _follow(inner, mine)
+    return actual.with_changes(**changes)
 
 
 #: Nodes whose children can hold statements; the codemod descends into nothing else.
@@ -162,25 +188,27 @@ _STATEMENT_CONTAINERS = tuple(
 
 
 class _Codemod(cst.CSTTransformer):
-    """Fixes and marks every anchor statement of every edit; tags every already-fixed one
-    with a sentinel."""
+    """Fixes and marks every anchor statement of every edit of the patches of one function;
+    tags every already-fixed one with its patch's sentinel."""
 
-    def __init__(self, patch: Patch, marker: str, sentinel: str) -> None:
+    def __init__(self, patches: Sequence[Patch], markers: Sequence[str], sentinels: Sequence[str]) -> None:
         super().__init__()
-        parsed = [_parsed(edit.anchor, edit.fixed) for edit in patch.edits]
-        self.edits = [(anchor, fixed) for anchor, fixed, _, _ in parsed]
-        self.shapes = [(anchor_shape, fixed_shape) for _, _, anchor_shape, fixed_shape in parsed]
+        #: (patch index, edit index, edit) for every edit of every patch
+        self.edits = [(k, index, _compiled(edit)) for k, patch in enumerate(patches) for index, edit in enumerate(patch.edits)]
         #: cheap filters: shapes are only worth computing for statements of these kinds, and,
         #: for assignments, with these targets
-        self.kinds = tuple({type(statement) for edit in self.edits for statement in edit})
-        self.heads = {_head(statement) for edit in self.edits for statement in edit}
-        self.marker = marker
-        self.sentinel = sentinel
-        self.anchors = [0] * len(self.edits)
-        self.fixed = [0] * len(self.edits)
-        #: per tagged line, how far it runs past its first line, in file order
-        self.anchor_spans: List[int] = []
-        self.fixed_spans: List[int] = []
+        statements = [statement for _, _, edit in self.edits for statement in (edit.anchor, edit.fixed)]
+        self.kinds = tuple({type(statement) for statement in statements})
+        self.heads = {_head(statement) for statement in statements}
+        #: per edit that matched, how to fix it: worked out on the first match
+        self.recipes: Dict[Tuple[int, int], _Recipe] = {}
+        self.markers = markers
+        self.sentinels = sentinels
+        self.anchors = [[0] * len(patch.edits) for patch in patches]
+        self.fixed = [[0] * len(patch.edits) for patch in patches]
+        #: per patch, per line it tagged, how far that line runs past its first, in file order
+        self.anchor_spans: List[List[int]] = [[] for _ in patches]
+        self.fixed_spans: List[List[int]] = [[] for _ in patches]
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         # Statements never sit inside expressions: skipping those subtrees makes the visit
@@ -189,24 +217,33 @@ class _Codemod(cst.CSTTransformer):
 
     def _leave_line(self, updated: _Line) -> _Line:
         body = list(updated.body)
-        tag = None
+        marked: List[int] = []  # the patches with an anchor on this line
+        tagged: List[int] = []  # those with a fixed statement on it (told only on a line without anchors)
         for i, statement in enumerate(body):
             if not isinstance(statement, self.kinds) or _head(statement) not in self.heads:
                 continue
             statement_shape = shape(statement)
-            for index, (anchor_shape, fixed_shape) in enumerate(self.shapes):
-                if statement_shape == anchor_shape:
-                    anchor, fixed = self.edits[index]
-                    body[i] = _insert(statement, anchor, fixed)
-                    self.anchors[index] += 1
-                    tag = self.marker
-                elif statement_shape == fixed_shape:
-                    self.fixed[index] += 1
-                    tag = tag or self.sentinel
-        if tag is None:
+            for k, index, edit in self.edits:
+                if statement_shape == edit.anchor_shape:
+                    if (k, index) not in self.recipes:
+                        self.recipes[k, index] = _recipe(edit.anchor, edit.fixed, {})
+                    body[i] = _follow(self.recipes[k, index], statement)
+                    self.anchors[k][index] += 1
+                    marked.append(k)
+                elif statement_shape == edit.fixed_shape:
+                    self.fixed[k][index] += 1
+                    tagged.append(k)
+        if not marked and not tagged:
             return updated
-        (self.anchor_spans if tag == self.marker else self.fixed_spans).append(_line_span(updated))
-        return updated.with_changes(body=body, trailing_whitespace=_append_comment(updated.trailing_whitespace, tag))
+        span = _line_span(updated)
+        trailing = updated.trailing_whitespace
+        for k in dict.fromkeys(marked):
+            self.anchor_spans[k].append(span)
+            trailing = _append_comment(trailing, self.markers[k])
+        for k in dict.fromkeys(tagged) if not marked else ():
+            self.fixed_spans[k].append(span)
+            trailing = _append_comment(trailing, self.sentinels[k])
+        return updated.with_changes(body=body, trailing_whitespace=trailing)
 
     def leave_SimpleStatementLine(
         self, original_node: cst.SimpleStatementLine, updated_node: cst.SimpleStatementLine
@@ -256,41 +293,58 @@ def _first_lines(last_lines: List[int], spans: List[int]) -> Tuple[int, ...]:
     return tuple(last - span for last, span in zip(last_lines, spans))
 
 
-def scan(text: str, patch: Patch, marker: str) -> Scan:
-    """Finds the patch's anchor and fixed statements in ``patch.function`` and fixes anchors.
+def scan(text: str, patches: Sequence[Patch], markers: Mapping[str, str]) -> FileScan:
+    """Finds every patch's anchor and fixed statements in its function, and fixes anchors,
+    in one pass: each function is parsed once, whatever number of patches change it.
 
-    ``marker`` is the comment put on each fixed anchor's last line. Raises
+    ``markers`` (patch id -> comment) are put on the last line of each fixed anchor. Raises
     :class:`ParseFailure` when LibCST cannot parse ``text``.
     """
-    region = _function_region(text, patch.function)
-    if region is not None:
-        start, end, first_line, definitions = region
+    functions: Dict[str, List[Patch]] = {}
+    for patch in patches:
+        functions.setdefault(patch.function, []).append(patch)
+    regions = _function_regions(text, list(functions))
+    if regions is not None:
+        scans: Dict[str, Scan] = {}
+        pieces = []
         config = cst.PartialParserConfig(default_newline=first_newline(text))
-        try:
-            found = _scan(text[start:end], patch, marker, config)
-        except ParseFailure:
-            found = None  # LibCST reads this syntax differently from ast: let the whole file decide
-        if found is not None and found.function_line is not None:
+        for function, group in functions.items():
+            region = regions.get(function)
+            if region is None:  # ast is sure: no such module-level function
+                scans.update((patch.id, Scan(None, 0, (0,) * len(patch.edits), (0,) * len(patch.edits), (), ())) for patch in group)
+                continue
+            start, end, first_line, definitions = region
+            try:
+                found = _scan(text[start:end], {function: group}, markers, config)
+            except ParseFailure:
+                break  # LibCST reads this syntax differently from ast: let the whole file decide
+            if any(each.function_line is None for each in found.scans.values()):
+                break
             shift = first_line - 1
-            return Scan(
-                function_line=found.function_line + shift,
-                definitions=definitions,
-                anchors=found.anchors,
-                fixed=found.fixed,
-                anchor_lines=tuple(line + shift for line in found.anchor_lines),
-                fixed_lines=tuple(line + shift for line in found.fixed_lines),
-                patched_text=text[:start] + found.patched_text + text[end:],
-            )
-    return _scan(text, patch, marker, cst.PartialParserConfig())
+            for id, each in found.scans.items():
+                scans[id] = Scan(
+                    function_line=(each.function_line or 0) + shift,
+                    definitions=definitions,
+                    anchors=each.anchors,
+                    fixed=each.fixed,
+                    anchor_lines=tuple(line + shift for line in each.anchor_lines),
+                    fixed_lines=tuple(line + shift for line in each.fixed_lines),
+                )
+            pieces.append((start, end, found.patched_text))
+        else:
+            for start, end, piece in sorted(pieces, reverse=True):
+                text = text[:start] + piece + text[end:]
+            return FileScan(scans, text)
+    return _scan(text, functions, markers, cst.PartialParserConfig())
 
 
-def _function_region(text: str, function: str) -> Optional[Tuple[int, int, int, int]]:
-    """(start, end, first line, number of definitions) for the lines that hold the last
-    module-level ``def function`` (the one Python binds), decorators included, as Python's
-    ``ast`` sees it in a tenth of LibCST's parse time.
+def _function_regions(text: str, functions: Sequence[str]) -> Optional[Dict[str, Tuple[int, int, int, int]]]:
+    """Per function, (start, end, first line, number of definitions) for the lines that hold
+    its last module-level definition (the one Python binds), decorators included, as Python's
+    ``ast`` sees it in a tenth of LibCST's parse time; functions not defined are left out.
 
-    None when ``ast`` cannot say for sure: a syntax error, no such function, or Python 3.7
-    (whose ``ast`` has no end lines).
+    None when ``ast`` cannot say for sure: a syntax error, or Python 3.7 (whose ``ast`` has no
+    end lines).
     """
     import ast
     import warnings
@@ -301,59 +355,82 @@ def _function_region(text: str, function: str) -> Optional[Tuple[int, int, int, 
             tree = ast.parse(text)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
-    found = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function]
-    last = getattr(found[-1], "end_lineno", None) if found else None
-    if last is None:
-        return None
-    first = min([found[-1].lineno] + [decorator.lineno for decorator in found[-1].decorator_list])
     starts = line_starts(text)
-    return starts[first - 1], starts[last] if last < len(starts) else len(text), first, len(found)
+    regions = {}
+    for function in functions:
+        found = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function]
+        if not found:
+            continue
+        last = getattr(found[-1], "end_lineno", None)
+        if last is None:
+            return None
+        first = min([found[-1].lineno] + [decorator.lineno for decorator in found[-1].decorator_list])
+        regions[function] = (starts[first - 1], starts[last] if last < len(starts) else len(text), first, len(found))
+    return regions
 
 
-def _scan(text: str, patch: Patch, marker: str, config: cst.PartialParserConfig) -> Scan:
-    """:func:`scan` on ``text`` as a whole module."""
+def _scan(text: str, functions: Mapping[str, Sequence[Patch]], markers: Mapping[str, str], config: cst.PartialParserConfig) -> FileScan:
+    """:func:`scan` on ``text`` as a whole module, for the patches of each function."""
     try:
         module = cst.parse_module(text, config)
     except cst.ParserSyntaxError as error:
         raise ParseFailure(error.raw_line, error.message) from None
-    fixed_sentinel = f"# mmcv-patcher-fixed-{os.urandom(16).hex()}"  # never already in the text
-    def_sentinel = f"# mmcv-patcher-def-{os.urandom(16).hex()}"
-    codemod = _Codemod(patch, marker, fixed_sentinel)
-    definitions = [(index, statement) for index, statement in enumerate(module.body) if isinstance(statement, cst.FunctionDef) and statement.name.value == patch.function]
-    if not definitions:
-        return Scan(None, 0, (0,) * len(patch.edits), (0,) * len(patch.edits), (), (), text)
-    index, statement = definitions[-1]  # Python binds the last one
-    changed = statement.visit(codemod)
-    assert isinstance(changed, cst.FunctionDef)  # the codemod never removes a function
-    if isinstance(changed.body, cst.IndentedBlock):
-        header = _append_comment(changed.body.header, def_sentinel)
-        changed = changed.with_changes(body=changed.body.with_changes(header=header))
-    marked = _render(text, module, index, statement, changed)
-    function_lines = _lines_of(marked, def_sentinel)
-    return Scan(
-        function_line=function_lines[0] if function_lines else None,
-        definitions=len(definitions),
-        anchors=tuple(codemod.anchors),
-        fixed=tuple(codemod.fixed),
-        anchor_lines=_first_lines(_lines_of(marked, marker), codemod.anchor_spans),
-        fixed_lines=_first_lines(_lines_of(marked, fixed_sentinel), codemod.fixed_spans),
-        patched_text=marked.replace("  " + def_sentinel, "").replace("  " + fixed_sentinel, ""),
-    )
+    token = os.urandom(16).hex()  # sentinels are never already in the text
+    scans: Dict[str, Scan] = {}
+    changes = []
+    tags = []  # per function: its sentinel, and per patch its marker and fixed-sentinel
+    for number, (function, group) in enumerate(functions.items()):
+        def_sentinel = f"# mmcv-patcher-def-{number}-{token}"
+        sentinels = [f"# mmcv-patcher-fixed-{number}-{k}-{token}" for k in range(len(group))]
+        found = [(index, statement) for index, statement in enumerate(module.body) if isinstance(statement, cst.FunctionDef) and statement.name.value == function]
+        if not found:
+            scans.update((patch.id, Scan(None, 0, (0,) * len(patch.edits), (0,) * len(patch.edits), (), ())) for patch in group)
+            continue
+        index, statement = found[-1]  # Python binds the last one
+        codemod = _Codemod(group, [markers[patch.id] for patch in group], sentinels)
+        changed = statement.visit(codemod)
+        assert isinstance(changed, cst.FunctionDef)  # the codemod never removes a function
+        if isinstance(changed.body, cst.IndentedBlock):
+            header = _append_comment(changed.body.header, def_sentinel)
+            changed = changed.with_changes(body=changed.body.with_changes(header=header))
+        changes.append((index, statement, changed))
+        tags.append((group, len(found), codemod, def_sentinel, sentinels))
+    marked = _render(text, module, changes)
+    for group, definitions, codemod, def_sentinel, sentinels in tags:
+        function_lines = _lines_of(marked, def_sentinel)
+        for k, patch in enumerate(group):
+            scans[patch.id] = Scan(
+                function_line=function_lines[0] if function_lines else None,
+                definitions=definitions,
+                anchors=tuple(codemod.anchors[k]),
+                fixed=tuple(codemod.fixed[k]),
+                anchor_lines=_first_lines(_lines_of(marked, markers[patch.id]), codemod.anchor_spans[k]),
+                fixed_lines=_first_lines(_lines_of(marked, sentinels[k]), codemod.fixed_spans[k]),
+            )
+        for sentinel in [def_sentinel] + sentinels:
+            marked = marked.replace("  " + sentinel, "")
+    return FileScan(scans, marked)
 
 
-def _render(text: str, module: cst.Module, index: int, before: cst.FunctionDef, after: cst.FunctionDef) -> str:
-    """``text`` with the top-level statement at ``index`` changed from ``before`` to
-    ``after``. Renders only that statement and splices it in when the original statement's
-    text occurs exactly once (so its place is certain); otherwise renders the whole module,
-    which costs several times more."""
-    if len(module.body) == 1 and module.default_newline != "\r":
+def _render(text: str, module: cst.Module, changes: Sequence[Tuple[int, cst.FunctionDef, cst.FunctionDef]]) -> str:
+    """``text`` with each top-level statement at ``index`` changed from ``before`` to
+    ``after``. Renders only those statements and splices them in when each original
+    statement's text occurs exactly once (so its place is certain); otherwise renders the
+    whole module, which costs several times more."""
+    if len(module.body) == 1 and len(changes) == 1 and module.default_newline != "\r":
         # The function alone (ast placed it): render just that. (A whole module with old-Mac
         # newlines loses its last one when LibCST renders it; those take the splice below.)
-        return module.with_changes(body=[after]).code
-    old = module.code_for_node(before)
-    at = text.find(old)
-    if at >= 0 and text.find(old, at + 1) < 0:
-        return text[:at] + module.code_for_node(after) + text[at + len(old):]
+        return module.with_changes(body=[changes[0][2]]).code
+    spliced = text
+    for _, before, after in changes:
+        old = module.code_for_node(before)
+        at = spliced.find(old)
+        if at < 0 or spliced.find(old, at + 1) >= 0:
+            break
+        spliced = spliced[:at] + module.code_for_node(after) + spliced[at + len(old):]
+    else:
+        return spliced
     body: List[Any] = list(module.body)
-    body[index] = after
+    for index, _, after in changes:
+        body[index] = after
     return module.with_changes(body=body).code

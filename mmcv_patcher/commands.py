@@ -115,26 +115,28 @@ def _plan_file(command: str, target: Target, path: str, patches: List[Patch], fo
             verdict = _unreadable(patch, target, path, error)
             file_plan.verdicts.append((patch, verdict, verdict))
         return file_plan
-    text = file_plan.source.text
+    source = file_plan.source
     # Our edits in a file are checked together (each marker remembers the file from before
     # all of them), so every registered patch of the file counts, selected or not.
     chosen = {patch.id for patch in patches}
     family = list(patches) + [p for p in registry.all_patches() if p.file == patches[0].file and p.id not in chosen]
-    for patch in reversed(patches) if command == REVERT else patches:
-        release = target.release(patch)
-        assessed = plan.assess(Source(text, file_plan.source.encoding), patch, release, need_text=command != STATUS, family=family)
-        if command == APPLY:
-            action = plan.plan_apply(assessed, force=force)
-        elif command == REVERT:
+    if command == REVERT:  # each takes out its own edit, from the text the one before left
+        text = source.text
+        for patch in reversed(patches):
+            release = target.release(patch)
+            assessed = plan.assess(Source(text, source.encoding), patch, release, need_text=True, family=family)
             action = plan.plan_revert(assessed, patch, release, force=force)
-        else:
-            action = assessed
-        if action.new_text is not None and command != STATUS:
-            text = action.new_text
-        file_plan.verdicts.append((patch, assessed, action))
-    if command == REVERT:
-        file_plan.verdicts.reverse()
-    if text != file_plan.source.text:
+            text = action.new_text if action.new_text is not None else text
+            file_plan.verdicts.insert(0, (patch, assessed, action))
+    else:  # all on the file as it is, in one pass; apply merges the changes
+        every = plan.assess_all(source, [(patch, target.release(patch)) for patch in patches], need_text=command != STATUS, family=family)
+        for patch, assessed in zip(patches, every):
+            file_plan.verdicts.append((patch, assessed, plan.plan_apply(assessed, force=force) if command == APPLY else assessed))
+        text = source.text
+        changes = [(patch, action.new_text) for patch, _, action in file_plan.verdicts if action.new_text is not None]
+        if command == APPLY and changes:
+            text = plan.combined(source, changes, family)
+    if text != source.text:
         file_plan.new_text = text
     return file_plan
 

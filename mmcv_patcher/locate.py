@@ -17,9 +17,9 @@ from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch
 from mmcv_patcher.plan import Release, remembered_sha256
 from mmcv_patcher.source import UndecodableSource, decode, read_source, record_hash
 
-if sys.version_info >= (3, 12):
+if sys.version_info >= (3, 10):
     from importlib import metadata
-else:  # the stdlib reads installed-files.txt (old pip's setup.py installs) only from 3.12 on
+else:  # 3.7 has no importlib.metadata; 3.8 and 3.9 match names by PEP 503 only in late patch releases
     import importlib_metadata as metadata
 
 #: Editable-install hooks are a few lines; anything bigger is not one.
@@ -153,19 +153,33 @@ def _distributions(path: Sequence[str]) -> Candidates:
                 skipped.append(problem)
                 continue
             root = str(dist.locate_file(""))
-            key = (os.path.realpath(root), name, dist.version)
+            version = dist.version
+            key = (os.path.realpath(root), name, version)
             if key in found:
                 continue
             package_files = {}
             hooks = []
-            for entry in dist.files or ():
+            for entry in _files(dist) or ():
                 posix = "/".join(entry.parts)
                 if posix.startswith("mmcv/"):
                     package_files[posix] = f"{entry.hash.mode}={entry.hash.value}" if entry.hash else ""
                 elif posix.endswith(".pth") or entry.parts[-1].startswith("__editable__"):
                     hooks.append(str(entry.locate()))
-            found[key] = Installed(name, dist.version, root, package_files, tuple(hooks))
+            found[key] = Installed(name, version, root, package_files, tuple(hooks))
     return Candidates(list(found.values()), tuple(skipped))
+
+
+def _files(dist: metadata.Distribution) -> Optional[List[metadata.PackagePath]]:
+    """The distribution's file list. Before 3.12 the stdlib lists an ``.egg-info``'s
+    SOURCES.txt (paths in the source tree) even when pip wrote installed-files.txt beside it
+    (old pip's ``setup.py install``); the backport reads that one, as 3.12 does. Only those
+    installs load it: it takes longer to import than the rest of ``status`` spends on metadata."""
+    info = getattr(dist, "_path", None)
+    if sys.version_info < (3, 12) and info is not None and dist.read_text("RECORD") is None and dist.read_text("installed-files.txt") is not None:
+        import importlib_metadata
+
+        return importlib_metadata.Distribution.at(info).files
+    return dist.files
 
 
 def _metadata_problem(info: object) -> Optional[str]:

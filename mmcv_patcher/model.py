@@ -112,6 +112,19 @@ class Patch(NamedTuple):
     examples: Tuple[Tuple[str, str], ...] = ()
 
 
+class Scan(NamedTuple):
+    """What the codemod found for one patch in one file (:func:`mmcv_patcher.codemod.scan`)."""
+
+    function_line: Optional[int]
+    #: module-level definitions of the function; only the last, which Python binds, counts
+    definitions: int
+    #: per edit of the patch: how many anchors, and how many already-fixed statements
+    anchors: Tuple[int, ...]
+    fixed: Tuple[int, ...]
+    anchor_lines: Tuple[int, ...]
+    fixed_lines: Tuple[int, ...]
+
+
 class Result(NamedTuple):
     """The outcome of one patch on one target, rendered as a human line or a JSON object."""
 

@@ -14,7 +14,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tu
 
 from packaging.version import InvalidVersion, Version
 
-from mmcv_patcher.model import Affected, Patch, State
+from mmcv_patcher.model import Affected, Patch, Scan, State
 from mmcv_patcher.source import Source, line_at, record_hash, sha256_hex
 
 
@@ -278,8 +278,26 @@ def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, f
 
     With ``need_text`` False the state may be decided without LibCST.
     """
-    family = tuple(family) or (patch,)
+    return assess_all(source, [(patch, release)], need_text=need_text, family=family)[0]
+
+
+def assess_all(source: Source, patches: Sequence[Tuple[Patch, Release]], *, need_text: bool, family: Sequence[Patch] = ()) -> List[Plan]:
+    """:func:`assess` for several patches of one file (each with its release), in one
+    LibCST pass for those that need it. Each ``new_text`` is the file with that patch's
+    change alone; :func:`combined` merges them."""
+    family = tuple(family) or tuple(patch for patch, _ in patches)
     ours = find_ours(source, family)
+    decided = [_assess_from_text(source, patch, release, ours, need_text=need_text) for patch, release in patches]
+    pending = [(patch, release, counts) for (patch, release), (plan, counts) in zip(patches, decided) if plan is None]
+    structural = iter(_assess_structurally(source, pending, family, ours) if pending else [])
+    return [plan if plan is not None else next(structural) for plan, _ in decided]
+
+
+def _assess_from_text(
+    source: Source, patch: Patch, release: Release, ours: Optional[Ours], *, need_text: bool
+) -> Tuple[Optional[Plan], Optional[Tuple[int, ...]]]:
+    """The plan when our markers, the gate or the RECORD hash decide it; otherwise None and
+    the anchor counts the release must have (None outside the known ranges)."""
     if ours is not None and patch.id in ours.spans:
         line = ours.lines[patch.id]
         undone = ours.without(source.text, patch)
@@ -287,22 +305,40 @@ def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, f
             message = "patched by mmcv-patcher"
             if _differs_from_record(ours.sha256, release):
                 message += "; before that, the file already differed from the release's RECORD"
-            return Plan(State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256)
+            return Plan(State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256), None
         if not ours.placed:
-            return Plan(State.DRIFTED, line, f"our marker is there but the text we inserted is not; {release.reinstall()}", ok=False)
-        return Plan(State.DRIFTED, line, f"the patched file was edited after mmcv-patcher patched it; {release.reinstall()}", new_text=undone, ok=False)
+            return Plan(State.DRIFTED, line, f"our marker is there but the text we inserted is not; {release.reinstall()}", ok=False), None
+        return Plan(State.DRIFTED, line, f"the patched file was edited after mmcv-patcher patched it; {release.reinstall()}", new_text=undone, ok=False), None
     if ours is not None and not ours.exact:
         others = ", ".join(f"{id} at line {at}" for id, at in ours.lines.items())
-        return Plan(State.DRIFTED, None, f"other mmcv-patcher edits in this file ({others}) were changed since; revert them (--force) first", ok=False)
+        return Plan(State.DRIFTED, None, f"other mmcv-patcher edits in this file ({others}) were changed since; revert them (--force) first", ok=False), None
     where, affected = gate(patch, release)
     if where is Gate.BELOW:
-        return Plan(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug")
+        return Plan(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug"), None
     counts = None if affected is None else expected_counts(patch, affected)
     if counts is not None and not need_text and ours is None:
         quick = _quick_unpatched_line(source, patch, release, counts)
         if quick is not None:
-            return Plan(State.UNPATCHED, quick, f"{release.describe()} has the bug")
-    return _assess_structurally(source, patch, release, counts, family, ours)
+            return Plan(State.UNPATCHED, quick, f"{release.describe()} has the bug"), None
+    return None, counts
+
+
+def combined(source: Source, changes: Sequence[Tuple[Patch, str]], family: Sequence[Patch]) -> str:
+    """``source`` with the changes of several patches, each given as the text with that
+    patch's change alone (as :func:`assess_all` gives them): all are pure insertions into
+    ``source``, found exactly by :func:`find_ours`, so they merge without conflict."""
+    inserted: List[Tuple[int, int, str]] = []  # (where in source, in which order, what)
+    for patch, text in changes:
+        ours = find_ours(Source(text, source.encoding), family)
+        assert ours is not None and ours.exact, "each text is the source plus one patch's change"
+        shift = 0
+        for start, end in sorted(ours.spans[patch.id]):
+            inserted.append((start - shift, len(inserted), text[start:end]))
+            shift += end - start
+    text = source.text
+    for at, _, piece in sorted(inserted, reverse=True):  # from the end; at one place, in order
+        text = text[:at] + piece + text[at:]
+    return text
 
 
 @functools.lru_cache(maxsize=4)
@@ -328,19 +364,36 @@ def _statements(patch: Patch) -> str:
 
 
 def _assess_structurally(
-    source: Source, patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], family: Sequence[Patch], ours: Optional[Ours]
-) -> Plan:
-    """The state from the codemod's structural scan. ``counts``: how many of each edit's
-    anchors the release must have (None outside the known ranges: a known form). ``ours``:
-    the other patches' edits already in the file, exact."""
+    source: Source, pending: Sequence[Tuple[Patch, Release, Optional[Tuple[int, ...]]]], family: Sequence[Patch], ours: Optional[Ours]
+) -> List[Plan]:
+    """The states from one structural scan of the codemod. Per patch, ``counts``: how many
+    of each edit's anchors its release must have (None outside the known ranges: a known
+    form). ``ours``: the other patches' edits already in the file, exact."""
     from mmcv_patcher import codemod  # LibCST: loaded only when the text alone cannot tell
 
     original = source.text if ours is None else ours.original
     original_sha = sha256_hex(source.encode(original))
+    patches = [patch for patch, _, _ in pending]
     try:
-        found = codemod.scan(source.text, patch, marker(patch, original_sha))
+        found = codemod.scan(source.text, patches, {patch.id: marker(patch, original_sha) for patch in patches})
     except codemod.ParseFailure as failure:
-        return Plan(State.DRIFTED, failure.line, f"cannot parse the file: {failure.reason}; {release.reinstall()}", ok=False)
+        return [Plan(State.DRIFTED, failure.line, f"cannot parse the file: {failure.reason}; {release.reinstall()}", ok=False) for _, release, _ in pending]
+    after = find_ours(Source(found.patched_text, source.encoding), family)
+    # The edits must be exactly our insertions and markers, so revert can take them out again.
+    spans = {} if after is None or not after.exact or after.original != original else after.spans
+    exact = _cut(found.patched_text, [span for patch in patches for span in spans.get(patch.id, [])]) == source.text
+    plans = []
+    for patch, release, counts in pending:
+        alone = None
+        if exact and patch.id in spans:
+            alone = _cut(found.patched_text, [span for other in patches if other is not patch for span in spans.get(other.id, [])])
+        plans.append(_from_scan(patch, release, counts, found.scans[patch.id], alone))
+    return plans
+
+
+def _from_scan(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], found: Scan, patched: Optional[str]) -> Plan:
+    """The state from what the scan found for ``patch``; ``patched`` is the file with its
+    anchors fixed and marked (None when LibCST could not edit it exactly)."""
     affected = counts is not None
     which = f"{patch.function}()" if found.definitions <= 1 else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
     if found.function_line is None:
@@ -367,9 +420,7 @@ def _assess_structurally(
             ok=False,
         )
     line = found.anchor_lines[0]
-    after = find_ours(Source(found.patched_text, source.encoding), family)
-    if after is None or not after.exact or after.original != original or after.without(found.patched_text, patch) != source.text:
-        # The edit must be exactly our insertions and markers, so revert can take them out again.
+    if patched is None:
         return Plan(
             State.DRIFTED,
             line,
@@ -378,12 +429,12 @@ def _assess_structurally(
             ok=False,
         )
     if affected:
-        return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug", new_text=found.patched_text)
+        return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug", new_text=patched)
     return Plan(
         State.UNVERIFIED,
         line,
         f"{release.describe()} is outside the releases this patch knows, but has the statement; apply --force patches it",
-        new_text=found.patched_text,
+        new_text=patched,
     )
 
 

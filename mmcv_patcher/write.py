@@ -17,7 +17,6 @@ import marshal
 import os
 import stat
 import sys
-import tempfile
 import time
 from types import CodeType
 from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional
@@ -129,6 +128,8 @@ def replace_file(path: str, data: bytes, *, import_path: Optional[str] = None, c
 
 
 def _write_atomically(path: str, data: bytes, like: os.stat_result) -> None:
+    import tempfile  # only a write needs it, and it imports random and shutil: status never pays
+
     directory, name = os.path.split(path)
     fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=TEMP_SUFFIX)
     try:

@@ -153,9 +153,13 @@ def test_record_entries_pointing_outside_never_direct_a_write(tmp_path: Path) ->
     assert victim.read_text() == "keep = True\n" and b"mmcv-patcher" in nms.read_bytes()
 
 
-def test_legacy_installed_files_txt_names_the_distribution(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sources", [None, "setup.py\nsrc/mmcv/__init__.py\nsrc/mmcv/ops/nms.py\n"], ids=["alone", "with-SOURCES.txt"])
+def test_legacy_installed_files_txt_names_the_distribution(tmp_path: Path, sources: str) -> None:
     make_tree(tmp_path, version="1.7.2")
-    egg_info(tmp_path, "mmcv-1.7.2-py3.11.egg-info", "mmcv", "1.7.2", "installed-files.txt", "../mmcv/__init__.py\n../mmcv/ops/nms.py\nPKG-INFO\n")
+    info = "mmcv-1.7.2-py3.11.egg-info"
+    egg_info(tmp_path, info, "mmcv", "1.7.2", "installed-files.txt", "../mmcv/__init__.py\n../mmcv/ops/nms.py\nPKG-INFO\n")
+    if sources is not None:  # setuptools also lists the source tree (here a src layout): the installed files decide
+        (tmp_path / info / "SOURCES.txt").write_text(sources)
     target = locate.locate(str(tmp_path), PATCHES)
     assert (target.distribution, target.version, target.notes) == ("mmcv", "1.7.2", ())
 

@@ -13,6 +13,7 @@ from mmcv_patcher import plan
 from mmcv_patcher.model import State
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
 from mmcv_patcher.source import Source, decode, record_hash, sha256_hex
+from tests import fixtures
 from tests.fixtures import ANCHOR, ANCHOR_IN_NMS_TOO, ANCHOR_LINE, BATCHED, FIXED, NMS, lines_of, nms_with
 
 [INSERTED] = PATCH.edits[0].insertions
@@ -365,7 +366,7 @@ def test_a_file_libcst_cannot_round_trip_is_refused_not_rewritten(monkeypatch: p
     # renders it all.
     from mmcv_patcher import codemod
 
-    monkeypatch.setattr(codemod, "_function_region", lambda text, function: None)
+    monkeypatch.setattr(codemod, "_function_regions", lambda text, functions: None)
     function = NMS[NMS.index("def batched_nms") :]
     # a copy of the function's text in a string: only rendering the whole module places it
     text = (NMS + '\nCOPY = """\n\n\n' + function + '"""\n').replace("\n", "\r")
@@ -450,3 +451,39 @@ def test_revert_checks_record_and_says_when_the_original_was_not_the_release() -
     assert reverted.ok and reverted.new_text == hand_edited
     assert "differ from the release's RECORD" in reverted.message
     assert "pip install --force-reinstall --no-deps mmcv==2.1.0" in reverted.message
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
+@pytest.mark.parametrize("placed", [True, False], ids=["each-function-alone", "whole-file"])
+def test_every_patch_in_one_pass_is_what_one_after_another_gives(monkeypatch: pytest.MonkeyPatch, newline: str, placed: bool) -> None:
+    # apply assesses all the patches of a file on its text as it is, in one LibCST pass, and
+    # merges their changes; fixtures.patched applies them one after another (the oracle).
+    from mmcv_patcher import codemod, registry
+
+    if not placed:  # LibCST renders four changed functions of one module
+        monkeypatch.setattr(codemod, "_function_regions", lambda text, functions: None)
+    text = NMS.replace("\n", newline)
+    family = registry.all_patches()
+    release = plan.Release("mmcv", "2.1.0")
+    every = plan.assess_all(Source(text, "utf-8"), [(patch, release) for patch in family], need_text=True, family=family)
+    assert every == [plan.assess(Source(text, "utf-8"), patch, release, need_text=True, family=family) for patch in family]
+    assert all(verdict.state is State.UNPATCHED for verdict in every)
+    merged = plan.combined(Source(text, "utf-8"), [(patch, verdict.new_text or "") for patch, verdict in zip(family, every)], family)
+    assert merged == fixtures.patched(text)
+
+
+def test_one_pass_tells_each_patch_its_own_state() -> None:
+    # One patch already applied, one whose statement is missing, the rest unpatched: the
+    # shared pass still gives each patch the verdict it gets alone.
+    from mmcv_patcher import registry
+
+    family = registry.all_patches()
+    release = plan.Release("mmcv", "2.1.0")
+    edited = NMS.replace("inds = NMSop.apply(boxes, scores, iou_threshold, offset,", "inds = NMSop.apply(boxes, scores, iou_threshold, 0,")
+    text = plan.plan_apply(plan.assess(Source(edited, "utf-8"), family[0], release, need_text=True, family=family), force=False).new_text
+    assert text is not None
+    every = plan.assess_all(Source(text, "utf-8"), [(patch, release) for patch in family], need_text=True, family=family)
+    assert every == [plan.assess(Source(text, "utf-8"), patch, release, need_text=True, family=family) for patch in family]
+    states = {patch.id: verdict.state for patch, verdict in zip(family, every)}
+    assert states[family[0].id] is State.PATCHED and states["nms-fp32-kernel"] is State.DRIFTED
+    assert list(states.values()).count(State.UNPATCHED) == len(family) - 2

@@ -10,7 +10,7 @@ import libcst
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmcv_patcher import codemod, plan
+from mmcv_patcher import codemod, plan, registry
 from mmcv_patcher.model import State
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
 from mmcv_patcher.source import Source
@@ -118,6 +118,8 @@ def test_apply_patches_exactly_the_anchor_or_refuses_and_revert_is_exact(text: s
 )
 def test_libcst_on_the_function_alone_agrees_with_the_whole_file(text: str, decorators: str, tail: str) -> None:
     text = text.replace("def batched_nms", decorators + "def batched_nms", 1) + tail
-    marker = plan.marker(PATCH, "0" * 64)
-    assert codemod._function_region(text, PATCH.function) is not None
-    assert codemod.scan(text, PATCH, marker) == codemod._scan(text, PATCH, marker, libcst.PartialParserConfig())
+    assert PATCH.function in (codemod._function_regions(text, [PATCH.function]) or {})
+    every = registry.all_patches()  # batched_nms's two, and three whose functions are not there
+    markers = {patch.id: plan.marker(patch, "0" * 64) for patch in every}
+    functions = {function: [patch for patch in every if patch.function == function] for function in dict.fromkeys(p.function for p in every)}
+    assert codemod.scan(text, every, markers) == codemod._scan(text, functions, markers, libcst.PartialParserConfig())
