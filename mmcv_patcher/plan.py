@@ -256,11 +256,13 @@ def _quick_unpatched_line(source: Source, patch: Patch, release: Release, counts
         return None
     wanted = {_dumped(edit.anchor): index for index, edit in enumerate(patch.edits)}
     fixed = {_dumped(edit.fixed) for edit in patch.edits}
-    kinds = tuple({type(ast.parse(edit.anchor).body[0]) for edit in patch.edits})
+    statements = [_parsed(code) for edit in patch.edits for code in edit]
+    kinds = tuple({type(statement) for statement in statements})
+    heads = {_head(statement) for statement in statements}
     found = [0] * len(patch.edits)
     lines = []
     for node in ast.walk(definitions[-1]):  # the one Python binds
-        if isinstance(node, kinds):
+        if isinstance(node, kinds) and _head(node) in heads:
             dumped = ast.dump(node)
             if dumped in fixed:
                 return None
@@ -351,8 +353,18 @@ def _tree(text: str) -> Optional[ast.Module]:
 
 
 @functools.lru_cache(maxsize=None)
+def _parsed(statement: str) -> ast.stmt:
+    return ast.parse(statement).body[0]
+
+
 def _dumped(statement: str) -> str:
-    return ast.dump(ast.parse(statement).body[0])
+    return ast.dump(_parsed(statement))
+
+
+def _head(node: ast.AST) -> str:
+    """What cheaply tells statements apart before whole dumps are compared: an assignment's
+    targets (the codemod's filter, in ``ast``'s terms)."""
+    return ast.dump(ast.List(node.targets)) if isinstance(node, ast.Assign) else type(node).__name__
 
 
 def _times(count: int) -> str:

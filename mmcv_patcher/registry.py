@@ -5,6 +5,7 @@ exposes ``PATCH``; the order is the module names' order, so adding a patch is ad
 module. Patch modules hold data only, so loading them is cheap.
 """
 
+import functools
 import importlib
 import pkgutil
 from typing import Iterable, Optional, Sequence, Tuple
@@ -12,8 +13,9 @@ from typing import Iterable, Optional, Sequence, Tuple
 from mmcv_patcher.model import Patch
 
 
+@functools.lru_cache(maxsize=None)
 def all_patches() -> Tuple[Patch, ...]:
-    """Every registered patch, ordered by module name."""
+    """Every registered patch, ordered by module name (looked up once per run)."""
     package = importlib.import_module("mmcv_patcher.patches")  # patches/ in the repository
     names = sorted(module.name for module in pkgutil.iter_modules(package.__path__) if not module.name.startswith("_"))
     return tuple(importlib.import_module(f"{package.__name__}.{name}").PATCH for name in names)

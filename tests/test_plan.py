@@ -487,3 +487,9 @@ def test_one_pass_tells_each_patch_its_own_state() -> None:
     states = {patch.id: verdict.state for patch, verdict in zip(family, every)}
     assert states[family[0].id] is State.PATCHED and states["nms-fp32-kernel"] is State.DRIFTED
     assert list(states.values()).count(State.UNPATCHED) == len(family) - 2
+    # Their changes merged onto the patched file: what applying them one by one writes.
+    changes = [(patch, verdict.new_text) for patch, verdict in zip(family, every) if verdict.state is State.UNPATCHED and verdict.new_text]
+    one_by_one = text
+    for patch, _ in changes:
+        one_by_one = plan.plan_apply(plan.assess(Source(one_by_one, "utf-8"), patch, release, need_text=True, family=family), force=False).new_text or ""
+    assert plan.combined(Source(text, "utf-8"), changes, family) == one_by_one != text
