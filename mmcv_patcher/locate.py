@@ -19,7 +19,7 @@ from mmcv_patcher.source import UndecodableSource, decode, read_source, record_h
 
 if sys.version_info >= (3, 10):
     from importlib import metadata
-else:  # 3.7 has no importlib.metadata; 3.8 and 3.9 match names by PEP 503 only in late patch releases
+else:  # 3.7 has none; 3.8's and 3.9's are early (importlib_metadata 1.x), the backport is tested
     import importlib_metadata as metadata
 
 #: Editable-install hooks are a few lines; anything bigger is not one.

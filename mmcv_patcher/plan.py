@@ -361,10 +361,10 @@ def _dumped(statement: str) -> str:
     return ast.dump(_parsed(statement))
 
 
-def _head(node: ast.AST) -> str:
+def _head(node: ast.AST) -> Tuple[str, ...]:
     """What cheaply tells statements apart before whole dumps are compared: an assignment's
     targets (the codemod's filter, in ``ast``'s terms)."""
-    return ast.dump(ast.List(node.targets)) if isinstance(node, ast.Assign) else type(node).__name__
+    return tuple(ast.dump(target) for target in node.targets) if isinstance(node, ast.Assign) else (type(node).__name__,)
 
 
 def _times(count: int) -> str:

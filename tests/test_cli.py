@@ -246,3 +246,23 @@ def test_with_json_every_failure_is_one_json_object(args: list, command: Optiona
     document = json.loads(done.stdout)
     assert document["command"] == command and document["error"] and document["target"] is None
     assert done.stderr.splitlines()[-1] == f"mmcv-patcher: error: {document['error']}"
+
+
+def test_the_entry_point_freezes_its_objects_before_exit_and_main_in_process_does_not(tree: Path) -> None:
+    # The interpreter's last garbage collection would walk every object the run made
+    # (LibCST's modules and trees); the entry point freezes them first. main() called
+    # in-process must leave the caller's collector alone.
+    import gc
+
+    from mmcv_patcher import cli as entry
+
+    program = (
+        "import atexit, gc, runpy, sys\n"
+        "atexit.register(lambda: sys.stderr.write(f'frozen={gc.get_freeze_count() > 0}\\n'))\n"
+        f"sys.argv = ['mmcv-patcher', 'apply', '--path', {str(tree)!r}]\n"
+        "runpy.run_module('mmcv_patcher', run_name='__main__', alter_sys=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=str(releases.REPOSITORY))
+    assert done.returncode == 0 and "frozen=True" in done.stderr, done.stderr
+    assert "# mmcv-patcher: batched-nms-amp-dtype sha256=" in nms_of(tree).read_text()
+    assert entry.main(["status", "--check", "--path", str(tree)]) == 0 and gc.get_freeze_count() == 0
