@@ -64,11 +64,7 @@ def shape(node: Any, memo: Optional[Dict[int, Any]] = None) -> Any:
     if isinstance(node, cst.CSTNode):
         if memo is not None and id(node) in memo:
             return memo[id(node)]
-        found = (type(node).__name__,) + tuple(
-            shape(getattr(node, f.name), memo)
-            for f in dataclasses.fields(node)
-            if f.name not in _FORMATTING_FIELDS and not f.name.startswith("whitespace")
-        )
+        found = (type(node).__name__,) + tuple(shape(getattr(node, name), memo) for name in _meaningful_fields(type(node)))
         if memo is not None:
             memo[id(node)] = found
         return found
@@ -77,6 +73,13 @@ def shape(node: Any, memo: Optional[Dict[int, Any]] = None) -> Any:
     if isinstance(node, cst.MaybeSentinel):
         return None
     return node
+
+
+@functools.lru_cache(maxsize=None)
+def _meaningful_fields(kind: type) -> Tuple[str, ...]:
+    """The fields of a kind of node that carry meaning, not formatting (asked once per kind:
+    :func:`dataclasses.fields` is too slow to ask for every node)."""
+    return tuple(f.name for f in dataclasses.fields(kind) if f.name not in _FORMATTING_FIELDS and not f.name.startswith("whitespace"))
 
 
 class _Wrap(NamedTuple):
@@ -132,10 +135,7 @@ def _recipe(anchor: Any, fixed: Any, memo: Dict[int, Any]) -> _Recipe:
     if type(anchor) is type(fixed) and isinstance(anchor, cst.CSTNode):
         try:
             changes: List[Tuple[str, Any]] = []
-            for field in dataclasses.fields(anchor):
-                name = field.name
-                if name in _FORMATTING_FIELDS or name.startswith("whitespace"):
-                    continue
+            for name in _meaningful_fields(type(anchor)):
                 old, new = getattr(anchor, name), getattr(fixed, name)
                 if shape(old, memo) == shape(new, memo):
                     continue
