@@ -493,3 +493,23 @@ def test_one_pass_tells_each_patch_its_own_state() -> None:
     for patch, _ in changes:
         one_by_one = plan.plan_apply(plan.assess(Source(one_by_one, "utf-8"), patch, release, need_text=True, family=family), force=False).new_text or ""
     assert plan.combined(Source(text, "utf-8"), changes, family) == one_by_one != text
+
+
+def test_a_statement_over_several_lines_is_named_by_its_first_line_in_every_state() -> None:
+    # The marker ends the statement's last line; apply, status and revert all name its first.
+    from mmcv_patcher import registry
+
+    [patch] = [p for p in registry.all_patches() if p.id == "nms-fp32-kernel"]
+    one_line = "inds = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num)"
+    text = NMS.replace(one_line, "inds = NMSop.apply(boxes, scores, iou_threshold, offset,\n                       score_threshold, max_num)")
+    first = lines_of(text, "inds = NMSop.apply(boxes, scores, iou_threshold, offset,")[0]
+    release = plan.Release("mmcv", "2.1.0", recorded(text))
+    scanned = plan.assess(Source(text, "utf-8"), patch, release, need_text=True)
+    quick = plan.assess(Source(text, "utf-8"), patch, release, need_text=False)
+    assert scanned.state is quick.state is State.UNPATCHED and scanned.line == quick.line == first
+    applied = plan.plan_apply(scanned, force=False)
+    assert applied.line == first and applied.new_text is not None
+    assert "# mmcv-patcher: nms-fp32-kernel" in applied.new_text.splitlines()[first]  # on the last line
+    patched = plan.assess(Source(applied.new_text, "utf-8"), patch, release, need_text=False)
+    assert patched.state is State.PATCHED and patched.line == first
+    assert plan.plan_revert(patched, patch, release, force=False).line == first
