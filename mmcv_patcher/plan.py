@@ -301,7 +301,7 @@ def _assess_from_text(
     """The plan when our markers, the gate or the RECORD hash decide it; otherwise None and
     the anchor counts the release must have (None outside the known ranges)."""
     if ours is not None and patch.id in ours.spans:
-        line = _first_line(source.text, ours.lines[patch.id])
+        line = _first_line(ours.original, ours.lines[patch.id])
         undone = ours.without(source.text, patch)
         if ours.exact:
             message = "patched by mmcv-patcher"
@@ -312,7 +312,7 @@ def _assess_from_text(
             return Plan(State.DRIFTED, line, f"our marker is there but the text we inserted is not; {release.reinstall()}", ok=False), None
         return Plan(State.DRIFTED, line, f"the patched file was edited after mmcv-patcher patched it; {release.reinstall()}", new_text=undone, ok=False), None
     if ours is not None and not ours.exact:
-        others = ", ".join(f"{id} at line {_first_line(source.text, at)}" for id, at in ours.lines.items())
+        others = ", ".join(f"{id} at line {_first_line(ours.original, at)}" for id, at in ours.lines.items())
         return Plan(State.DRIFTED, None, f"other mmcv-patcher edits in this file ({others}) were changed since; revert them (--force) first", ok=False), None
     where, affected = gate(patch, release)
     if where is Gate.BELOW:
@@ -352,12 +352,13 @@ def _tree(text: str) -> Optional[ast.Module]:
         return None
 
 
-def _first_line(text: str, last: int) -> int:
+def _first_line(original: str, last: int) -> int:
     """The first line of the statement line that ends on line ``last`` (where our marker
     is), so that every state names the line the codemod names; ``last`` itself when
     ``ast`` cannot say (the file does not parse, or Python 3.7, whose ``ast`` has no end
-    lines)."""
-    tree = _tree(text)
+    lines). Asked of the text without our edits, which has the same lines (we insert no
+    newline) and stays the same while a revert takes our edits out one by one."""
+    tree = _tree(original)
     ending = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.stmt) and not hasattr(node, "body") and getattr(node, "end_lineno", None) == last] if tree else []
     return min(ending, default=last)
 
