@@ -311,7 +311,7 @@ def scan(text: str, patches: Sequence[Patch], markers: Mapping[str, str]) -> Fil
         for function, group in functions.items():
             region = regions.get(function)
             if region is None:  # ast is sure: no such module-level function
-                scans.update((patch.id, Scan(None, 0, (0,) * len(patch.edits), (0,) * len(patch.edits), (), ())) for patch in group)
+                scans.update((patch.id, _absent(patch)) for patch in group)
                 continue
             start, end, first_line, definitions = region
             try:
@@ -336,6 +336,11 @@ def scan(text: str, patches: Sequence[Patch], markers: Mapping[str, str]) -> Fil
                 text = text[:start] + piece + text[end:]
             return FileScan(scans, text)
     return _scan(text, functions, markers, cst.PartialParserConfig())
+
+
+def _absent(patch: Patch) -> Scan:
+    """What a scan finds for a patch whose function is not in the file."""
+    return Scan(None, 0, (0,) * len(patch.edits), (0,) * len(patch.edits), (), ())
 
 
 def _function_regions(text: str, functions: Sequence[str]) -> Optional[Dict[str, Tuple[int, int, int, int]]]:
@@ -384,7 +389,7 @@ def _scan(text: str, functions: Mapping[str, Sequence[Patch]], markers: Mapping[
         sentinels = [f"# mmcv-patcher-fixed-{number}-{k}-{token}" for k in range(len(group))]
         found = [(index, statement) for index, statement in enumerate(module.body) if isinstance(statement, cst.FunctionDef) and statement.name.value == function]
         if not found:
-            scans.update((patch.id, Scan(None, 0, (0,) * len(patch.edits), (0,) * len(patch.edits), (), ())) for patch in group)
+            scans.update((patch.id, _absent(patch)) for patch in group)
             continue
         index, statement = found[-1]  # Python binds the last one
         codemod = _Codemod(group, [markers[patch.id] for patch in group], sentinels)

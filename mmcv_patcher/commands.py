@@ -133,9 +133,9 @@ def _plan_file(command: str, target: Target, path: str, patches: List[Patch], fo
         for patch, assessed in zip(patches, every):
             file_plan.verdicts.append((patch, assessed, plan.plan_apply(assessed, force=force) if command == APPLY else assessed))
         text = source.text
-        changes = [(patch, action.new_text) for patch, _, action in file_plan.verdicts if action.new_text is not None]
-        if command == APPLY and changes:
-            text = plan.combined(source, changes, family)
+        if command == APPLY:
+            changes = [(patch, action.new_text) for patch, _, action in file_plan.verdicts if action.new_text is not None]
+            text = plan.combined(source, changes, family) if changes else text
     if text != source.text:
         file_plan.new_text = text
     return file_plan
