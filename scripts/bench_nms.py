@@ -16,12 +16,15 @@ with 3 class ids (what `verify` and the issue's check use) and with COCO's 80, w
 per-class cost of AMP's fp16 scores shows. It prints the median wall time of each and its
 ratio to fp32, then where the fp16 path's extra time goes per class.
 
-Then the patch pack: the released nms.py and the one with every patch applied are loaded
-side by side in one process (as mmcv.ops submodules), and nms, soft_nms and batched_nms with
-80 classes are timed round-robin at 10k and 50k boxes:
+Then the patch pack: the released nms.py, the one with every patch applied and the one
+with every patch but batched-nms-amp-dtype are loaded side by side in one process (as
+mmcv.ops submodules), and nms, soft_nms and batched_nms with 80 classes are timed
+round-robin at 10k and 50k boxes, each row for --pack-seconds (at least --pack-rounds rounds):
 
     released fp32   the release, fp32 inputs: the reference
     patched fp32    every patch applied, fp32 inputs (target: within 1% of the reference)
+    but the .to()   batched_nms only: every patch but batched-nms-amp-dtype, fp32 inputs;
+                    what its `.to(scores_after_nms.dtype)` costs shows against the row before
     patched AMP     every patch applied, AMP's inputs (fp16 boxes and scores; for soft_nms
                     fp32 boxes, fp16 scores), which crash or go wrong unpatched (target:
                     within 5% of the reference)
@@ -112,8 +115,8 @@ def load(name, path):
     spec.loader.exec_module(module)
     return module
 
-released, patched = load("_bench_released", sys.argv[1]), load("_bench_patched", sys.argv[2])
-rounds, sizes = int(sys.argv[3]), [int(n) for n in sys.argv[4].split(",")]
+released, patched, but_to = (load("_bench_" + name, path) for name, path in zip(("released", "patched", "but_to"), sys.argv[1:4]))
+seconds, min_rounds, sizes = float(sys.argv[4]), int(sys.argv[5]), [int(n) for n in sys.argv[6].split(",")]
 rows = []
 for op in ("nms", "soft_nms", "batched_nms"):
     for n in sizes:
@@ -134,15 +137,19 @@ for op in ("nms", "soft_nms", "batched_nms"):
             "patched fp32": lambda: call(patched, boxes, scores),
             "patched AMP": lambda: call(patched, *amp),
         }
+        if op == "batched_nms":  # the only call that runs batched-nms-amp-dtype's statement
+            variants["but the .to()"] = lambda: call(but_to, boxes, scores)
         names = list(variants)
         times = {name: [] for name in names}
-        for r in range(rounds + 1):
-            for name in names[r % 3:] + names[:r % 3]:
+        started, r = time.perf_counter(), 0
+        while r <= min_rounds or time.perf_counter() - started < seconds:
+            for name in names[r % len(names):] + names[:r % len(names)]:
                 start = time.perf_counter()
                 variants[name]()
                 if r >= 1:  # the first round warms up
                     times[name].append(time.perf_counter() - start)
-        rows.append({"op": op, "boxes": n, "medians": {name: statistics.median(t) for name, t in times.items()}})
+            r += 1
+        rows.append({"op": op, "boxes": n, "rounds": r - 1, "medians": {name: statistics.median(t) for name, t in times.items()}})
 print(json.dumps(rows))
 """
 
@@ -153,7 +160,8 @@ def main() -> int:
     parser.add_argument("--workaround-rounds", type=int, default=5)
     parser.add_argument("--classes", type=int, nargs="+", default=[3, 80])
     parser.add_argument("--boxes", type=int, nargs="+", default=[10000, 50000])
-    parser.add_argument("--pack-rounds", type=int, default=7, help="rounds for the patch pack's rows (soft_nms of 50k boxes takes seconds)")
+    parser.add_argument("--pack-seconds", type=float, default=20, help="how long to time each of the patch pack's rows")
+    parser.add_argument("--pack-rounds", type=int, default=7, help="the fewest rounds of a patch pack's row, however long (soft_nms of 50k boxes takes seconds)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
@@ -170,9 +178,13 @@ def main() -> int:
             raise SystemExit("could not apply every patch in the benchmark venv")
         released = Path(scratch) / "released_nms.py"
         released.write_bytes(releases.released_file(releases.OPS))
-        patched = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
+        installed = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
+        patched = Path(scratch) / "patched_nms.py"
+        patched.write_bytes(installed.read_bytes())
+        if releases.tool(python, "revert", "--patch", "batched-nms-amp-dtype").returncode != 0:
+            raise SystemExit("could not revert batched-nms-amp-dtype alone in the benchmark venv")
         done = subprocess.run(
-            [str(python), "-c", MEASURE_PACK, str(released), str(patched), str(args.pack_rounds), ",".join(map(str, args.boxes))],
+            [str(python), "-c", MEASURE_PACK, str(released), str(patched), str(installed), str(args.pack_seconds), str(args.pack_rounds), ",".join(map(str, args.boxes))],
             stdout=subprocess.PIPE,
             universal_newlines=True,
             check=True,
@@ -198,16 +210,17 @@ def main() -> int:
         f"\nper class ({part['boxes']} boxes, one of {part['classes']}): mmcv nms with fp16 scores"
         f" {(part['nms_fp16'] - part['nms_fp32']) * 1e6:+.1f} us over fp32; the patch's cast {part['cast'] * 1e6:.1f} us"
     )
-    print(f"\nthe patch pack: median of {args.pack_rounds} round-robin rounds in one process, iou 0.5 (batched_nms: 80 classes)\n")
-    print("| call | boxes | released, fp32 | every patch, fp32 | every patch, AMP's inputs |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print(f"\nthe patch pack: median of round-robin rounds in one process ({args.pack_seconds:g} s a row, at least {args.pack_rounds} rounds), iou 0.5 (batched_nms: 80 classes)\n")
+    print("| call | boxes | rounds | released, fp32 | every patch, fp32 | every patch but the `.to()`, fp32 | every patch, AMP's inputs |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in pack:
         m = row["medians"]
         base = m["released fp32"]
         fp32, amp = m["patched fp32"] / base, m["patched AMP"] / base
+        but_to = f"{m['but the .to()'] * 1e3:.1f} ms ({m['but the .to()'] / base:.3f})" if "but the .to()" in m else "-"
         print(
-            f"| {row['op']} | {row['boxes']} | {base * 1e3:.1f} ms (1.000) | {m['patched fp32'] * 1e3:.1f} ms ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'})"
-            f" | {m['patched AMP'] * 1e3:.1f} ms ({amp:.3f}{'' if amp <= 1.05 else ', missed 5%'}) |"
+            f"| {row['op']} | {row['boxes']} | {row['rounds']} | {base * 1e3:.1f} ms (1.000) | {m['patched fp32'] * 1e3:.1f} ms ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'})"
+            f" | {but_to} | {m['patched AMP'] * 1e3:.1f} ms ({amp:.3f}{'' if amp <= 1.05 else ', missed 5%'}) |"
         )
     return 0
 
