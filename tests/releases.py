@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from packaging.version import Version
+
 #: This checkout: what the tests pip-install, and the source tree a plain ``-m`` run finds.
 REPOSITORY = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("MMCV_PATCHER_CACHE") or Path.home() / ".cache" / "mmcv-patcher")
@@ -45,8 +47,6 @@ class Release:
     #: the state ``status`` reports for batched-nms-amp-dtype before anything is done (the
     #: other patches' states follow from their ranges: tests/test_matrix.py)
     state: str
-    #: MMCV_WITH_OPS for preparing/building the sdist (it renames the distribution)
-    ops: bool = False
     #: builds with pip's normal isolation; old setup.py sdists need the build env instead
     isolated: bool = False
 
@@ -57,6 +57,20 @@ class Release:
     @property
     def id(self) -> str:
         return f"{self.distribution}-{self.version}"
+
+    @property
+    def naming_env(self) -> Dict[str, str]:
+        """The environment under which the sdist's setup.py calls itself this distribution.
+
+        mmcv's setup.py picks its name from ``MMCV_WITH_OPS``: 1.x is ``mmcv`` without ops and
+        ``mmcv-full`` with them; 2.x is ``mmcv`` with ops and ``mmcv-lite`` without. pip
+        runs setup.py even to download an sdist and rejects a file that names another
+        project, so every download and build sets it from the release alone (never from what
+        an earlier step happened to cache). ``FORCE_CUDA=0``: nothing here needs a GPU.
+        """
+        major = Version(self.version).major
+        with_ops = self.distribution == "mmcv-full" or (self.distribution == "mmcv" and major >= 2)
+        return {"MMCV_WITH_OPS": "1" if with_ops else "0", "FORCE_CUDA": "0"}
 
 
 #: Installed for real into throwaway virtualenvs (pure-Python builds, no compiling).
@@ -72,13 +86,13 @@ INSTALLED = (
 )
 #: Only install by compiling: tested as unpacked sdists via --path.
 CHECKOUTS = (
-    Release("mmcv-full", "1.7.2", "unpatched", ops=True),
-    Release("mmcv", "2.0.0", "unpatched", ops=True),
-    Release("mmcv", "2.1.0", "unpatched", ops=True),
-    Release("mmcv", "2.2.0", "unpatched", ops=True),
+    Release("mmcv-full", "1.7.2", "unpatched"),
+    Release("mmcv", "2.0.0", "unpatched"),
+    Release("mmcv", "2.1.0", "unpatched"),
+    Release("mmcv", "2.2.0", "unpatched"),
 )
-#: Built once with its CPU ops for the end-to-end tests and benchmarks (about 10 minutes).
-OPS = Release("mmcv", "2.1.0", "unpatched", ops=True)
+#: Built once with its CPU ops for the end-to-end tests and benchmarks (see :func:`ops_wheel`).
+OPS = Release("mmcv", "2.1.0", "unpatched")
 #: Every release of mmcv 1.x/2.x and onedl-mmcv whose sdist the package index serves (2.0.1
 #: has none), for the release matrix (tests/test_matrix.py). mmcv-full 1.x and mmcv-lite 2.x
 #: are built from the same tagged source as mmcv of the same version.
@@ -114,16 +128,49 @@ def _find(directory: Path, release: Release, suffixes: Sequence[str]) -> Optiona
     return None
 
 
-def run(command: Sequence[str], env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None, log: Optional[Path] = None) -> subprocess.CompletedProcess:
-    """Runs a command, raising with its output when it fails; ``log`` keeps the output."""
+def run(command: Sequence[object], env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None, log: Optional[Path] = None) -> subprocess.CompletedProcess:
+    """Runs a command, raising with the end of its output when it fails.
+
+    With ``log``, the output goes straight into that file as the command writes it (so
+    ``tail -f`` follows a long build), and while the command runs, a line every
+    :data:`HEARTBEAT` seconds says how long it has taken and the last thing it printed.
+    """
     merged = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **(env or {}))
-    done = subprocess.run(list(map(str, command)), env=merged, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
-    if log is not None:
+    argv = [str(part) for part in command]
+    if log is None:
+        done = subprocess.run(argv, env=merged, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        output = done.stdout
+    else:
         with open(log, "a") as handle:
-            handle.write(f"$ {' '.join(map(str, command))}\n{done.stdout}\n")
+            handle.write(f"$ {' '.join(argv)}\n")
+            handle.flush()
+            started = time.monotonic()
+            process = subprocess.Popen(argv, env=merged, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
+            while True:
+                try:
+                    process.wait(timeout=HEARTBEAT)
+                    break
+                except subprocess.TimeoutExpired:
+                    minutes = (time.monotonic() - started) / 60
+                    announce(f"mmcv-patcher tests: {log.stem}: still running after {minutes:.0f} min; last output: {_last_line(log)}")
+        output = log.read_text(errors="replace")
+        done = subprocess.CompletedProcess(argv, process.returncode, output)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, command))} exited {done.returncode}:\n{done.stdout[-4000:]}")
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}:\n{output[-4000:]}")
     return done
+
+
+#: Seconds between the lines that show a long command is alive.
+HEARTBEAT = 60.0
+
+
+def _last_line(log: Path) -> str:
+    """The last non-blank line of ``log``, shortened to fit a terminal line."""
+    with open(log, "rb") as handle:
+        handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+        lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    last = lines[-1] if lines else "(nothing yet)"
+    return last if len(last) <= 120 else last[:57] + " ... " + last[-58:]
 
 
 def announce(line: str) -> None:
@@ -182,8 +229,7 @@ def download(release: Release) -> Path:
         if release.distribution in _WHEEL_ONLY:
             run([*pip, "-q", "--no-deps", "--only-binary", ":all:", release.spec, "-d", DISTS], log=log)
         else:
-            env = {"MMCV_WITH_OPS": "1" if release.ops else "0", "FORCE_CUDA": "0"}
-            run([*pip, "-q", "--no-deps", "--no-binary", ":all:", release.spec, "-d", DISTS], env, log=log)
+            run([*pip, "-q", "--no-deps", "--no-binary", ":all:", release.spec, "-d", DISTS], release.naming_env, log=log)
     found = _find(DISTS, release, (".tar.gz", ".zip", ".whl"))
     if found is None:
         raise RuntimeError(f"pip downloaded nothing for {release.spec} into {DISTS}")
@@ -195,17 +241,25 @@ def wheel(release: Release) -> Path:
     downloaded = download(release)
     if downloaded.suffix == ".whl":
         return downloaded
-    return _built(release, WHEELS, {"MMCV_WITH_OPS": "0"}, "building a pure-Python wheel", "10 seconds")
+    if release.naming_env["MMCV_WITH_OPS"] == "1":
+        raise ValueError(f"{release.spec} has compiled ops; only ops_wheel() builds it")
+    return _built(release, WHEELS, release.naming_env, "building a pure-Python wheel", "10 seconds")
 
 
 def ops_wheel() -> Path:
     """mmcv 2.1.0 built from its sdist with CPU ops (MMCV_WITH_OPS=1, FORCE_CUDA=0), once.
-    Needs a C++ compiler and the Python headers."""
-    env = {"MMCV_WITH_OPS": "1", "FORCE_CUDA": "0", "MAX_JOBS": str(os.cpu_count() or 1)}
-    return _built(OPS, WHEELS / "ops", env, "building the wheel with its C++ CPU ops", "12 to 25 minutes")
+    Needs a C++ compiler and the Python headers. pip runs verbosely here, so the log fills
+    with the compiler's lines as the build goes."""
+    env = dict(OPS.naming_env, MAX_JOBS=str(os.cpu_count() or 1))
+    return _built(OPS, WHEELS / "ops", env, "building the wheel with its C++ CPU ops", OPS_BUILD_TIME, verbose=True)
 
 
-def _built(release: Release, directory: Path, env: Dict[str, str], what: str, expected: str) -> Path:
+#: How long the CPU-ops build takes on 2 cores: quiet, and with the machine's other core
+#: busy (as when the rest of the suite runs beside it).
+OPS_BUILD_TIME = "12 to 25 minutes quiet, up to 55 loaded,"
+
+
+def _built(release: Release, directory: Path, env: Dict[str, str], what: str, expected: str, *, verbose: bool = False) -> Path:
     """The wheel built from the release's sdist with ``env``, cached in ``directory``."""
     built = _find(directory, release, (".whl",))
     if built is not None:
@@ -213,7 +267,7 @@ def _built(release: Release, directory: Path, env: Dict[str, str], what: str, ex
     sdist = download(release)
     directory.mkdir(parents=True, exist_ok=True)
     with slow_step(f"{release.spec}: {what}", expected) as log:
-        run([*_pip(release, "wheel"), "-q", "--no-deps", sdist, "-w", directory], env, log=log)
+        run([*_pip(release, "wheel"), "-v" if verbose else "-q", "--no-deps", sdist, "-w", directory], env, log=log)
     built = _find(directory, release, (".whl",))
     if built is None:
         raise RuntimeError(f"building {sdist} with {env} produced no wheel in {directory}")

@@ -103,3 +103,41 @@ def test_source_checkout_round_trip(release: Release, form: str, tmp_path: Path)
 
 def _leftovers(directory: Path) -> Tuple[str, ...]:
     return tuple(p.name for p in directory.iterdir() if "mmcv-patcher" in p.name or p.name.startswith(".nms.py"))
+
+
+#: One release of each kind the helpers fetch: an old setup.py (mmcv 1.x, and the same source
+#: as mmcv-full), a 2.x sdist that names itself by MMCV_WITH_OPS, a wheel-only distribution,
+#: and a fork built with pip's isolation.
+EACH_KIND = (
+    Release("mmcv", "1.3.4", "unpatched"),
+    Release("mmcv-full", "1.7.2", "unpatched"),
+    Release("mmcv", "2.2.0", "unpatched"),
+    Release("mmcv-lite", "2.2.0", "unpatched"),
+    Release("onedl-mmcv", "2.3.6", "fixed-upstream", isolated=True),
+)
+
+
+@pytest.fixture
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The release helpers' downloads, builds and logs go to an empty directory (the build
+    environment, tooling rather than a release, stays shared)."""
+    for name in ("DISTS", "WHEELS", "LOGS"):
+        monkeypatch.setattr(releases, name, tmp_path / name.lower())
+    return tmp_path
+
+
+@pytest.mark.parametrize("release", EACH_KIND, ids=lambda r: r.id)
+def test_a_release_downloads_into_an_empty_cache(release: Release, empty_cache: Path) -> None:
+    downloaded = releases.download(release)
+    assert downloaded.parent == empty_cache / "dists"
+    assert b"def batched_nms(" in releases.released_file(release)
+
+
+def test_a_pure_python_wheel_builds_into_an_empty_cache(empty_cache: Path) -> None:
+    built = releases.wheel(Release("mmcv", "1.3.4", "unpatched"))
+    assert built.parent == empty_cache / "wheels" and built.name.startswith("mmcv-1.3.4-")
+
+
+def test_a_2x_sdist_unpacks_from_an_empty_cache(empty_cache: Path) -> None:
+    root = releases.unpack(Release("mmcv", "2.1.0", "unpatched"), empty_cache / "checkout")
+    assert (root / "mmcv" / "ops" / "nms.py").is_file()
