@@ -10,7 +10,7 @@ import os
 from types import CodeType
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from mmcv_patcher import plan, registry, write
+from mmcv_patcher import gate, plan, registry, write
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Patch, Result, State
 from mmcv_patcher.source import MAX_SOURCE_BYTES, Source, UndecodableSource, decode, read_source
@@ -143,7 +143,7 @@ def _plan_file(command: str, target: Target, path: str, patches: List[Patch], fo
 
 def _unreadable(patch: Patch, target: Target, path: str, error: Exception) -> plan.Plan:
     """The verdict for a file that is missing or cannot be read as Python source."""
-    if isinstance(error, FileNotFoundError) and plan.gate(patch, target.release(patch))[0] is not plan.Gate.AFFECTED:
+    if isinstance(error, FileNotFoundError) and gate.gate(patch, target.release(patch))[0] is not gate.Gate.AFFECTED:
         return plan.Plan(State.NOT_AFFECTED, None, f"{target.release(patch).describe()} has no {patch.file}")
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
     return plan.Plan(State.DRIFTED, None, f"cannot read the file: {reason}; {target.release(patch).reinstall()}", ok=False)

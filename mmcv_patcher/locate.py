@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from mmcv_patcher.gate import Release
 from mmcv_patcher.interpreter import Interpreter, current
 from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch
-from mmcv_patcher.plan import Release, remembered_sha256
+from mmcv_patcher.ours import remembered_sha256
 from mmcv_patcher.source import UndecodableSource, decode, read_source, record_hash
 
 if sys.version_info >= (3, 10):

@@ -1,51 +1,20 @@
-"""Decide, without I/O, what a patch finds in a file and what apply or revert would write.
+"""The state table: what each patch finds in a file, and what apply or revert would write.
 
-Everything here takes text and returns values, so the whole state table is tested with
-strings. LibCST is imported only when a file's state cannot be read from our marker or from
-the release's RECORD hash (see :func:`assess`).
+Everything here takes text and returns values, so the whole table is tested with strings.
+Our own edits are read by :mod:`mmcv_patcher.ours`, releases placed by
+:mod:`mmcv_patcher.gate`; LibCST (:mod:`mmcv_patcher.codemod`) is imported only when a
+file's state cannot be read from our markers or from the release's RECORD hash.
 """
 
 import ast
-import enum
 import functools
 import hashlib
-import re
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
-from packaging.version import InvalidVersion, Version
-
-from mmcv_patcher.model import Affected, Patch, Scan, State
-from mmcv_patcher.source import Source, line_at, record_hash, sha256_hex
-
-
-class Gate(enum.Enum):
-    """Where a release stands relative to a patch's known affected range."""
-
-    AFFECTED = "affected"
-    BELOW = "below"  # older than the first affected release: the bug is not there yet
-    OUTSIDE = "outside"  # newer, a pre-release, another distribution, or an unknown version
-
-
-class Release(NamedTuple):
-    """Which distribution and version own the file; either may be unknown."""
-
-    distribution: Optional[str]
-    version: Optional[str]
-    #: RECORD's hash of the file as the release installed it (``sha256=<urlsafe base64>``)
-    record_hash: Optional[str] = None
-
-    def describe(self) -> str:
-        return f"{self.distribution or 'mmcv (no metadata)'} {self.version or '(unknown version)'}"
-
-    def reinstall(self) -> str:
-        """What to do about a damaged file: the command that puts the release back."""
-        if self.distribution and self.version:
-            return f"restore it with `pip install --force-reinstall --no-deps {self.distribution}=={self.version}`"
-        return "restore it from a fresh copy of mmcv"
-
-    def installed(self, sha256_digest: bytes) -> bool:
-        """Whether RECORD lists the file with this sha256 (False when it gives no hash)."""
-        return self.record_hash is not None and self.record_hash == record_hash(sha256_digest)
+from mmcv_patcher.gate import Gate, Release, expected_counts, gate, known_forms
+from mmcv_patcher.model import Patch, Scan, State
+from mmcv_patcher.ours import Ours, by_patch, cut, find_ours, marker
+from mmcv_patcher.source import Source, sha256_hex
 
 
 class Plan(NamedTuple):
@@ -61,179 +30,6 @@ class Plan(NamedTuple):
     ok: bool = True
     #: for a file we patched: the sha256 our marker kept, of the bytes a revert restores
     original_sha256: Optional[str] = None
-
-
-def gate(patch: Patch, release: Release) -> Tuple[Gate, Optional[Affected]]:
-    """Places ``release`` against ``patch.affected``, with the range it falls in. No
-    metadata counts as upstream ``mmcv``.
-
-    A local label (``+cu118``) is a build of the same source, so it is ignored. A pre- or
-    dev release is below the ranges when its release number is, and otherwise outside them,
-    even of the first affected release (``1.3.4rc1``): no pre-release was checked.
-    """
-    ranges = patch.affected.get(release.distribution or "mmcv", ())
-    if not ranges or release.version is None:
-        return Gate.OUTSIDE, None
-    try:
-        version = Version(release.version)
-    except InvalidVersion:
-        return Gate.OUTSIDE, None
-    if all(Version(version.base_version) < Version(each.introduced) for each in ranges):
-        return Gate.BELOW, None
-    if version.is_prerelease:
-        return Gate.OUTSIDE, None
-    public = Version(version.public)
-    for each in ranges:
-        if public < Version(each.introduced):
-            continue
-        if each.last_affected is not None and public <= Version(each.last_affected):
-            return Gate.AFFECTED, each
-        if each.fixed is not None and public < Version(each.fixed):
-            return Gate.AFFECTED, each
-    return Gate.OUTSIDE, None
-
-
-def expected_counts(patch: Patch, affected: Affected) -> Tuple[int, ...]:
-    """How many times releases in ``affected`` have each of the patch's edits."""
-    return affected.counts or (1,) * len(patch.edits)
-
-
-def known_forms(patch: Patch) -> Set[Tuple[int, ...]]:
-    """The edit counts of every known affected range: a release outside them is only
-    ``unverified`` (patchable with --force) when its file has one of these forms."""
-    return {expected_counts(patch, each) for ranges in patch.affected.values() for each in ranges}
-
-
-def marker(patch: Patch, original_sha256: str) -> str:
-    """The comment that identifies our edit and remembers the bytes it replaced."""
-    return f"# mmcv-patcher: {patch.id} sha256={original_sha256}"
-
-
-class _Marker(NamedTuple):
-    patch: Patch
-    start: int
-    end: int
-    #: the sha256 of the file before any of our patches
-    sha256: str
-
-
-def _markers(text: str, family: Sequence[Patch]) -> List[_Marker]:
-    """Each marker of the ``family`` (the patches of one file) in ``text``, in file order:
-    two spaces, the comment, 64 lowercase hex digits, and the end of that line."""
-    found: List[_Marker] = []
-    for patch in family:
-        pattern = re.escape("  " + marker(patch, "")) + r"([0-9a-f]{64})(?=\r|\n|\Z)"
-        found.extend(_Marker(patch, m.start(), m.end(), m.group(1)) for m in re.finditer(pattern, text))
-    return sorted(found, key=lambda m: m.start)
-
-
-def remembered_sha256(source: Source, family: Sequence[Patch]) -> Optional[str]:
-    """The original file's hash our markers keep, if the file carries them and they agree."""
-    kept = {found.sha256 for found in _markers(source.text, family)}
-    return kept.pop() if len(kept) == 1 else None
-
-
-class Ours(NamedTuple):
-    """Our edits in a file: the markers and insertions of each patch of its family."""
-
-    #: whether taking all of them out gives exactly the bytes the markers remember
-    exact: bool
-    #: whether the text we insert was found before every marker at all
-    placed: bool
-    #: what the markers remember (None when they disagree)
-    sha256: Optional[str]
-    #: the text with all of them taken out (the original when exact)
-    original: str
-    #: patch id -> the (start, end) spans of its markers and insertions
-    spans: Dict[str, List[Tuple[int, int]]]
-    #: patch id -> the line of its first marker
-    lines: Dict[str, int]
-
-    def without(self, text: str, patch: Patch) -> str:
-        """``text`` with only ``patch``'s markers and insertions taken out."""
-        return _cut(text, self.spans[patch.id])
-
-
-#: How many placements of our insertions are tried before giving up (each costs one hash of
-#: the file); the nearest-first first try is right unless the file was edited since.
-_MAX_TRIES = 256
-
-
-def find_ours(source: Source, family: Sequence[Patch]) -> Optional[Ours]:
-    """Our edits in ``source`` as plain text, found without LibCST; None when there is no marker.
-
-    Each marker ends the last line of a statement we changed, and that statement's
-    insertions (one of its patch's edits) are the nearest such texts before it. Taking all
-    of them out must give the bytes whose sha256 every marker keeps, which makes this exact:
-    a revert restores the original bytes or refuses. Other placements are tried, nearest
-    first, in case the same text also stands nearby.
-    """
-    text = source.text
-    markers = _markers(text, family)
-    if not markers:
-        return None
-    lines: Dict[str, int] = {}
-    for found in markers:
-        lines.setdefault(found.patch.id, line_at(text, found.start))
-    kept = {found.sha256 for found in markers}
-    sha256 = kept.pop() if len(kept) == 1 else None
-    first: Optional[List[List[Tuple[int, int]]]] = None
-    for tries, placement in enumerate(_placements(text, markers, len(markers))):
-        first = first or placement
-        if sha256 is not None and sha256_hex(source.encode(_cut(text, _all_spans(markers, placement)))) == sha256:
-            return Ours(True, True, sha256, _cut(text, _all_spans(markers, placement)), _by_patch(markers, placement), lines)
-        if tries + 1 >= _MAX_TRIES:
-            break
-    placed = first is not None
-    if first is None:  # a marker without the text we insert before it
-        first = [[] for _ in markers]
-    return Ours(False, placed, sha256, _cut(text, _all_spans(markers, first)), _by_patch(markers, first), lines)
-
-
-def _placements(text: str, markers: List[_Marker], count: int) -> Iterator[List[List[Tuple[int, int]]]]:
-    """Every placement of the first ``count`` markers' insertions (a list of spans per
-    marker), each between the marker before and its own, nearest placements first."""
-    if count == 0:
-        yield []
-        return
-    found = markers[count - 1]
-    low = markers[count - 2].end if count > 1 else 0
-    for edit in found.patch.edits:
-        for spans in _spans(text, low, found.start, edit.insertions):
-            for earlier in _placements(text, markers, count - 1):
-                yield earlier + [spans]
-
-
-def _spans(text: str, low: int, high: int, insertions: Tuple[str, ...]) -> Iterator[List[Tuple[int, int]]]:
-    """Where ``insertions`` (in order, apart) can stand in ``text[low:high]``, nearest to
-    ``high`` first."""
-    if not insertions:
-        yield []
-        return
-    *before, last = insertions
-    at = text.rfind(last, low, high)
-    while at >= 0:
-        for earlier in _spans(text, low, at, tuple(before)):
-            yield earlier + [(at, at + len(last))]
-        at = text.rfind(last, low, at + len(last) - 1)
-
-
-def _all_spans(markers: List[_Marker], placement: List[List[Tuple[int, int]]]) -> List[Tuple[int, int]]:
-    return [span for found, spans in zip(markers, placement) for span in spans + [(found.start, found.end)]]
-
-
-def _by_patch(markers: List[_Marker], placement: List[List[Tuple[int, int]]]) -> Dict[str, List[Tuple[int, int]]]:
-    spans: Dict[str, List[Tuple[int, int]]] = {}
-    for found, insertions in zip(markers, placement):
-        spans.setdefault(found.patch.id, []).extend(insertions + [(found.start, found.end)])
-    return spans
-
-
-def _cut(text: str, spans: List[Tuple[int, int]]) -> str:
-    """``text`` without the (disjoint) ``spans``."""
-    for start, end in sorted(spans, reverse=True):
-        text = text[:start] + text[end:]
-    return text
 
 
 def _differs_from_record(sha256: Optional[str], release: Release) -> bool:
@@ -300,20 +96,23 @@ def _assess_from_text(
 ) -> Tuple[Optional[Plan], Optional[Tuple[int, ...]]]:
     """The plan when our markers, the gate or the RECORD hash decide it; otherwise None and
     the anchor counts the release must have (None outside the known ranges)."""
-    if ours is not None and patch.id in ours.spans:
-        line = _first_line(ours.original, ours.lines[patch.id])
+    if ours is not None and ours.of(patch):
+        line = ours.line(patch)
         undone = ours.without(source.text, patch)
-        if ours.exact:
-            message = "patched by mmcv-patcher"
-            if _differs_from_record(ours.sha256, release):
-                message += "; before that, the file already differed from the release's RECORD"
-            return Plan(State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256), None
-        if not ours.placed:
-            return Plan(State.DRIFTED, line, f"our marker is there but the text we inserted is not; {release.reinstall()}", ok=False), None
-        return Plan(State.DRIFTED, line, f"the patched file was edited after mmcv-patcher patched it; {release.reinstall()}", new_text=undone, ok=False), None
+        if not ours.intact(patch):
+            message = f"the statement mmcv-patcher patched was edited since; {release.reinstall()}"
+            return Plan(State.DRIFTED, line, message, new_text=undone, ok=False), None
+        if not ours.exact:
+            message = "patched by mmcv-patcher; other lines of the file were edited since, so a revert takes out only our edits"
+            return Plan(State.PATCHED, line, message, new_text=undone), None
+        message = "patched by mmcv-patcher"
+        if _differs_from_record(ours.sha256, release):
+            message += "; before that, the file already differed from the release's RECORD"
+        return Plan(State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256), None
     if ours is not None and not ours.exact:
-        others = ", ".join(f"{id} at line {_first_line(ours.original, at)}" for id, at in ours.lines.items())
-        return Plan(State.DRIFTED, None, f"other mmcv-patcher edits in this file ({others}) were changed since; revert them (--force) first", ok=False), None
+        others = ", ".join(f"{mark.patch.id} at line {mark.line}" for mark in ours.marks)
+        message = f"the file was edited since mmcv-patcher patched it ({others}), so its original bytes are unknown; revert those first"
+        return Plan(State.DRIFTED, None, message, ok=False), None
     where, affected = gate(patch, release)
     if where is Gate.BELOW:
         return Plan(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug"), None
@@ -328,13 +127,13 @@ def _assess_from_text(
 def combined(source: Source, changes: Sequence[Tuple[Patch, str]], family: Sequence[Patch]) -> str:
     """``source`` with the changes of several patches, each given as the text with that
     patch's change alone (as :func:`assess_all` gives them): all are pure insertions into
-    ``source``, found exactly by :func:`find_ours`, so they merge without conflict."""
+    ``source``, found exactly by :func:`mmcv_patcher.ours.find_ours`, so they merge without conflict."""
     inserted: List[Tuple[int, int, str]] = []  # (where in source, in which order, what)
     for patch, text in changes:
         ours = find_ours(Source(text, source.encoding), family)
         assert ours is not None and ours.exact, "each text is the source plus one patch's change"
         shift = 0
-        for start, end in sorted(ours.spans[patch.id]):
+        for start, end in sorted(span for mark in ours.of(patch) for span in mark.spans):
             inserted.append((start - shift, len(inserted), text[start:end]))
             shift += end - start
     text = source.text
@@ -350,17 +149,6 @@ def _tree(text: str) -> Optional[ast.Module]:
         return ast.parse(text)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
-
-
-def _first_line(original: str, last: int) -> int:
-    """The first line of the statement line that ends on line ``last`` (where our marker
-    is), so that every state names the line the codemod names; ``last`` itself when
-    ``ast`` cannot say (the file does not parse, or Python 3.7, whose ``ast`` has no end
-    lines). Asked of the text without our edits, which has the same lines (we insert no
-    newline) and stays the same while a revert takes our edits out one by one."""
-    tree = _tree(original)
-    ending = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.stmt) and not hasattr(node, "body") and getattr(node, "end_lineno", None) == last] if tree else []
-    return min(ending, default=last)
 
 
 @functools.lru_cache(maxsize=None)
@@ -403,13 +191,13 @@ def _assess_structurally(
         return [Plan(State.DRIFTED, failure.line, f"cannot parse the file: {failure.reason}; {release.reinstall()}", ok=False) for _, release, _ in pending]
     after = find_ours(Source(found.patched_text, source.encoding), family)
     # The edits must be exactly our insertions and markers, so revert can take them out again.
-    spans = {} if after is None or not after.exact or after.original != original else after.spans
-    exact = _cut(found.patched_text, [span for patch in patches for span in spans.get(patch.id, [])]) == source.text
+    spans = {} if after is None or not after.exact or after.original != original else by_patch(after.marks)
+    exact = cut(found.patched_text, [span for patch in patches for span in spans.get(patch.id, [])]) == source.text
     plans = []
     for patch, release, counts in pending:
         alone = None
         if exact and patch.id in spans:
-            alone = _cut(found.patched_text, [span for other in patches if other is not patch for span in spans.get(other.id, [])])
+            alone = cut(found.patched_text, [span for other in patches if other is not patch for span in spans.get(other.id, [])])
         plans.append(_from_scan(patch, release, counts, found.scans[patch.id], alone))
     return plans
 
@@ -474,11 +262,15 @@ def plan_apply(assessed: Plan, *, force: bool) -> Plan:
 
 
 def plan_revert(assessed: Plan, patch: Patch, release: Release, *, force: bool) -> Plan:
-    """What ``revert`` does: take out exactly our edit, only onto the original's hash
-    unless ``--force``; files we did not patch are never touched."""
+    """What ``revert`` does: take out exactly our edit. A statement edited since is left
+    alone unless ``--force``, which takes out whatever of ours is left in it; files we did
+    not patch are never touched."""
     state = assessed.state
     if state is State.PATCHED:
         after = State.UNPATCHED if gate(patch, release)[0] is Gate.AFFECTED else State.UNVERIFIED
+        if assessed.original_sha256 is None:
+            message = f"took out our edit; other lines were edited since, so the file is not the original: {release.reinstall()}"
+            return Plan(after, assessed.line, message, new_text=assessed.new_text)
         if _differs_from_record(assessed.original_sha256, release):
             # Exactly what was there before we patched, but not what the release installed.
             message = f"reverted to the bytes from before patching, which differ from the release's RECORD (edited before it was patched); {release.reinstall()}"
@@ -486,8 +278,8 @@ def plan_revert(assessed: Plan, patch: Patch, release: Release, *, force: bool) 
         return Plan(after, assessed.line, "reverted to the original bytes", new_text=assessed.new_text)
     if state is State.DRIFTED and assessed.new_text is not None:
         if force:
-            return Plan(State.UNPATCHED, assessed.line, "removed our edit (--force; the rest of the file was edited)", new_text=assessed.new_text)
-        return Plan(state, assessed.line, assessed.message + "; revert --force removes our edit anyway", ok=False)
+            return Plan(State.UNPATCHED, assessed.line, "took out what is left of our edit (--force); the edits made since stay", new_text=assessed.new_text)
+        return Plan(state, assessed.line, assessed.message + "; revert --force takes out what is left of our edit", ok=False)
     if state is State.DRIFTED:
         return Plan(state, assessed.line, assessed.message, ok=False)
     return Plan(state, assessed.line, f"{assessed.message}; nothing to revert")

@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Optional
 
-from mmcv_patcher import plan, registry
+from mmcv_patcher import gate, plan, registry
 from mmcv_patcher.source import Source
 
 ANCHOR = "scores_after_nms[mask[keep]] = dets[:, -1]"
@@ -65,7 +65,7 @@ def patched(text: str = NMS) -> str:
     """``text`` after apply with every registered patch (mmcv 2.1.0), as the CLI writes it."""
     family = registry.all_patches()
     for patch in family:
-        verdict = plan.plan_apply(plan.assess(Source(text, "utf-8"), patch, plan.Release("mmcv", "2.1.0"), need_text=True, family=family), force=False)
+        verdict = plan.plan_apply(plan.assess(Source(text, "utf-8"), patch, gate.Release("mmcv", "2.1.0"), need_text=True, family=family), force=False)
         assert verdict.ok and verdict.new_text is not None, verdict
         text = verdict.new_text
     return text

@@ -121,16 +121,25 @@ def test_unverified_release_needs_force(tmp_path: Path) -> None:
     assert as_json("status", "--path", str(tmp_path))["patches"][0]["state"] == "patched"
 
 
-def test_revert_of_a_file_edited_since_needs_force(tree: Path) -> None:
+def test_revert_of_a_file_edited_elsewhere_takes_out_only_our_edits(tree: Path) -> None:
     cli("apply", "--path", str(tree))
     nms = nms_of(tree)
     nms.write_text(nms.read_text().replace("import torch\n", "import torch  # hand edit\n"))
+    reverted = cli("revert", "--path", str(tree))
+    assert reverted.returncode == 0 and "not the original" in reverted.stdout
+    assert nms.read_text() == NMS.replace("import torch\n", "import torch  # hand edit\n")
+
+
+def test_revert_of_a_statement_edited_since_needs_force(tree: Path) -> None:
+    cli("apply", "--path", str(tree))
+    nms = nms_of(tree)
+    nms.write_text(nms.read_text().replace(".to(scores_after_nms.dtype)", ".to(scores_after_nms.dtype) * 1"))
     edited = nms.read_bytes()
     refused = cli("revert", "--path", str(tree))
-    assert refused.returncode == 1 and "revert --force" in refused.stderr
+    assert refused.returncode == 1 and "revert --force" in refused.stdout
     assert nms.read_bytes() == edited
     assert cli("revert", "--force", "--path", str(tree)).returncode == 0
-    assert nms.read_text() == NMS.replace("import torch\n", "import torch  # hand edit\n")
+    assert nms.read_text() == NMS.replace("dets[:, -1]\n    if", "dets[:, -1] * 1\n    if")
 
 
 def test_fixed_upstream_is_left_alone_by_apply_and_revert(tmp_path: Path) -> None:

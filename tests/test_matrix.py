@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mmcv_patcher import plan, registry
+from mmcv_patcher import gate, registry
 from tests import releases
 from tests.releases import Release
 
@@ -28,8 +28,8 @@ def expected_states(release: Release) -> dict:
     past the end of a range only onedl-mmcv 2.3.6, whose batched_nms fix is upstream."""
     states = {}
     for patch in PATCHES:
-        where, _ = plan.gate(patch, plan.Release(release.distribution, release.version))
-        states[patch.id] = {plan.Gate.AFFECTED: "unpatched", plan.Gate.BELOW: "not-affected", plan.Gate.OUTSIDE: "fixed-upstream"}[where]
+        where, _ = gate.gate(patch, gate.Release(release.distribution, release.version))
+        states[patch.id] = {gate.Gate.AFFECTED: "unpatched", gate.Gate.BELOW: "not-affected", gate.Gate.OUTSIDE: "fixed-upstream"}[where]
     return states
 
 
@@ -71,7 +71,7 @@ def test_every_release_patches_and_reverts_exactly(release: Release, tmp_path: P
     patched = nms.read_bytes()
     compile(patched, str(nms), "exec", dont_inherit=True)
     markers = patched.count(b"# mmcv-patcher: ")
-    assert markers == sum(sum(plan.expected_counts(p, a)) for p in PATCHES for w, a in [plan.gate(p, plan.Release(release.distribution, release.version))] if a is not None)
+    assert markers == sum(sum(gate.expected_counts(p, a)) for p in PATCHES for w, a in [gate.gate(p, gate.Release(release.distribution, release.version))] if a is not None)
     assert run("status", "--check")["patches"]
     run("revert")
     assert nms.read_bytes() == original

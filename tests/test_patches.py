@@ -7,7 +7,7 @@ from typing import List, Tuple
 import pytest
 from packaging.version import Version
 
-from mmcv_patcher import plan, registry
+from mmcv_patcher import gate, plan, registry
 from mmcv_patcher.model import Affected, Edit, Patch, State
 from mmcv_patcher.source import Source, sha256_hex
 
@@ -62,9 +62,9 @@ def test_patch_is_well_formed(patch: Patch) -> None:
     assert patch.examples, "document the codemod with before/after examples"
 
 
-def _releases(patch: Patch) -> List[plan.Release]:
+def _releases(patch: Patch) -> List[gate.Release]:
     """One release at the end of every known range of the patch."""
-    return [plan.Release(d, each.last_affected or each.introduced) for d, ranges in patch.affected.items() for each in ranges]
+    return [gate.Release(d, each.last_affected or each.introduced) for d, ranges in patch.affected.items() for each in ranges]
 
 
 @pytest.mark.parametrize(
@@ -94,9 +94,9 @@ def test_select_keeps_registry_order_whatever_order_ids_come_in() -> None:
 
 def test_a_release_between_two_ranges_is_outside_and_each_range_has_its_own_counts() -> None:
     patch = _patch("x")._replace(affected={"mmcv": (Affected("1.0", "1.2", counts=(1,)), Affected("1.4", "2.0", counts=(1,)))})
-    assert plan.gate(patch, plan.Release("mmcv", "1.3"))[0] is plan.Gate.OUTSIDE
-    assert plan.gate(patch, plan.Release("mmcv", "0.9"))[0] is plan.Gate.BELOW
-    assert plan.gate(patch, plan.Release("mmcv", "1.4.1")) == (plan.Gate.AFFECTED, patch.affected["mmcv"][1])
+    assert gate.gate(patch, gate.Release("mmcv", "1.3"))[0] is gate.Gate.OUTSIDE
+    assert gate.gate(patch, gate.Release("mmcv", "0.9"))[0] is gate.Gate.BELOW
+    assert gate.gate(patch, gate.Release("mmcv", "1.4.1")) == (gate.Gate.AFFECTED, patch.affected["mmcv"][1])
 
 
 def test_registry_discovers_modules_in_name_order() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-from typing import Optional
+from typing import Dict, Optional, Sequence, Tuple
 
 import pytest
 
-from mmcv_patcher import plan
-from mmcv_patcher.model import State
+from mmcv_patcher import gate, ours, plan, registry
+from mmcv_patcher.model import Patch, State
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
 from mmcv_patcher.source import Source, decode, record_hash, sha256_hex
 from tests import fixtures
@@ -25,7 +25,7 @@ def recorded(text: str) -> str:
 
 
 def assess(text: str, version: Optional[str] = "2.1.0", distribution: Optional[str] = "mmcv", *, need_text: bool = True, record: Optional[str] = None, encoding: str = "utf-8") -> plan.Plan:
-    return plan.assess(Source(text, encoding), PATCH, plan.Release(distribution, version, record), need_text=need_text)
+    return plan.assess(Source(text, encoding), PATCH, gate.Release(distribution, version, record), need_text=need_text)
 
 
 def apply(text: str, **kwargs: object) -> str:
@@ -35,7 +35,7 @@ def apply(text: str, **kwargs: object) -> str:
 
 
 def revert(text: str, **kwargs: object) -> str:
-    verdict = plan.plan_revert(assess(text, **kwargs), PATCH, plan.Release("mmcv", "2.1.0"), force=False)  # type: ignore[arg-type]
+    verdict = plan.plan_revert(assess(text, **kwargs), PATCH, gate.Release("mmcv", "2.1.0"), force=False)  # type: ignore[arg-type]
     assert verdict.ok and verdict.new_text is not None, verdict
     return verdict.new_text
 
@@ -53,7 +53,7 @@ def test_apply_changes_only_the_anchor_line() -> None:
     before, after = NMS.splitlines(True), patched.splitlines(True)
     changed = [i for i, (b, a) in enumerate(zip(before, after)) if b != a]
     assert len(before) == len(after) and changed == [ANCHOR_LINE - 1]
-    marker = plan.marker(PATCH, sha256_hex(NMS.encode()))
+    marker = ours.marker(PATCH, sha256_hex(NMS.encode()))
     assert after[ANCHOR_LINE - 1] == f"            {FIXED}  {marker}\n"
 
 
@@ -145,7 +145,7 @@ def test_upstream_fix_is_fixed_upstream_and_never_touched(statement: str) -> Non
     verdict = assess(text)
     assert (verdict.state, verdict.line) == (State.FIXED_UPSTREAM, ANCHOR_LINE)
     assert plan.plan_apply(verdict, force=True).new_text is None
-    assert plan.plan_revert(verdict, PATCH, plan.Release("mmcv", "2.1.0"), force=True).new_text is None
+    assert plan.plan_revert(verdict, PATCH, gate.Release("mmcv", "2.1.0"), force=True).new_text is None
 
 
 def test_anchor_twice_is_drifted_naming_both_lines() -> None:
@@ -188,51 +188,51 @@ def test_syntax_error_is_drifted_with_its_line() -> None:
 @pytest.mark.parametrize(
     "distribution, version, expected",
     [
-        ("mmcv", "1.3.3", plan.Gate.BELOW),
-        ("mmcv", "1.0rc0", plan.Gate.BELOW),
-        ("mmcv", "1.3.4", plan.Gate.AFFECTED),
-        ("mmcv", "1.7.2", plan.Gate.AFFECTED),
-        ("mmcv-full", "1.7.2", plan.Gate.AFFECTED),
-        ("mmcv-full", "1.3.3", plan.Gate.BELOW),
-        ("mmcv", "2.0.0", plan.Gate.AFFECTED),
-        ("mmcv-lite", "2.2.0", plan.Gate.AFFECTED),
-        ("mmcv", "2.1.0+cu118", plan.Gate.AFFECTED),
-        ("mmcv", "2.2.0+cu121", plan.Gate.AFFECTED),
-        ("mmcv", "2.2.0.post1", plan.Gate.OUTSIDE),
-        ("mmcv", "2.2.0.dev0", plan.Gate.OUTSIDE),
-        ("mmcv", "2.2.1", plan.Gate.OUTSIDE),
-        ("mmcv", "2.0.0rc4", plan.Gate.OUTSIDE),
+        ("mmcv", "1.3.3", gate.Gate.BELOW),
+        ("mmcv", "1.0rc0", gate.Gate.BELOW),
+        ("mmcv", "1.3.4", gate.Gate.AFFECTED),
+        ("mmcv", "1.7.2", gate.Gate.AFFECTED),
+        ("mmcv-full", "1.7.2", gate.Gate.AFFECTED),
+        ("mmcv-full", "1.3.3", gate.Gate.BELOW),
+        ("mmcv", "2.0.0", gate.Gate.AFFECTED),
+        ("mmcv-lite", "2.2.0", gate.Gate.AFFECTED),
+        ("mmcv", "2.1.0+cu118", gate.Gate.AFFECTED),
+        ("mmcv", "2.2.0+cu121", gate.Gate.AFFECTED),
+        ("mmcv", "2.2.0.post1", gate.Gate.OUTSIDE),
+        ("mmcv", "2.2.0.dev0", gate.Gate.OUTSIDE),
+        ("mmcv", "2.2.1", gate.Gate.OUTSIDE),
+        ("mmcv", "2.0.0rc4", gate.Gate.OUTSIDE),
         # a pre-release of the first affected release was never checked: outside, not below
-        ("mmcv", "1.3.4rc1", plan.Gate.OUTSIDE),
-        ("mmcv", "1.3.4.dev0", plan.Gate.OUTSIDE),
-        ("mmcv-full", "1.3.4a1+cu113", plan.Gate.OUTSIDE),
-        ("mmcv", "1.3.3rc1", plan.Gate.BELOW),
-        ("onedl-mmcv", "2.3.5", plan.Gate.AFFECTED),
-        ("onedl-mmcv", "2.3.5.post1", plan.Gate.AFFECTED),
-        ("onedl-mmcv", "0.1", plan.Gate.AFFECTED),
-        ("onedl-mmcv", "2.3.6rc1", plan.Gate.OUTSIDE),
-        ("onedl-mmcv", "2.3.6", plan.Gate.OUTSIDE),
-        ("someone-elses-mmcv", "2.1.0", plan.Gate.OUTSIDE),
-        (None, "2.1.0", plan.Gate.AFFECTED),
-        ("mmcv", None, plan.Gate.OUTSIDE),
-        ("mmcv", "not a version", plan.Gate.OUTSIDE),
+        ("mmcv", "1.3.4rc1", gate.Gate.OUTSIDE),
+        ("mmcv", "1.3.4.dev0", gate.Gate.OUTSIDE),
+        ("mmcv-full", "1.3.4a1+cu113", gate.Gate.OUTSIDE),
+        ("mmcv", "1.3.3rc1", gate.Gate.BELOW),
+        ("onedl-mmcv", "2.3.5", gate.Gate.AFFECTED),
+        ("onedl-mmcv", "2.3.5.post1", gate.Gate.AFFECTED),
+        ("onedl-mmcv", "0.1", gate.Gate.AFFECTED),
+        ("onedl-mmcv", "2.3.6rc1", gate.Gate.OUTSIDE),
+        ("onedl-mmcv", "2.3.6", gate.Gate.OUTSIDE),
+        ("someone-elses-mmcv", "2.1.0", gate.Gate.OUTSIDE),
+        (None, "2.1.0", gate.Gate.AFFECTED),
+        ("mmcv", None, gate.Gate.OUTSIDE),
+        ("mmcv", "not a version", gate.Gate.OUTSIDE),
         # PEP 440 equality: trailing zeros and leading zeros
-        ("mmcv", "2.2", plan.Gate.AFFECTED),
-        ("mmcv", "2.2.0.0", plan.Gate.AFFECTED),
-        ("mmcv", "2.2.0.1", plan.Gate.OUTSIDE),
-        ("mmcv", "1.3.4.0", plan.Gate.AFFECTED),
-        ("mmcv", "1.3", plan.Gate.BELOW),
-        ("mmcv", "01.07.02", plan.Gate.AFFECTED),
-        ("mmcv", "10.0", plan.Gate.OUTSIDE),
+        ("mmcv", "2.2", gate.Gate.AFFECTED),
+        ("mmcv", "2.2.0.0", gate.Gate.AFFECTED),
+        ("mmcv", "2.2.0.1", gate.Gate.OUTSIDE),
+        ("mmcv", "1.3.4.0", gate.Gate.AFFECTED),
+        ("mmcv", "1.3", gate.Gate.BELOW),
+        ("mmcv", "01.07.02", gate.Gate.AFFECTED),
+        ("mmcv", "10.0", gate.Gate.OUTSIDE),
         # other spellings PEP 440 normalises
-        ("mmcv", " 2.1.0 ", plan.Gate.AFFECTED),
-        ("mmcv", "v2.1.0", plan.Gate.AFFECTED),
-        ("mmcv", "2.1.0.", plan.Gate.OUTSIDE),
-        ("mmcv", "2.\u0661.0", plan.Gate.OUTSIDE),
+        ("mmcv", " 2.1.0 ", gate.Gate.AFFECTED),
+        ("mmcv", "v2.1.0", gate.Gate.AFFECTED),
+        ("mmcv", "2.1.0.", gate.Gate.OUTSIDE),
+        ("mmcv", "2.\u0661.0", gate.Gate.OUTSIDE),
     ],
 )
-def test_gate(distribution: Optional[str], version: Optional[str], expected: plan.Gate) -> None:
-    assert plan.gate(PATCH, plan.Release(distribution, version))[0] is expected
+def test_gate(distribution: Optional[str], version: Optional[str], expected: gate.Gate) -> None:
+    assert gate.gate(PATCH, gate.Release(distribution, version))[0] is expected
 
 
 def test_release_below_the_range_is_not_affected_even_with_the_statement() -> None:
@@ -253,36 +253,121 @@ def test_unknown_release_with_the_statement_is_unverified_and_needs_force(versio
 def test_reverting_an_unverified_release_reports_it_unverified_again() -> None:
     patched = plan.plan_apply(assess(NMS, version="2.3.0"), force=True).new_text
     assert patched is not None
-    reverted = plan.plan_revert(assess(patched, version="2.3.0"), PATCH, plan.Release("mmcv", "2.3.0"), force=False)
+    reverted = plan.plan_revert(assess(patched, version="2.3.0"), PATCH, gate.Release("mmcv", "2.3.0"), force=False)
     assert reverted.state is State.UNVERIFIED and reverted.new_text == NMS
 
 
 # --- our marker: identity and integrity -----------------------------------------------------------
 
 
-def test_edit_elsewhere_after_patching_is_drifted_and_revert_needs_force() -> None:
+def test_an_edit_elsewhere_keeps_our_edit_patched_and_revert_takes_out_only_ours() -> None:
     edited = apply(NMS).replace("import torch\n", "import torch  # edited by hand\n")
     verdict = assess(edited)
-    assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == ANCHOR_LINE
-    refused = plan.plan_revert(verdict, PATCH, plan.Release("mmcv", "2.1.0"), force=False)
-    assert not refused.ok and refused.new_text is None and "--force" in refused.message
-    forced = plan.plan_revert(verdict, PATCH, plan.Release("mmcv", "2.1.0"), force=True)
-    assert forced.ok and forced.new_text == NMS.replace("import torch\n", "import torch  # edited by hand\n")
+    assert verdict.state is State.PATCHED and verdict.line == ANCHOR_LINE and "other lines of the file were edited" in verdict.message
+    reverted = plan.plan_revert(verdict, PATCH, gate.Release("mmcv", "2.1.0"), force=False)
+    assert reverted.ok and "not the original" in reverted.message
+    assert reverted.new_text == NMS.replace("import torch\n", "import torch  # edited by hand\n")
 
 
-def test_marker_without_the_cast_is_drifted_and_cannot_be_reverted() -> None:
+def test_a_marker_whose_insertion_was_taken_out_is_drifted_and_force_takes_out_the_marker() -> None:
     broken = apply(NMS).replace(INSERTED, "")
     verdict = assess(broken)
-    assert verdict.state is State.DRIFTED and verdict.new_text is None
-    assert plan.plan_revert(verdict, PATCH, plan.Release("mmcv", "2.1.0"), force=True).new_text is None
+    assert verdict.state is State.DRIFTED and verdict.line == ANCHOR_LINE
+    assert not plan.plan_revert(verdict, PATCH, gate.Release("mmcv", "2.1.0"), force=False).ok
+    assert plan.plan_revert(verdict, PATCH, gate.Release("mmcv", "2.1.0"), force=True).new_text == NMS
 
 
-def test_a_marked_line_copied_elsewhere_is_drifted_and_revert_needs_force() -> None:
+def test_a_marked_line_copied_elsewhere_is_ours_too_and_revert_takes_out_both_insertions() -> None:
     patched = apply(NMS)
     marker_line = patched.splitlines(True)[ANCHOR_LINE - 1]
     verdict = assess(patched + marker_line.lstrip())
-    assert verdict.state is State.DRIFTED and "edited after mmcv-patcher patched it" in verdict.message
-    assert not plan.plan_revert(verdict, PATCH, plan.Release("mmcv", "2.1.0"), force=False).ok
+    assert verdict.state is State.PATCHED and "other lines of the file were edited" in verdict.message
+    reverted = plan.plan_revert(verdict, PATCH, gate.Release("mmcv", "2.1.0"), force=False)
+    assert reverted.new_text == NMS + ANCHOR + "\n"
+
+
+# --- our edits, judged one statement at a time (the whole family of nms.py) -----------------------
+
+FAMILY = registry.all_patches()
+NMS_KERNEL = next(p for p in FAMILY if p.id == "nms-fp32-kernel")
+
+
+def assess_family(text: str, patches: Sequence[Patch] = FAMILY) -> Dict[str, plan.Plan]:
+    """Each patch's verdict on ``text`` (mmcv 2.1.0), with every patch of nms.py as the family."""
+    every = plan.assess_all(Source(text, "utf-8"), [(p, gate.Release("mmcv", "2.1.0")) for p in patches], need_text=True, family=FAMILY)
+    return {p.id: verdict for p, verdict in zip(patches, every)}
+
+
+def revert_family(text: str, *, force: bool) -> Tuple[bool, str]:
+    """What revert of every patch gives, as the CLI runs it: each on the text the one after it left."""
+    ok = True
+    for patch in reversed(FAMILY):
+        verdict = plan.plan_revert(assess_family(text, [patch])[patch.id], patch, gate.Release("mmcv", "2.1.0"), force=force)
+        ok = ok and verdict.ok
+        text = verdict.new_text if verdict.new_text is not None else text
+    return ok, text
+
+
+def test_one_edited_statement_flags_its_own_patch_only() -> None:
+    edited = fixtures.patched().replace("dets[:, -1].to(scores_after_nms.dtype)", "dets[:, -1].to(scores_after_nms.dtype) * 1")
+    states = {id: verdict.state for id, verdict in assess_family(edited).items()}
+    assert states == {**dict.fromkeys(states, State.PATCHED), "batched-nms-amp-dtype": State.DRIFTED}
+    assert assess_family(edited)["batched-nms-amp-dtype"].line == ANCHOR_LINE
+
+
+def test_text_after_our_marker_makes_it_drifted_and_force_keeps_what_was_added() -> None:
+    patched = fixtures.patched()
+    lines = patched.splitlines(True)
+    lines[ANCHOR_LINE - 1] = lines[ANCHOR_LINE - 1].replace("\n", "  # noqa: E501\n")
+    edited = "".join(lines)
+    verdict = assess_family(edited)["batched-nms-amp-dtype"]
+    assert verdict.state is State.DRIFTED and verdict.line == ANCHOR_LINE
+    assert revert_family(edited, force=False)[0] is False
+    ok, reverted = revert_family(edited, force=True)
+    assert ok and reverted == NMS.replace(ANCHOR + "\n", ANCHOR + "  # noqa: E501\n")
+
+
+def test_one_insertion_undone_by_hand_flags_its_patch_and_force_gives_back_the_original() -> None:
+    undone = fixtures.patched().replace("NMSop.apply(boxes.float(), scores.float(),", "NMSop.apply(boxes, scores.float(),")
+    states = {id: verdict.state for id, verdict in assess_family(undone).items()}
+    assert states == {**dict.fromkeys(states, State.PATCHED), "nms-fp32-kernel": State.DRIFTED}
+    assert revert_family(undone, force=False)[0] is False
+    assert revert_family(undone, force=True) == (True, NMS)
+
+
+def test_an_intact_patch_beside_an_undone_one_reverts_on_its_own() -> None:
+    undone = fixtures.patched().replace("NMSop.apply(boxes.float(), scores.float(),", "NMSop.apply(boxes, scores.float(),")
+    verdict = assess_family(undone, [PATCH])[PATCH.id]
+    reverted = plan.plan_revert(verdict, PATCH, gate.Release("mmcv", "2.1.0"), force=False)
+    assert reverted.ok and reverted.new_text is not None
+    assert ANCHOR + "\n" in reverted.new_text and "batched-nms-amp-dtype sha256" not in reverted.new_text
+
+
+def test_the_search_for_our_insertions_is_bounded_whatever_the_file_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A marker whose statement lost its text, after many look-alikes on the same line."""
+    decoys = " + ".join(["t.float()"] * 30)
+    line = f"    x = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num) or ({decoys})"
+    text = NMS.replace("    inds = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num)", line + "  " + ours.marker(NMS_KERNEL, "0" * 64))
+    parsed = []
+    real = ours._dumps
+    monkeypatch.setattr(ours, "_dumps", lambda segment: parsed.append(segment) or real(segment))
+    found = ours.find_ours(Source(text, "utf-8"), FAMILY)
+    assert found is not None and not found.intact(NMS_KERNEL)
+    assert len(parsed) <= ours.MAX_TRIES * len(NMS_KERNEL.edits) + 8
+
+
+def test_look_alike_text_near_the_statements_never_changes_a_verdict() -> None:
+    """A fork with debug lines that hold the very text a patch inserts, and no RECORD."""
+    fork = NMS.replace(
+        "    inds = NMSop.apply(", "    print(boxes.float(), scores.float())\n    inds = NMSop.apply("
+    ).replace("        scores_after_nms[mask[keep]]", "        print(dets[:, -1].to(scores_after_nms.dtype))\n        scores_after_nms[mask[keep]]")
+    together = assess_family(fork)
+    for patch in FAMILY:
+        alone = assess_family(fork, [patch])[patch.id]
+        assert alone.state is together[patch.id].state is State.UNPATCHED, (patch.id, alone, together[patch.id])
+    changes = [(p, together[p.id].new_text) for p in FAMILY]
+    applied = plan.combined(Source(fork, "utf-8"), [(p, text) for p, text in changes if text is not None], FAMILY)
+    assert revert_family(applied, force=False) == (True, fork)
 
 
 # --- the fast path: status without LibCST ---------------------------------------------------------
@@ -292,12 +377,12 @@ def test_status_of_a_release_file_or_a_patched_file_does_not_import_libcst() -> 
     patched = apply(NMS)
     program = f"""
 import sys
-from mmcv_patcher import plan
+from mmcv_patcher import gate, plan
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
 from mmcv_patcher.source import Source, record_hash
 import hashlib
 nms = {NMS!r}
-release = plan.Release("mmcv", "2.1.0", record_hash(hashlib.sha256(nms.encode()).digest()))
+release = gate.Release("mmcv", "2.1.0", record_hash(hashlib.sha256(nms.encode()).digest()))
 first = plan.assess(Source(nms, "utf-8"), PATCH, release, need_text=False)
 second = plan.assess(Source({patched!r}, "utf-8"), PATCH, release, need_text=False)
 print(first.state.value, first.line, second.state.value, second.line, "libcst" in sys.modules)
@@ -349,13 +434,13 @@ def test_a_file_that_differs_from_record_takes_the_structural_scan(monkeypatch: 
 )
 def test_encodings_and_newlines_round_trip_byte_for_byte(data: bytes) -> None:
     source = decode(data)
-    verdict = plan.assess(source, PATCH, plan.Release("mmcv", "2.1.0"), need_text=True)
+    verdict = plan.assess(source, PATCH, gate.Release("mmcv", "2.1.0"), need_text=True)
     assert verdict.state is State.UNPATCHED
     patched = source.encode(verdict.new_text)
     assert patched.count(INSERTED.encode()) == 1
     assert len(patched.splitlines()) == len(data.splitlines())
     again = decode(patched)
-    undone = plan.assess(again, PATCH, plan.Release("mmcv", "2.1.0"), need_text=False)
+    undone = plan.assess(again, PATCH, gate.Release("mmcv", "2.1.0"), need_text=False)
     assert undone.state is State.PATCHED
     assert again.encode(undone.new_text) == data
 
@@ -370,7 +455,7 @@ def test_a_file_libcst_cannot_round_trip_is_refused_not_rewritten(monkeypatch: p
     function = NMS[NMS.index("def batched_nms") :]
     # a copy of the function's text in a string: only rendering the whole module places it
     text = (NMS + '\nCOPY = """\n\n\n' + function + '"""\n').replace("\n", "\r")
-    verdict = plan.assess(decode(text.encode()), PATCH, plan.Release("mmcv", "2.1.0"), need_text=True)
+    verdict = plan.assess(decode(text.encode()), PATCH, gate.Release("mmcv", "2.1.0"), need_text=True)
     assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == ANCHOR_LINE
     assert "without changing other bytes" in verdict.message
     assert plan.plan_apply(verdict, force=True).new_text is None
@@ -439,7 +524,7 @@ def test_the_fast_path_agrees_with_the_structural_scan(text: str, state: State, 
 
 def test_revert_checks_record_and_says_when_the_original_was_not_the_release() -> None:
     record = recorded(NMS)
-    released = plan.Release("mmcv", "2.1.0", record)
+    released = gate.Release("mmcv", "2.1.0", record)
     pristine = assess(apply(NMS), record=record, need_text=False)
     assert pristine.message == "patched by mmcv-patcher"
     assert plan.plan_revert(pristine, PATCH, released, force=False).message == "reverted to the original bytes"
@@ -464,7 +549,7 @@ def test_every_patch_in_one_pass_is_what_one_after_another_gives(monkeypatch: py
         monkeypatch.setattr(codemod, "_function_regions", lambda text, functions: None)
     text = NMS.replace("\n", newline)
     family = registry.all_patches()
-    release = plan.Release("mmcv", "2.1.0")
+    release = gate.Release("mmcv", "2.1.0")
     every = plan.assess_all(Source(text, "utf-8"), [(patch, release) for patch in family], need_text=True, family=family)
     assert every == [plan.assess(Source(text, "utf-8"), patch, release, need_text=True, family=family) for patch in family]
     assert all(verdict.state is State.UNPATCHED for verdict in every)
@@ -478,7 +563,7 @@ def test_one_pass_tells_each_patch_its_own_state() -> None:
     from mmcv_patcher import registry
 
     family = registry.all_patches()
-    release = plan.Release("mmcv", "2.1.0")
+    release = gate.Release("mmcv", "2.1.0")
     edited = NMS.replace("inds = NMSop.apply(boxes, scores, iou_threshold, offset,", "inds = NMSop.apply(boxes, scores, iou_threshold, 0,")
     text = plan.plan_apply(plan.assess(Source(edited, "utf-8"), family[0], release, need_text=True, family=family), force=False).new_text
     assert text is not None
@@ -503,7 +588,7 @@ def test_a_statement_over_several_lines_is_named_by_its_first_line_in_every_stat
     one_line = "inds = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num)"
     text = NMS.replace(one_line, "inds = NMSop.apply(boxes, scores, iou_threshold, offset,\n                       score_threshold, max_num)")
     first = lines_of(text, "inds = NMSop.apply(boxes, scores, iou_threshold, offset,")[0]
-    release = plan.Release("mmcv", "2.1.0", recorded(text))
+    release = gate.Release("mmcv", "2.1.0", recorded(text))
     scanned = plan.assess(Source(text, "utf-8"), patch, release, need_text=True)
     quick = plan.assess(Source(text, "utf-8"), patch, release, need_text=False)
     assert scanned.state is quick.state is State.UNPATCHED and scanned.line == quick.line == first

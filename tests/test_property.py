@@ -10,7 +10,7 @@ import libcst
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmcv_patcher import codemod, plan, registry
+from mmcv_patcher import codemod, gate, ours, plan, registry
 from mmcv_patcher.model import State
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
 from mmcv_patcher.source import Source
@@ -89,7 +89,7 @@ class _Unfix(ast.NodeTransformer):
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(sources())
 def test_apply_patches_exactly_the_anchor_or_refuses_and_revert_is_exact(text: str) -> None:
-    release = plan.Release("mmcv", "2.1.0")
+    release = gate.Release("mmcv", "2.1.0")
     verdict = plan.assess(Source(text, "utf-8"), PATCH, release, need_text=True)
     if verdict.state is State.DRIFTED:
         assert not verdict.ok and verdict.new_text is None  # refused, and says why
@@ -120,6 +120,6 @@ def test_libcst_on_the_function_alone_agrees_with_the_whole_file(text: str, deco
     text = text.replace("def batched_nms", decorators + "def batched_nms", 1) + tail
     assert PATCH.function in (codemod._function_regions(text, [PATCH.function]) or {})
     every = registry.all_patches()  # batched_nms's two, and three whose functions are not there
-    markers = {patch.id: plan.marker(patch, "0" * 64) for patch in every}
+    markers = {patch.id: ours.marker(patch, "0" * 64) for patch in every}
     functions = {function: [patch for patch in every if patch.function == function] for function in dict.fromkeys(p.function for p in every)}
     assert codemod.scan(text, every, markers) == codemod._scan(text, functions, markers, libcst.PartialParserConfig())
