@@ -1,19 +1,18 @@
-"""The command line: one argparse parser with a subcommand per command.
+"""The command line: one argparse parser with a subcommand per command, read into a :class:`Request`.
 
-Built the way pypa/installer's ``__main__`` builds its own: a function that returns the
-parser, and one that parses. Two things argparse does not do by itself are added here:
-the options of every command (``--json``, ``--path``, ``--python``) are also taken before
-the command (``mmcv-patcher --json status``), and every usage error, whichever parser
-finds it, raises :class:`UsageError` with the usage line of the command it is about, so
-the CLI can report it as text or as JSON.
+A function builds the parser and one parses. Two things argparse does not do by itself are
+added here: the options of every command (``--json``, ``--path``, ``--python``) are also
+taken before the command (``mmcv-patcher --json status``), and every usage error, whichever
+parser finds it, raises :class:`UsageError` with the usage line of the command it is about,
+so the CLI can report it as text or as JSON.
 """
 
 import argparse
-from typing import List, NoReturn, Optional, Sequence
+import math
+from typing import List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 from mmcv_patcher import __version__, registry, verify
-from mmcv_patcher.commands import APPLY, REVERT, STATUS
-from mmcv_patcher.verify import VERIFY
+from mmcv_patcher.model import Command
 
 PROG = "mmcv-patcher"
 #: Seconds apply and revert wait for another run's lock; a run takes well under one.
@@ -29,6 +28,29 @@ class UsageError(Exception):
         self.message = message
         self.usage = usage
         self.command = command
+
+
+class Request(NamedTuple):
+    """What the command line asks for: the command and every option, with the defaults of
+    the options that command does not take."""
+
+    command: Command
+    #: ``--path``: an mmcv to work on instead of the interpreter's
+    path: Optional[str]
+    #: ``--python``: the interpreters whose mmcv to work on (none: the running one)
+    pythons: Tuple[str, ...]
+    json: bool
+    #: ``--patch``: the patch ids asked for (None: all)
+    patch_ids: Optional[Tuple[str, ...]]
+    #: the command's usage line, for errors found after parsing (a ``--path`` with no mmcv)
+    usage: str
+    force: bool = False
+    dry_run: bool = False
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    check: bool = False
+    all: bool = False
+    boxes: int = verify.DEFAULT_BOXES
+    device: str = "cpu"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +80,28 @@ def _where(parser: argparse.ArgumentParser, suffix: str = "") -> None:
     parser.add_argument("--json", dest="json" + suffix, action="store_true", help="print one JSON object instead of lines")
 
 
+def _seconds(text: str) -> float:
+    """A finite number of seconds, 0 or more (argparse's ``type=``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds >= 0")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number, 1 or more (argparse's ``type=``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def _patch_option(parser: argparse.ArgumentParser) -> None:
     ids = [patch.id for patch in registry.all_patches()]
     parser.add_argument("--patch", action="append", choices=ids, metavar="ID", help=f"only this patch (repeatable; default: all): {', '.join(ids)}")
@@ -68,17 +112,17 @@ def _writing(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print a unified diff; write nothing")
     parser.add_argument(
         "--lock-timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_LOCK_TIMEOUT,
         metavar="SECONDS",
         help=f"how long to wait for another run on the same mmcv to finish (default {DEFAULT_LOCK_TIMEOUT:g})",
     )
 
 
-def _command(commands: "argparse._SubParsersAction[_Parser]", name: str, help: str) -> argparse.ArgumentParser:
+def _command(commands: "argparse._SubParsersAction[_Parser]", command: Command, help: str) -> argparse.ArgumentParser:
     """A command's parser, with the options of every command; it is kept in the parsed
     namespace (``set_defaults``) so that later checks report errors with its usage line."""
-    parser = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+    parser = commands.add_parser(command.value, help=help, description=help[0].upper() + help[1:] + ".")
     _where(parser)
     parser.set_defaults(command_parser=parser)
     return parser
@@ -89,28 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Fix mmcv's NMS ops (ops/nms.py) under mixed precision, in place and reversibly.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _where(parser, "_before")
-    commands = parser.add_subparsers(dest="command", metavar="{apply,status,revert,verify}", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(c.value for c in Command) + "}", required=True)
 
-    apply = _command(commands, APPLY, "patch the installed mmcv")
+    apply = _command(commands, Command.APPLY, "patch the installed mmcv")
     _patch_option(apply)
     apply.add_argument("--force", action="store_true", help="patch a release outside the known ranges whose file has the statements as a known release does")
     _writing(apply)
 
-    status = _command(commands, STATUS, "show each patch's state, file and line")
+    status = _command(commands, Command.STATUS, "show each patch's state, file and line")
     _patch_option(status)
     status.add_argument("--check", action="store_true", help="exit 3 when an affected install is not patched")
     status.add_argument("--all", action="store_true", help="every mmcv copy on the sys.path of each --python (default: this interpreter)")
 
-    revert = _command(commands, REVERT, "restore the original file byte for byte")
+    revert = _command(commands, Command.REVERT, "restore the original file byte for byte")
     _patch_option(revert)
     revert.add_argument("--force", action="store_true", help="remove our edit from a file that was edited after it was patched")
     _writing(revert)
 
-    check = _command(commands, VERIFY, "run each patch's AMP case on the real mmcv in a child process (imports mmcv and torch)")
+    check = _command(commands, Command.VERIFY, "run each patch's AMP case on the real mmcv in a child process (imports mmcv and torch)")
     _patch_option(check)
     check.add_argument(
         "--boxes",
-        type=int,
+        type=_count,
         default=verify.DEFAULT_BOXES,
         help=f"boxes for batched-nms-amp-dtype's case (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})",
     )
@@ -118,25 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse(argv: Sequence[str]) -> argparse.Namespace:
-    """The parsed command line: ``command`` and every option of that command, with the
-    options of every command merged from before and after it (``--python`` values add up;
-    for ``--path`` the later wins, as for any repeated option). Raises :class:`UsageError`;
-    ``--help`` and ``--version`` print and exit as argparse does."""
+def parse(argv: Sequence[str]) -> Request:
+    """The request the command line makes, with the options of every command merged from
+    before and after it (``--python`` values add up; for ``--path`` the later wins, as for
+    any repeated option). Raises :class:`UsageError`; ``--help`` and ``--version`` print and
+    exit as argparse does."""
     parser = build_parser()
     args, extra = parser.parse_known_args(list(argv))
-    command = args.command_parser
-    del args.command_parser
+    command_parser = args.command_parser
     if extra:
-        command.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.json = args.json or args.json_before
-    args.path = args.path if args.path is not None else args.path_before
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    path = args.path if args.path is not None else args.path_before
     pythons: List[str] = (args.python_before or []) + (args.python or [])
-    args.python = pythons or None
-    del args.json_before, args.path_before, args.python_before
     scan_all = getattr(args, "all", False)
     if len(pythons) > 1 and not scan_all:
-        command.error("--python can be given more than once only with status --all")
-    if scan_all and args.path is not None:
-        command.error("status --all scans interpreters; it does not take --path")
-    return args
+        command_parser.error("--python can be given more than once only with status --all")
+    if scan_all and path is not None:
+        command_parser.error("status --all scans interpreters; it does not take --path")
+    given = {name: value for name, value in vars(args).items() if name in Request._fields and value is not None}
+    given.update(
+        command=Command(args.command),
+        path=path,
+        pythons=tuple(dict.fromkeys(pythons)),  # the same interpreter asked twice is asked once
+        json=args.json or args.json_before,
+        patch_ids=tuple(args.patch) if getattr(args, "patch", None) else None,
+        usage=command_parser.format_usage(),
+    )
+    return Request(**given)

@@ -1,24 +1,24 @@
-"""The command line's edge: arguments in, one line per failure and an exit code out.
+"""The command line's edge: a request in, results on stdout, an exit code out.
 
-The flow runs one way: :mod:`arguments` reads the command line; :mod:`interpreter` and
-:mod:`locate` find the mmcv package and its release; :mod:`registry` picks the patches;
-:mod:`commands` plans each file (:mod:`plan`, pure) and writes (:mod:`write`, the only
-module that touches the disk); :mod:`report` renders the result as lines or JSON. Errors
-are values until here, where they become one line on stderr and an exit code (0 done or
-nothing to do, 1 failure with files untouched, 2 usage, 3 ``status --check`` found an
-affected install that is not patched).
+The flow runs one way: :mod:`arguments` reads the command line into a request;
+:mod:`interpreter` and :mod:`locate` find the mmcv package and its release; :mod:`registry`
+picks the patches; :mod:`commands` plans each file (:mod:`plan`, pure) and writes
+(:mod:`write`); :mod:`report` renders what happened as lines or as one JSON object.
+
+Each fact is said once: results go to stdout, and stderr carries only what stdout does not
+(a usage line, a failure that is no patch's result); with ``--json``, stdout alone. Errors are
+values until here, where they become an exit code: 0 done or nothing to do, 1 failure with
+files untouched, 2 usage, 3 ``status --check`` found an affected install that is not patched.
 """
 
-import argparse
 import gc
 import os
 import sys
 from typing import List, NoReturn, Optional, Sequence
 
 from mmcv_patcher import arguments, commands, interpreter, locate, registry, report, verify
-from mmcv_patcher.commands import STATUS
-from mmcv_patcher.model import Patch, State
-from mmcv_patcher.verify import VERIFY
+from mmcv_patcher.arguments import Request
+from mmcv_patcher.model import Command, Patch, State
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNPATCHED = 0, 1, 2, 3
 
@@ -28,8 +28,7 @@ def run() -> NoReturn:
 
     The process ends here, so everything it made (LibCST's modules and trees among them) is
     frozen first (:func:`gc.freeze`): the interpreter's last garbage collection then skips
-    it instead of walking it all, which took longer than the rest of shutting down (about
-    30 ms of an ``apply``). Called in-process, :func:`main` freezes nothing.
+    it instead of walking it all. Called in-process, :func:`main` freezes nothing.
     """
     code = main()
     gc.freeze()
@@ -37,62 +36,68 @@ def run() -> NoReturn:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs one command line; returns its exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     report.safe_streams()
     try:
-        args = arguments.parse(argv)
+        request = arguments.parse(argv)
     except arguments.UsageError as error:
         if "--json" in argv:
-            report.out(report.as_json(error.command, None, None, error.message))
-        report.err(error.usage.rstrip("\n"))
-        report.print_errors([error.message])
+            report.out(report.as_json(error.command, error.message))
+        else:
+            report.err(error.usage.rstrip("\n"))
+            report.print_error(error.message)
         return EXIT_USAGE
     try:
-        return _run(args)
+        return _run(request)
     except Exception as error:  # the promise: one line, never a traceback
-        message = f"internal error: {type(error).__name__}: {error}; please report it with --json output"
-        if args.json:
-            report.out(report.as_json(args.command, None, None, message))
-        report.print_errors([message])
-        return EXIT_FAILED
+        return _fail(request, f"internal error: {type(error).__name__}: {error}; please report it with --json output", EXIT_FAILED)
 
 
-def _run(args: argparse.Namespace) -> int:
-    selected = registry.select(registry.all_patches(), getattr(args, "patch", None))
+def _run(request: Request) -> int:
+    patches = registry.select(registry.all_patches(), request.patch_ids)
     try:
-        interpreters = [interpreter.ask(python) for python in args.python or ()] or [interpreter.current()]
+        interpreters = [interpreter.ask(python) for python in request.pythons] or [interpreter.current()]
     except interpreter.InterpreterError as error:
-        return _fail(args, str(error), EXIT_USAGE)
-    if getattr(args, "all", False):
-        return _status_all(args, interpreters, selected)
+        return _fail(request, str(error), EXIT_USAGE)
+    if request.all:
+        return _status_all(request, interpreters, patches)
     try:
-        target = locate.locate(args.path, selected, interpreters[0])
+        target = locate.locate(request.path, patches, interpreters[0])
     except locate.BadPath as error:
-        return _fail(args, str(error), EXIT_USAGE)
+        if not request.json:
+            report.err(request.usage.rstrip("\n"))
+        return _fail(request, str(error), EXIT_USAGE)
     except locate.NotFound as error:
-        if args.command == STATUS:  # nothing installed is nothing to fix
-            report.out(report.as_json(args.command, None, None, None) if args.json else f"{error}; nothing to patch")
+        if request.command is Command.STATUS:  # nothing installed is nothing to fix
+            report.out(report.as_json(request.command, None) if request.json else f"{error}; nothing to patch")
             return EXIT_OK
-        return _fail(args, f"{error}; install mmcv first, or pass --path or --python", EXIT_FAILED)
-    if args.command == VERIFY:
-        return _verify(args, target, interpreters[0], selected)
-    patches = registry.select(selected, None, target.only_file)
-    lock_timeout = getattr(args, "lock_timeout", arguments.DEFAULT_LOCK_TIMEOUT)
-    options = commands.Options(
-        force=getattr(args, "force", False),
-        dry_run=getattr(args, "dry_run", False),
-        lock_timeout=lock_timeout,
-        on_wait=lambda directory, pid: report.err(report.waiting(directory, pid, lock_timeout)),
-        pycache_prefixes=tuple(sorted({p for p in (getattr(sys, "pycache_prefix", None), interpreters[0].pycache_prefix) if p})),  # 3.8+
-    )
-    outcome = commands.run(args.command, target, patches, options)
-    problems = report.errors(outcome)
-    if args.json:
-        report.out(report.as_json(args.command, target, outcome, "; ".join(problems) or None))
+        return _fail(request, f"{error}; install mmcv first, or pass --path or --python", EXIT_FAILED)
+    patches = registry.select(patches, None, target.only_file)
+    if request.command is Command.VERIFY:
+        return _verify(request, target, interpreters[0], patches)
+    outcome = commands.run(request.command, target, patches, _options(request, interpreters[0]))
+    if request.json:
+        report.out(report.as_json(request.command, outcome.error, target=target, outcome=outcome))
     else:
         report.out("\n".join(report.as_text(target, outcome)))
-    report.print_errors(problems)
-    return _exit_code([outcome], getattr(args, "check", False))
+        if outcome.error:
+            report.print_error(outcome.error)
+    return _exit_code([outcome], request.check)
+
+
+def _options(request: Request, seen: interpreter.Interpreter) -> commands.Options:
+    """How ``apply`` and ``revert`` run: the request's options, the lock's wait told on
+    stderr (in text; ``--json`` says ``waited``), bytecode prefixes of both interpreters."""
+
+    def on_wait(directory: str, pid: Optional[int]) -> None:
+        if not request.json:
+            report.err(report.waiting(directory, pid, request.lock_timeout))
+
+    prefixes = {prefix for prefix in (getattr(sys, "pycache_prefix", None), seen.pycache_prefix) if prefix}  # 3.8+
+    return commands.Options(
+        force=request.force, dry_run=request.dry_run, lock_timeout=request.lock_timeout, on_wait=on_wait, pycache_prefixes=tuple(sorted(prefixes))
+    )
 
 
 def _exit_code(outcomes: Sequence[commands.Outcome], check: bool) -> int:
@@ -103,46 +108,49 @@ def _exit_code(outcomes: Sequence[commands.Outcome], check: bool) -> int:
     return EXIT_OK
 
 
-def _status_all(args: argparse.Namespace, interpreters: Sequence[interpreter.Interpreter], patches: Sequence[Patch]) -> int:
-    """status of every mmcv copy on each interpreter's sys.path, the imported one first."""
-    copies = []
-    for seen in interpreters:
-        for target, imported in locate.every_copy(seen, patches):
-            copies.append(report.Copy(seen.executable, imported, target, commands.run(STATUS, target, patches)))
-    problems: List[str] = [line for copy in copies for line in report.errors(copy.outcome)]
-    if args.json:
+def _status_all(request: Request, interpreters: Sequence[interpreter.Interpreter], patches: Sequence[Patch]) -> int:
+    """``status`` of every mmcv copy on each interpreter's sys.path, the imported one first;
+    an interpreter with none is listed too. The same interpreter asked twice counts once."""
+    copies: List[report.Copy] = []
+    for each in dict.fromkeys(interpreters):  # asked twice (two names of one python), listed once
+        found = locate.every_copy(each, patches)
+        copies.extend(report.Copy(each.executable, imported, target, commands.run(Command.STATUS, target, patches)) for target, imported in found)
+        if not found:
+            copies.append(report.Copy(each.executable, False, None, None, each.mmcv_problem or f"no mmcv on the sys.path of {each.executable}"))
+    problems = [copy.outcome.error for copy in copies if copy.outcome is not None and copy.outcome.error]
+    if request.json:
         report.out(report.copies_json(copies, "; ".join(problems) or None))
-    elif copies:
-        report.out("\n".join(report.copies_text(copies)))
     else:
-        report.out(f"no mmcv on the sys.path of {', '.join(seen.executable for seen in interpreters)}; nothing to patch")
-    report.print_errors(problems)
-    return _exit_code([copy.outcome for copy in copies], args.check)
+        report.out("\n".join(report.copies_text(copies)))
+        for problem in problems:
+            report.print_error(problem)
+    return _exit_code([copy.outcome for copy in copies if copy.outcome is not None], request.check)
 
 
-def _verify(args: argparse.Namespace, target: locate.Target, seen: interpreter.Interpreter, patches: Sequence[Patch]) -> int:
-    """Runs each patch's AMP case on the real mmcv in a child of the target interpreter:
-    0 if every one survives."""
-    if not args.json:
+def _verify(request: Request, target: locate.Target, seen: interpreter.Interpreter, patches: Sequence[Patch]) -> int:
+    """Each patch's state, then its AMP case run on the real mmcv in a child of the target
+    interpreter: 0 if every case survives."""
+    outcome = commands.run(Command.STATUS, target, patches)
+    if not request.json:
+        report.out("\n".join(report.as_text(target, outcome)))
         report.out(f"verify imports mmcv and torch in a child process of {seen.executable} (the only command that does)")
     ids = [patch.id for patch in patches]
-    result = verify.run(seen.executable, ids, package_dir=target.package_dir if args.path else None, boxes=args.boxes, device=args.device)
+    result = verify.run(seen.executable, ids, package_dir=target.package_dir if request.path else None, boxes=request.boxes, device=request.device)
     imported = result.get("mmcv_dir")
     if imported and os.path.realpath(imported) != os.path.realpath(target.package_dir):
         result["detail"] += f" (note: it imported mmcv from {imported}, not {target.package_dir})"
     failure = None if result["verdict"] == "survived" else f"verify: {result['verdict']}: {result['detail']}"
-    if args.json:
-        report.out(report.as_json(VERIFY, target, None, failure, verify=result))
+    if request.json:
+        report.out(report.as_json(Command.VERIFY, failure, target=target, outcome=outcome, verify=result))
     else:
-        report.out("\n".join(report.as_text(target, None) + report.verify_text(result)))
-    if failure is not None:
-        report.print_errors([failure])
-        return EXIT_FAILED
-    return EXIT_OK
+        report.out("\n".join(report.verify_text(result)))
+    return EXIT_OK if failure is None else EXIT_FAILED
 
 
-def _fail(args: argparse.Namespace, message: str, code: int) -> int:
-    if args.json:
-        report.out(report.as_json(args.command, None, None, message))
-    report.print_errors([message])
+def _fail(request: Request, message: str, code: int) -> int:
+    """A failure that is no patch's result: one JSON object on stdout, or one line on stderr."""
+    if request.json:
+        report.out(report.as_json(request.command, message))
+    else:
+        report.print_error(message)
     return code

@@ -12,11 +12,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmcv_patcher import gate, plan, registry, write
 from mmcv_patcher.locate import Target
-from mmcv_patcher.model import Patch, Result, State
+from mmcv_patcher.model import Command, Patch, Result, State
 from mmcv_patcher.source import MAX_SOURCE_BYTES, Source, UndecodableSource, decode, read_source
-
-#: The commands' words, as typed and as in JSON (``verify`` is :data:`mmcv_patcher.verify.VERIFY`).
-APPLY, STATUS, REVERT = "apply", "status", "revert"
 
 
 class Outcome:
@@ -24,7 +21,9 @@ class Outcome:
 
     def __init__(self) -> None:
         self.results: List[Result] = []
-        self.diffs: List[str] = []
+        #: for ``--dry-run``: (path, text now, text it would write) of each file it would change
+        self.previews: List[Tuple[str, str, str]] = []
+        #: whether the run had to wait for another run's lock (also when it then gave up)
         self.waited = False
         #: a failure that is not one patch's (a file that cannot be written, say)
         self.error: Optional[str] = None
@@ -58,19 +57,22 @@ class Options(NamedTuple):
     pycache_prefixes: Tuple[str, ...] = ()
 
 
-def run(command: str, target: Target, patches: Sequence[Patch], options: Optional[Options] = None) -> Outcome:
+def run(command: Command, target: Target, patches: Sequence[Patch], options: Optional[Options] = None) -> Outcome:
     """Runs ``command`` for ``patches`` on ``target``. Bad files become failed results,
     never exceptions; files are written only when the whole command succeeds."""
     options = options or Options()
-    writes = command != STATUS and not options.dry_run
+    writes = command is not Command.STATUS and not options.dry_run
     outcome = Outcome()
     groups = _by_file(target, patches)
+
+    def on_wait(pid: Optional[int]) -> None:
+        outcome.waited = True
+        options.on_wait(target.package_dir, pid)
+
     with contextlib.ExitStack() as stack:
         if writes:
             try:
-                outcome.waited = stack.enter_context(
-                    write.locked(target.package_dir, options.lock_timeout, lambda pid: options.on_wait(target.package_dir, pid))
-                )
+                stack.enter_context(write.locked(target.package_dir, options.lock_timeout, on_wait))
             except write.LockTimeout as error:
                 outcome.error = f"{target.package_dir}: {error.strerror}; nothing was written (--lock-timeout waits longer)"
             except OSError as error:  # cannot even open the directory (another user's, mode 0711)
@@ -80,7 +82,7 @@ def run(command: str, target: Target, patches: Sequence[Patch], options: Optiona
         file_plans = [_plan_file(command, target, path, group, options.force) for path, group in groups.items()]
         succeeded = outcome.error is None and all(action.ok for file_plan in file_plans for _, _, action in file_plan.verdicts)
         written = False
-        if succeeded and command != STATUS:
+        if succeeded and command is not Command.STATUS:
             outcome.error, written = _write_all(file_plans, outcome, package_dir=target.package_dir, options=options)
         outcome.results = [
             _result(file_plan.path, patch, assessed, action, written=written, dry_run=options.dry_run)
@@ -106,7 +108,7 @@ def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[str, List[Patch]]
     return groups
 
 
-def _plan_file(command: str, target: Target, path: str, patches: List[Patch], force: bool) -> _FilePlan:
+def _plan_file(command: Command, target: Target, path: str, patches: List[Patch], force: bool) -> _FilePlan:
     file_plan = _FilePlan(path)
     try:
         file_plan.source = decode(read_source(path))
@@ -120,7 +122,7 @@ def _plan_file(command: str, target: Target, path: str, patches: List[Patch], fo
     # all of them), so every registered patch of the file counts, selected or not.
     chosen = {patch.id for patch in patches}
     family = list(patches) + [p for p in registry.all_patches() if p.file == patches[0].file and p.id not in chosen]
-    if command == REVERT:  # each takes out its own edit, from the text the one before left
+    if command is Command.REVERT:  # each takes out its own edit, from the text the one before left
         text = source.text
         for patch in reversed(patches):
             release = target.release(patch)
@@ -129,11 +131,11 @@ def _plan_file(command: str, target: Target, path: str, patches: List[Patch], fo
             text = action.new_text if action.new_text is not None else text
             file_plan.verdicts.insert(0, (patch, assessed, action))
     else:  # all on the file as it is, in one pass; apply merges the changes
-        every = plan.assess_all(source, [(patch, target.release(patch)) for patch in patches], need_text=command != STATUS, family=family)
+        every = plan.assess_all(source, [(patch, target.release(patch)) for patch in patches], need_text=command is not Command.STATUS, family=family)
         for patch, assessed in zip(patches, every):
-            file_plan.verdicts.append((patch, assessed, plan.plan_apply(assessed, force=force) if command == APPLY else assessed))
+            file_plan.verdicts.append((patch, assessed, plan.plan_apply(assessed, force=force) if command is Command.APPLY else assessed))
         text = source.text
-        if command == APPLY:
+        if command is Command.APPLY:
             changes = [(patch, action.new_text) for patch, _, action in file_plan.verdicts if action.new_text is not None]
             text = plan.combined(source, changes, family) if changes else text
     if text != source.text:
@@ -174,7 +176,7 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: st
             return problem, False
         encoded.append((file_plan, real, data, code))
     if options.dry_run:
-        outcome.diffs.extend(_diff(fp.path, fp.source.text, fp.new_text) for fp, _, _, _ in encoded if fp.source and fp.new_text is not None)
+        outcome.previews.extend((fp.path, fp.source.text, fp.new_text) for fp, _, _, _ in encoded if fp.source and fp.new_text is not None)
         return None, False
     done: List[Tuple[_FilePlan, str]] = []
     for file_plan, real, data, code in encoded:
@@ -214,12 +216,6 @@ def _write_error(path: str, error: OSError) -> str:
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write {where}: read-only; re-run as the owner or use --python/--path on a writable copy"
     return f"cannot write {where}: {error.strerror or error}; the file was left as it was"
-
-
-def _diff(path: str, old: str, new: str) -> str:
-    import difflib  # only --dry-run shows a diff
-
-    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path))
 
 
 def _result(path: str, patch: Patch, assessed: plan.Plan, action: plan.Plan, *, written: bool, dry_run: bool) -> Result:

@@ -27,6 +27,8 @@ class Release(NamedTuple):
     version: Optional[str]
     #: RECORD's hash of the file as the release installed it (``sha256=<urlsafe base64>``)
     record_hash: Optional[str] = None
+    #: the pip command that installs into the environment the file is in
+    installer: str = "pip install"
 
     def describe(self) -> str:
         return f"{self.distribution or 'mmcv (no metadata)'} {self.version or '(unknown version)'}"
@@ -34,7 +36,7 @@ class Release(NamedTuple):
     def reinstall(self) -> str:
         """What to do about a damaged file: the command that puts the release back."""
         if self.distribution and self.version:
-            return f"restore it with `pip install --force-reinstall --no-deps {self.distribution}=={self.version}`"
+            return f"restore it with `{self.installer} --force-reinstall --no-deps {self.distribution}=={self.version}`"
         return "restore it from a fresh copy of mmcv"
 
     def installed(self, sha256_digest: bytes) -> bool:

@@ -7,6 +7,7 @@ from :mod:`importlib.metadata`, and a source checkout's ``version.py`` is parsed
 import ast
 import hashlib
 import os
+import shlex
 import stat
 import sys
 from pathlib import Path
@@ -51,9 +52,12 @@ class Target(NamedTuple):
     notes: Tuple[str, ...] = ()
     #: set when ``--path`` named one file: only that file's patches run
     only_file: Optional[str] = None
+    #: the pip command that installs where this package is: the interpreter's own pip, or
+    #: ``--target`` the directory that holds it (for ``--path``)
+    installer: str = "pip install"
 
     def release(self, patch: Patch) -> Release:
-        return Release(self.distribution, self.version, self.record.get(patch.file))
+        return Release(self.distribution, self.version, self.record.get(patch.file), self.installer)
 
     def describe(self) -> str:
         return Release(self.distribution, self.version).describe()
@@ -77,11 +81,17 @@ def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[
         package_dir, only_file = _package_from_path(str(Path(path).absolute()), patches)
         if os.pardir in Path(package_dir).parts:  # .../mmcv/ops/.. is the package; its metadata is beside it
             package_dir = os.path.realpath(package_dir)
-        return _describe(package_dir, _distributions([os.path.dirname(package_dir)]), only_file, patches)
+        installer = f"pip install --upgrade --target {shlex.quote(os.path.dirname(package_dir))}"
+        return _describe(package_dir, _distributions([os.path.dirname(package_dir)]), only_file, patches)._replace(installer=installer)
     seen = interpreter or current()
     if seen.mmcv_dir is None:
         raise NotFound(seen.mmcv_problem or f"no mmcv is importable by {seen.executable}")
-    return _describe(seen.mmcv_dir, _distributions(seen.sys_path), None, patches)
+    return _describe(seen.mmcv_dir, _distributions(seen.sys_path), None, patches)._replace(installer=_pip_of(seen))
+
+
+def _pip_of(interpreter: Interpreter) -> str:
+    """The pip command of ``interpreter``, named by its path (a bare ``pip`` may be another's)."""
+    return f"{shlex.quote(interpreter.executable)} -m pip install"
 
 
 def every_copy(interpreter: Interpreter, patches: Sequence[Patch]) -> List[Tuple[Target, bool]]:
@@ -96,7 +106,7 @@ def every_copy(interpreter: Interpreter, patches: Sequence[Patch]) -> List[Tuple
             directories.append(candidate)
     candidates = _distributions(interpreter.sys_path)
     imported = interpreter.mmcv_dir is not None
-    return [(_describe(d, candidates, None, patches), imported and i == 0) for i, d in enumerate(directories)]
+    return [(_describe(d, candidates, None, patches)._replace(installer=_pip_of(interpreter)), imported and i == 0) for i, d in enumerate(directories)]
 
 
 def _package_from_path(path: str, patches: Sequence[Patch]) -> Tuple[str, Optional[str]]:

@@ -14,6 +14,18 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 MMCV_DISTRIBUTIONS = ("mmcv", "mmcv-full", "mmcv-lite", "onedl-mmcv")
 
 
+class Command(str, enum.Enum):
+    """What the tool is asked to do. The value is the word typed and shown in JSON."""
+
+    APPLY = "apply"
+    STATUS = "status"
+    REVERT = "revert"
+    VERIFY = "verify"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class State(str, enum.Enum):
     """What a patch finds in a file. The value is the word shown in output and JSON."""
 

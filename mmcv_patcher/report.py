@@ -8,54 +8,70 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from mmcv_patcher.commands import Outcome
 from mmcv_patcher.locate import Target
-from mmcv_patcher.model import Result, State
+from mmcv_patcher.model import Command, Result, State
 
 #: Bumped when a key changes meaning or disappears; adding keys does not bump it.
 SCHEMA_VERSION = 1
 
 
 class Copy(NamedTuple):
-    """One mmcv copy found by ``status --all``: who sees it, and whether it is imported."""
+    """What ``status --all`` found on one interpreter: an mmcv copy and its status, or,
+    where it has none, why (``problem``)."""
 
     python: str
     imported: bool
-    target: Target
-    outcome: Outcome
+    target: Optional[Target]
+    outcome: Optional[Outcome]
+    problem: Optional[str] = None
 
 
-def as_json(command: Optional[str], target: Optional[Target], outcome: Optional[Outcome], error: Optional[str], *, verify: Optional[Dict[str, Any]] = None) -> str:
-    """The ``--json`` document (schema in README): one object, whatever happened."""
+def as_json(
+    command: Optional[str],
+    error: Optional[str],
+    *,
+    target: Optional[Target] = None,
+    outcome: Optional[Outcome] = None,
+    verify: Optional[Dict[str, Any]] = None,
+    copies: Optional[List[Copy]] = None,
+) -> str:
+    """The ``--json`` document (schema in README): one object with the same keys whatever
+    happened, plus ``verify`` for that command and ``copies`` for ``status --all``."""
     document: Dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "command": command,
+        "command": None if command is None else str(command),
         "target": None if target is None else _target_object(target),
         "patches": [] if outcome is None else [_result_object(r) for r in outcome.results],
         "waited": bool(outcome and outcome.waited),
-        "diff": "".join(outcome.diffs) if outcome is not None else "",
+        "diff": "" if outcome is None else "".join(unified_diff(path, old, new) for path, old, new in outcome.previews),
         "error": error,
     }
     if verify is not None:
         document["verify"] = verify
+    if copies is not None:
+        document["copies"] = [
+            {
+                "python": c.python,
+                "imported": c.imported,
+                "target": None if c.target is None else _target_object(c.target),
+                "patches": [] if c.outcome is None else [_result_object(r) for r in c.outcome.results],
+                "problem": c.problem,
+            }
+            for c in copies
+        ]
     return json.dumps(document, indent=2)
 
 
 def copies_json(copies: List[Copy], error: Optional[str]) -> str:
-    """``status --all --json``: ``copies`` instead of ``target`` and ``patches``."""
-    document = {
-        "schema_version": SCHEMA_VERSION,
-        "command": "status",
-        "copies": [
-            {"python": c.python, "imported": c.imported, "target": _target_object(c.target), "patches": [_result_object(r) for r in c.outcome.results]}
-            for c in copies
-        ],
-        "error": error,
-    }
-    return json.dumps(document, indent=2)
+    """``status --all --json``: every key of :func:`as_json`, and ``copies``."""
+    return as_json(Command.STATUS, error, copies=copies)
 
 
 def copies_text(copies: List[Copy]) -> List[str]:
     lines = []
     for copy in copies:
+        if copy.target is None:
+            lines.append(f"{copy.python}: {copy.problem}; nothing to patch")
+            continue
         how = "imports" if copy.imported else "also has on sys.path (not imported)"
         lines.append(f"{copy.python} {how}:")
         lines.extend("  " + line for line in as_text(copy.target, copy.outcome))
@@ -87,8 +103,11 @@ def as_text(target: Optional[Target], outcome: Optional[Outcome]) -> List[str]:
     if outcome is not None:
         if outcome.waited:
             lines.append("note: waited for another mmcv-patcher run on this package to finish")
-        lines.extend(f"{result.id}: {result.state} at {_where(result)} ({result.message})" for result in outcome.results)
-        lines.extend(outcome.diffs)
+        alike: Dict[Tuple[str, State, str], List[str]] = {}  # patches with the same result share a line
+        for result in outcome.results:
+            alike.setdefault((_where(result), result.state, result.message), []).append(result.id)
+        lines.extend(f"{_and(ids)}: {state} at {where} ({message})" for (where, state, message), ids in alike.items())
+        lines.extend(unified_diff(path, old, new) for path, old, new in outcome.previews)
     return lines
 
 
@@ -124,31 +143,21 @@ def _write(name: str, text: str) -> None:
         setattr(sys, name, open(os.devnull, "w"))
 
 
-def print_errors(lines: List[str]) -> None:
-    """Each failure as one ``mmcv-patcher: error:`` line on stderr: the only place that
-    formats them."""
-    for line in lines:
-        err(f"mmcv-patcher: error: {line}")
+def print_error(line: str) -> None:
+    """A failure as one ``mmcv-patcher: error:`` line on stderr: the only place that formats them."""
+    err(f"mmcv-patcher: error: {line}")
 
 
 def waiting(directory: str, pid: Optional[int], timeout: float) -> str:
-    """The line a run prints at once when another run holds the lock it needs."""
-    who = f"another mmcv-patcher run (process {pid})" if pid else "another mmcv-patcher run"
-    return f"mmcv-patcher: {who} is changing {directory}; waiting for it, at most {timeout:g} s (--lock-timeout)"
+    """The line a run prints at once when another process holds the lock it needs; it
+    names that process only when it is known to be a run of this tool."""
+    who = f"another mmcv-patcher run (process {pid}) is changing {directory}" if pid else f"another process holds the lock on {directory}"
+    return f"mmcv-patcher: {who}; waiting for it, at most {timeout:g} s (--lock-timeout)"
 
 
-def errors(outcome: Optional[Outcome]) -> List[str]:
-    """One line per failure for stderr, each naming the file and line and what to do."""
-    if outcome is None:
-        return []
-    failed: Dict[Tuple[str, State, str], List[str]] = {}  # one line for patches failing alike
-    for result in outcome.results:
-        if not result.ok:
-            failed.setdefault((_where(result), result.state, result.message), []).append(result.id)
-    lines = [f"{where}: {' and '.join(ids)} {'is' if len(ids) == 1 else 'are'} {state}: {message}" for (where, state, message), ids in failed.items()]
-    if outcome.error:
-        lines.append(outcome.error)
-    return lines
+def _and(words: List[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _where(result: Result) -> str:
@@ -157,8 +166,41 @@ def _where(result: Result) -> str:
 
 
 def verify_text(result: Dict[str, Any]) -> List[str]:
-    """What ``verify`` gave mmcv for each patch's case, what happened, and the verdict."""
-    lines = [f"{id}: {case['verdict']}: {case['detail']} ({case['gave']})" for id, case in result.get("cases", {}).items()]
+    """What ``verify`` gave mmcv for each patch's case that ran, what happened, and the
+    verdict (which alone says why none ran, when none could)."""
+    lines = [f"{id}: {case['verdict']}: {case['detail']} ({case['gave']})" for id, case in result.get("cases", {}).items() if case.get("gave")]
     versions = ", ".join(f"{k} {result[k]}" for k in ("mmcv", "torch") if result.get(k))
     lines.append(f"{result['verdict']}: {result['detail']}" + (f" ({versions})" if versions else ""))
     return lines
+
+
+def unified_diff(path: str, old: str, new: str, context: int = 3) -> str:
+    """``diff -u`` of two texts as GNU diff writes it: exactly the lines that differ.
+
+    :func:`difflib.unified_diff` cannot be asked to drop its junk heuristic, which in a file
+    of 200 lines or more treats common lines (blank ones) as junk and shows an unchanged one
+    removed and added again; so the matcher is made here without it and the hunks are
+    written in the same format.
+    """
+    import difflib  # only --dry-run shows a diff
+
+    a, b = old.splitlines(True), new.splitlines(True)
+    lines: List[str] = []
+    for group in difflib.SequenceMatcher(None, a, b, autojunk=False).get_grouped_opcodes(context):
+        if not lines:
+            lines += [f"--- {path}\n", f"+++ {path}\n"]
+        first, last = group[0], group[-1]
+        lines.append(f"@@ -{_hunk_range(first[1], last[2])} +{_hunk_range(first[3], last[4])} @@\n")
+        for tag, i1, i2, j1, j2 in group:
+            lines += [" " + line for line in a[i1:i2]] if tag == "equal" else []
+            lines += ["-" + line for line in a[i1:i2]] if tag in ("replace", "delete") else []
+            lines += ["+" + line for line in b[j1:j2]] if tag in ("replace", "insert") else []
+    return "".join(line if line.endswith(("\n", "\r")) else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+def _hunk_range(start: int, stop: int) -> str:
+    """A hunk's ``start,length`` as ``diff -u`` writes it (1-based; 0-based start when empty)."""
+    length = stop - start
+    if length == 1:
+        return str(start + 1)
+    return f"{start + 1 if length else start},{length}"

@@ -56,7 +56,7 @@ def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], No
             deadline = time.monotonic() + timeout
             while not _try_flock(fd):
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(errno.EAGAIN, f"another mmcv-patcher run held the lock for over {timeout:g} s", directory)
+                    raise LockTimeout(errno.EAGAIN, f"its lock was held by another process for over {timeout:g} s", directory)
                 time.sleep(0.05)
         yield waited
     finally:
@@ -72,17 +72,29 @@ def _try_flock(fd: int) -> bool:
 
 
 def _lock_holder(fd: int) -> Optional[int]:
-    """The id of the process holding an flock on ``fd``'s inode, from Linux's /proc/locks."""
+    """The id of the process holding an flock on ``fd``'s inode, from Linux's /proc/locks,
+    when that process is a run of this tool (its command line says so); None otherwise."""
     inode = os.fstat(fd).st_ino
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as handle:
             for line in handle:
                 fields = line.split()
                 if "FLOCK" in fields and "->" not in fields and len(fields) >= 6 and fields[5].rsplit(":", 1)[-1] == str(inode):
-                    return int(fields[4])
+                    pid = int(fields[4])
+                    return pid if _is_our_run(pid) else None
     except (OSError, ValueError):
         pass
     return None
+
+
+def _is_our_run(pid: int) -> bool:
+    """Whether process ``pid`` runs this tool (``-m mmcv_patcher`` or the ``mmcv-patcher`` script)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read(65536).split(b"\0")
+    except OSError:
+        return False
+    return any(arg in (b"mmcv_patcher", b"mmcv_patcher.cli") or os.path.basename(arg) == b"mmcv-patcher" for arg in argv)
 
 
 def check_writable(path: str) -> None:

@@ -152,7 +152,7 @@ def run(command: Sequence[object], env: Optional[Dict[str, str]] = None, cwd: Op
                     break
                 except subprocess.TimeoutExpired:
                     minutes = (time.monotonic() - started) / 60
-                    announce(f"mmcv-patcher tests: {log.stem}: still running after {minutes:.0f} min; last output: {_last_line(log)}")
+                    announce(f"mmcv-patcher tests: {log.stem}: still running after {minutes:.0f} min; last: {_last_step(log)}")
         output = log.read_text(errors="replace")
         done = subprocess.CompletedProcess(argv, process.returncode, output)
     if done.returncode != 0:
@@ -164,13 +164,24 @@ def run(command: Sequence[object], env: Optional[Dict[str, str]] = None, cwd: Op
 HEARTBEAT = 60.0
 
 
-def _last_line(log: Path) -> str:
-    """The last non-blank line of ``log``, shortened to fit a terminal line."""
+def _last_step(log: Path) -> str:
+    """What the command did last, from the end of ``log``: the compiler's latest step
+    (``[33/77] sparse_maxpool.cpp``) when it runs one, or else the last non-blank line,
+    shortened to fit a terminal line."""
     with open(log, "rb") as handle:
-        handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
-        lines = [line.strip() for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        handle.seek(max(0, handle.seek(0, os.SEEK_END) - 2**16))
+        tail = handle.read().decode("utf-8", "replace")
+    steps = _COMPILE_STEP.findall(tail)
+    if steps:
+        count, source = steps[-1]
+        return f"compiling [{count}] {os.path.basename(source)}"
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
     last = lines[-1] if lines else "(nothing yet)"
     return last if len(last) <= 120 else last[:57] + " ... " + last[-58:]
+
+
+#: A step of ninja's compile, as pip -v shows a setuptools build: ``[33/77] c++ ... -c -c FILE.cpp -o ...``.
+_COMPILE_STEP = re.compile(r"^\s*\[(\d+/\d+)\] \S+ .*? (\S+\.(?:cpp|cc|cxx|cu|c)) ", re.MULTILINE)
 
 
 def announce(line: str) -> None:

@@ -11,7 +11,8 @@ from typing import Any, Dict, Optional
 
 import pytest
 
-from tests import releases
+from mmcv_patcher import registry
+from tests import fixtures, releases
 from tests.fixtures import ANCHOR, ANCHOR_LINE, NMS, lines_of, make_tree, nms_with
 
 
@@ -105,16 +106,16 @@ def test_drifted_file_fails_with_one_line_naming_file_and_line_and_is_untouched(
     before = nms_of(tmp_path).read_bytes()
     for command in ("apply", "status"):
         done = cli(command, "--path", str(tmp_path))
-        assert done.returncode == 1
-        [line] = done.stderr.splitlines()
-        assert line.startswith(f"mmcv-patcher: error: {nms_of(tmp_path)}:{ANCHOR_LINE}: batched-nms-amp-dtype is drifted")
+        assert done.returncode == 1 and done.stderr == ""
+        [line] = [line for line in done.stdout.splitlines() if ": drifted at " in line]
+        assert line.startswith(f"batched-nms-amp-dtype: drifted at {nms_of(tmp_path)}:{ANCHOR_LINE} (")
     assert nms_of(tmp_path).read_bytes() == before
 
 
 def test_unverified_release_needs_force(tmp_path: Path) -> None:
     make_tree(tmp_path, version="2.3.0", distribution="mmcv")
     refused = cli("apply", "--path", str(tmp_path))
-    assert refused.returncode == 1 and "--force" in refused.stderr
+    assert refused.returncode == 1 and "--force" in refused.stdout
     assert nms_of(tmp_path).read_text() == NMS
     assert cli("status", "--check", "--path", str(tmp_path)).returncode == 3
     assert cli("apply", "--force", "--path", str(tmp_path)).returncode == 0
@@ -254,7 +255,7 @@ def test_with_json_every_failure_is_one_json_object(args: list, command: Optiona
     assert done.returncode == 2, done.stderr
     document = json.loads(done.stdout)
     assert document["command"] == command and document["error"] and document["target"] is None
-    assert done.stderr.splitlines()[-1] == f"mmcv-patcher: error: {document['error']}"
+    assert done.stderr == ""
 
 
 def test_the_entry_point_freezes_its_objects_before_exit_and_main_in_process_does_not(tree: Path) -> None:
@@ -275,3 +276,83 @@ def test_the_entry_point_freezes_its_objects_before_exit_and_main_in_process_doe
     assert done.returncode == 0 and "frozen=True" in done.stderr, done.stderr
     assert "# mmcv-patcher: batched-nms-amp-dtype sha256=" in nms_of(tree).read_text()
     assert entry.main(["status", "--check", "--path", str(tree)]) == 0 and gc.get_freeze_count() == 0
+
+
+def test_verify_that_cannot_run_keeps_its_json_shape_and_says_why_once(tree: Path) -> None:
+    """The synthetic tree has no compiled ops, so no case can run."""
+    done = cli("verify", "--json", "--path", str(tree))
+    document = json.loads(done.stdout)
+    ids = [patch.id for patch in registry.all_patches()]
+    assert done.returncode == 1 and done.stderr == ""
+    assert [p["id"] for p in document["patches"]] == ids and {p["state"] for p in document["patches"]} == {"unpatched"}
+    assert list(document["verify"]["cases"]) == ids
+    assert {case["verdict"] for case in document["verify"]["cases"].values()} == {"unavailable"}
+    assert document["error"] == f"verify: unavailable: {document['verify']['detail']}"
+    text = cli("verify", "--path", str(tree))
+    assert text.returncode == 1 and text.stderr == "" and text.stdout.count("has no compiled ops") == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["apply", "--lock-timeout", "-1"], id="negative-seconds"),
+        pytest.param(["apply", "--lock-timeout", "nan"], id="nan-seconds"),
+        pytest.param(["revert", "--lock-timeout", "inf"], id="infinite-seconds"),
+        pytest.param(["verify", "--boxes", "-5"], id="negative-boxes"),
+        pytest.param(["verify", "--boxes", "0"], id="no-boxes"),
+    ],
+)
+def test_numbers_that_make_no_sense_are_usage_errors(args: list) -> None:
+    done = cli(*args)
+    assert done.returncode == 2 and done.stderr.startswith(f"usage: mmcv-patcher {args[0]} ")
+    assert done.stderr.splitlines()[-1].startswith(f"mmcv-patcher: error: argument {args[1]}: ")
+
+
+@pytest.mark.parametrize("where", ["missing", "empty"])
+def test_a_path_with_no_mmcv_prints_its_commands_usage(tmp_path: Path, where: str) -> None:
+    path = tmp_path / "missing" if where == "missing" else tmp_path
+    done = cli("apply", "--path", str(path))
+    assert done.returncode == 2 and done.stdout == ""
+    [usage, *_, error] = done.stderr.splitlines()
+    assert usage.startswith("usage: mmcv-patcher apply ") and error.startswith(f"mmcv-patcher: error: --path {path}")
+
+
+def test_dry_run_shows_exactly_the_lines_gnu_diff_shows(tmp_path: Path) -> None:
+    """A file of over 200 lines with many blank ones, where difflib's junk heuristic would
+    show an unchanged blank line removed and added again."""
+    padded = NMS.replace("\n\n\ndef soft_nms", "\n\n" + "x = 1\n\n" * 120 + "\ndef soft_nms")
+    make_tree(tmp_path, padded, distribution="mmcv")
+    done = cli("apply", "--dry-run", "--json", "--path", str(tmp_path))
+    diff = json.loads(done.stdout)["diff"]
+    after = tmp_path / "after.py"
+    after.write_text(fixtures.patched(padded))
+    nms = nms_of(tmp_path)
+    gnu = subprocess.run(["diff", "-u", "--label", str(nms), "--label", str(nms), str(nms), str(after)], stdout=subprocess.PIPE, universal_newlines=True)
+    assert gnu.returncode == 1 and diff == gnu.stdout
+
+
+def test_status_all_lists_every_interpreter_asked_about_once(tmp_path: Path) -> None:
+    without = releases.make_venv(tmp_path / "bare", with_tool=False)
+    with_mmcv = releases.make_venv(tmp_path / "env", with_tool=False)
+    make_tree(releases.site_packages(with_mmcv), distribution="mmcv")
+    done = cli("status", "--all", "--json", "--python", str(without), "--python", str(with_mmcv), "--python", str(without))
+    document = json.loads(done.stdout)
+    assert set(document) == {"schema_version", "command", "target", "patches", "waited", "diff", "error", "copies"}
+    [bare, found] = document["copies"]
+    assert (bare["python"], bare["target"], bare["patches"]) == (str(without), None, []) and "no mmcv" in bare["problem"]
+    assert found["python"] == str(with_mmcv) and found["imported"] and found["target"]["version"] == "2.1.0"
+    text = cli("status", "--all", "--python", str(without), "--python", str(with_mmcv)).stdout.splitlines()
+    assert text[0].startswith(f"{without}: no mmcv") and text[0].endswith("; nothing to patch")
+    assert text[1] == f"{with_mmcv} imports:"
+
+
+def test_the_advice_to_reinstall_names_where_the_file_is(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path / "site", distribution="mmcv")
+    nms.write_text(nms.read_text().replace(ANCHOR, "pass"))
+    by_path = as_json("status", "--path", str(tmp_path / "site"))["patches"][0]["message"]
+    assert f"`pip install --upgrade --target {tmp_path / 'site'} --force-reinstall --no-deps mmcv==2.1.0`" in by_path
+    python = releases.make_venv(tmp_path / "env", with_tool=False)
+    nms = make_tree(releases.site_packages(python), distribution="mmcv")
+    nms.write_text(nms.read_text().replace(ANCHOR, "pass"))
+    by_python = as_json("status", "--python", str(python))["patches"][0]["message"]
+    assert f"`{python} -m pip install --force-reinstall --no-deps mmcv==2.1.0`" in by_python

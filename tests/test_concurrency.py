@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import List
 
@@ -14,7 +16,7 @@ import pytest
 
 from mmcv_patcher import write
 from tests.fixtures import make_tree
-from tests.test_faults import ORIGINAL, PATCHED, leftovers
+from tests.test_faults import INJECTOR, ORIGINAL, PATCHED, leftovers
 
 pytestmark = pytest.mark.concurrency
 
@@ -85,7 +87,8 @@ def test_a_run_that_must_wait_says_so_at_once_and_then_finishes(tmp_path: Path) 
     release.set()
     out, _ = waiting.communicate(timeout=60)
     holder.join()
-    assert first == f"mmcv-patcher: another mmcv-patcher run (process {os.getpid()}) is changing {tmp_path / 'mmcv'}; waiting for it, at most 60 s (--lock-timeout)\n"
+    # the holder is this test process, not a run of the tool: it is not named as one
+    assert first == f"mmcv-patcher: another process holds the lock on {tmp_path / 'mmcv'}; waiting for it, at most 60 s (--lock-timeout)\n"
     assert waiting.returncode == 0
     assert "note: waited for another mmcv-patcher run on this package to finish" in out
 
@@ -106,6 +109,54 @@ def test_a_run_gives_up_after_lock_timeout_and_writes_nothing(tmp_path: Path) ->
         holder.join()
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1] == (
-        f"mmcv-patcher: error: {tmp_path / 'mmcv'}: another mmcv-patcher run held the lock for over 0.5 s; nothing was written (--lock-timeout waits longer)"
+        f"mmcv-patcher: error: {tmp_path / 'mmcv'}: its lock was held by another process for over 0.5 s; nothing was written (--lock-timeout waits longer)"
     )
     assert nms.read_bytes() == ORIGINAL
+
+
+def test_a_run_that_gave_up_waiting_still_says_it_waited(tmp_path: Path) -> None:
+    make_tree(tmp_path, distribution="mmcv")
+    release, holder = _held(tmp_path / "mmcv")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mmcv_patcher", "apply", "--json", "--lock-timeout", "0.2", "--path", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            timeout=60,
+        )
+    finally:
+        release.set()
+        holder.join()
+    assert done.returncode == 1 and done.stderr == ""
+    assert json.loads(done.stdout)["waited"] is True
+
+
+def test_the_holder_is_named_when_it_is_a_run_of_the_tool(tmp_path: Path) -> None:
+    """A real apply, stopped (SIGSTOP) inside its lock at its first write step."""
+    make_tree(tmp_path, distribution="mmcv")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(INJECTOR), os.environ.get("PYTHONPATH", "")]), MMCVP_FAULT="1:stop-before")
+    holder = subprocess.Popen([sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(tmp_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_stopped(holder.pid)
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
+        )
+        assert waiting.stderr is not None
+        first = waiting.stderr.readline()
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.wait(60)
+    waiting.communicate(timeout=60)
+    assert first.startswith(f"mmcv-patcher: another mmcv-patcher run (process {holder.pid}) is changing {tmp_path / 'mmcv'};")
+
+
+def _wait_stopped(pid: int) -> None:
+    """Waits until process ``pid`` has stopped itself (state T in /proc)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as handle:
+            if handle.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} never stopped")

@@ -122,14 +122,10 @@ def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: 
     lite = next(r for r in releases.INSTALLED if r.id == "mmcv-lite-2.2.0")
     python = releases.torch_venv(tmp_path / "venv", releases.wheel(lite))
     done = releases.tool(python, "verify")
-    assert done.returncode == 1
-    assert "Traceback" not in done.stdout + done.stderr
-    [line] = done.stderr.splitlines()
+    assert done.returncode == 1 and done.stderr == ""
     mmcv_dir = releases.site_packages(python) / "mmcv"
-    assert line == (
-        f"mmcv-patcher: error: verify: unavailable: mmcv at {mmcv_dir} has no compiled ops"
-        " (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no batched_nms to run"
-    )
+    reason = f"unavailable: mmcv at {mmcv_dir} has no compiled ops (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no batched_nms to run"
+    assert done.stdout.splitlines()[-1] == reason and done.stdout.count(reason) == 1
 
 
 def test_verify_without_torch_says_first_that_there_are_no_ops_then_no_torch(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,12 +38,15 @@ def snapshot(root: Path) -> Dict[str, Tuple[bool, bytes]]:
 
 
 def refused(done: subprocess.CompletedProcess, *, file: Path) -> str:
-    """The failure's one line naming ``file`` (one per patch only where their reasons differ)."""
+    """The failure's lines naming ``file``, said once: the patches' results on stdout (one
+    line for patches failing alike) or a failure that is no patch's on stderr, not both."""
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
-    lines = done.stderr.splitlines()
-    assert lines and all(line.startswith(f"mmcv-patcher: error: {file}") for line in lines), done.stderr
-    return "\n".join(lines)
+    results = [line for line in done.stdout.splitlines() if re.search(r": (drifted|unverified) at ", line)]
+    errors = done.stderr.splitlines()
+    assert bool(results) != bool(errors), done.stdout + done.stderr
+    assert all(f" at {file}" in line for line in results) and all(line.startswith("mmcv-patcher: error: ") and str(file) in line for line in errors)
+    return "\n".join(results + errors)
 
 
 @pytest.mark.parametrize(

@@ -195,7 +195,9 @@ def test_an_unexpected_error_is_one_line_and_one_json_object(tmp_path: Path, mon
     out, err = capsys.readouterr()
     message = "internal error: RuntimeError: something no one foresaw; please report it with --json output"
     assert json.loads(out)["error"] == message
-    assert err == f"mmcv-patcher: error: {message}\n"
+    assert err == "", "with --json, stdout alone says it"
+    assert cli.main(["status", "--path", str(tmp_path)]) == 1
+    assert capsys.readouterr() == ("", f"mmcv-patcher: error: {message}\n")
 
 
 @pytest.mark.parametrize(
@@ -209,10 +211,13 @@ def test_a_python_that_answers_nonsense_gets_one_line(tmp_path: Path, answer: st
     for args in (["status", "--python", str(fake)], ["apply", "--json", "--python", str(fake)]):
         done = cli_run(*args)
         assert done.returncode == 2 and "Traceback" not in done.stderr
-        [line] = done.stderr.splitlines()
-        assert line.startswith(f"mmcv-patcher: error: --python {fake}: ") and line.endswith("it must be CPython 3.6 or newer")
-        if "--json" in args:
-            assert json.loads(done.stdout)["error"] == line[len("mmcv-patcher: error: "):]
+        if "--json" in args:  # said once, on stdout
+            assert done.stderr == ""
+            line = json.loads(done.stdout)["error"]
+        else:
+            [line] = done.stderr.splitlines()
+            line = line[len("mmcv-patcher: error: ") :]
+        assert line.startswith(f"--python {fake}: ") and line.endswith("it must be CPython 3.6 or newer")
 
 
 def test_mmcv_imported_from_a_zip_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 Wraps the file-system calls a write goes through. ``MMCVP_FAULT_LOG=FILE`` appends each
 call's name to FILE; ``MMCVP_FAULT=N:ACTION`` makes the Nth wrapped call (counting from 1)
-``kill-before`` (SIGKILL before the call), ``kill-after`` (SIGKILL after it returns), or
-fail with ``ENOSPC``, ``EACCES``, ``EROFS`` or ``EIO`` instead of running.
+``kill-before`` (SIGKILL before the call), ``kill-after`` (SIGKILL after it returns),
+``stop-before`` (SIGSTOP before the call, for a test to resume with SIGCONT), or fail with ``ENOSPC``, ``EACCES``, ``EROFS`` or ``EIO`` instead of running.
 """
 
 import errno
@@ -28,6 +28,8 @@ def _wrap(owner, name):
         if _calls[0] == _AT:
             if _ACTION == "kill-before":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if _ACTION == "stop-before":
+                os.kill(os.getpid(), signal.SIGSTOP)
             if _ACTION in ("ENOSPC", "EACCES", "EROFS", "EIO"):
                 code = getattr(errno, _ACTION)
                 raise OSError(code, os.strerror(code))
