@@ -69,33 +69,33 @@ def mmcv_family(mmcv: Tuple[Affected, ...], onedl_mmcv: Tuple[Affected, ...]) ->
 
 
 class Edit(NamedTuple):
-    """One statement a patch changes: ``anchor`` as released, ``fixed`` as it must become.
+    """One statement a patch changes: ``anchor`` as released, ``fix`` as it must become.
 
     Both are matched structurally (formatting, comments and parentheses are ignored).
-    ``fixed`` is ``anchor`` with text inserted anywhere (the anchor is a subsequence of the
+    ``fix`` is ``anchor`` with text inserted anywhere (the anchor is a subsequence of the
     fix), so the edit is pure insertion that a revert can take out again byte for byte.
     """
 
     anchor: str
-    fixed: str
+    fix: str
 
     @property
     def insertions(self) -> Tuple[str, ...]:
         """The texts the fix inserts into the anchor, in order, found by aligning the two
         statements' tokens (:mod:`tokenize`), so each is a whole run of tokens."""
-        return _insertions(self.anchor, self.fixed)
+        return _insertions(self.anchor, self.fix)
 
 
 @functools.lru_cache(maxsize=None)
-def _insertions(anchor_code: str, fixed_code: str) -> Tuple[str, ...]:
-    anchor, fixed = _tokens(anchor_code), _tokens(fixed_code)
-    matcher = difflib.SequenceMatcher(None, [t for t, _, _ in anchor], [t for t, _, _ in fixed], autojunk=False)
+def _insertions(anchor_code: str, fix_code: str) -> Tuple[str, ...]:
+    anchor, fix = _tokens(anchor_code), _tokens(fix_code)
+    matcher = difflib.SequenceMatcher(None, [t for t, _, _ in anchor], [t for t, _, _ in fix], autojunk=False)
     found = []
     for tag, _, _, start, end in matcher.get_opcodes():
         if tag != "equal":
             if tag != "insert":
-                raise ValueError(f"{fixed_code!r} is not {anchor_code!r} with insertions")
-            found.append(fixed_code[fixed[start][1] : fixed[end - 1][2]])
+                raise ValueError(f"{fix_code!r} is not {anchor_code!r} with insertions")
+            found.append(fix_code[fix[start][1] : fix[end - 1][2]])
     return tuple(found)
 
 
@@ -112,9 +112,10 @@ class Patch(NamedTuple):
     summary: str
     #: distribution name -> the ranges of its releases that have the bug
     affected: Mapping[str, Tuple[Affected, ...]]
-    #: POSIX path of the file inside the ``mmcv`` package directory
+    #: POSIX path of the file inside the ``mmcv`` package directory (any ``.py`` file)
     file: str
-    #: name of the module-level function the edits are in
+    #: where the edits are: a module-level function (``nms``) or a method of a module-level
+    #: class (``RoIAlign.forward``); the last binding definition counts, as Python runs it
     function: str
     #: the statements it changes; a release has some or all of them (see Affected.counts)
     edits: Tuple[Edit, ...]
@@ -122,19 +123,6 @@ class Patch(NamedTuple):
     error: str = ""
     #: (before, after) source pairs that document and pin the codemod; run as tests
     examples: Tuple[Tuple[str, str], ...] = ()
-
-
-class Scan(NamedTuple):
-    """What the codemod found for one patch in one file (:func:`mmcv_patcher.codemod.scan`)."""
-
-    function_line: Optional[int]
-    #: module-level definitions of the function; only the last, which Python binds, counts
-    definitions: int
-    #: per edit of the patch: how many anchors, and how many already-fixed statements
-    anchors: Tuple[int, ...]
-    fixed: Tuple[int, ...]
-    anchor_lines: Tuple[int, ...]
-    fixed_lines: Tuple[int, ...]
 
 
 class Result(NamedTuple):

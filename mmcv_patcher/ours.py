@@ -18,8 +18,9 @@ import functools
 import itertools
 import re
 import warnings
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
+from mmcv_patcher.find import ParseFailure, offset, parse
 from mmcv_patcher.model import Edit, Patch
 from mmcv_patcher.source import Source, line_at, line_starts, sha256_hex
 
@@ -84,7 +85,8 @@ def find_ours(source: Source, family: Sequence[Patch]) -> Optional[Ours]:
     if not found:
         return None
     statements = _simple_statements(text)
-    marks = tuple(_judge(text, statements, patch, start, end, sha256) for patch, start, end, sha256 in found)
+    claimed: Set[int] = set()  # a statement is one marker's: two on one line take one each
+    marks = tuple(_judge(text, statements, claimed, patch, start, end, sha256) for patch, start, end, sha256 in found)
     kept = {mark.sha256 for mark in marks}
     sha256 = kept.pop() if len(kept) == 1 else None
     original = cut(text, [span for mark in marks for span in mark.spans])
@@ -120,37 +122,36 @@ class _Statement(NamedTuple):
 
 def _simple_statements(text: str) -> List[_Statement]:
     """Every statement without a body (an assignment, an expression, a return...), in
-    file order; none when ``ast`` cannot parse the text."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # invalid escapes and the like are not ours to report
-            tree = ast.parse(text)
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
+    file order; none when Python cannot parse the text."""
+    tree = parse(text)
+    if isinstance(tree, ParseFailure):
         return []
     starts = line_starts(text)
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.stmt) and not hasattr(node, "body"):
-            line_start = starts[node.lineno - 1]
-            # col_offset counts UTF-8 bytes of the line
-            prefix = text[line_start : line_start + node.col_offset].encode("utf-8")[: node.col_offset]
-            found.append(_Statement(line_start + len(prefix.decode("utf-8", "ignore")), node.lineno))
+    found = [
+        _Statement(offset(text, starts, node.lineno, node.col_offset), node.lineno)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.stmt) and not hasattr(node, "body")
+    ]
     return sorted(found)
 
 
-def _judge(text: str, statements: List[_Statement], patch: Patch, start: int, end: int, sha256: str) -> Mark:
-    """The mark for the marker at ``text[start:end]``: the statement it ends, and what of
-    ours is left in it. It is intact only when nothing but our markers follows it on its line."""
+def _judge(text: str, statements: List[_Statement], claimed: Set[int], patch: Patch, start: int, end: int, sha256: str) -> Mark:
+    """The mark for the marker at ``text[start:end]``: the statement it ends (one no
+    earlier marker claimed), and what of ours is left in it. It is intact only when nothing
+    but our markers follows it on its line."""
     alone = _ONLY_MARKERS.fullmatch(text, end, _line_end(text, end)) is not None
     candidates = _ending_before(statements, start)
     for statement in candidates:
+        if statement.start in claimed:
+            continue
         segment = text[statement.start : start]
         for edit in patch.edits:
             found = _our_insertions(segment, edit)
             if found is not None:
                 spans, complete = found
-                intact = complete and alone and _dumps(segment)[:1] == [_dump_statement(edit.fixed)]
+                intact = complete and alone and _dumps(segment)[:1] == [_dump_statement(edit.fix)]
                 shifted = tuple((statement.start + a, statement.start + b) for a, b in spans)
+                claimed.add(statement.start)
                 return Mark(patch, statement.line, sha256, shifted + ((start, end),), intact)
     # Edited around our insertions: name the statement the marker ends, if it ends exactly
     # one, and take our insertions out with the marker where they stand in one place only.

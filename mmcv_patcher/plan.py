@@ -6,14 +6,12 @@ Our own edits are read by :mod:`mmcv_patcher.ours`, releases placed by
 file's state cannot be read from our markers or from the release's RECORD hash.
 """
 
-import ast
-import functools
-import hashlib
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
+from mmcv_patcher.find import Found, ParseFailure, find
 from mmcv_patcher.gate import Gate, Release, expected_counts, gate, known_forms
-from mmcv_patcher.model import Patch, Scan, State
-from mmcv_patcher.ours import Ours, by_patch, cut, find_ours, marker
+from mmcv_patcher.model import Patch, State
+from mmcv_patcher.ours import Ours, find_ours, marker
 from mmcv_patcher.source import Source, sha256_hex
 
 
@@ -37,37 +35,6 @@ def _differs_from_record(sha256: Optional[str], release: Release) -> bool:
     return release.record_hash is not None and sha256 is not None and not release.installed(bytes.fromhex(sha256))
 
 
-def _quick_unpatched_line(source: Source, patch: Patch, release: Release, counts: Tuple[int, ...]) -> Optional[int]:
-    """The first anchor's line when the file is byte-identical to its release.
-
-    A file whose hash matches RECORD is the file an affected release installed, and every
-    release in the range has the statements (tests/test_matrix.py checks them all), so the
-    state is known without LibCST; Python's ``ast`` says where, and confirms the counts.
-    """
-    if not release.installed(hashlib.sha256(source.encode(source.text)).digest()):
-        return None
-    tree = _tree(source.text)
-    definitions = [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == patch.function] if tree else []
-    if not definitions:
-        return None
-    wanted = {_dumped(edit.anchor): index for index, edit in enumerate(patch.edits)}
-    fixed = {_dumped(edit.fixed) for edit in patch.edits}
-    statements = [_parsed(code) for edit in patch.edits for code in edit]
-    kinds = tuple({type(statement) for statement in statements})
-    heads = {_head(statement) for statement in statements}
-    found = [0] * len(patch.edits)
-    lines = []
-    for node in ast.walk(definitions[-1]):  # the one Python binds
-        if isinstance(node, kinds) and _head(node) in heads:
-            dumped = ast.dump(node)
-            if dumped in fixed:
-                return None
-            if dumped in wanted:
-                found[wanted[dumped]] += 1
-                lines.append(node.lineno)
-    return min(lines) if tuple(found) == counts and lines else None
-
-
 def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, family: Sequence[Patch] = ()) -> Plan:
     """The state of ``patch`` in ``source``; ``new_text`` holds the text after apply
     (unpatched, unverified) or after revert (patched, or drifted by an edit to ours).
@@ -85,17 +52,15 @@ def assess_all(source: Source, patches: Sequence[Tuple[Patch, Release]], *, need
     change alone; :func:`combined` merges them."""
     family = tuple(family) or tuple(patch for patch, _ in patches)
     ours = find_ours(source, family)
-    decided = [_assess_from_text(source, patch, release, ours, need_text=need_text) for patch, release in patches]
+    decided = [_assess_from_text(source, patch, release, ours) for patch, release in patches]
     pending = [(patch, release, counts) for (patch, release), (plan, counts) in zip(patches, decided) if plan is None]
-    structural = iter(_assess_structurally(source, pending, family, ours) if pending else [])
+    structural = iter(_assess_structurally(source, pending, family, ours, need_text=need_text) if pending else [])
     return [plan if plan is not None else next(structural) for plan, _ in decided]
 
 
-def _assess_from_text(
-    source: Source, patch: Patch, release: Release, ours: Optional[Ours], *, need_text: bool
-) -> Tuple[Optional[Plan], Optional[Tuple[int, ...]]]:
-    """The plan when our markers, the gate or the RECORD hash decide it; otherwise None and
-    the anchor counts the release must have (None outside the known ranges)."""
+def _assess_from_text(source: Source, patch: Patch, release: Release, ours: Optional[Ours]) -> Tuple[Optional[Plan], Optional[Tuple[int, ...]]]:
+    """The plan when our markers or the gate decide it; otherwise None and the anchor
+    counts the release must have (None outside the known ranges)."""
     if ours is not None and ours.of(patch):
         line = ours.line(patch)
         undone = ours.without(source.text, patch)
@@ -116,12 +81,7 @@ def _assess_from_text(
     where, affected = gate(patch, release)
     if where is Gate.BELOW:
         return Plan(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug"), None
-    counts = None if affected is None else expected_counts(patch, affected)
-    if counts is not None and not need_text and ours is None:
-        quick = _quick_unpatched_line(source, patch, release, counts)
-        if quick is not None:
-            return Plan(State.UNPATCHED, quick, f"{release.describe()} has the bug"), None
-    return None, counts
+    return None, None if affected is None else expected_counts(patch, affected)
 
 
 def combined(source: Source, changes: Sequence[Tuple[Patch, str]], family: Sequence[Patch]) -> str:
@@ -142,30 +102,6 @@ def combined(source: Source, changes: Sequence[Tuple[Patch, str]], family: Seque
     return text
 
 
-@functools.lru_cache(maxsize=4)
-def _tree(text: str) -> Optional[ast.Module]:
-    """The file's ``ast``, parsed once for all the patches of a run (None: not Python)."""
-    try:
-        return ast.parse(text)
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return None
-
-
-@functools.lru_cache(maxsize=None)
-def _parsed(statement: str) -> ast.stmt:
-    return ast.parse(statement).body[0]
-
-
-def _dumped(statement: str) -> str:
-    return ast.dump(_parsed(statement))
-
-
-def _head(node: ast.AST) -> Tuple[str, ...]:
-    """What cheaply tells statements apart before whole dumps are compared: an assignment's
-    targets (the codemod's filter, in ``ast``'s terms)."""
-    return tuple(ast.dump(target) for target in node.targets) if isinstance(node, ast.Assign) else (type(node).__name__,)
-
-
 def _times(count: int) -> str:
     return "once" if count == 1 else f"{count} times"
 
@@ -175,78 +111,78 @@ def _statements(patch: Patch) -> str:
 
 
 def _assess_structurally(
-    source: Source, pending: Sequence[Tuple[Patch, Release, Optional[Tuple[int, ...]]]], family: Sequence[Patch], ours: Optional[Ours]
+    source: Source, pending: Sequence[Tuple[Patch, Release, Optional[Tuple[int, ...]]]], family: Sequence[Patch], ours: Optional[Ours], *, need_text: bool
 ) -> List[Plan]:
-    """The states from one structural scan of the codemod. Per patch, ``counts``: how many
-    of each edit's anchors its release must have (None outside the known ranges: a known
-    form). ``ours``: the other patches' edits already in the file, exact."""
-    from mmcv_patcher import codemod  # LibCST: loaded only when the text alone cannot tell
-
+    """The states from where Python's parser finds each patch's statements. Per patch,
+    ``counts``: how many of each edit's anchors its release must have (None outside the
+    known ranges). ``ours``: the other patches' edits already in the file, exact. With
+    ``need_text``, each patch that can be applied gets the file with its fix alone."""
+    found = find(source.text, [patch for patch, _, _ in pending])
+    if isinstance(found, ParseFailure):
+        return [Plan(State.DRIFTED, found.line, f"cannot parse the file: {found.reason}; {release.reinstall()}", ok=False) for _, release, _ in pending]
     original = source.text if ours is None else ours.original
-    original_sha = sha256_hex(source.encode(original))
-    patches = [patch for patch, _, _ in pending]
-    try:
-        found = codemod.scan(source.text, patches, {patch.id: marker(patch, original_sha) for patch in patches})
-    except codemod.ParseFailure as failure:
-        return [Plan(State.DRIFTED, failure.line, f"cannot parse the file: {failure.reason}; {release.reinstall()}", ok=False) for _, release, _ in pending]
-    after = find_ours(Source(found.patched_text, source.encoding), family)
-    # The edits must be exactly our insertions and markers, so revert can take them out again.
-    spans = {} if after is None or not after.exact or after.original != original else by_patch(after.marks)
-    exact = cut(found.patched_text, [span for patch in patches for span in spans.get(patch.id, [])]) == source.text
     plans = []
     for patch, release, counts in pending:
-        alone = None
-        if exact and patch.id in spans:
-            alone = cut(found.patched_text, [span for other in patches if other is not patch for span in spans.get(other.id, [])])
-        plans.append(_from_scan(patch, release, counts, found.scans[patch.id], alone))
+        plan = _from_found(patch, release, counts, found[patch.id])
+        if need_text and plan.state in (State.UNPATCHED, State.UNVERIFIED):
+            fixed = _fixed(source, patch, found[patch.id], marker(patch, sha256_hex(source.encode(original))), family, original)
+            plan = plan._replace(new_text=fixed) if fixed is not None else _cannot_edit(patch, plan.line)
+        plans.append(plan)
     return plans
 
 
-def _from_scan(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], found: Scan, patched: Optional[str]) -> Plan:
-    """The state from what the scan found for ``patch``; ``patched`` is the file with its
-    anchors fixed and marked (None when LibCST could not edit it exactly)."""
+def _fixed(source: Source, patch: Patch, found: Found, marker_text: str, family: Sequence[Patch], original: str) -> Optional[str]:
+    """``source`` with ``patch``'s anchors fixed and marked, when that is exactly our
+    insertions, which :func:`mmcv_patcher.ours.find_ours` finds again (so revert can take
+    them out byte for byte); None otherwise."""
+    from mmcv_patcher import codemod  # LibCST: loaded only to write a fix
+
+    text = codemod.fix(source.text, patch, found.anchors, marker_text)
+    if text is None:
+        return None
+    after = find_ours(Source(text, source.encoding), family)
+    if after is None or not after.exact or after.original != original or not after.intact(patch) or after.without(text, patch) != source.text:
+        return None
+    return text
+
+
+def _cannot_edit(patch: Patch, line: Optional[int]) -> Plan:
+    fixes = " and ".join(f"`{edit.fix}`" for edit in patch.edits)
+    return Plan(State.DRIFTED, line, f"LibCST cannot make the fix there without changing other bytes; nothing was written; make {fixes} of those lines by hand", ok=False)
+
+
+def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], found: Found) -> Plan:
+    """The state from the statements found for ``patch``."""
     affected = counts is not None
     which = f"{patch.function}()" if found.definitions <= 1 else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
-    if found.function_line is None:
+    if found.definition_line is None:
         if affected:
-            return Plan(State.DRIFTED, None, f"no module-level function {patch.function}(); {release.reinstall()}", ok=False)
-        return Plan(State.NOT_AFFECTED, None, f"no function {patch.function}()")
-    anchors, fixed = sum(found.anchors), sum(found.fixed)
-    if anchors == 0 and fixed >= 1:
-        return Plan(State.FIXED_UPSTREAM, found.fixed_lines[0], "the fix is already there; nothing to do")
+            return Plan(State.DRIFTED, None, f"no definition of {patch.function}(); {release.reinstall()}", ok=False)
+        return Plan(State.NOT_AFFECTED, None, f"no definition of {patch.function}()")
+    anchors, fixes = len(found.anchors), len(found.fixes)
+    anchor_counts = found.counts(found.anchors, len(patch.edits))
+    lines = sorted(statement.line for statement in found.anchors + found.fixes)
+    if anchors == 0 and fixes >= 1:
+        return Plan(State.FIXED_UPSTREAM, found.fixes[0].line, "the fix is already there; nothing to do")
     if anchors == 0:
         if affected:
-            return Plan(State.DRIFTED, found.function_line, f"{_statements(patch)} is not in {which}; the file was edited: {release.reinstall()}", ok=False)
-        return Plan(State.NOT_AFFECTED, found.function_line, f"{patch.function}() has no such statement")
-    if not affected and not fixed and found.anchors not in known_forms(patch):
-        return Plan(State.NOT_AFFECTED, found.function_line, f"{patch.function}() does not have {_statements(patch)} as any known release does")
-    if fixed or (affected and found.anchors != counts):
-        lines = ", ".join(str(n) for n in sorted(found.anchor_lines + found.fixed_lines))
+            return Plan(State.DRIFTED, found.definition_line, f"{_statements(patch)} is not in {which}; the file was edited: {release.reinstall()}", ok=False)
+        return Plan(State.NOT_AFFECTED, found.definition_line, f"{patch.function}() has no such statement")
+    if not affected and not fixes and anchor_counts not in known_forms(patch):
+        return Plan(State.NOT_AFFECTED, found.definition_line, f"{patch.function}() does not have {_statements(patch)} as any known release does")
+    if fixes or (affected and anchor_counts != counts):
         expected = f"; {release.describe()} has it {_times(sum(counts or ()))}" if affected else ""
         return Plan(
             State.DRIFTED,
-            min(found.anchor_lines + found.fixed_lines),
-            f"{_statements(patch)} found {_times(anchors + fixed)} in {which} (lines {lines}){expected};"
+            lines[0],
+            f"{_statements(patch)} found {_times(anchors + fixes)} in {which} (lines {', '.join(map(str, lines))}){expected};"
             f" refusing to guess which to patch: {release.reinstall()}",
             ok=False,
         )
-    line = found.anchor_lines[0]
-    if patched is None:
-        return Plan(
-            State.DRIFTED,
-            line,
-            "LibCST cannot edit this file without changing other bytes (unusual newlines?); nothing was written;"
-            f" make {' and '.join(f'`{edit.fixed}`' for edit in patch.edits)} of those lines by hand",
-            ok=False,
-        )
+    line = found.anchors[0].line
     if affected:
-        return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug", new_text=patched)
-    return Plan(
-        State.UNVERIFIED,
-        line,
-        f"{release.describe()} is outside the releases this patch knows, but has the statement; apply --force patches it",
-        new_text=patched,
-    )
+        return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug")
+    return Plan(State.UNVERIFIED, line, f"{release.describe()} is outside the releases this patch knows, but has the statement; apply --force patches it")
 
 
 def plan_apply(assessed: Plan, *, force: bool) -> Plan:

@@ -76,7 +76,7 @@ def test_accepted_encodings_round_trip_on_disk(tmp_path: Path, data: bytes) -> N
         (NMS.replace("def nms(", "def nms(:"), "cannot parse"),
         (nms_with(f"{ANCHOR}\n            {ANCHOR}"), "2 times"),
         (ANCHOR_IN_NMS_TOO.replace(f"            {ANCHOR}\n", "            pass\n"), "is not in batched_nms()"),
-        ("", "no module-level function batched_nms()"),
+        ("", "no definition of batched_nms()"),
     ],
     ids=["syntax-error", "anchor-twice", "anchor-in-another-function", "empty-file"],
 )

@@ -36,7 +36,7 @@ def _without(fixed: str, insertions: Tuple[str, ...]) -> str:
 @pytest.mark.parametrize("edit", [e for p in PATCHES for e in p.edits], ids=lambda e: e.anchor[:40])
 def test_each_fix_is_its_anchor_with_insertions(edit: Edit) -> None:
     assert edit.insertions, "a fix must insert something"
-    assert _without(edit.fixed, edit.insertions) == edit.anchor
+    assert _without(edit.fix, edit.insertions) == edit.anchor
 
 
 def test_insertions_are_whole_runs_of_tokens() -> None:

@@ -1,0 +1,156 @@
+"""Where a patch's statements are in a file, read with Python's own parser.
+
+:mod:`ast` finds the definition a patch names (a module-level function, or a method of a
+module-level class: ``"RoIAlign.forward"``; the last binding definition counts, as Python
+runs that one) and, inside it, every statement shaped like one of the patch's anchors or
+fixes (compared as ``ast.dump``, so formatting, comments and parentheses do not matter).
+:mod:`tokenize` says where each such statement ends. Both ``status`` and ``apply`` use it;
+the edit itself is LibCST's job (:mod:`mmcv_patcher.codemod`), on the statements found here.
+"""
+
+import ast
+import functools
+import io
+import re
+import tokenize
+import warnings
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from mmcv_patcher.model import Edit, Patch
+from mmcv_patcher.source import line_starts
+
+
+class ParseFailure(NamedTuple):
+    """Python cannot parse the file; ``line`` is where it stopped."""
+
+    line: int
+    reason: str
+
+
+class Statement(NamedTuple):
+    """One statement of the file: where it starts and ends (offsets), its first line, and
+    which of its patch's edits it is (the index into :attr:`Patch.edits`)."""
+
+    start: int
+    end: int
+    line: int
+    edit: int
+
+
+class Found(NamedTuple):
+    """What one patch finds in one file."""
+
+    #: the ``def`` line of the definition Python binds (None: no such definition)
+    definition_line: Optional[int]
+    #: how many binding definitions of the name there are; only the last counts
+    definitions: int
+    #: the statements shaped like an anchor (to fix) and like a fix (fixed already)
+    anchors: Tuple[Statement, ...]
+    fixes: Tuple[Statement, ...]
+
+    def counts(self, statements: Tuple[Statement, ...], edits: int) -> Tuple[int, ...]:
+        """How many of ``statements`` there are of each of the ``edits`` edits."""
+        return tuple(sum(1 for s in statements if s.edit == index) for index in range(edits))
+
+
+@functools.lru_cache(maxsize=4)
+def parse(text: str) -> Union[ast.Module, ParseFailure]:
+    """The file's ``ast``, parsed once for every patch of a run."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escapes and the like are not ours to report
+            return ast.parse(text)
+    except SyntaxError as error:
+        return ParseFailure(error.lineno or 1, error.msg)
+    except (ValueError, MemoryError, RecursionError) as error:
+        return ParseFailure(1, str(error) or type(error).__name__)
+
+
+def find(text: str, patches: Sequence[Patch]) -> Union[Dict[str, Found], ParseFailure]:
+    """What each patch (by id) finds in ``text``."""
+    tree = parse(text)
+    if isinstance(tree, ParseFailure):
+        return tree
+    return {patch.id: _find(text, tree, patch) for patch in patches}
+
+
+def definitions(tree: ast.Module, name: str) -> List[Union[ast.FunctionDef, ast.AsyncFunctionDef]]:
+    """The binding definitions of ``name`` (``function`` or ``Class.method``) at module
+    level: of a method, those in the last class of that name, which is the one Python binds."""
+    *classes, function = name.split(".")
+    scope: List[ast.stmt] = tree.body
+    for class_name in classes:
+        found = [node for node in scope if isinstance(node, ast.ClassDef) and node.name == class_name]
+        if not found:
+            return []
+        scope = found[-1].body
+    return [node for node in scope if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function]
+
+
+def _find(text: str, tree: ast.Module, patch: Patch) -> Found:
+    bound = definitions(tree, patch.function)
+    if not bound:
+        return Found(None, 0, (), ())
+    anchors, fixes = _wanted(patch.edits)
+    heads = {_head(_parsed(code)) for edit in patch.edits for code in (edit.anchor, edit.fix)}
+    starts = line_starts(text)
+    found: Dict[str, List[Statement]] = {"anchor": [], "fix": []}
+    for node in ast.walk(bound[-1]):
+        if not isinstance(node, ast.stmt) or hasattr(node, "body") or _head(node) not in heads:
+            continue
+        dumped = ast.dump(node)
+        for kind, wanted in (("anchor", anchors), ("fix", fixes)):
+            if dumped in wanted:
+                start = offset(text, starts, node.lineno, node.col_offset)
+                found[kind].append(Statement(start, statement_end(text, start), node.lineno, wanted[dumped]))
+    ordered = {kind: tuple(sorted(statements)) for kind, statements in found.items()}
+    return Found(bound[-1].lineno, len(bound), ordered["anchor"], ordered["fix"])
+
+
+@functools.lru_cache(maxsize=None)
+def _wanted(edits: Tuple[Edit, ...]) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """The dumps of a patch's anchors and of its fixes, each to its edit's index."""
+    anchors = {ast.dump(_parsed(edit.anchor)): index for index, edit in enumerate(edits)}
+    fixes = {ast.dump(_parsed(edit.fix)): index for index, edit in enumerate(edits)}
+    return anchors, fixes
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(statement: str) -> ast.stmt:
+    return ast.parse(statement).body[0]
+
+
+def _head(node: ast.AST) -> Tuple[str, ...]:
+    """What cheaply tells statements apart before whole dumps are compared: an
+    assignment's targets, or the kind of statement."""
+    return tuple(ast.dump(target) for target in node.targets) if isinstance(node, ast.Assign) else (type(node).__name__,)
+
+
+def offset(text: str, starts: List[int], line: int, col_offset: int) -> int:
+    """The offset in ``text`` of ``ast``'s (line, col_offset); col_offset counts UTF-8 bytes."""
+    start = starts[line - 1]
+    prefix = text[start : start + col_offset].encode("utf-8")[:col_offset]
+    return start + len(prefix.decode("utf-8", "ignore"))
+
+
+def statement_end(text: str, start: int) -> int:
+    """Where the statement starting at ``start`` ends: after its last token, before a
+    comment, at its line's end or at a ``;`` outside brackets."""
+    # tokenize splits lines at "\n" only: give it the same text with every newline one "\n"
+    # (both replacements keep each character's offset)
+    rest = text[start:].replace("\r\n", " \n").replace("\r", "\n")
+    within = [0] + [match.end() for match in re.finditer("\n", rest)]  # where each of its lines starts
+    depth, end = 0, start
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(rest).readline):
+            if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER) or (token.type == tokenize.OP and token.string == ";" and depth == 0):
+                break
+            if token.type == tokenize.OP and token.string in "([{":
+                depth += 1
+            elif token.type == tokenize.OP and token.string in ")]}":
+                depth -= 1
+            if token.type not in (tokenize.COMMENT, tokenize.NL):
+                end = start + within[token.end[0] - 1] + token.end[1]
+    except (tokenize.TokenError, SyntaxError):
+        pass  # the file parsed, so the statement was whole before this point
+    return end
