@@ -51,6 +51,8 @@ class Request(NamedTuple):
     all: bool = False
     boxes: int = verify.DEFAULT_BOXES
     device: str = "cpu"
+    #: ``--dtype``: the AMP dtypes ``verify`` runs each case in
+    dtypes: Tuple[str, ...] = verify.DTYPES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,15 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     revert.add_argument("--force", action="store_true", help="remove our edit from a file that was edited after it was patched")
     _writing(revert)
 
-    check = _command(commands, Command.VERIFY, "run each patch's AMP case on the real mmcv in a child process (imports mmcv and torch)")
-    _patch_option(check)
-    check.add_argument(
+    verify_parser = _command(commands, Command.VERIFY, "run each patch's AMP case on the real mmcv in a child process (imports mmcv and torch)")
+    _patch_option(verify_parser)
+    verify_parser.add_argument(
         "--boxes",
         type=_count,
         default=verify.DEFAULT_BOXES,
         help=f"boxes for batched-nms-amp-dtype's case (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})",
     )
-    check.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the cases run (default cpu; cuda needs a GPU and mmcv built with CUDA)")
+    verify_parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the cases run (default cpu; cuda needs a GPU and mmcv built with CUDA)")
+    verify_parser.add_argument(
+        "--dtype", action="append", choices=verify.DTYPES, help=f"the AMP dtype the cases run in (repeatable; default both: {', '.join(verify.DTYPES)})"
+    )
     return parser
 
 
@@ -186,6 +191,7 @@ def parse(argv: Sequence[str]) -> Request:
         pythons=tuple(dict.fromkeys(pythons)),  # the same interpreter asked twice is asked once
         json=args.json or args.json_before,
         patch_ids=tuple(args.patch) if getattr(args, "patch", None) else None,
+        dtypes=tuple(dict.fromkeys(getattr(args, "dtype", None) or verify.DTYPES)),
         usage=command_parser.format_usage(),
     )
     return Request(**given)

@@ -86,7 +86,7 @@ def _run(request: Request) -> int:
     return _exit_code([outcome], request.check)
 
 
-def _options(request: Request, seen: interpreter.Interpreter) -> commands.Options:
+def _options(request: Request, python: interpreter.Interpreter) -> commands.Options:
     """How ``apply`` and ``revert`` run: the request's options, the lock's wait told on
     stderr (in text; ``--json`` says ``waited``), bytecode prefixes of both interpreters."""
 
@@ -94,7 +94,7 @@ def _options(request: Request, seen: interpreter.Interpreter) -> commands.Option
         if not request.json:
             report.err(report.waiting(directory, pid, request.lock_timeout))
 
-    prefixes = {prefix for prefix in (getattr(sys, "pycache_prefix", None), seen.pycache_prefix) if prefix}  # 3.8+
+    prefixes = {prefix for prefix in (getattr(sys, "pycache_prefix", None), python.pycache_prefix) if prefix}  # 3.8+
     return commands.Options(
         force=request.force, dry_run=request.dry_run, lock_timeout=request.lock_timeout, on_wait=on_wait, pycache_prefixes=tuple(sorted(prefixes))
     )
@@ -127,15 +127,17 @@ def _status_all(request: Request, interpreters: Sequence[interpreter.Interpreter
     return _exit_code([copy.outcome for copy in copies if copy.outcome is not None], request.check)
 
 
-def _verify(request: Request, target: locate.Target, seen: interpreter.Interpreter, patches: Sequence[Patch]) -> int:
+def _verify(request: Request, target: locate.Target, python: interpreter.Interpreter, patches: Sequence[Patch]) -> int:
     """Each patch's state, then its AMP case run on the real mmcv in a child of the target
     interpreter: 0 if every case survives."""
     outcome = commands.run(Command.STATUS, target, patches)
     if not request.json:
         report.out("\n".join(report.as_text(target, outcome)))
-        report.out(f"verify imports mmcv and torch in a child process of {seen.executable} (the only command that does)")
+        report.out(f"verify imports mmcv and torch in a child process of {python.executable} (the only command that does)")
     ids = [patch.id for patch in patches]
-    result = verify.run(seen.executable, ids, package_dir=target.package_dir if request.path else None, boxes=request.boxes, device=request.device)
+    result = verify.run(
+        python.executable, ids, package_dir=target.package_dir if request.path else None, boxes=request.boxes, device=request.device, dtypes=request.dtypes
+    )
     imported = result.get("mmcv_dir")
     if imported and os.path.realpath(imported) != os.path.realpath(target.package_dir):
         result["detail"] += f" (note: it imported mmcv from {imported}, not {target.package_dir})"

@@ -62,11 +62,13 @@ def _meaningful_fields(kind: type) -> Tuple[str, ...]:
 
 
 class _Wrap(NamedTuple):
-    """Where ``fixed`` wraps what ``anchor`` has (``boxes`` becomes ``boxes.float()``):
-    ``template`` is that part of the fix, ``hole`` its node shaped like the anchor's."""
+    """Where the fix wraps what the anchor has (``boxes`` becomes ``boxes.float()``):
+    ``template`` is that part of the fix, ``hole`` its node that stands for the anchor's,
+    and ``inner`` the recipe for the anchor's node itself (None: it stays as it is)."""
 
     template: cst.CSTNode
     hole: cst.CSTNode
+    inner: "_Recipe"
 
 
 #: How to turn a statement shaped like an anchor into its fix, worked out once per edit:
@@ -97,22 +99,25 @@ class _Mismatch(Exception):
     """``fixed`` does not add to ``anchor`` in a way :func:`_recipe` can follow."""
 
 
-def _recipe(anchor: Any, fixed: Any, memo: Dict[int, Any]) -> _Recipe:
-    """How ``fixed`` adds to ``anchor``, so that a node shaped like ``anchor`` gets the same
+def _recipe(anchor: Any, fix: Any, memo: Dict[int, Any]) -> _Recipe:
+    """How ``fix`` adds to ``anchor``, so that a node shaped like ``anchor`` gets the same
     additions while keeping its own formatting everywhere else.
 
-    Where ``fixed`` has the same kind of node as ``anchor``, their children are compared
-    pairwise; where it differs, ``fixed`` wraps ``anchor`` there, and the wrapper, parsed from
-    the canonical text, is put around the file's own node. Raises :class:`_Mismatch`
-    otherwise. ``memo`` is as for :func:`shape`: each subtree's shape is taken once.
+    Where ``fix`` has the same kind of node as ``anchor``, their children are compared
+    pairwise; otherwise ``fix`` wraps ``anchor`` there: the wrapper, parsed from the
+    canonical text, is put around the file's own node, which may have additions of its own
+    (``f(a)`` becomes ``f(a.float()).to(t)``). Of several nodes that could stand for the
+    anchor's, the first in the fix is taken, as the tokens' alignment takes the first (see
+    :attr:`mmcv_patcher.model.Edit.insertions`). Raises :class:`_Mismatch` otherwise.
+    ``memo`` is as for :func:`shape`: each subtree's shape is taken once.
     """
-    if shape(anchor, memo) == shape(fixed, memo):
+    if shape(anchor, memo) == shape(fix, memo):
         return None
-    if type(anchor) is type(fixed) and isinstance(anchor, cst.CSTNode):
+    if type(anchor) is type(fix) and isinstance(anchor, cst.CSTNode):
         try:
             changes: List[Tuple[str, Any]] = []
             for name in _meaningful_fields(type(anchor)):
-                old, new = getattr(anchor, name), getattr(fixed, name)
+                old, new = getattr(anchor, name), getattr(fix, name)
                 if shape(old, memo) == shape(new, memo):
                     continue
                 if isinstance(old, (list, tuple)):
@@ -126,11 +131,18 @@ def _recipe(anchor: Any, fixed: Any, memo: Dict[int, Any]) -> _Recipe:
             return tuple(changes)
         except _Mismatch:
             pass  # the same kind of node can still wrap it: f(x) -> g(f(x))
-    if isinstance(fixed, cst.CSTNode):
+    if isinstance(fix, cst.CSTNode):
         wanted = shape(anchor, memo)
-        holes = [node for node in _nodes(fixed) if shape(node, memo) == wanted]
-        if len(holes) == 1:
-            return _Wrap(fixed, holes[0])
+        inside = _nodes(fix)[1:]
+        for node in inside:
+            if shape(node, memo) == wanted:
+                return _Wrap(fix, node, None)
+        for node in inside:
+            if type(node) is type(anchor):
+                try:
+                    return _Wrap(fix, node, _recipe(anchor, node, memo))
+                except _Mismatch:
+                    continue
     raise _Mismatch
 
 
@@ -147,7 +159,7 @@ def _follow(recipe: _Recipe, actual: Any) -> Any:
     if recipe is None:
         return actual
     if isinstance(recipe, _Wrap):
-        return recipe.template.deep_replace(recipe.hole, actual)
+        return recipe.template.deep_replace(recipe.hole, _follow(recipe.inner, actual))
     changes = {}
     for name, inner in recipe:
         mine = getattr(actual, name)

@@ -84,11 +84,12 @@ def run(command: Command, target: Target, patches: Sequence[Patch], options: Opt
         written = False
         if succeeded and command is not Command.STATUS:
             outcome.error, written = _write_all(file_plans, outcome, package_dir=target.package_dir, options=options)
-        outcome.results = [
-            _result(file_plan.path, patch, assessed, action, written=written, dry_run=options.dry_run)
+        results = {
+            patch.id: _result(file_plan.path, patch, assessed, action, written=written, dry_run=options.dry_run)
             for file_plan in file_plans
             for patch, assessed, action in file_plan.verdicts
-        ]
+        }
+        outcome.results = [results[patch.id] for patch in patches]  # in the order they apply
     return outcome
 
 

@@ -61,7 +61,7 @@ class Affected(NamedTuple):
     counts: Tuple[int, ...] = ()
 
 
-def mmcv_family(mmcv: Tuple[Affected, ...], onedl_mmcv: Tuple[Affected, ...]) -> Dict[str, Tuple[Affected, ...]]:
+def per_distribution(mmcv: Tuple[Affected, ...], onedl_mmcv: Tuple[Affected, ...]) -> Dict[str, Tuple[Affected, ...]]:
     """A patch's ranges for every distribution of :data:`MMCV_DISTRIBUTIONS`: mmcv-full (1.x)
     and mmcv-lite (2.x) are built from the same tagged source as mmcv of the same version,
     so they share its ranges; the onedl-mmcv fork has its own."""
@@ -121,8 +121,12 @@ class Patch(NamedTuple):
     edits: Tuple[Edit, ...]
     #: the error text users search for, for README's table of patches
     error: str = ""
-    #: (before, after) source pairs that document and pin the codemod; run as tests
+    #: (before, after) source pairs that document and pin the codemod; run as tests. The
+    #: first example's ``before`` of each patch makes the synthetic file the tests patch,
+    #: unless the tests write that file themselves (``ops/nms.py``: tests/fixtures.py)
     examples: Tuple[Tuple[str, str], ...] = ()
+    #: sources that look alike but that the patch must leave as they are; run as tests
+    untouched: Tuple[str, ...] = ()
 
 
 class Result(NamedTuple):

@@ -10,8 +10,9 @@ from mmcv_patcher.commands import Outcome
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Command, Result, State
 
-#: Bumped when a key changes meaning or disappears; adding keys does not bump it.
-SCHEMA_VERSION = 1
+#: Bumped when a key changes meaning or disappears; adding keys does not bump it
+#: (2: the target's ``path`` is ``package_dir``).
+SCHEMA_VERSION = 2
 
 
 class Copy(NamedTuple):
@@ -79,7 +80,7 @@ def copies_text(copies: List[Copy]) -> List[str]:
 
 
 def _target_object(target: Target) -> Dict[str, Any]:
-    return {"path": target.package_dir, "distribution": target.distribution, "version": target.version, "notes": list(target.notes)}
+    return {"package_dir": target.package_dir, "distribution": target.distribution, "version": target.version, "notes": list(target.notes)}
 
 
 def _result_object(result: Result) -> Dict[str, Any]:
@@ -168,7 +169,12 @@ def _where(result: Result) -> str:
 def verify_text(result: Dict[str, Any]) -> List[str]:
     """What ``verify`` gave mmcv for each patch's case that ran, what happened, and the
     verdict (which alone says why none ran, when none could)."""
-    lines = [f"{id}: {case['verdict']}: {case['detail']} ({case['gave']})" for id, case in result.get("cases", {}).items() if case.get("gave")]
+    lines = [
+        f"{id} ({dtype}): {case['verdict']}: {case['detail']} ({case['gave']})"
+        for id, by_dtype in result.get("cases", {}).items()
+        for dtype, case in by_dtype.items()
+        if case.get("gave")
+    ]
     versions = ", ".join(f"{k} {result[k]}" for k in ("mmcv", "torch") if result.get(k))
     lines.append(f"{result['verdict']}: {result['detail']}" + (f" ({versions})" if versions else ""))
     return lines

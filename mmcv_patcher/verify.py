@@ -11,14 +11,18 @@ from mmcv_patcher import child
 
 DEFAULT_BOXES = 12000
 DEFAULT_SPLIT_THR = 10000
+#: The dtypes mixed precision computes in: AMP's fp16, and bf16 (``AmpOptimWrapper(dtype='bfloat16')``, CPU autocast).
+DTYPES = ("float16", "bfloat16")
 #: Seconds the check may take: importing torch and mmcv, then NMS over the boxes twice.
 TIMEOUT = 600
 
 
-def run(python: str, patches: Sequence[str], *, package_dir: Optional[str] = None, boxes: int = DEFAULT_BOXES, device: str = "cpu") -> Dict[str, Any]:
-    """The probe's report: for each patch id, its case under ``cases`` (what it gave mmcv,
-    and its verdict: survived, crashed, wrong, or unavailable when it could not run), and the
-    overall ``verdict`` (only survived is a success) with a ``detail``.
+def run(
+    python: str, patches: Sequence[str], *, package_dir: Optional[str] = None, boxes: int = DEFAULT_BOXES, device: str = "cpu", dtypes: Sequence[str] = DTYPES
+) -> Dict[str, Any]:
+    """The probe's report: under ``cases``, for each patch id and each of ``dtypes``, its case
+    (what it gave mmcv, and its verdict: survived, crashed, wrong, no-case, or unavailable when
+    it could not run), and the overall ``verdict`` (only survived is a success) with a ``detail``.
 
     ``package_dir`` (from ``--path``) is put first on the child's ``sys.path`` so it imports
     that mmcv; the report's ``mmcv_dir`` says which one it actually imported.
@@ -27,10 +31,11 @@ def run(python: str, patches: Sequence[str], *, package_dir: Optional[str] = Non
     if package_dir is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(package_dir), env.get("PYTHONPATH")]))
     try:
-        result = child.run_json(python, "probe.py", [str(boxes), device, str(DEFAULT_SPLIT_THR), ",".join(patches)], timeout=TIMEOUT, env=env)
+        result = child.run_json(python, "probe.py", [str(boxes), device, str(DEFAULT_SPLIT_THR), ",".join(patches), ",".join(dtypes)], timeout=TIMEOUT, env=env)
     except child.ChildError as error:
         result = {"python": python, "verdict": "unavailable", "detail": f"the check failed in the child process: {error}"}
     cases = result.setdefault("cases", {})
     for id in patches:  # a case that could not run says so, with the reason none could
-        cases.setdefault(id, {"gave": None, "verdict": "unavailable", "detail": result["detail"]})
+        for dtype in dtypes:
+            cases.setdefault(id, {}).setdefault(dtype, {"gave": None, "verdict": "unavailable", "detail": result["detail"]})
     return result

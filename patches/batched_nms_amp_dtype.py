@@ -12,14 +12,14 @@ have the statement byte for byte; 1.3.3 and older never write scores back. The f
 onedl-mmcv has it up to 2.3.5 and the fix (split over two lines) from 2.3.6.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, mmcv_family
+from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
 
 _MMCV_RANGE = (Affected(introduced="1.3.4", last_affected="2.2.0"),)  # upstream never fixed it
 
 PATCH = Patch(
     id="batched-nms-amp-dtype",
     summary="batched_nms: cast dets[:, -1] to the fp16 score buffer's dtype (AMP crash above split_thr)",
-    affected=mmcv_family(_MMCV_RANGE, (Affected(fixed="2.3.6"),)),
+    affected=per_distribution(_MMCV_RANGE, (Affected(fixed="2.3.6"),)),
     file="ops/nms.py",
     function="batched_nms",
     edits=(Edit("scores_after_nms[mask[keep]] = dets[:, -1]", "scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"),),
@@ -43,5 +43,17 @@ PATCH = Patch(
             "        -1]).to(scores_after_nms.dtype)  # keep"
             "  # mmcv-patcher: batched-nms-amp-dtype sha256={sha256}\n",
         ),
+    ),
+    untouched=(
+        # the branch below split_thr: dets has the scores' own dtype there
+        "def batched_nms(boxes):\n"
+        "    dets, keep = nms(boxes, scores)\n"
+        "    scores = dets[:, -1]\n",
+        # the statement in another function
+        "def other(boxes):\n"
+        "    scores_after_nms[mask[keep]] = dets[:, -1]\n",
+        # the fix, already there
+        "def batched_nms(boxes):\n"
+        "    scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)\n",
     ),
 )

@@ -11,7 +11,7 @@ torch.tensor(1).to(boxes)`` from 1.2.1, once up to 1.5.2 and twice (the rotated-
 too) from 1.5.3 to 2.2.0 and in every onedl-mmcv.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, mmcv_family
+from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
 
 _PLAIN = Edit("offsets = idxs.to(boxes) * (max_coordinate + 1)", "offsets = idxs.to(boxes.float()) * (max_coordinate.float() + 1)")
 _TENSOR = Edit(
@@ -27,7 +27,7 @@ _MMCV = (
 PATCH = Patch(
     id="batched-nms-fp32-offsets",
     summary="batched_nms: class offsets in fp32, so fp16 boxes of many classes do not overflow to inf",
-    affected=mmcv_family(_MMCV, (Affected("2.3.0", "2.3.6", counts=(0, 2)),)),
+    affected=per_distribution(_MMCV, (Affected("2.3.0", "2.3.6", counts=(0, 2)),)),
     file="ops/nms.py",
     function="batched_nms",
     edits=(_PLAIN, _TENSOR),
@@ -55,5 +55,13 @@ PATCH = Patch(
             "            max_coordinate.float() + torch.tensor(1).to(boxes))  # mmcv-patcher: batched-nms-fp32-offsets sha256={sha256}\n"
             "        boxes_for_nms = boxes + offsets[:, None]\n",
         ),
+    ),
+    untouched=(
+        # already fp32: onedl-mmcv's fix
+        "def batched_nms(boxes, scores, idxs, nms_cfg):\n"
+        "    offsets = idxs.to(boxes.float()) * (max_coordinate.float() + torch.tensor(1).to(boxes))\n",
+        # the statement in another function
+        "def batched_nms_rotated(boxes, idxs):\n"
+        "    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))\n",
     ),
 )

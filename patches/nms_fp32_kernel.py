@@ -11,7 +11,7 @@ threshold and max_num) from 1.3.6 to 2.2.0 and in every onedl-mmcv; 1.0.0 to 1.0
 the extension differently.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, mmcv_family
+from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
 
 _OLD = Edit("inds = NMSop.apply(boxes, scores, iou_threshold, offset)", "inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)")
 _NEW = Edit(
@@ -23,7 +23,7 @@ _MMCV = (Affected("1.0.3", "1.3.5", counts=(1, 0)), Affected("1.3.6", "2.2.0", c
 PATCH = Patch(
     id="nms-fp32-kernel",
     summary="nms: give the kernel fp32 boxes and scores (fp16 boxes crash it)",
-    affected=mmcv_family(_MMCV, (Affected("2.3.0", "2.3.6", counts=(0, 1)),)),
+    affected=per_distribution(_MMCV, (Affected("2.3.0", "2.3.6", counts=(0, 1)),)),
     file="ops/nms.py",
     function="nms",
     edits=(_OLD, _NEW),
@@ -45,5 +45,13 @@ PATCH = Patch(
             "def nms(boxes, scores, iou_threshold, offset=0):\n"
             "    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)  # mmcv-patcher: nms-fp32-kernel sha256={sha256}\n",
         ),
+    ),
+    untouched=(
+        # already fp32
+        "def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):\n"
+        "    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset, score_threshold, max_num)\n",
+        # 1.0.0 to 1.0.2 call the extension another way
+        "def nms(boxes, scores, iou_threshold, offset=0):\n"
+        "    inds = nms_ext.nms(boxes, scores, iou_threshold, offset)\n",
     ),
 )

@@ -10,7 +10,7 @@ Releases: from mmcv 1.2.1 (when ``nms_rotated`` arrived) to 1.7.1 without labels
 1.7.2 to 2.2.0 and in every onedl-mmcv with ``input_labels``.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, mmcv_family
+from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
 
 _NO_LABELS = Edit(
     "keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)",
@@ -25,7 +25,7 @@ _MMCV = (Affected("1.2.1", "1.7.1", counts=(1, 0)), Affected("1.7.2", "2.2.0", c
 PATCH = Patch(
     id="nms-rotated-fp32-kernel",
     summary="nms_rotated: give the kernel fp32 boxes and scores (fp16 is not implemented on CPU, wrong on CUDA)",
-    affected=mmcv_family(_MMCV, (Affected("2.3.0", "2.3.6", counts=(0, 1)),)),
+    affected=per_distribution(_MMCV, (Affected("2.3.0", "2.3.6", counts=(0, 1)),)),
     file="ops/nms.py",
     function="nms_rotated",
     edits=(_NO_LABELS, _LABELS),
@@ -41,5 +41,13 @@ PATCH = Patch(
             "                                       input_labels, iou_threshold,\n"
             "                                       multi_label)  # mmcv-patcher: nms-rotated-fp32-kernel sha256={sha256}\n",
         ),
+    ),
+    untouched=(
+        # the NPU/MLU call, whose kernel takes what it gets
+        "def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):\n"
+        "    keep_inds = ext_module.nms_rotated(dets, scores, labels, iou_threshold, multi_label)\n",
+        # the statement outside nms_rotated
+        "def other(dets, scores):\n"
+        "    keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)\n",
     ),
 )

@@ -12,14 +12,14 @@ directly (not affected here). Both statements are byte for byte the same up to 2
 every onedl-mmcv.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, mmcv_family
+from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
 
 _MMCV = (Affected("1.2.3", "2.2.0"),)
 
 PATCH = Patch(
     id="soft-nms-fp32-kernel",
     summary="soft_nms: run the kernel on fp32 copies, cast dets back to the inputs' dtype",
-    affected=mmcv_family(_MMCV, (Affected("2.3.0", "2.3.6"),)),
+    affected=per_distribution(_MMCV, (Affected("2.3.0", "2.3.6"),)),
     file="ops/nms.py",
     function="soft_nms",
     edits=(
@@ -47,5 +47,13 @@ PATCH = Patch(
             "\n"
             "    dets = dets[:inds.size(0)].to(torch.promote_types(boxes.dtype, scores.dtype))  # mmcv-patcher: soft-nms-fp32-kernel sha256={sha256}\n",
         ),
+    ),
+    untouched=(
+        # the slicing of dets in another function
+        "def nms(boxes, scores):\n"
+        "    dets = dets[:inds.size(0)]\n",
+        # already fixed
+        "def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0):\n"
+        "    dets = dets[:inds.size(0)].to(torch.promote_types(boxes.dtype, scores.dtype))\n",
     ),
 )

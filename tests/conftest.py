@@ -1,8 +1,21 @@
-"""Long downloads and builds announce themselves on pytest's terminal (tests/releases.py)."""
+"""Fixtures every test module may ask for; long downloads and builds announce themselves on
+pytest's terminal (tests/releases.py)."""
 
 import pytest
 
-from tests import releases
+from tests import fixtures, releases
+
+
+@pytest.fixture(scope="session")
+def patched_nms() -> bytes:
+    """The synthetic ops/nms.py after apply with every registered patch of it."""
+    return fixtures.patched().encode()
+
+
+@pytest.fixture(scope="session")
+def released_nms() -> bytes:
+    """The synthetic ops/nms.py as the tests install it."""
+    return fixtures.NMS.encode()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,14 +1,24 @@
-"""Small synthetic mmcv trees, written here (no mmcv code is copied into this repository)."""
+"""What the tests share, one helper per job: synthetic mmcv trees and their metadata (written
+here: no mmcv code is copied into this repository), and the one way tests run the CLI.
+
+The synthetic tree holds every file a registered patch names: ``ops/nms.py`` as written
+below (the shape of mmcv 2.1.0's), and any other file made of its patches' own first
+examples, so a new patch module brings its test file with it.
+"""
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
-from mmcv_patcher import gate, plan, registry
-from mmcv_patcher.source import Source
+from mmcv_patcher import gate, plan, registry, write
+from mmcv_patcher.model import Patch
+from mmcv_patcher.source import Source, record_hash
 
 ANCHOR = "scores_after_nms[mask[keep]] = dets[:, -1]"
 FIXED = "scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"
@@ -56,24 +66,43 @@ BATCHED = NMS[NMS.index("def batched_nms") : NMS.index("def soft_nms")].rstrip("
 ANCHOR_IN_NMS_TOO = NMS.replace("max_num)\n\n\ndef batched", f"max_num)\n    {ANCHOR}\n\n\ndef batched", 1)
 
 
-def lines_of(text: str, stripped: str) -> list:
+def lines_of(text: str, stripped: str) -> List[int]:
     """1-based numbers of the lines of ``text`` that are ``stripped`` once stripped."""
     return [number for number, line in enumerate(text.splitlines(), 1) if line.strip() == stripped]
-
-
-def patched(text: str = NMS) -> str:
-    """``text`` after apply with every registered patch (mmcv 2.1.0), as the CLI writes it."""
-    family = registry.all_patches()
-    for patch in family:
-        verdict = plan.plan_apply(plan.assess(Source(text, "utf-8"), patch, gate.Release("mmcv", "2.1.0"), need_text=True, family=family), force=False)
-        assert verdict.ok and verdict.new_text is not None, verdict
-        text = verdict.new_text
-    return text
 
 
 def nms_with(statement: str) -> str:
     """NMS with the anchor statement replaced by ``statement`` (indentation added)."""
     return NMS.replace(ANCHOR, statement)
+
+
+def patches_of(file: str = "ops/nms.py") -> List[Patch]:
+    """The registered patches of one file, in registry order: the family whose markers that file shares."""
+    return [patch for patch in registry.all_patches() if patch.file == file]
+
+
+def synthetic_files() -> Dict[str, str]:
+    """Path inside the mmcv package -> the synthetic source of every file a registered
+    patch names, each patch of it unpatched (mmcv 2.1.0)."""
+    files = {"ops/nms.py": NMS}
+    examples: Dict[str, List[str]] = {}
+    for patch in registry.all_patches():
+        if patch.file not in files:
+            examples.setdefault(patch.file, []).append(patch.examples[0][0])
+    files.update((file, "\n\n".join(befores)) for file, befores in examples.items())
+    return files
+
+
+def patched(text: Optional[str] = None, file: str = "ops/nms.py") -> str:
+    """``file``'s synthetic text (or ``text``) after apply with every registered patch of
+    that file (mmcv 2.1.0), as the CLI writes it."""
+    text = synthetic_files()[file] if text is None else text
+    family = patches_of(file)
+    for patch in family:
+        verdict = plan.plan_apply(plan.assess(Source(text, "utf-8"), patch, gate.Release("mmcv", "2.1.0"), need_text=True, family=family), force=False)
+        assert verdict.ok and verdict.new_text is not None, verdict
+        text = verdict.new_text
+    return text
 
 
 def make_tree(
@@ -84,28 +113,34 @@ def make_tree(
     distribution: Optional[str] = None,
     record: bool = True,
 ) -> Path:
-    """``root/mmcv`` with ``ops/nms.py`` and ``version.py``; with ``distribution``, a
-    ``.dist-info`` beside it whose RECORD lists (and hashes) the files. Returns the nms.py."""
+    """``root/mmcv`` with every synthetic file (``ops/nms.py`` holding ``nms``) and
+    ``version.py``; with ``distribution``, its metadata beside it (:func:`dist_info`).
+    Returns the nms.py."""
     package = root / "mmcv"
     (package / "ops").mkdir(parents=True)
     (package / "__init__.py").write_text("raise ImportError('mmcv-patcher must never import mmcv')\n")
     (package / "ops" / "__init__.py").write_text("")
-    nms_path = package / "ops" / "nms.py"
-    nms_path.write_bytes(nms.encode("utf-8"))
+    for file, text in dict(synthetic_files(), **{"ops/nms.py": nms}).items():
+        (package / file).parent.mkdir(parents=True, exist_ok=True)
+        (package / file).write_bytes(text.encode("utf-8"))
     if version is not None:
         (package / "version.py").write_text(f"__version__ = '{version}'\n")
     if distribution is not None:
-        info = root / f"{distribution.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
-        lines = []
-        for path in sorted(package.rglob("*.py")):
-            relative = path.relative_to(root).as_posix()
-            digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
-            lines.append(f"{relative},sha256={digest},{path.stat().st_size}" if record else f"{relative},,")
-        lines.append(f"{info.name}/RECORD,,")
-        (info / "RECORD").write_text("\n".join(lines) + "\n")
-    return nms_path
+        files = {path.relative_to(root).as_posix(): path.read_bytes() if record else None for path in package.rglob("*.py")}
+        dist_info(root, distribution, version or "0", files)
+    return package / "ops" / "nms.py"
+
+
+def dist_info(root: Path, distribution: str, version: str, files: Mapping[str, Optional[bytes]]) -> Path:
+    """The ``.dist-info`` pip would write in ``root``: METADATA, and a RECORD listing each of
+    ``files`` (POSIX path under ``root`` -> the bytes it was installed with, or None to
+    list it without a hash)."""
+    info = root / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+    lines = [f"{path},{record_hash(hashlib.sha256(data).digest())},{len(data)}" if data is not None else f"{path},," for path, data in sorted(files.items())]
+    (info / "RECORD").write_text("\n".join(lines + [f"{info.name}/RECORD,,"]) + "\n")
+    return info
 
 
 def egg_info(root: Path, directory: str, name: str, version: str, listing: str, lines: str) -> None:
@@ -115,3 +150,81 @@ def egg_info(root: Path, directory: str, name: str, version: str, listing: str, 
     info.mkdir()
     (info / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     (info / listing).write_text(lines)
+
+
+def expected_states(distribution: str, version: str) -> Dict[str, str]:
+    """What ``status`` must say of each registered patch on a release's own files: unpatched
+    in range, not-affected below it, and fixed-upstream past its end."""
+    states = {}
+    for patch in registry.all_patches():
+        where, _ = gate.gate(patch, gate.Release(distribution, version))
+        states[patch.id] = {gate.Gate.AFFECTED: "unpatched", gate.Gate.BELOW: "not-affected", gate.Gate.OUTSIDE: "fixed-upstream"}[where]
+    return states
+
+
+# --- running the CLI ------------------------------------------------------------------------
+
+#: ``sitecustomize`` that fails or stops the CLI at a chosen file-system call (its docstring says how).
+INJECTOR = Path(__file__).parent / "faultinject"
+
+
+def start(
+    *args: str,
+    python: Optional[Path] = None,
+    flags: Tuple[str, ...] = (),
+    cwd: Optional[Path] = None,
+    env: Optional[Dict[str, str]] = None,
+    stdout: object = subprocess.PIPE,
+) -> "subprocess.Popen[str]":
+    """``PYTHON [FLAGS] -m mmcv_patcher ARGS`` started as a user runs it: from a directory of
+    their own (this checkout's ``mmcv_patcher/`` would shadow an installed one), with
+    ``env`` added to this environment."""
+    return subprocess.Popen(
+        [str(python or sys.executable), *flags, "-m", "mmcv_patcher", *args],
+        stdout=stdout,  # type: ignore[arg-type]
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        cwd=str(cwd or Path(os.sep, "tmp")),
+        env=dict(os.environ, **(env or {})),
+    )
+
+
+def tool(*args: str, timeout: float = 600, **how: object) -> "subprocess.CompletedProcess[str]":
+    """:func:`start`, waited for (at most ``timeout`` seconds); never raises on a non-zero exit."""
+    process = start(*args, **how)  # type: ignore[arg-type]
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def with_fault(fault: Optional[str] = None, log: Optional[Path] = None) -> Dict[str, str]:
+    """The environment that loads :data:`INJECTOR` with ``MMCVP_FAULT`` and ``MMCVP_FAULT_LOG``
+    (empty: none)."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTOR), os.environ.get("PYTHONPATH")])), "MMCVP_FAULT": fault or "", "MMCVP_FAULT_LOG": str(log or "")}
+
+
+def leftovers(nms: Path) -> List[str]:
+    """Temporary files of ours beside ``nms`` or in its ``__pycache__``."""
+    return [p.name for folder in (nms.parent, nms.parent / "__pycache__") if folder.is_dir() for p in folder.iterdir() if p.name.endswith(write.TEMP_SUFFIX)]
+
+
+def snapshot(root: Path) -> Dict[str, Tuple[bool, bytes]]:
+    """Every path under root: whether it is a link, and its bytes (files) or target (links)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            found[str(path)] = (True, os.readlink(path).encode())
+        elif path.is_file():
+            found[str(path)] = (False, path.read_bytes())
+    return found
+
+
+def refused(done: subprocess.CompletedProcess, *, file: Path) -> str:
+    """The failure's lines naming ``file``, said once: the patches' results on stdout (one
+    line for patches failing alike) or a failure that is no patch's on stderr, not both."""
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    results = [line for line in done.stdout.splitlines() if re.search(r": (drifted|unverified) at ", line)]
+    errors = done.stderr.splitlines()
+    assert bool(results) != bool(errors), done.stdout + done.stderr
+    assert all(f" at {file}" in line for line in results) and all(line.startswith("mmcv-patcher: error: ") and str(file) in line for line in errors)
+    return "\n".join(results + errors)

@@ -35,15 +35,15 @@ def nms_of(tree: Path) -> Path:
     return tree / "mmcv" / "ops" / "nms.py"
 
 
-OTHERS = ["batched-nms-fp32-offsets", "nms-fp32-kernel", "nms-rotated-fp32-kernel", "soft-nms-fp32-kernel"]
+OTHERS = [patch.id for patch in registry.all_patches() if patch.id != "batched-nms-amp-dtype"]
 
 
 def test_status_json_schema(tree: Path) -> None:
     document = as_json("status", "--patch", "batched-nms-amp-dtype", "--path", str(tree))
     assert document == {
-        "schema_version": 1,
+        "schema_version": 2,
         "command": "status",
-        "target": {"path": str(tree / "mmcv"), "distribution": "mmcv", "version": "2.1.0", "notes": []},
+        "target": {"package_dir": str(tree / "mmcv"), "distribution": "mmcv", "version": "2.1.0", "notes": []},
         "patches": [
             {
                 "id": "batched-nms-amp-dtype",
@@ -59,14 +59,17 @@ def test_status_json_schema(tree: Path) -> None:
         "diff": "",
         "error": None,
     }
-    every = as_json("status", "--path", str(tree))["patches"]
-    assert [(p["id"], p["state"], p["line"]) for p in every] == [
-        ("batched-nms-amp-dtype", "unpatched", ANCHOR_LINE),
-        ("batched-nms-fp32-offsets", "unpatched", lines_of(NMS, "offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))")[0]),
-        ("nms-fp32-kernel", "unpatched", 5),
-        ("nms-rotated-fp32-kernel", "unpatched", len(NMS.splitlines())),
-        ("soft-nms-fp32-kernel", "unpatched", len(NMS.splitlines()) - 5),
-    ]
+    every = {p["id"]: p for p in as_json("status", "--path", str(tree))["patches"]}
+    assert list(every) == [patch.id for patch in registry.all_patches()], "one object per patch, in the order they apply"
+    assert {(p["state"], p["file"]) for p in every.values()} == {("unpatched", str(tree / "mmcv" / patch.file)) for patch in registry.all_patches()}
+    in_nms = {
+        "batched-nms-amp-dtype": ANCHOR_LINE,
+        "batched-nms-fp32-offsets": lines_of(NMS, "offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))")[0],
+        "nms-fp32-kernel": 5,
+        "nms-rotated-fp32-kernel": len(NMS.splitlines()),
+        "soft-nms-fp32-kernel": len(NMS.splitlines()) - 5,
+    }
+    assert {id: every[id]["line"] for id in in_nms} == in_nms
 
 
 def test_status_human_line_names_state_file_and_line(tree: Path) -> None:
@@ -288,8 +291,9 @@ def test_verify_that_cannot_run_keeps_its_json_shape_and_says_why_once(tree: Pat
     ids = [patch.id for patch in registry.all_patches()]
     assert done.returncode == 1 and done.stderr == ""
     assert [p["id"] for p in document["patches"]] == ids and {p["state"] for p in document["patches"]} == {"unpatched"}
-    assert list(document["verify"]["cases"]) == ids
-    assert {case["verdict"] for case in document["verify"]["cases"].values()} == {"unavailable"}
+    cases = document["verify"]["cases"]
+    assert list(cases) == ids and all(list(by_dtype) == ["float16", "bfloat16"] for by_dtype in cases.values())
+    assert {case["verdict"] for by_dtype in cases.values() for case in by_dtype.values()} == {"unavailable"}
     assert document["error"] == f"verify: unavailable: {document['verify']['detail']}"
     text = cli("verify", "--path", str(tree))
     assert text.returncode == 1 and text.stderr == "" and text.stdout.count("has no compiled ops") == 1
@@ -327,11 +331,15 @@ def test_dry_run_shows_exactly_the_lines_gnu_diff_shows(tmp_path: Path) -> None:
     make_tree(tmp_path, padded, distribution="mmcv")
     done = cli("apply", "--dry-run", "--json", "--path", str(tmp_path))
     diff = json.loads(done.stdout)["diff"]
-    after = tmp_path / "after.py"
-    after.write_text(fixtures.patched(padded))
-    nms = nms_of(tmp_path)
-    gnu = subprocess.run(["diff", "-u", "--label", str(nms), "--label", str(nms), str(nms), str(after)], stdout=subprocess.PIPE, universal_newlines=True)
-    assert gnu.returncode == 1 and diff == gnu.stdout
+    expected = ""
+    for file in dict.fromkeys(patch.file for patch in registry.all_patches()):  # as they are written
+        source = tmp_path / "mmcv" / file
+        after = tmp_path / "after.py"
+        after.write_text(fixtures.patched(source.read_text(), file))
+        gnu = subprocess.run(["diff", "-u", "--label", str(source), "--label", str(source), str(source), str(after)], stdout=subprocess.PIPE, universal_newlines=True)
+        assert gnu.returncode == 1
+        expected += gnu.stdout
+    assert diff == expected
 
 
 def test_status_all_lists_every_interpreter_asked_about_once(tmp_path: Path) -> None:
@@ -359,3 +367,8 @@ def test_the_advice_to_reinstall_names_where_the_file_is(tmp_path: Path) -> None
     nms.write_text(nms.read_text().replace(ANCHOR, "pass"))
     by_python = as_json("status", "--python", str(python))["patches"][0]["message"]
     assert f"`{python} -m pip install --force-reinstall --no-deps mmcv==2.1.0`" in by_python
+
+
+def test_verify_runs_the_dtypes_asked_for(tree: Path) -> None:
+    cases = json.loads(cli("verify", "--json", "--dtype", "bfloat16", "--path", str(tree)).stdout)["verify"]["cases"]
+    assert {dtype for by_dtype in cases.values() for dtype in by_dtype} == {"bfloat16"}

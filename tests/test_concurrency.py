@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,20 +14,13 @@ from typing import List
 import pytest
 
 from mmcv_patcher import write
-from tests.fixtures import make_tree
-from tests.test_faults import INJECTOR, ORIGINAL, PATCHED, leftovers
+from tests.fixtures import leftovers, make_tree, start, tool, with_fault
 
 pytestmark = pytest.mark.concurrency
 
 
-def start(root: Path, command: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mmcv_patcher", command, "--path", str(root), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        cwd=str(root),
-    )
+def run(root: Path, command: str) -> subprocess.Popen:
+    return start(command, "--path", str(root), "--json", cwd=root)
 
 
 def finish(processes: List[subprocess.Popen]) -> List[dict]:
@@ -40,24 +32,24 @@ def finish(processes: List[subprocess.Popen]) -> List[dict]:
     return documents
 
 
-def test_eight_concurrent_applies_patch_exactly_once(tmp_path: Path) -> None:
+def test_eight_concurrent_applies_patch_exactly_once(tmp_path: Path, patched_nms: bytes) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
-    documents = finish([start(tmp_path, "apply") for _ in range(8)])
+    documents = finish([run(tmp_path, "apply") for _ in range(8)])
     assert sum(d["patches"][0]["changed"] for d in documents) == 1
     assert all(d["patches"][0]["state"] == "patched" for d in documents)
-    assert nms.read_bytes() == PATCHED
+    assert nms.read_bytes() == patched_nms
     assert leftovers(nms) == [] and not (tmp_path / "mmcv" / ".lock").exists()
 
 
-def test_concurrent_applies_and_reverts_end_whole(tmp_path: Path) -> None:
+def test_concurrent_applies_and_reverts_end_whole(tmp_path: Path, released_nms: bytes, patched_nms: bytes) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
-    documents = finish([start(tmp_path, command) for command in ["apply", "revert"] * 4])
-    assert nms.read_bytes() in (ORIGINAL, PATCHED)
+    documents = finish([run(tmp_path, command) for command in ["apply", "revert"] * 4])
+    assert nms.read_bytes() in (released_nms, patched_nms)
     # Serialised: the changes alternate, so #applies that changed and #reverts that changed
     # differ by at most one, and the final bytes say which came last.
     applied = sum(d["patches"][0]["changed"] for d in documents if d["command"] == "apply")
     reverted = sum(d["patches"][0]["changed"] for d in documents if d["command"] == "revert")
-    assert applied - reverted == (1 if nms.read_bytes() == PATCHED else 0)
+    assert applied - reverted == (1 if nms.read_bytes() == patched_nms else 0)
     assert leftovers(nms) == []
 
 
@@ -79,9 +71,7 @@ def _held(directory: Path) -> "tuple[threading.Event, threading.Thread]":
 def test_a_run_that_must_wait_says_so_at_once_and_then_finishes(tmp_path: Path) -> None:
     make_tree(tmp_path, distribution="mmcv")
     release, holder = _held(tmp_path / "mmcv")
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
-    )
+    waiting = start("apply", "--path", str(tmp_path))
     assert waiting.stderr is not None
     first = waiting.stderr.readline()  # printed while the lock is still held
     release.set()
@@ -93,17 +83,11 @@ def test_a_run_that_must_wait_says_so_at_once_and_then_finishes(tmp_path: Path) 
     assert "note: waited for another mmcv-patcher run on this package to finish" in out
 
 
-def test_a_run_gives_up_after_lock_timeout_and_writes_nothing(tmp_path: Path) -> None:
+def test_a_run_gives_up_after_lock_timeout_and_writes_nothing(tmp_path: Path, released_nms: bytes) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
     release, holder = _held(tmp_path / "mmcv")
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "mmcv_patcher", "apply", "--lock-timeout", "0.5", "--path", str(tmp_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            universal_newlines=True,
-            timeout=60,
-        )
+        done = tool("apply", "--lock-timeout", "0.5", "--path", str(tmp_path))
     finally:
         release.set()
         holder.join()
@@ -111,20 +95,14 @@ def test_a_run_gives_up_after_lock_timeout_and_writes_nothing(tmp_path: Path) ->
     assert done.stderr.splitlines()[-1] == (
         f"mmcv-patcher: error: {tmp_path / 'mmcv'}: its lock was held by another process for over 0.5 s; nothing was written (--lock-timeout waits longer)"
     )
-    assert nms.read_bytes() == ORIGINAL
+    assert nms.read_bytes() == released_nms
 
 
 def test_a_run_that_gave_up_waiting_still_says_it_waited(tmp_path: Path) -> None:
     make_tree(tmp_path, distribution="mmcv")
     release, holder = _held(tmp_path / "mmcv")
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "mmcv_patcher", "apply", "--json", "--lock-timeout", "0.2", "--path", str(tmp_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            universal_newlines=True,
-            timeout=60,
-        )
+        done = tool("apply", "--json", "--lock-timeout", "0.2", "--path", str(tmp_path))
     finally:
         release.set()
         holder.join()
@@ -135,13 +113,10 @@ def test_a_run_that_gave_up_waiting_still_says_it_waited(tmp_path: Path) -> None
 def test_the_holder_is_named_when_it_is_a_run_of_the_tool(tmp_path: Path) -> None:
     """A real apply, stopped (SIGSTOP) inside its lock at its first write step."""
     make_tree(tmp_path, distribution="mmcv")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(INJECTOR), os.environ.get("PYTHONPATH", "")]), MMCVP_FAULT="1:stop-before")
-    holder = subprocess.Popen([sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(tmp_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = start("apply", "--path", str(tmp_path), env=with_fault("1:stop-before"), stdout=subprocess.DEVNULL)
     try:
         _wait_stopped(holder.pid)
-        waiting = subprocess.Popen(
-            [sys.executable, "-m", "mmcv_patcher", "apply", "--path", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
-        )
+        waiting = start("apply", "--path", str(tmp_path))
         assert waiting.stderr is not None
         first = waiting.stderr.readline()
     finally:

@@ -3,85 +3,70 @@
 ``tests/faultinject/sitecustomize.py`` is loaded into the child process and wraps
 ``tempfile.mkstemp``, ``os.fchmod``, ``os.fsync``, ``os.replace`` and ``os.unlink``. A first
 run logs the calls; then, for every call, a fresh tree is hit there with SIGKILL (before or
-after the call) or an ENOSPC / EACCES / EROFS / EIO error. Every time, nms.py must be the
-whole original or the whole patched file, its bytecode must never be of the other source,
-and after a failure no temporary file may remain (after a kill, the next run removes it).
+after the call) or an ENOSPC / EACCES / EROFS / EIO error. Every time, each file the patches
+change must be the whole original or the whole patched file, its bytecode must never be of
+the other source, a failed run must leave every file as it was, and no temporary file may
+remain (after a kill, the next run removes it).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from mmcv_patcher import write
-from tests.fixtures import NMS, make_tree, patched
+from tests.fixtures import leftovers, make_tree, patched, synthetic_files, tool, with_fault
 
 pytestmark = pytest.mark.faults
 
-INJECTOR = Path(__file__).parent / "faultinject"
-ORIGINAL = NMS.encode()
-PATCHED = patched().encode()
 ACTIONS = ["kill-before", "kill-after", "ENOSPC", "EACCES", "EROFS", "EIO"]
+#: each synthetic file, as installed and as apply writes it
+RELEASED = {file: text.encode() for file, text in synthetic_files().items()}
+PATCHED = {file: patched(text, file).encode() for file, text in synthetic_files().items()}
 
 
 def make(tmp_path: Path, command: str) -> Path:
-    """A tree with an unchecked-hash .pyc (the kind Python never revalidates); for revert,
-    already patched."""
-    nms = make_tree(tmp_path, distribution="mmcv")
-    if command == "revert":
-        nms.write_bytes(PATCHED)
-    _compile_unchecked(nms)
-    return nms
+    """A tree (returns its mmcv/) with an unchecked-hash .pyc of each file (the kind Python
+    never revalidates); for revert, already patched."""
+    package = make_tree(tmp_path, distribution="mmcv").parents[1]
+    for file in RELEASED:
+        if command == "revert":
+            (package / file).write_bytes(PATCHED[file])
+        _compile_unchecked(package / file)
+    return package
 
 
-def _compile_unchecked(nms: Path) -> None:
+def _compile_unchecked(source: Path) -> None:
     import py_compile
 
-    py_compile.compile(str(nms), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, doraise=True)
+    py_compile.compile(str(source), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, doraise=True)
 
 
-def cli(root: Path, command: str, fault: Optional[str] = None, log: Optional[Path] = None) -> subprocess.CompletedProcess:
-    env: Dict[str, str] = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(INJECTOR), os.environ.get("PYTHONPATH")])))
-    env.pop("MMCVP_FAULT", None)
-    env.pop("MMCVP_FAULT_LOG", None)
-    if fault:
-        env["MMCVP_FAULT"] = fault
-    if log:
-        env["MMCVP_FAULT_LOG"] = str(log)
-    return subprocess.run(
-        [sys.executable, "-m", "mmcv_patcher", command, "--path", str(root)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        env=env,
-        cwd=str(root),
-    )
+def cli(package: Path, command: str, fault: Optional[str] = None, log: Optional[Path] = None) -> subprocess.CompletedProcess:
+    return tool(command, "--path", str(package.parent), env=with_fault(fault, log), cwd=package.parent)
 
 
-def leftovers(nms: Path) -> List[str]:
-    return [p.name for folder in (nms.parent, nms.parent / "__pycache__") if folder.is_dir() for p in folder.iterdir() if p.name.endswith(write.TEMP_SUFFIX)]
+def contents(package: Path) -> Dict[str, bytes]:
+    return {file: (package / file).read_bytes() for file in RELEASED}
 
 
-def assert_consistent(nms: Path) -> None:
-    """Whole original or whole patched source, and no bytecode of any other source."""
-    data = nms.read_bytes()
-    assert data in (ORIGINAL, PATCHED), "torn or foreign content"
-    for pyc in (nms.parent / "__pycache__").glob("nms.*.pyc"):
-        header = pyc.read_bytes()[:16]
-        assert header[8:16] == importlib.util.source_hash(data), f"{pyc.name} is bytecode of another source"
+def assert_consistent(package: Path) -> None:
+    """Each file the whole released or the whole patched source, and no bytecode of any other."""
+    for file, data in contents(package).items():
+        assert data in (RELEASED[file], PATCHED[file]), f"{file}: torn or foreign content"
+        source = package / file
+        for pyc in (source.parent / "__pycache__").glob(f"{source.stem}.*.pyc"):
+            assert pyc.read_bytes()[8:16] == importlib.util.source_hash(data), f"{pyc.name} is bytecode of another source"
 
 
 def calls(tmp_path: Path, command: str) -> List[str]:
-    nms = make(tmp_path / "log", command)
+    package = make(tmp_path / "log", command)
     log = tmp_path / "calls.log"
-    done = cli(nms.parents[2], command, log=log)
+    done = cli(package, command, log=log)
     assert done.returncode == 0, done.stderr
     return log.read_text().split()
 
@@ -89,35 +74,35 @@ def calls(tmp_path: Path, command: str) -> List[str]:
 @pytest.mark.parametrize("command", ["apply", "revert"])
 def test_the_write_goes_through_the_wrapped_calls(tmp_path: Path, command: str) -> None:
     sequence = calls(tmp_path, command)
-    assert sequence.count("mkstemp") == 2, sequence  # the source and its .pyc
-    assert sequence.count("replace") == 2 and "unlink" in sequence and "fsync" in sequence
+    assert sequence.count("mkstemp") == 2 * len(RELEASED), sequence  # each source and its .pyc
+    assert sequence.count("replace") == 2 * len(RELEASED) and "unlink" in sequence and "fsync" in sequence
 
 
 @pytest.mark.parametrize("action", ACTIONS)
 @pytest.mark.parametrize("command", ["apply", "revert"])
-def test_fault_at_every_step_leaves_a_whole_file(tmp_path: Path, command: str, action: str) -> None:
+def test_fault_at_every_step_leaves_whole_files(tmp_path: Path, command: str, action: str) -> None:
     sequence = calls(tmp_path, command)
-    before, after = (ORIGINAL, PATCHED) if command == "apply" else (PATCHED, ORIGINAL)
+    before, after = (RELEASED, PATCHED) if command == "apply" else (PATCHED, RELEASED)
     outcomes: List[Tuple[int, str, int]] = []
     for step in range(1, len(sequence) + 1):
-        nms = make(tmp_path / f"{step}", command)
-        root = nms.parents[2]
-        done = cli(root, command, fault=f"{step}:{action}")
-        assert_consistent(nms)
+        package = make(tmp_path / f"{step}", command)
+        done = cli(package, command, fault=f"{step}:{action}")
+        assert_consistent(package)
         if action.startswith("kill"):
             assert done.returncode == -signal.SIGKILL
-            again = cli(root, command)  # the next run finishes the job and cleans up
+            again = cli(package, command)  # the next run finishes the job and cleans up
             assert again.returncode == 0, again.stderr
-            assert nms.read_bytes() == after
+            assert contents(package) == after
         else:
             assert done.returncode in (0, 1), done.stderr
             assert "Traceback" not in done.stderr
             if done.returncode == 1:  # a failed write is no patch's result: one line on stderr
                 [line] = done.stderr.splitlines()
-                assert line.startswith("mmcv-patcher: error: ") and str(root) in line
-                assert nms.read_bytes() == before, "a failed run must leave the file as it was"
-        assert_consistent(nms)
-        assert leftovers(nms) == [], f"step {step} ({sequence[step - 1]}) left {leftovers(nms)}"
+                assert line.startswith("mmcv-patcher: error: ") and str(package) in line
+                assert contents(package) == before, "a failed run must leave every file as it was"
+        assert_consistent(package)
+        left = [name for file in RELEASED for name in leftovers(package / file)]
+        assert left == [], f"step {step} ({sequence[step - 1]}) left {left}"
         outcomes.append((step, sequence[step - 1], done.returncode))
     if not action.startswith("kill"):
         assert any(code == 1 for _, _, code in outcomes), "some injected failure must be reported"

@@ -8,45 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Dict, Tuple
 
 import pytest
 
-from tests import releases
-from tests.fixtures import ANCHOR, ANCHOR_IN_NMS_TOO, NMS, make_tree, nms_with
-from tests.test_faults import PATCHED
+from tests.fixtures import ANCHOR, ANCHOR_IN_NMS_TOO, NMS, make_tree, nms_with, refused, snapshot, synthetic_files, tool
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return releases.tool(Path(sys.executable), *args)
-
-
-def snapshot(root: Path) -> Dict[str, Tuple[bool, bytes]]:
-    """Every path under root: whether it is a link, and its bytes (files) or target (links)."""
-    found = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_symlink():
-            found[str(path)] = (True, os.readlink(path).encode())
-        elif path.is_file():
-            found[str(path)] = (False, path.read_bytes())
-    return found
-
-
-def refused(done: subprocess.CompletedProcess, *, file: Path) -> str:
-    """The failure's lines naming ``file``, said once: the patches' results on stdout (one
-    line for patches failing alike) or a failure that is no patch's on stderr, not both."""
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
-    results = [line for line in done.stdout.splitlines() if re.search(r": (drifted|unverified) at ", line)]
-    errors = done.stderr.splitlines()
-    assert bool(results) != bool(errors), done.stdout + done.stderr
-    assert all(f" at {file}" in line for line in results) and all(line.startswith("mmcv-patcher: error: ") and str(file) in line for line in errors)
-    return "\n".join(results + errors)
+    return tool(*args)
 
 
 @pytest.mark.parametrize(
@@ -109,19 +81,19 @@ def test_a_directory_where_the_file_should_be(tmp_path: Path) -> None:
     assert nms.is_dir()
 
 
-def test_symlink_inside_the_package_is_written_through(tmp_path: Path) -> None:
+def test_symlink_inside_the_package_is_written_through(tmp_path: Path, patched_nms: bytes) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
     real = nms.with_name("nms_impl.py")
     nms.rename(real)
     nms.symlink_to("nms_impl.py")
     assert cli("apply", "--path", str(tmp_path)).returncode == 0
     assert nms.is_symlink() and os.readlink(nms) == "nms_impl.py"
-    assert real.read_bytes() == PATCHED
+    assert real.read_bytes() == patched_nms
     assert cli("revert", "--path", str(tmp_path)).returncode == 0
     assert real.read_text() == NMS and nms.is_symlink()
 
 
-def test_symlink_leaving_the_package_is_refused_unless_forced(tmp_path: Path) -> None:
+def test_symlink_leaving_the_package_is_refused_unless_forced(tmp_path: Path, patched_nms: bytes) -> None:
     nms = make_tree(tmp_path / "site", distribution="mmcv")
     outside = tmp_path / "elsewhere" / "nms.py"
     outside.parent.mkdir()
@@ -132,7 +104,7 @@ def test_symlink_leaving_the_package_is_refused_unless_forced(tmp_path: Path) ->
     assert f"resolves to {outside}, outside the mmcv package" in line and "--force" in line
     assert outside.read_text() == NMS
     assert cli("apply", "--force", "--path", str(tmp_path / "site")).returncode == 0
-    assert outside.read_bytes() == PATCHED and nms.is_symlink()
+    assert outside.read_bytes() == patched_nms and nms.is_symlink()
 
 
 def test_version_py_that_runs_code_is_never_executed(tmp_path: Path) -> None:
@@ -172,7 +144,7 @@ def test_a_malformed_record_hash_counts_as_no_hash(tmp_path: Path, digest: str) 
     assert nms.read_text() == NMS
 
 
-def test_apply_writes_only_the_file_and_its_bytecode(tmp_path: Path) -> None:
+def test_apply_writes_only_the_files_it_patches_and_their_bytecode(tmp_path: Path) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
     os.chmod(nms, 0o640)
     import py_compile
@@ -181,7 +153,8 @@ def test_apply_writes_only_the_file_and_its_bytecode(tmp_path: Path) -> None:
     before = snapshot(tmp_path)
     assert cli("apply", "--path", str(tmp_path)).returncode == 0
     after = snapshot(tmp_path)
-    assert sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)) == sorted([str(nms), str(pyc)])
+    patched = [str(tmp_path / "mmcv" / file) for file in synthetic_files()]
+    assert sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)) == sorted(patched + [str(pyc)])
     assert oct(nms.stat().st_mode & 0o777) == oct(0o640)
 
 

@@ -169,7 +169,7 @@ def test_a_copy_shadowing_the_installed_one_is_reported_and_status_all_shows_bot
     done = releases.tool(python, "status", "--all", "--json", env=env)
     assert done.returncode == 0, done.stderr
     copies = json.loads(done.stdout)["copies"]
-    assert [(c["imported"], c["target"]["path"], c["target"]["distribution"], c["target"]["version"]) for c in copies] == [
+    assert [(c["imported"], c["target"]["package_dir"], c["target"]["distribution"], c["target"]["version"]) for c in copies] == [
         (True, str(shadow / "mmcv"), None, "2.0.0"),
         (False, str(releases.site_packages(python) / "mmcv"), "mmcv", "1.7.2"),
     ]

@@ -14,16 +14,6 @@ from mmcv_patcher.source import Source, sha256_hex
 PATCHES = registry.all_patches()
 
 
-def test_the_patch_pack_is_registered_in_module_order() -> None:
-    assert [p.id for p in PATCHES] == [
-        "batched-nms-amp-dtype",
-        "batched-nms-fp32-offsets",
-        "nms-fp32-kernel",
-        "nms-rotated-fp32-kernel",
-        "soft-nms-fp32-kernel",
-    ]
-
-
 def _without(fixed: str, insertions: Tuple[str, ...]) -> str:
     """``fixed`` with each insertion taken out at its first place after the one before."""
     at = 0
@@ -33,7 +23,7 @@ def _without(fixed: str, insertions: Tuple[str, ...]) -> str:
     return fixed
 
 
-@pytest.mark.parametrize("edit", [e for p in PATCHES for e in p.edits], ids=lambda e: e.anchor[:40])
+@pytest.mark.parametrize("edit", [pytest.param(e, id=f"{p.id}-{i}") for p in PATCHES for i, e in enumerate(p.edits)])
 def test_each_fix_is_its_anchor_with_insertions(edit: Edit) -> None:
     assert edit.insertions, "a fix must insert something"
     assert _without(edit.fix, edit.insertions) == edit.anchor
@@ -59,7 +49,7 @@ def test_patch_is_well_formed(patch: Patch) -> None:
             ends.append(end)
             assert each.counts == () or (len(each.counts) == len(patch.edits) and sum(each.counts) >= 1)
     assert not patch.file.startswith("/") and ".." not in patch.file.split("/")
-    assert patch.examples, "document the codemod with before/after examples"
+    assert patch.examples and patch.untouched, "document the codemod with examples it patches and inputs it leaves alone"
 
 
 def _releases(patch: Patch) -> List[gate.Release]:
@@ -69,8 +59,7 @@ def _releases(patch: Patch) -> List[gate.Release]:
 
 @pytest.mark.parametrize(
     "patch, before, after",
-    [(p, before, after) for p in PATCHES for before, after in p.examples],
-    ids=lambda value: value.id if isinstance(value, Patch) else "",
+    [pytest.param(p, before, after, id=f"{p.id}-{i}") for p in PATCHES for i, (before, after) in enumerate(p.examples)],
 )
 def test_examples_apply_and_revert(patch: Patch, before: str, after: str) -> None:
     expected = after.format(sha256=sha256_hex(before.encode()))
@@ -79,6 +68,13 @@ def test_examples_apply_and_revert(patch: Patch, before: str, after: str) -> Non
     assert plan.plan_apply(verdict, force=False).new_text == expected
     patched = plan.assess(Source(expected, "utf-8"), patch, release, need_text=False)
     assert patched.state is State.PATCHED and patched.new_text == before
+
+
+@pytest.mark.parametrize("patch, source", [pytest.param(p, source, id=f"{p.id}-{i}") for p in PATCHES for i, source in enumerate(p.untouched)])
+def test_untouched_sources_are_left_as_they_are(patch: Patch, source: str) -> None:
+    for release in _releases(patch):
+        verdict = plan.plan_apply(plan.assess(Source(source, "utf-8"), patch, release, need_text=True), force=True)
+        assert verdict.new_text is None and verdict.state is not State.PATCHED, (release, verdict)
 
 
 def _patch(id: str, file: str = "ops/nms.py") -> Patch:

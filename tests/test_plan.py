@@ -9,7 +9,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import pytest
 
-from mmcv_patcher import gate, ours, plan, registry
+from mmcv_patcher import gate, ours, plan
 from mmcv_patcher.model import Patch, State
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
 from mmcv_patcher.source import Source, decode, record_hash, sha256_hex
@@ -288,7 +288,7 @@ def test_a_marked_line_copied_elsewhere_is_ours_too_and_revert_takes_out_both_in
 
 # --- our edits, judged one statement at a time (the whole family of nms.py) -----------------------
 
-FAMILY = registry.all_patches()
+FAMILY = fixtures.patches_of("ops/nms.py")
 NMS_KERNEL = next(p for p in FAMILY if p.id == "nms-fp32-kernel")
 
 
@@ -506,7 +506,7 @@ def test_every_patch_at_once_is_what_one_after_another_gives(newline: str) -> No
     # apply assesses all the patches of a file on its text as it is, and merges their
     # changes; fixtures.patched applies them one after another (the oracle).
     text = NMS.replace("\n", newline)
-    family = registry.all_patches()
+    family = fixtures.patches_of("ops/nms.py")
     release = gate.Release("mmcv", "2.1.0")
     every = plan.assess_all(Source(text, "utf-8"), [(patch, release) for patch in family], need_text=True, family=family)
     assert every == [plan.assess(Source(text, "utf-8"), patch, release, need_text=True, family=family) for patch in family]
@@ -518,9 +518,7 @@ def test_every_patch_at_once_is_what_one_after_another_gives(newline: str) -> No
 def test_one_pass_tells_each_patch_its_own_state() -> None:
     # One patch already applied, one whose statement is missing, the rest unpatched: the
     # shared pass still gives each patch the verdict it gets alone.
-    from mmcv_patcher import registry
-
-    family = registry.all_patches()
+    family = fixtures.patches_of("ops/nms.py")
     release = gate.Release("mmcv", "2.1.0")
     edited = NMS.replace("inds = NMSop.apply(boxes, scores, iou_threshold, offset,", "inds = NMSop.apply(boxes, scores, iou_threshold, 0,")
     text = plan.plan_apply(plan.assess(Source(edited, "utf-8"), family[0], release, need_text=True, family=family), force=False).new_text
@@ -540,9 +538,7 @@ def test_one_pass_tells_each_patch_its_own_state() -> None:
 
 def test_a_statement_over_several_lines_is_named_by_its_first_line_in_every_state() -> None:
     # The marker ends the statement's last line; apply, status and revert all name its first.
-    from mmcv_patcher import registry
-
-    [patch] = [p for p in registry.all_patches() if p.id == "nms-fp32-kernel"]
+    [patch] = [p for p in fixtures.patches_of("ops/nms.py") if p.id == "nms-fp32-kernel"]
     one_line = "inds = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num)"
     text = NMS.replace(one_line, "inds = NMSop.apply(boxes, scores, iou_threshold, offset,\n                       score_threshold, max_num)")
     first = lines_of(text, "inds = NMSop.apply(boxes, scores, iou_threshold, offset,")[0]

@@ -12,7 +12,7 @@ import signal
 import tempfile
 
 _LOG = os.environ.get("MMCVP_FAULT_LOG")
-_AT, _, _ACTION = os.environ.get("MMCVP_FAULT", "0:").partition(":")
+_AT, _, _ACTION = (os.environ.get("MMCVP_FAULT") or "0:").partition(":")  # empty: no fault
 _AT = int(_AT)
 _calls = [0]
 

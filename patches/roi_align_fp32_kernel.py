@@ -1,0 +1,76 @@
+"""roi-align-fp32-kernel: run ``RoIAlign``'s kernel on fp32 copies when it cannot take the inputs.
+
+mmcv's RoIAlign kernels (CPU and CUDA) dispatch float, double and half only, and need the
+features and the RoIs in one dtype. Under bf16 autocast (mmengine's
+``AmpOptimWrapper(dtype='bfloat16')``, and the only dtype CPU autocast allows) mmdet's RoI
+extractors fail with ``RuntimeError: "ROIAlign_forward" not implemented for 'BFloat16'``;
+fp16 features with the fp32 RoIs of an fp32 box head fail with "expected scalar type Half
+but found Float". ``RoIAlign.forward`` now gives the kernel fp32 copies of both in exactly
+those cases, and returns the output in the features' dtype (gradients flow back in it, as
+with torchvision's autocast kernels). Every call that works today (fp32, fp64, fp16 with fp16
+RoIs) gets ``.to()`` its own dtype, which is the tensor itself: no copy, bit-identical results.
+
+Releases: the statement is byte for byte the same in every mmcv release from 1.0.0 to 2.2.0
+and in every onedl-mmcv; none has a bf16 kernel.
+"""
+
+from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
+
+_NEEDS_FP32 = "input.dtype == torch.bfloat16 or rois.dtype != input.dtype"
+
+PATCH = Patch(
+    id="roi-align-fp32-kernel",
+    summary="RoIAlign: fp32 kernel copies for bf16 or mixed-dtype inputs; output in the features' dtype",
+    affected=per_distribution((Affected("1.0.0", "2.2.0"),), (Affected("2.3.0", "2.3.6"),)),
+    file="ops/roi_align.py",
+    function="RoIAlign.forward",
+    edits=(
+        Edit(
+            "return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)",
+            f"return roi_align(input.to(torch.float32 if {_NEEDS_FP32} else input.dtype), rois.to(torch.float32 if {_NEEDS_FP32} else rois.dtype),"
+            " self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned).to(input.dtype)",
+        ),
+    ),
+    error="RuntimeError: \"ROIAlign_forward\" not implemented for 'BFloat16' (and, fp16 features with fp32 RoIs: expected scalar type Half but found Float)",
+    examples=(
+        (
+            "import torch\n"
+            "\n"
+            "\n"
+            "class RoIAlign(nn.Module):\n"
+            "\n"
+            "    def forward(self, input, rois):\n"
+            "        if self.use_torchvision:\n"
+            "            from torchvision.ops import roi_align as tv_roi_align\n"
+            "            return tv_roi_align(input, rois, self.output_size,\n"
+            "                                self.spatial_scale, self.sampling_ratio)\n"
+            "        else:\n"
+            "            return roi_align(input, rois, self.output_size, self.spatial_scale,\n"
+            "                             self.sampling_ratio, self.pool_mode, self.aligned)\n",
+            "import torch\n"
+            "\n"
+            "\n"
+            "class RoIAlign(nn.Module):\n"
+            "\n"
+            "    def forward(self, input, rois):\n"
+            "        if self.use_torchvision:\n"
+            "            from torchvision.ops import roi_align as tv_roi_align\n"
+            "            return tv_roi_align(input, rois, self.output_size,\n"
+            "                                self.spatial_scale, self.sampling_ratio)\n"
+            "        else:\n"
+            f"            return roi_align(input.to(torch.float32 if {_NEEDS_FP32} else input.dtype), rois.to(torch.float32 if {_NEEDS_FP32} else rois.dtype), self.output_size, self.spatial_scale,\n"
+            "                             self.sampling_ratio, self.pool_mode, self.aligned).to(input.dtype)"
+            "  # mmcv-patcher: roi-align-fp32-kernel sha256={sha256}\n",
+        ),
+    ),
+    untouched=(
+        # the same call in the autograd Function's own forward, not the module's
+        "class RoIAlignFunction(Function):\n"
+        "\n"
+        "    def forward(ctx, input, rois):\n"
+        "        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)\n",
+        # a module-level function of the method's name
+        "def forward(self, input, rois):\n"
+        "    return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)\n",
+    ),
+)
