@@ -46,6 +46,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 from tests import releases  # noqa: E402  (the same cached builds the tests use)
+from tests.fixtures import tool  # noqa: E402  (the tests' one way to run the CLI)
 
 MEASURE = r"""
 import json, statistics, sys, time, torch, mmcv
@@ -165,7 +166,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
-        if releases.tool(python, "apply", "--patch", "batched-nms-amp-dtype").returncode != 0:
+        if tool("apply", "--patch", "batched-nms-amp-dtype", python=python).returncode != 0:
             raise SystemExit("could not apply the patch in the benchmark venv")
         done = subprocess.run(
             [str(python), "-c", MEASURE, str(args.rounds), str(args.workaround_rounds), ",".join(map(str, args.classes)), ",".join(map(str, args.boxes))],
@@ -174,14 +175,14 @@ def main() -> int:
             check=True,
         )
         results = json.loads(done.stdout.strip().splitlines()[-1])
-        if releases.tool(python, "apply").returncode != 0:
+        if tool("apply", python=python).returncode != 0:
             raise SystemExit("could not apply every patch in the benchmark venv")
         released = Path(scratch) / "released_nms.py"
         released.write_bytes(releases.released_file(releases.OPS))
         installed = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
         patched = Path(scratch) / "patched_nms.py"
         patched.write_bytes(installed.read_bytes())
-        if releases.tool(python, "revert", "--patch", "batched-nms-amp-dtype").returncode != 0:
+        if tool("revert", "--patch", "batched-nms-amp-dtype", python=python).returncode != 0:
             raise SystemExit("could not revert batched-nms-amp-dtype alone in the benchmark venv")
         done = subprocess.run(
             [str(python), "-c", MEASURE_PACK, str(released), str(patched), str(installed), str(args.pack_seconds), str(args.pack_rounds), ",".join(map(str, args.boxes))],

@@ -13,6 +13,7 @@ so a second run needs no network. No mmcv code is kept in this repository.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import subprocess
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
+import pytest
 from packaging.version import Version
 
 #: This checkout: what the tests pip-install, and the source tree a plain ``-m`` run finds.
@@ -362,3 +364,14 @@ def tool(python: Path, *args: str, cwd: Optional[Path] = None, env: Optional[Dic
         cwd=str(cwd or tempfile.gettempdir()),
         env=dict(os.environ, **(env or {})),
     )
+
+
+def pyenv_python(version: str) -> str:
+    """The pyenv interpreter of ``version`` (X.Y); skips the test without one, fails it on CI."""
+    root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+    found = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail(f"Python {version} is not installed under {root}; CI must prove it")
+        pytest.skip(f"Python {version} is not installed under {root}")
+    return found[-1]

@@ -13,15 +13,11 @@ import pytest
 
 from mmcv_patcher import registry
 from tests import fixtures, releases
-from tests.fixtures import ANCHOR, ANCHOR_LINE, NMS, lines_of, make_tree, nms_with
-
-
-def cli(*args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    return releases.tool(Path(sys.executable), *args, cwd=cwd)
+from tests.fixtures import ANCHOR, ANCHOR_LINE, NMS, lines_of, make_tree, nms_with, tool
 
 
 def as_json(*args: str) -> Dict[str, Any]:
-    done = cli(*args, "--json")
+    done = tool(*args, "--json")
     return json.loads(done.stdout)
 
 
@@ -73,19 +69,19 @@ def test_status_json_schema(tree: Path) -> None:
 
 
 def test_status_human_line_names_state_file_and_line(tree: Path) -> None:
-    done = cli("status", "--path", str(tree))
+    done = tool("status", "--path", str(tree))
     assert done.returncode == 0
     assert f"batched-nms-amp-dtype: unpatched at {nms_of(tree)}:{ANCHOR_LINE}" in done.stdout
 
 
 def test_check_exits_3_until_patched(tree: Path) -> None:
-    assert cli("status", "--check", "--path", str(tree)).returncode == 3
-    assert cli("apply", "--path", str(tree)).returncode == 0
-    assert cli("status", "--check", "--path", str(tree)).returncode == 0
+    assert tool("status", "--check", "--path", str(tree)).returncode == 3
+    assert tool("apply", "--path", str(tree)).returncode == 0
+    assert tool("status", "--check", "--path", str(tree)).returncode == 0
 
 
 def test_dry_run_prints_a_diff_and_writes_nothing(tree: Path) -> None:
-    done = cli("apply", "--dry-run", "--path", str(tree))
+    done = tool("apply", "--dry-run", "--path", str(tree))
     assert done.returncode == 0
     assert f"-            {ANCHOR}\n+            {ANCHOR}.to(scores_after_nms.dtype)  # mmcv-patcher" in done.stdout
     assert "--dry-run: would become patched" in done.stdout
@@ -108,7 +104,7 @@ def test_drifted_file_fails_with_one_line_naming_file_and_line_and_is_untouched(
     make_tree(tmp_path, nms_with(f"{ANCHOR}\n            {ANCHOR}"), distribution="mmcv")
     before = nms_of(tmp_path).read_bytes()
     for command in ("apply", "status"):
-        done = cli(command, "--path", str(tmp_path))
+        done = tool(command, "--path", str(tmp_path))
         assert done.returncode == 1 and done.stderr == ""
         [line] = [line for line in done.stdout.splitlines() if ": drifted at " in line]
         assert line.startswith(f"batched-nms-amp-dtype: drifted at {nms_of(tmp_path)}:{ANCHOR_LINE} (")
@@ -117,32 +113,32 @@ def test_drifted_file_fails_with_one_line_naming_file_and_line_and_is_untouched(
 
 def test_unverified_release_needs_force(tmp_path: Path) -> None:
     make_tree(tmp_path, version="2.3.0", distribution="mmcv")
-    refused = cli("apply", "--path", str(tmp_path))
+    refused = tool("apply", "--path", str(tmp_path))
     assert refused.returncode == 1 and "--force" in refused.stdout
     assert nms_of(tmp_path).read_text() == NMS
-    assert cli("status", "--check", "--path", str(tmp_path)).returncode == 3
-    assert cli("apply", "--force", "--path", str(tmp_path)).returncode == 0
+    assert tool("status", "--check", "--path", str(tmp_path)).returncode == 3
+    assert tool("apply", "--force", "--path", str(tmp_path)).returncode == 0
     assert as_json("status", "--path", str(tmp_path))["patches"][0]["state"] == "patched"
 
 
 def test_revert_of_a_file_edited_elsewhere_takes_out_only_our_edits(tree: Path) -> None:
-    cli("apply", "--path", str(tree))
+    tool("apply", "--path", str(tree))
     nms = nms_of(tree)
     nms.write_text(nms.read_text().replace("import torch\n", "import torch  # hand edit\n"))
-    reverted = cli("revert", "--path", str(tree))
+    reverted = tool("revert", "--path", str(tree))
     assert reverted.returncode == 0 and "not the original" in reverted.stdout
     assert nms.read_text() == NMS.replace("import torch\n", "import torch  # hand edit\n")
 
 
 def test_revert_of_a_statement_edited_since_needs_force(tree: Path) -> None:
-    cli("apply", "--path", str(tree))
+    tool("apply", "--path", str(tree))
     nms = nms_of(tree)
     nms.write_text(nms.read_text().replace(".to(scores_after_nms.dtype)", ".to(scores_after_nms.dtype) * 1"))
     edited = nms.read_bytes()
-    refused = cli("revert", "--path", str(tree))
+    refused = tool("revert", "--path", str(tree))
     assert refused.returncode == 1 and "revert --force" in refused.stdout
     assert nms.read_bytes() == edited
-    assert cli("revert", "--force", "--path", str(tree)).returncode == 0
+    assert tool("revert", "--force", "--path", str(tree)).returncode == 0
     assert nms.read_text() == NMS.replace("dets[:, -1]\n    if", "dets[:, -1] * 1\n    if")
 
 
@@ -156,9 +152,9 @@ def test_fixed_upstream_is_left_alone_by_apply_and_revert(tmp_path: Path) -> Non
 
 
 def test_no_mmcv_found(tmp_path: Path) -> None:
-    status = cli("status", cwd=tmp_path)
+    status = tool("status", cwd=tmp_path)
     assert status.returncode == 0 and "no mmcv is importable" in status.stdout
-    apply = cli("apply", cwd=tmp_path)
+    apply = tool("apply", cwd=tmp_path)
     assert apply.returncode == 1 and "install mmcv first" in apply.stderr
 
 
@@ -167,28 +163,28 @@ def test_no_mmcv_found(tmp_path: Path) -> None:
     [["apply", "--patch", "no-such-patch"], ["status", "--path", "/no/such/path"], ["frobnicate"], []],
 )
 def test_usage_errors_exit_2(args: list) -> None:
-    done = cli(*args)
+    done = tool(*args)
     assert done.returncode == 2 and "error" in done.stderr
 
 
 def test_patch_option_selects_by_id(tree: Path) -> None:
-    assert cli("apply", "--patch", "batched-nms-amp-dtype", "--path", str(tree)).returncode == 0
+    assert tool("apply", "--patch", "batched-nms-amp-dtype", "--path", str(tree)).returncode == 0
     assert nms_of(tree).read_text().count("# mmcv-patcher: ") == 1, "only the selected patch"
-    assert cli("status", "--check", "--patch", "batched-nms-amp-dtype", "--path", str(tree)).returncode == 0
-    assert cli("status", "--check", "--path", str(tree)).returncode == 3, "the others are not applied"
+    assert tool("status", "--check", "--patch", "batched-nms-amp-dtype", "--path", str(tree)).returncode == 0
+    assert tool("status", "--check", "--path", str(tree)).returncode == 3, "the others are not applied"
     states = {p["id"]: p["state"] for p in as_json("status", "--path", str(tree))["patches"]}
     assert states == {"batched-nms-amp-dtype": "patched", **{p: "unpatched" for p in OTHERS}}
-    assert cli("apply", "--path", str(tree)).returncode == 0
-    assert cli("revert", "--patch", "nms-fp32-kernel", "--path", str(tree)).returncode == 0
+    assert tool("apply", "--path", str(tree)).returncode == 0
+    assert tool("revert", "--patch", "nms-fp32-kernel", "--path", str(tree)).returncode == 0
     states = {p["id"]: p["state"] for p in as_json("status", "--path", str(tree))["patches"]}
     assert states == {**{p: "patched" for p in ["batched-nms-amp-dtype", *OTHERS]}, "nms-fp32-kernel": "unpatched"}
-    assert cli("revert", "--path", str(tree)).returncode == 0
+    assert tool("revert", "--path", str(tree)).returncode == 0
     assert nms_of(tree).read_text() == NMS
 
 
 def test_version_and_help() -> None:
-    assert cli("--version").stdout.startswith("mmcv-patcher ")
-    help_text = cli("--help").stdout
+    assert tool("--version").stdout.startswith("mmcv-patcher ")
+    help_text = tool("--help").stdout
     assert all(word in help_text for word in ("apply", "status", "revert"))
 
 
@@ -220,7 +216,7 @@ def test_status_never_imports_libcst_and_only_a_write_of_a_fix_does(tree: Path) 
     nms_of(tree).write_text(NMS.replace("import torch\n", "import torch  # edited\n"))
     assert not _libcst(_imported_by("status", "--path", str(tree))), "nor for a file that is not the release's"
     assert _libcst(_imported_by("apply", "--dry-run", "--path", str(tree))), "apply makes the fix with LibCST"
-    assert cli("apply", "--path", str(tree)).returncode == 0
+    assert tool("apply", "--path", str(tree)).returncode == 0
     assert not _libcst(_imported_by("status", "--check", "--path", str(tree)))
     assert not _libcst(_imported_by("revert", "--dry-run", "--path", str(tree))), "a revert takes out text it finds"
 
@@ -229,19 +225,19 @@ def test_status_never_imports_libcst_and_only_a_write_of_a_fix_does(tree: Path) 
 
 
 def test_a_usage_error_in_a_command_shows_that_commands_usage(tree: Path) -> None:
-    done = cli("status", "--force", "--path", str(tree))
+    done = tool("status", "--force", "--path", str(tree))
     assert done.returncode == 2
     assert done.stderr.startswith("usage: mmcv-patcher status ")
     assert done.stderr.splitlines()[-1] == "mmcv-patcher: error: unrecognized arguments: --force"
-    unknown = cli("apply", "--patch", "no-such-patch")
+    unknown = tool("apply", "--patch", "no-such-patch")
     assert unknown.returncode == 2 and unknown.stderr.startswith("usage: mmcv-patcher apply ")
     assert "invalid choice: 'no-such-patch' (choose from 'batched-nms-amp-dtype', 'batched-nms-fp32-offsets'," in unknown.stderr
 
 
 def test_options_of_every_command_are_taken_before_it_too(tree: Path) -> None:
-    before = cli("--json", "--path", str(tree), "status")
+    before = tool("--json", "--path", str(tree), "status")
     assert before.returncode == 0 and json.loads(before.stdout)["patches"][0]["state"] == "unpatched"
-    mixed = cli("--path", str(tree), "apply", "--json")
+    mixed = tool("--path", str(tree), "apply", "--json")
     assert mixed.returncode == 0 and json.loads(mixed.stdout)["patches"][0]["state"] == "patched"
 
 
@@ -257,7 +253,7 @@ def test_options_of_every_command_are_taken_before_it_too(tree: Path) -> None:
     ],
 )
 def test_with_json_every_failure_is_one_json_object(args: list, command: Optional[str]) -> None:
-    done = cli(*args, "--json") if args[0] != "frobnicate" else cli("--json", *args)
+    done = tool(*args, "--json") if args[0] != "frobnicate" else tool("--json", *args)
     assert done.returncode == 2, done.stderr
     document = json.loads(done.stdout)
     assert document["command"] == command and document["error"] and document["target"] is None
@@ -286,7 +282,7 @@ def test_the_entry_point_freezes_its_objects_before_exit_and_main_in_process_doe
 
 def test_verify_that_cannot_run_keeps_its_json_shape_and_says_why_once(tree: Path) -> None:
     """The synthetic tree has no compiled ops, so no case can run."""
-    done = cli("verify", "--json", "--path", str(tree))
+    done = tool("verify", "--json", "--path", str(tree))
     document = json.loads(done.stdout)
     ids = [patch.id for patch in registry.all_patches()]
     assert done.returncode == 1 and done.stderr == ""
@@ -295,7 +291,7 @@ def test_verify_that_cannot_run_keeps_its_json_shape_and_says_why_once(tree: Pat
     assert list(cases) == ids and all(list(by_dtype) == ["float16", "bfloat16"] for by_dtype in cases.values())
     assert {case["verdict"] for by_dtype in cases.values() for case in by_dtype.values()} == {"unavailable"}
     assert document["error"] == f"verify: unavailable: {document['verify']['detail']}"
-    text = cli("verify", "--path", str(tree))
+    text = tool("verify", "--path", str(tree))
     assert text.returncode == 1 and text.stderr == "" and text.stdout.count("has no compiled ops") == 1
 
 
@@ -310,7 +306,7 @@ def test_verify_that_cannot_run_keeps_its_json_shape_and_says_why_once(tree: Pat
     ],
 )
 def test_numbers_that_make_no_sense_are_usage_errors(args: list) -> None:
-    done = cli(*args)
+    done = tool(*args)
     assert done.returncode == 2 and done.stderr.startswith(f"usage: mmcv-patcher {args[0]} ")
     assert done.stderr.splitlines()[-1].startswith(f"mmcv-patcher: error: argument {args[1]}: ")
 
@@ -318,7 +314,7 @@ def test_numbers_that_make_no_sense_are_usage_errors(args: list) -> None:
 @pytest.mark.parametrize("where", ["missing", "empty"])
 def test_a_path_with_no_mmcv_prints_its_commands_usage(tmp_path: Path, where: str) -> None:
     path = tmp_path / "missing" if where == "missing" else tmp_path
-    done = cli("apply", "--path", str(path))
+    done = tool("apply", "--path", str(path))
     assert done.returncode == 2 and done.stdout == ""
     [usage, *_, error] = done.stderr.splitlines()
     assert usage.startswith("usage: mmcv-patcher apply ") and error.startswith(f"mmcv-patcher: error: --path {path}")
@@ -329,7 +325,7 @@ def test_dry_run_shows_exactly_the_lines_gnu_diff_shows(tmp_path: Path) -> None:
     show an unchanged blank line removed and added again."""
     padded = NMS.replace("\n\n\ndef soft_nms", "\n\n" + "x = 1\n\n" * 120 + "\ndef soft_nms")
     make_tree(tmp_path, padded, distribution="mmcv")
-    done = cli("apply", "--dry-run", "--json", "--path", str(tmp_path))
+    done = tool("apply", "--dry-run", "--json", "--path", str(tmp_path))
     diff = json.loads(done.stdout)["diff"]
     expected = ""
     for file in dict.fromkeys(patch.file for patch in registry.all_patches()):  # as they are written
@@ -346,13 +342,13 @@ def test_status_all_lists_every_interpreter_asked_about_once(tmp_path: Path) -> 
     without = releases.make_venv(tmp_path / "bare", with_tool=False)
     with_mmcv = releases.make_venv(tmp_path / "env", with_tool=False)
     make_tree(releases.site_packages(with_mmcv), distribution="mmcv")
-    done = cli("status", "--all", "--json", "--python", str(without), "--python", str(with_mmcv), "--python", str(without))
+    done = tool("status", "--all", "--json", "--python", str(without), "--python", str(with_mmcv), "--python", str(without))
     document = json.loads(done.stdout)
     assert set(document) == {"schema_version", "command", "target", "patches", "waited", "diff", "error", "copies"}
     [bare, found] = document["copies"]
     assert (bare["python"], bare["target"], bare["patches"]) == (str(without), None, []) and "no mmcv" in bare["problem"]
     assert found["python"] == str(with_mmcv) and found["imported"] and found["target"]["version"] == "2.1.0"
-    text = cli("status", "--all", "--python", str(without), "--python", str(with_mmcv)).stdout.splitlines()
+    text = tool("status", "--all", "--python", str(without), "--python", str(with_mmcv)).stdout.splitlines()
     assert text[0].startswith(f"{without}: no mmcv") and text[0].endswith("; nothing to patch")
     assert text[1] == f"{with_mmcv} imports:"
 
@@ -370,5 +366,5 @@ def test_the_advice_to_reinstall_names_where_the_file_is(tmp_path: Path) -> None
 
 
 def test_verify_runs_the_dtypes_asked_for(tree: Path) -> None:
-    cases = json.loads(cli("verify", "--json", "--dtype", "bfloat16", "--path", str(tree)).stdout)["verify"]["cases"]
+    cases = json.loads(tool("verify", "--json", "--dtype", "bfloat16", "--path", str(tree)).stdout)["verify"]["cases"]
     assert {dtype for by_dtype in cases.values() for dtype in by_dtype} == {"bfloat16"}

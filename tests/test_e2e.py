@@ -15,6 +15,7 @@ from typing import Any, Dict
 import pytest
 
 from tests import releases
+from tests.fixtures import tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.release]
 
@@ -62,7 +63,7 @@ def test_crash_fix_and_crash_again(python: Path) -> None:
     unpatched = call(python, 12000)
     assert unpatched["error"] == THE_ERROR
 
-    assert releases.tool(python, "apply").returncode == 0
+    assert tool("apply", python=python).returncode == 0
     patched = call(python, 12000)
     assert "error" not in patched
     assert patched["keep"] == patched["ref_keep"], "the patched call must keep the same boxes as the fp32 run"
@@ -70,23 +71,23 @@ def test_crash_fix_and_crash_again(python: Path) -> None:
     assert len(scores) == len(patched["ref_scores"]) > 1000
     assert all(abs(a - b) <= 1e-3 * max(1.0, abs(b)) for a, b in zip(scores, patched["ref_scores"]))
 
-    assert releases.tool(python, "revert").returncode == 0
+    assert tool("revert", python=python).returncode == 0
     assert nms.read_bytes() == original
     assert call(python, 12000)["error"] == THE_ERROR
 
 
 def test_below_split_thr_results_are_identical_with_and_without_the_patch(python: Path) -> None:
     before = call(python, 5000)
-    assert releases.tool(python, "apply").returncode == 0
+    assert tool("apply", python=python).returncode == 0
     try:
         after = call(python, 5000)
     finally:
-        assert releases.tool(python, "revert").returncode == 0
+        assert tool("revert", python=python).returncode == 0
     assert "error" not in before and before == after
 
 
 def test_verify_reports_each_patchs_case_crashing_then_surviving(python: Path) -> None:
-    crashed = releases.tool(python, "verify", "--json")
+    crashed = tool("verify", "--json", python=python)
     assert crashed.returncode == 1
     report = json.loads(crashed.stdout)["verify"]
     verdicts = {id: case["verdict"] for id, case in report["cases"].items()}
@@ -102,13 +103,13 @@ def test_verify_reports_each_patchs_case_crashing_then_surviving(python: Path) -
     assert report["verdict"] == "crashed" and report["detail"].startswith("0 of 5 cases survived")
     assert Path(report["mmcv_dir"]) == releases.site_packages(python) / "mmcv"
 
-    assert releases.tool(python, "apply", "--patch", "nms-fp32-kernel").returncode == 0
+    assert tool("apply", "--patch", "nms-fp32-kernel", python=python).returncode == 0
     try:
-        narrowed = releases.tool(python, "verify", "--patch", "nms-fp32-kernel", "--patch", "batched-nms-fp32-offsets", "--json")
-        assert releases.tool(python, "apply").returncode == 0
-        survived = releases.tool(python, "verify")
+        narrowed = tool("verify", "--patch", "nms-fp32-kernel", "--patch", "batched-nms-fp32-offsets", "--json", python=python)
+        assert tool("apply", python=python).returncode == 0
+        survived = tool("verify", python=python)
     finally:
-        assert releases.tool(python, "revert").returncode == 0
+        assert tool("revert", python=python).returncode == 0
     narrowed_cases = json.loads(narrowed.stdout)["verify"]["cases"]
     assert {id: case["verdict"] for id, case in narrowed_cases.items()} == {"nms-fp32-kernel": "survived", "batched-nms-fp32-offsets": "wrong"}
     assert narrowed.returncode == 1
@@ -121,7 +122,7 @@ def test_verify_reports_each_patchs_case_crashing_then_surviving(python: Path) -
 def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: Path) -> None:
     lite = next(r for r in releases.INSTALLED if r.id == "mmcv-lite-2.2.0")
     python = releases.torch_venv(tmp_path / "venv", releases.wheel(lite))
-    done = releases.tool(python, "verify")
+    done = tool("verify", python=python)
     assert done.returncode == 1 and done.stderr == ""
     mmcv_dir = releases.site_packages(python) / "mmcv"
     reason = f"unavailable: mmcv at {mmcv_dir} has no compiled ops (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no batched_nms to run"
@@ -132,7 +133,7 @@ def test_verify_without_torch_says_first_that_there_are_no_ops_then_no_torch(tmp
     lite = next(r for r in releases.INSTALLED if r.id == "mmcv-lite-2.2.0")
     python = releases.make_venv(tmp_path / "venv")
     releases.pip_install(python, "--no-index", releases.wheel(lite))
-    done = releases.tool(python, "verify", "--json")
+    done = tool("verify", "--json", python=python)
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     report = json.loads(done.stdout)["verify"]
     assert report["verdict"] == "unavailable"
@@ -143,7 +144,7 @@ def test_verify_without_torch_says_first_that_there_are_no_ops_then_no_torch(tmp
 def test_verify_with_ops_but_without_torch_says_torch_is_missing(tmp_path: Path) -> None:
     python = releases.make_venv(tmp_path / "venv")
     releases.pip_install(python, "--no-index", releases.ops_wheel())
-    done = releases.tool(python, "verify", "--json")
+    done = tool("verify", "--json", python=python)
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     report = json.loads(done.stdout)["verify"]
     assert (report["verdict"], report["detail"]) == ("unavailable", "torch cannot be imported (ModuleNotFoundError: No module named 'torch')")
@@ -219,19 +220,19 @@ def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_
     # fp16 boxes of 80 classes: the kernel refuses them; with only the kernel fixed, the
     # class offsets overflow fp16 and batched_nms returns, silently keeping other boxes
     assert before["batched_nms(80 classes)"]["error"] == AMP_ERRORS["nms"]
-    assert releases.tool(python, "apply", "--patch", "nms-fp32-kernel").returncode == 0
+    assert tool("apply", "--patch", "nms-fp32-kernel", python=python).returncode == 0
     try:
         kernel_only = cases(python, "half")["batched_nms(80 classes)"]
     finally:
-        assert releases.tool(python, "revert").returncode == 0
+        assert tool("revert", python=python).returncode == 0
     assert "error" not in kernel_only and kernel_only["keep"] != reference["batched_nms(80 classes)"]["keep"]
 
-    assert releases.tool(python, "apply").returncode == 0
+    assert tool("apply", python=python).returncode == 0
     try:
         after = cases(python, "half")
         fp32_after = cases(python, "fp32")
     finally:
-        assert releases.tool(python, "revert").returncode == 0
+        assert tool("revert", python=python).returncode == 0
     for name, case in after.items():
         assert "error" not in case, (name, case)
         assert case["keep"] == reference[name]["keep"], f"{name}: the boxes the same values keep in fp32"
@@ -287,9 +288,9 @@ def test_mmdetection_yolox_with_soft_nms_under_amp_crashes_until_applied(python:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     assert predict() == {"error": "expected scalar type Float but found Half"}
-    assert releases.tool(python, "apply").returncode == 0
+    assert tool("apply", python=python).returncode == 0
     try:
         after = predict()
     finally:
-        assert releases.tool(python, "revert").returncode == 0
+        assert tool("revert", python=python).returncode == 0
     assert "error" not in after and after["boxes"] > 0, after

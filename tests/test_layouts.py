@@ -19,6 +19,7 @@ from typing import Dict, Optional
 import pytest
 
 from tests import releases
+from tests.fixtures import tool
 
 pytestmark = pytest.mark.release
 
@@ -33,7 +34,7 @@ def cycle(python: Path, nms: Path, *args: str, env: Optional[Dict[str, str]] = N
     assert nms.read_bytes() == original
 
     def run(*words: str) -> dict:
-        done = releases.tool(python, *words, *args, "--json", env=env)
+        done = tool(*words, *args, "--json", env=env, python=python)
         assert done.returncode == 0, done.stdout + done.stderr
         return json.loads(done.stdout)
 
@@ -43,7 +44,7 @@ def cycle(python: Path, nms: Path, *args: str, env: Optional[Dict[str, str]] = N
     assert status["patches"][0]["state"] == "unpatched"
     assert run("apply")["patches"][0]["state"] == "patched"
     assert b"# mmcv-patcher: batched-nms-amp-dtype" in nms.read_bytes()
-    assert releases.tool(python, "status", "--check", *args, env=env).returncode == 0
+    assert tool("status", "--check", *args, env=env, python=python).returncode == 0
     assert run("revert")["patches"][0]["state"] == "unpatched"
     assert nms.read_bytes() == original
     return status
@@ -132,9 +133,7 @@ def test_user_site_through_python_option(tmp_path: Path) -> None:
 
 
 def test_python_option_patches_a_python_37_venv(tmp_path: Path) -> None:
-    from tests.test_interpreters import _python
-
-    python37 = _python("3.7")
+    python37 = releases.pyenv_python("3.7")
     venv = tmp_path / "venv37"
     releases.run([python37, "-m", "venv", venv])
     releases.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", releases.wheel(MMCV)])
@@ -166,7 +165,7 @@ def test_a_copy_shadowing_the_installed_one_is_reported_and_status_all_shows_bot
     [note] = status["target"]["notes"]
     assert "mmcv 1.7.2 is installed, but its metadata" in note and str(shadow / "mmcv") in note
 
-    done = releases.tool(python, "status", "--all", "--json", env=env)
+    done = tool("status", "--all", "--json", env=env, python=python)
     assert done.returncode == 0, done.stderr
     copies = json.loads(done.stdout)["copies"]
     assert [(c["imported"], c["target"]["package_dir"], c["target"]["distribution"], c["target"]["version"]) for c in copies] == [
@@ -174,8 +173,8 @@ def test_a_copy_shadowing_the_installed_one_is_reported_and_status_all_shows_bot
         (False, str(releases.site_packages(python) / "mmcv"), "mmcv", "1.7.2"),
     ]
     assert [c["patches"][0]["state"] for c in copies] == ["unpatched", "unpatched"]
-    assert releases.tool(python, "status", "--all", "--check", env=env).returncode == 3
-    text = releases.tool(python, "status", "--all", env=env).stdout
+    assert tool("status", "--all", "--check", env=env, python=python).returncode == 3
+    text = tool("status", "--all", env=env, python=python).stdout
     assert "also has on sys.path (not imported)" in text
 
 

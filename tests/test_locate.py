@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from mmcv_patcher import interpreter, locate, registry
-from tests import releases
-from tests.fixtures import egg_info, make_tree
+from tests.fixtures import egg_info, make_tree, tool
 
 PATCHES = registry.all_patches()
 
@@ -148,7 +147,7 @@ def test_record_entries_pointing_outside_never_direct_a_write(tmp_path: Path) ->
     victim.write_text("keep = True\n")
     record = next(site.glob("*.dist-info")) / "RECORD"
     record.write_text(record.read_text() + "../victim.py,,\nmmcv/../../victim.py,,\n")
-    done = releases.tool(Path(sys.executable), "apply", "--path", str(site))
+    done = tool("apply", "--path", str(site), python=Path(sys.executable))
     assert done.returncode == 0, done.stderr
     assert victim.read_text() == "keep = True\n" and b"mmcv-patcher" in nms.read_bytes()
 

@@ -13,6 +13,7 @@ import pytest
 
 import mmcv_patcher
 from tests import releases
+from tests.fixtures import tool
 
 pytestmark = pytest.mark.package
 
@@ -48,7 +49,7 @@ def test_the_wheel_built_from_the_sdist_installs_and_patches(dist: Path, tmp_pat
     releases.pip_install(python, "--no-index", releases.wheel(lite))
     version = subprocess.run([str(python), "-m", "mmcv_patcher", "--version"], stdout=subprocess.PIPE, universal_newlines=True, cwd=str(tmp_path))
     assert version.stdout.strip() == f"mmcv-patcher {mmcv_patcher.__version__}"
-    assert releases.tool(python, "apply").returncode == 0
+    assert tool("apply", python=python).returncode == 0
     nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
     assert b"# mmcv-patcher: batched-nms-amp-dtype" in nms.read_bytes()
-    assert releases.tool(python, "status", "--check").returncode == 0
+    assert tool("status", "--check", python=python).returncode == 0

@@ -8,32 +8,36 @@ sdists reached with ``--path``. Each ends byte-identical to the released file.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Tuple
+from typing import Dict, Tuple
 
 import pytest
 
+from mmcv_patcher import registry
 from tests import releases
+from tests.fixtures import expected_states, tool
 from tests.releases import Release
-from tests.test_matrix import expected_states
 
 pytestmark = pytest.mark.release
 
 
-def _cycle(python: Path, nms: Path, release: Release, *where: str) -> None:
-    """status, apply, apply again, status --check, revert; then the released bytes again."""
-    original = releases.released_file(release)
-    assert nms.read_bytes() == original, "the install does not hold the released file"
-    expected = expected_states(release)
+def _cycle(python: Path, package: Path, release: Release, *where: str) -> None:
+    """status, apply, apply again, status --check, revert; then the released bytes again, in
+    every file a patch names."""
+    files = {file: package / file for file in sorted({patch.file for patch in registry.all_patches()})}
+    original = {file: releases.released_file(release, f"mmcv/{file}") for file in files}
+    assert _contents(files) == original, "the install does not hold the released files"
+    expected = expected_states(release.distribution, release.version)
     assert expected["batched-nms-amp-dtype"] == release.state
 
     status = _json(python, "status", *where)
     assert status["target"]["distribution"] == release.distribution
     assert status["target"]["version"] == release.version
     assert {p["id"]: p["state"] for p in status["patches"]} == expected
-    assert all(Path(p["file"]).resolve() == nms.resolve() for p in status["patches"])
+    assert {p["id"]: Path(p["file"]).resolve() for p in status["patches"]} == {patch.id: files[patch.file].resolve() for patch in registry.all_patches()}
 
-    check = releases.tool(python, "status", "--check", *where)
+    check = tool("status", "--check", *where, python=python)
     affected = "unpatched" in expected.values()
     assert check.returncode == (3 if affected else 0), check.stdout + check.stderr
 
@@ -43,33 +47,38 @@ def _cycle(python: Path, nms: Path, release: Release, *where: str) -> None:
             assert patch == dict(patch, state="patched", changed=True, ok=True)
         else:
             assert patch["state"] == expected[patch["id"]] and not patch["changed"]
-    patched = nms.read_bytes()
+    patched = _contents(files)
     if release.state == "unpatched":
-        assert patched.count(b".to(scores_after_nms.dtype)  # mmcv-patcher: batched-nms-amp-dtype sha256=") == 1
-    _assert_only_marked_lines_changed(original, patched)
+        assert patched["ops/nms.py"].count(b".to(scores_after_nms.dtype)  # mmcv-patcher: batched-nms-amp-dtype sha256=") == 1
+    for file in files:
+        _assert_only_insertions(original[file], patched[file])
 
     again = _json(python, "apply", *where)
     assert not any(p["changed"] for p in again["patches"])
-    assert nms.read_bytes() == patched
+    assert _contents(files) == patched
 
-    assert releases.tool(python, "status", "--check", *where).returncode == 0
+    assert tool("status", "--check", *where, python=python).returncode == 0
 
     reverted = _json(python, "revert", *where)
     assert [p["changed"] for p in reverted["patches"]] == [expected[p["id"]] == "unpatched" for p in reverted["patches"]]
-    assert nms.read_bytes() == original
+    assert _contents(files) == original
 
 
-def _assert_only_marked_lines_changed(original: bytes, patched: bytes) -> None:
-    """Lines change only by insertions, and each changed statement ends with our marker."""
+def _contents(files: Dict[str, Path]) -> Dict[str, bytes]:
+    return {file: path.read_bytes() for file, path in files.items()}
+
+
+def _assert_only_insertions(original: bytes, patched: bytes) -> None:
+    """The same lines, each changed one the old line with text inserted (its bytes in order)."""
     before, after = original.splitlines(True), patched.splitlines(True)
     assert len(before) == len(after)
     for old, new in zip(before, after):
-        if old != new:
-            assert b"  # mmcv-patcher: " in new or new.count(b".float()") > old.count(b".float()"), new
+        rest = iter(new)
+        assert all(byte in rest for byte in old), (old, new)
 
 
 def _json(python: Path, *args: str) -> dict:
-    done = releases.tool(python, *args, "--json")
+    done = tool(*args, "--json", python=python)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)
 
@@ -84,21 +93,34 @@ def installed_wheels() -> dict:
 def test_installed_release_round_trip(release: Release, installed_wheels: dict, tmp_path: Path) -> None:
     python = releases.make_venv(tmp_path / "venv")
     releases.pip_install(python, "--no-index", installed_wheels[release.id])
-    nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
-    _cycle(python, nms, release)
-    assert not _leftovers(nms.parent), "the tool left files in the package"
+    package = releases.site_packages(python) / "mmcv"
+    _cycle(python, package, release)
+    assert not _leftovers(package / "ops"), "the tool left files in the package"
 
 
 @pytest.mark.parametrize("release", releases.CHECKOUTS, ids=lambda r: r.id)
 @pytest.mark.parametrize("form", ["root", "package", "file"])
 def test_source_checkout_round_trip(release: Release, form: str, tmp_path: Path) -> None:
-    import sys
-
     root = releases.unpack(release, tmp_path)
     nms = root / "mmcv" / "ops" / "nms.py"
     path = {"root": root, "package": root / "mmcv", "file": nms}[form]
-    _cycle(Path(sys.executable), nms, release, "--path", str(path))
+    if form == "file":  # --path naming one file works on that file's patches only
+        _file_cycle(nms, release)
+    else:
+        _cycle(Path(sys.executable), root / "mmcv", release, "--path", str(path))
     assert not _leftovers(nms.parent)
+
+
+def _file_cycle(nms: Path, release: Release) -> None:
+    """apply and revert with ``--path`` naming nms.py: its patches only, then its released bytes."""
+    original = nms.read_bytes()
+    others = {path: path.read_bytes() for path in nms.parent.glob("*.py") if path != nms}
+    applied = _json(Path(sys.executable), "apply", "--path", str(nms))
+    assert {p["id"] for p in applied["patches"]} == {patch.id for patch in registry.all_patches() if patch.file == "ops/nms.py"}
+    assert {path: path.read_bytes() for path in others} == others, "no other file is touched"
+    _assert_only_insertions(original, nms.read_bytes())
+    _json(Path(sys.executable), "revert", "--path", str(nms))
+    assert nms.read_bytes() == original
 
 
 def _leftovers(directory: Path) -> Tuple[str, ...]:
