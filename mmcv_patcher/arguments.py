@@ -161,9 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"boxes for batched-nms-amp-dtype's case (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})",
     )
     verify_parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the cases run (default cpu; cuda needs a GPU and mmcv built with CUDA)")
-    verify_parser.add_argument(
-        "--dtype", action="append", choices=verify.DTYPES, help=f"the AMP dtype the cases run in (repeatable; default both: {', '.join(verify.DTYPES)})"
-    )
+    verify_parser.add_argument("--dtype", action="append", choices=verify.DTYPES, help=f"the AMP dtype the cases run in (repeatable; default both: {', '.join(verify.DTYPES)})")
     return parser
 
 

@@ -10,7 +10,7 @@ import os
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 # shutil and subprocess are imported where they are used: only --python and verify run a
-# child, and every other command would pay for them (about 5 ms) at start-up.
+# child, and every other command would pay for importing them at start-up.
 
 
 class ChildError(RuntimeError):

@@ -95,9 +95,7 @@ def _options(request: Request, python: interpreter.Interpreter) -> commands.Opti
             report.err(report.waiting(directory, pid, request.lock_timeout))
 
     prefixes = {prefix for prefix in (getattr(sys, "pycache_prefix", None), python.pycache_prefix) if prefix}  # 3.8+
-    return commands.Options(
-        force=request.force, dry_run=request.dry_run, lock_timeout=request.lock_timeout, on_wait=on_wait, pycache_prefixes=tuple(sorted(prefixes))
-    )
+    return commands.Options(force=request.force, dry_run=request.dry_run, lock_timeout=request.lock_timeout, on_wait=on_wait, pycache_prefixes=tuple(sorted(prefixes)))
 
 
 def _exit_code(outcomes: Sequence[commands.Outcome], check: bool) -> int:
@@ -135,9 +133,7 @@ def _verify(request: Request, target: locate.Target, python: interpreter.Interpr
         report.out("\n".join(report.as_text(target, outcome)))
         report.out(f"verify imports mmcv and torch in a child process of {python.executable} (the only command that does)")
     ids = [patch.id for patch in patches]
-    result = verify.run(
-        python.executable, ids, package_dir=target.package_dir if request.path else None, boxes=request.boxes, device=request.device, dtypes=request.dtypes
-    )
+    result = verify.run(python.executable, ids, package_dir=target.package_dir if request.path else None, boxes=request.boxes, device=request.device, dtypes=request.dtypes)
     imported = result.get("mmcv_dir")
     if imported and os.path.realpath(imported) != os.path.realpath(target.package_dir):
         result["detail"] += f" (note: it imported mmcv from {imported}, not {target.package_dir})"

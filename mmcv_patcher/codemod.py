@@ -96,7 +96,7 @@ def _statement(code: str) -> cst.BaseSmallStatement:
 
 
 class _Mismatch(Exception):
-    """``fixed`` does not add to ``anchor`` in a way :func:`_recipe` can follow."""
+    """The fix does not add to the anchor in a way :func:`_recipe` can follow."""
 
 
 def _recipe(anchor: Any, fix: Any, memo: Dict[int, Any]) -> _Recipe:
@@ -182,10 +182,10 @@ def fix(text: str, patch: Patch, anchors: Sequence[Statement], marker: str) -> O
             return None
         edit = patch.edits[statement.edit]
         try:
-            fixed = _follow(_recipe_of(edit), line.body[0])
+            made = _follow(_recipe_of(edit), line.body[0])
         except _Mismatch:
             return None
-        pieces.append((statement.start, statement.end, _EMPTY.code_for_node(fixed)))
+        pieces.append((statement.start, statement.end, _EMPTY.code_for_node(made)))
         end_of_line = _line_end(text, statement.end)
         pieces.append((end_of_line, end_of_line, "  " + marker))
     for start, end, piece in sorted(pieces, key=lambda p: (p[0], p[1]), reverse=True):

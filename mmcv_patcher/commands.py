@@ -40,8 +40,8 @@ class _FilePlan:
         self.path = path
         self.source: Optional[Source] = None
         self.new_text: Optional[str] = None
-        #: per patch: (the state on disk, what the command does about it)
-        self.verdicts: List[Tuple[Patch, plan.Plan, plan.Plan]] = []
+        #: per patch: its verdict (the state on disk), and the command's action about it
+        self.verdicts: List[Tuple[Patch, plan.Verdict, plan.Verdict]] = []
 
 
 class Options(NamedTuple):
@@ -84,11 +84,7 @@ def run(command: Command, target: Target, patches: Sequence[Patch], options: Opt
         written = False
         if succeeded and command is not Command.STATUS:
             outcome.error, written = _write_all(file_plans, outcome, package_dir=target.package_dir, options=options)
-        results = {
-            patch.id: _result(file_plan.path, patch, assessed, action, written=written, dry_run=options.dry_run)
-            for file_plan in file_plans
-            for patch, assessed, action in file_plan.verdicts
-        }
+        results = {patch.id: _result(file_plan.path, patch, verdict, action, written=written, dry_run=options.dry_run) for file_plan in file_plans for patch, verdict, action in file_plan.verdicts}
         outcome.results = [results[patch.id] for patch in patches]  # in the order they apply
     return outcome
 
@@ -127,14 +123,14 @@ def _plan_file(command: Command, target: Target, path: str, patches: List[Patch]
         text = source.text
         for patch in reversed(patches):
             release = target.release(patch)
-            assessed = plan.assess(Source(text, source.encoding), patch, release, need_text=True, family=family)
-            action = plan.plan_revert(assessed, patch, release, force=force)
+            verdict = plan.assess(Source(text, source.encoding), patch, release, need_text=True, family=family)
+            action = plan.plan_revert(verdict, patch, release, force=force)
             text = action.new_text if action.new_text is not None else text
-            file_plan.verdicts.insert(0, (patch, assessed, action))
+            file_plan.verdicts.insert(0, (patch, verdict, action))
     else:  # all on the file as it is, in one pass; apply merges the changes
         every = plan.assess_all(source, [(patch, target.release(patch)) for patch in patches], need_text=command is not Command.STATUS, family=family)
-        for patch, assessed in zip(patches, every):
-            file_plan.verdicts.append((patch, assessed, plan.plan_apply(assessed, force=force) if command is Command.APPLY else assessed))
+        for patch, verdict in zip(patches, every):
+            file_plan.verdicts.append((patch, verdict, plan.plan_apply(verdict, force=force) if command is Command.APPLY else verdict))
         text = source.text
         if command is Command.APPLY:
             changes = [(patch, action.new_text) for patch, _, action in file_plan.verdicts if action.new_text is not None]
@@ -144,12 +140,12 @@ def _plan_file(command: Command, target: Target, path: str, patches: List[Patch]
     return file_plan
 
 
-def _unreadable(patch: Patch, target: Target, path: str, error: Exception) -> plan.Plan:
+def _unreadable(patch: Patch, target: Target, path: str, error: Exception) -> plan.Verdict:
     """The verdict for a file that is missing or cannot be read as Python source."""
     if isinstance(error, FileNotFoundError) and gate.gate(patch, target.release(patch))[0] is not gate.Gate.AFFECTED:
-        return plan.Plan(State.NOT_AFFECTED, None, f"{target.release(patch).describe()} has no {patch.file}")
+        return plan.Verdict(State.NOT_AFFECTED, None, f"{target.release(patch).describe()} has no {patch.file}")
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return plan.Plan(State.DRIFTED, None, f"cannot read the file: {reason}; {target.release(patch).reinstall()}", ok=False)
+    return plan.Verdict(State.DRIFTED, None, f"cannot read the file: {reason}; {target.release(patch).reinstall()}", ok=False)
 
 
 def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: str, options: Options) -> Tuple[Optional[str], bool]:
@@ -219,11 +215,11 @@ def _write_error(path: str, error: OSError) -> str:
     return f"cannot write {where}: {error.strerror or error}; the file was left as it was"
 
 
-def _result(path: str, patch: Patch, assessed: plan.Plan, action: plan.Plan, *, written: bool, dry_run: bool) -> Result:
+def _result(path: str, patch: Patch, verdict: plan.Verdict, action: plan.Verdict, *, written: bool, dry_run: bool) -> Result:
     """What a user sees for one patch: the action taken, or, when its change was not
     written (a dry run, or a failure elsewhere), the state still on disk."""
-    would_change = action is not assessed and action.new_text is not None
+    would_change = action is not verdict and action.new_text is not None
     if would_change and not written:
         why = "--dry-run" if dry_run else "not written, the command failed"
-        return Result(patch.id, assessed.state, path, assessed.line, f"{why}: would become {action.state}")
+        return Result(patch.id, verdict.state, path, verdict.line, f"{why}: would become {action.state}")
     return Result(patch.id, action.state, path, action.line, action.message, changed=would_change, ok=action.ok)

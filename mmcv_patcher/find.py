@@ -44,7 +44,7 @@ class Found(NamedTuple):
     definition_line: Optional[int]
     #: how many binding definitions of the name there are; only the last counts
     definitions: int
-    #: the statements shaped like an anchor (to fix) and like a fix (fixed already)
+    #: the statements shaped like an anchor (to fix) and like a fix (there already)
     anchors: Tuple[Statement, ...]
     fixes: Tuple[Statement, ...]
 

@@ -31,12 +31,7 @@ def _from(answer: Dict[str, Any]) -> Interpreter:
     """The answer of :func:`where.where` as a value; ValueError when it has another shape."""
     executable, sys_path = answer.get("executable"), answer.get("sys_path")
     optional = [answer.get(key) for key in ("pycache_prefix", "mmcv_dir", "mmcv_problem")]
-    if not (
-        isinstance(executable, str)
-        and isinstance(sys_path, list)
-        and all(isinstance(entry, str) for entry in sys_path)
-        and all(isinstance(value, (str, type(None))) for value in optional)
-    ):
+    if not (isinstance(executable, str) and isinstance(sys_path, list) and all(isinstance(entry, str) for entry in sys_path) and all(isinstance(value, (str, type(None))) for value in optional)):
         raise ValueError("its answer is not where mmcv is")
     return Interpreter(executable, tuple(sys_path), *optional)
 

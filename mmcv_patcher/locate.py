@@ -83,10 +83,10 @@ def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[
             package_dir = os.path.realpath(package_dir)
         installer = f"pip install --upgrade --target {shlex.quote(os.path.dirname(package_dir))}"
         return _describe(package_dir, _distributions([os.path.dirname(package_dir)]), only_file, patches)._replace(installer=installer)
-    seen = interpreter or current()
-    if seen.mmcv_dir is None:
-        raise NotFound(seen.mmcv_problem or f"no mmcv is importable by {seen.executable}")
-    return _describe(seen.mmcv_dir, _distributions(seen.sys_path), None, patches)._replace(installer=_pip_of(seen))
+    python = interpreter or current()
+    if python.mmcv_dir is None:
+        raise NotFound(python.mmcv_problem or f"no mmcv is importable by {python.executable}")
+    return _describe(python.mmcv_dir, _distributions(python.sys_path), None, patches)._replace(installer=_pip_of(python))
 
 
 def _pip_of(interpreter: Interpreter) -> str:
@@ -131,7 +131,7 @@ def _package_from_path(path: str, patches: Sequence[Patch]) -> Tuple[str, Option
 
 
 class Installed(NamedTuple):
-    """One installed distribution of the mmcv family, as :mod:`importlib.metadata` reads it:
+    """One installed distribution of mmcv (any of :data:`MMCV_DISTRIBUTIONS`), as :mod:`importlib.metadata` reads it:
     the part of its file list that matters here."""
 
     name: str
@@ -145,14 +145,14 @@ class Installed(NamedTuple):
 
 
 class Candidates(NamedTuple):
-    """The installed mmcv family on a path, and what was skipped, for the target's notes."""
+    """The installed mmcv distributions on a path, and what was skipped, for the target's notes."""
 
     found: List[Installed]
     skipped: Tuple[str, ...]
 
 
 def _distributions(path: Sequence[str]) -> Candidates:
-    """The installed mmcv family on ``path``, by name as listed, then by path entry; the
+    """The installed mmcv distributions on ``path``, by name as listed, then by path entry; the
     same metadata reached through two path entries counts once. Metadata that is not a
     regular file of sane size is skipped (and said so) before importlib.metadata reads it."""
     found: Dict[Tuple[str, str, Optional[str]], Installed] = {}
@@ -189,7 +189,8 @@ def _files(dist: metadata.Distribution) -> Optional[List[metadata.PackagePath]]:
     if sys.version_info < (3, 12) and info is not None and dist.read_text("RECORD") is None and dist.read_text("installed-files.txt") is not None:
         import importlib_metadata
 
-        return importlib_metadata.Distribution.at(info).files
+        files: Optional[List[metadata.PackagePath]] = importlib_metadata.Distribution.at(info).files
+        return files
     return dist.files
 
 
@@ -262,7 +263,7 @@ def _describe(package_dir: str, candidates: Candidates, only_file: Optional[str]
         for dist in candidates.found:
             notes.append(f"{dist.name} {dist.version} is installed, but its metadata ({dist.root}) does not list {package_dir}; using {os.path.join(package_dir, 'version.py')}")
         return Target(package_dir, None, literal_version(os.path.join(package_dir, "version.py")), {}, tuple(notes), only_file)
-    record = {path[len("mmcv/"):]: digest for path, digest in owner.package_files.items() if digest}
+    record = {path[len("mmcv/") :]: digest for path, digest in owner.package_files.items() if digest}
     return Target(package_dir, owner.name, owner.version, record, tuple(notes), only_file)
 
 

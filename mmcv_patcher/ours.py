@@ -4,7 +4,7 @@ Every statement ``apply`` changes gets a marker comment at the end of its last l
 ``# mmcv-patcher: <patch id> sha256=<hex of the file before any of our patches>``, and the
 statement gets the patch's insertions (:attr:`mmcv_patcher.model.Edit.insertions`). Each
 marker is judged on its own statement, found with Python's ``ast``: it is *intact* when the
-statement is one of its patch's fixed statements and taking the insertions out leaves that
+statement is one of its patch's fixes and taking the insertions out leaves that
 edit's anchor, with nothing after the marker on its line. So a person's edit to one of our
 statements flags that patch alone, and look-alike text elsewhere can never be taken for ours.
 
@@ -127,11 +127,7 @@ def _simple_statements(text: str) -> List[_Statement]:
     if isinstance(tree, ParseFailure):
         return []
     starts = line_starts(text)
-    found = [
-        _Statement(offset(text, starts, node.lineno, node.col_offset), node.lineno)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.stmt) and not hasattr(node, "body")
-    ]
+    found = [_Statement(offset(text, starts, node.lineno, node.col_offset), node.lineno) for node in ast.walk(tree) if isinstance(node, ast.stmt) and not hasattr(node, "body")]
     return sorted(found)
 
 

@@ -15,7 +15,7 @@ from mmcv_patcher.ours import Ours, find_ours, marker
 from mmcv_patcher.source import Source, sha256_hex
 
 
-class Plan(NamedTuple):
+class Verdict(NamedTuple):
     """A patch's verdict on one file, and the new text when the command should write.
 
     ``ok`` False means the command fails (exit 1) and writes nothing for this file.
@@ -35,7 +35,7 @@ def _differs_from_record(sha256: Optional[str], release: Release) -> bool:
     return release.record_hash is not None and sha256 is not None and not release.installed(bytes.fromhex(sha256))
 
 
-def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, family: Sequence[Patch] = ()) -> Plan:
+def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, family: Sequence[Patch] = ()) -> Verdict:
     """The state of ``patch`` in ``source``; ``new_text`` holds the text after apply
     (unpatched, unverified) or after revert (patched, or drifted by an edit to ours).
     ``family`` is every patch of this file (default: just this one): our edits are checked
@@ -46,7 +46,7 @@ def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, f
     return assess_all(source, [(patch, release)], need_text=need_text, family=family)[0]
 
 
-def assess_all(source: Source, patches: Sequence[Tuple[Patch, Release]], *, need_text: bool, family: Sequence[Patch] = ()) -> List[Plan]:
+def assess_all(source: Source, patches: Sequence[Tuple[Patch, Release]], *, need_text: bool, family: Sequence[Patch] = ()) -> List[Verdict]:
     """:func:`assess` for several patches of one file (each with its release), in one
     LibCST pass for those that need it. Each ``new_text`` is the file with that patch's
     change alone; :func:`combined` merges them."""
@@ -58,7 +58,7 @@ def assess_all(source: Source, patches: Sequence[Tuple[Patch, Release]], *, need
     return [plan if plan is not None else next(structural) for plan, _ in decided]
 
 
-def _assess_from_text(source: Source, patch: Patch, release: Release, ours: Optional[Ours]) -> Tuple[Optional[Plan], Optional[Tuple[int, ...]]]:
+def _assess_from_text(source: Source, patch: Patch, release: Release, ours: Optional[Ours]) -> Tuple[Optional[Verdict], Optional[Tuple[int, ...]]]:
     """The plan when our markers or the gate decide it; otherwise None and the anchor
     counts the release must have (None outside the known ranges)."""
     if ours is not None and ours.of(patch):
@@ -66,21 +66,21 @@ def _assess_from_text(source: Source, patch: Patch, release: Release, ours: Opti
         undone = ours.without(source.text, patch)
         if not ours.intact(patch):
             message = f"the statement mmcv-patcher patched was edited since; {release.reinstall()}"
-            return Plan(State.DRIFTED, line, message, new_text=undone, ok=False), None
+            return Verdict(State.DRIFTED, line, message, new_text=undone, ok=False), None
         if not ours.exact:
             message = "patched by mmcv-patcher; other lines of the file were edited since, so a revert takes out only our edits"
-            return Plan(State.PATCHED, line, message, new_text=undone), None
+            return Verdict(State.PATCHED, line, message, new_text=undone), None
         message = "patched by mmcv-patcher"
         if _differs_from_record(ours.sha256, release):
             message += "; before that, the file already differed from the release's RECORD"
-        return Plan(State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256), None
+        return Verdict(State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256), None
     if ours is not None and not ours.exact:
         others = ", ".join(f"{mark.patch.id} at line {mark.line}" for mark in ours.marks)
         message = f"the file was edited since mmcv-patcher patched it ({others}), so its original bytes are unknown; revert those first"
-        return Plan(State.DRIFTED, None, message, ok=False), None
+        return Verdict(State.DRIFTED, None, message, ok=False), None
     where, affected = gate(patch, release)
     if where is Gate.BELOW:
-        return Plan(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug"), None
+        return Verdict(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug"), None
     return None, None if affected is None else expected_counts(patch, affected)
 
 
@@ -110,28 +110,26 @@ def _statements(patch: Patch) -> str:
     return " or ".join(f"`{edit.anchor}`" for edit in patch.edits)
 
 
-def _assess_structurally(
-    source: Source, pending: Sequence[Tuple[Patch, Release, Optional[Tuple[int, ...]]]], family: Sequence[Patch], ours: Optional[Ours], *, need_text: bool
-) -> List[Plan]:
+def _assess_structurally(source: Source, pending: Sequence[Tuple[Patch, Release, Optional[Tuple[int, ...]]]], family: Sequence[Patch], ours: Optional[Ours], *, need_text: bool) -> List[Verdict]:
     """The states from where Python's parser finds each patch's statements. Per patch,
     ``counts``: how many of each edit's anchors its release must have (None outside the
     known ranges). ``ours``: the other patches' edits already in the file, exact. With
     ``need_text``, each patch that can be applied gets the file with its fix alone."""
     found = find(source.text, [patch for patch, _, _ in pending])
     if isinstance(found, ParseFailure):
-        return [Plan(State.DRIFTED, found.line, f"cannot parse the file: {found.reason}; {release.reinstall()}", ok=False) for _, release, _ in pending]
+        return [Verdict(State.DRIFTED, found.line, f"cannot parse the file: {found.reason}; {release.reinstall()}", ok=False) for _, release, _ in pending]
     original = source.text if ours is None else ours.original
     plans = []
     for patch, release, counts in pending:
         plan = _from_found(patch, release, counts, found[patch.id])
         if need_text and plan.state in (State.UNPATCHED, State.UNVERIFIED):
-            fixed = _fixed(source, patch, found[patch.id], marker(patch, sha256_hex(source.encode(original))), family, original)
-            plan = plan._replace(new_text=fixed) if fixed is not None else _cannot_edit(patch, plan.line)
+            text = _with_fix(source, patch, found[patch.id], marker(patch, sha256_hex(source.encode(original))), family, original)
+            plan = plan._replace(new_text=text) if text is not None else _cannot_edit(patch, plan.line)
         plans.append(plan)
     return plans
 
 
-def _fixed(source: Source, patch: Patch, found: Found, marker_text: str, family: Sequence[Patch], original: str) -> Optional[str]:
+def _with_fix(source: Source, patch: Patch, found: Found, marker_text: str, family: Sequence[Patch], original: str) -> Optional[str]:
     """``source`` with ``patch``'s anchors fixed and marked, when that is exactly our
     insertions, which :func:`mmcv_patcher.ours.find_ours` finds again (so revert can take
     them out byte for byte); None otherwise."""
@@ -146,76 +144,75 @@ def _fixed(source: Source, patch: Patch, found: Found, marker_text: str, family:
     return text
 
 
-def _cannot_edit(patch: Patch, line: Optional[int]) -> Plan:
+def _cannot_edit(patch: Patch, line: Optional[int]) -> Verdict:
     fixes = " and ".join(f"`{edit.fix}`" for edit in patch.edits)
-    return Plan(State.DRIFTED, line, f"LibCST cannot make the fix there without changing other bytes; nothing was written; make {fixes} of those lines by hand", ok=False)
+    return Verdict(State.DRIFTED, line, f"LibCST cannot make the fix there without changing other bytes; nothing was written; make {fixes} of those lines by hand", ok=False)
 
 
-def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], found: Found) -> Plan:
+def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], found: Found) -> Verdict:
     """The state from the statements found for ``patch``."""
     affected = counts is not None
     which = f"{patch.function}()" if found.definitions <= 1 else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
     if found.definition_line is None:
         if affected:
-            return Plan(State.DRIFTED, None, f"no definition of {patch.function}(); {release.reinstall()}", ok=False)
-        return Plan(State.NOT_AFFECTED, None, f"no definition of {patch.function}()")
+            return Verdict(State.DRIFTED, None, f"no definition of {patch.function}(); {release.reinstall()}", ok=False)
+        return Verdict(State.NOT_AFFECTED, None, f"no definition of {patch.function}()")
     anchors, fixes = len(found.anchors), len(found.fixes)
     anchor_counts = found.counts(found.anchors, len(patch.edits))
     lines = sorted(statement.line for statement in found.anchors + found.fixes)
     if anchors == 0 and fixes >= 1:
-        return Plan(State.FIXED_UPSTREAM, found.fixes[0].line, "the fix is already there; nothing to do")
+        return Verdict(State.FIXED_UPSTREAM, found.fixes[0].line, "the fix is already there; nothing to do")
     if anchors == 0:
         if affected:
-            return Plan(State.DRIFTED, found.definition_line, f"{_statements(patch)} is not in {which}; the file was edited: {release.reinstall()}", ok=False)
-        return Plan(State.NOT_AFFECTED, found.definition_line, f"{patch.function}() has no such statement")
+            return Verdict(State.DRIFTED, found.definition_line, f"{_statements(patch)} is not in {which}; the file was edited: {release.reinstall()}", ok=False)
+        return Verdict(State.NOT_AFFECTED, found.definition_line, f"{patch.function}() has no such statement")
     if not affected and not fixes and anchor_counts not in known_forms(patch):
-        return Plan(State.NOT_AFFECTED, found.definition_line, f"{patch.function}() does not have {_statements(patch)} as any known release does")
+        return Verdict(State.NOT_AFFECTED, found.definition_line, f"{patch.function}() does not have {_statements(patch)} as any known release does")
     if fixes or (affected and anchor_counts != counts):
         expected = f"; {release.describe()} has it {_times(sum(counts or ()))}" if affected else ""
-        return Plan(
+        return Verdict(
             State.DRIFTED,
             lines[0],
-            f"{_statements(patch)} found {_times(anchors + fixes)} in {which} (lines {', '.join(map(str, lines))}){expected};"
-            f" refusing to guess which to patch: {release.reinstall()}",
+            f"{_statements(patch)} found {_times(anchors + fixes)} in {which} (lines {', '.join(map(str, lines))}){expected}; refusing to guess which to patch: {release.reinstall()}",
             ok=False,
         )
     line = found.anchors[0].line
     if affected:
-        return Plan(State.UNPATCHED, line, f"{release.describe()} has the bug")
-    return Plan(State.UNVERIFIED, line, f"{release.describe()} is outside the releases this patch knows, but has the statement; apply --force patches it")
+        return Verdict(State.UNPATCHED, line, f"{release.describe()} has the bug")
+    return Verdict(State.UNVERIFIED, line, f"{release.describe()} is outside the releases this patch knows, but has the statement; apply --force patches it")
 
 
-def plan_apply(assessed: Plan, *, force: bool) -> Plan:
+def plan_apply(verdict: Verdict, *, force: bool) -> Verdict:
     """What ``apply`` does given the file's state (``--force`` patches ``unverified``)."""
-    state = assessed.state
+    state = verdict.state
     if state is State.UNPATCHED or (state is State.UNVERIFIED and force):
-        return Plan(State.PATCHED, assessed.line, "applied the fix", new_text=assessed.new_text)
+        return Verdict(State.PATCHED, verdict.line, "applied the fix", new_text=verdict.new_text)
     if state is State.UNVERIFIED:
-        return Plan(state, assessed.line, assessed.message, ok=False)
+        return Verdict(state, verdict.line, verdict.message, ok=False)
     if state is State.PATCHED:
-        return Plan(state, assessed.line, "already patched; nothing to do")
-    return Plan(state, assessed.line, assessed.message, ok=assessed.ok)
+        return Verdict(state, verdict.line, "already patched; nothing to do")
+    return Verdict(state, verdict.line, verdict.message, ok=verdict.ok)
 
 
-def plan_revert(assessed: Plan, patch: Patch, release: Release, *, force: bool) -> Plan:
+def plan_revert(verdict: Verdict, patch: Patch, release: Release, *, force: bool) -> Verdict:
     """What ``revert`` does: take out exactly our edit. A statement edited since is left
     alone unless ``--force``, which takes out whatever of ours is left in it; files we did
     not patch are never touched."""
-    state = assessed.state
+    state = verdict.state
     if state is State.PATCHED:
         after = State.UNPATCHED if gate(patch, release)[0] is Gate.AFFECTED else State.UNVERIFIED
-        if assessed.original_sha256 is None:
+        if verdict.original_sha256 is None:
             message = f"took out our edit; other lines were edited since, so the file is not the original: {release.reinstall()}"
-            return Plan(after, assessed.line, message, new_text=assessed.new_text)
-        if _differs_from_record(assessed.original_sha256, release):
+            return Verdict(after, verdict.line, message, new_text=verdict.new_text)
+        if _differs_from_record(verdict.original_sha256, release):
             # Exactly what was there before we patched, but not what the release installed.
             message = f"reverted to the bytes from before patching, which differ from the release's RECORD (edited before it was patched); {release.reinstall()}"
-            return Plan(after, assessed.line, message, new_text=assessed.new_text)
-        return Plan(after, assessed.line, "reverted to the original bytes", new_text=assessed.new_text)
-    if state is State.DRIFTED and assessed.new_text is not None:
+            return Verdict(after, verdict.line, message, new_text=verdict.new_text)
+        return Verdict(after, verdict.line, "reverted to the original bytes", new_text=verdict.new_text)
+    if state is State.DRIFTED and verdict.new_text is not None:
         if force:
-            return Plan(State.UNPATCHED, assessed.line, "took out what is left of our edit (--force); the edits made since stay", new_text=assessed.new_text)
-        return Plan(state, assessed.line, assessed.message + "; revert --force takes out what is left of our edit", ok=False)
+            return Verdict(State.UNPATCHED, verdict.line, "took out what is left of our edit (--force); the edits made since stay", new_text=verdict.new_text)
+        return Verdict(state, verdict.line, verdict.message + "; revert --force takes out what is left of our edit", ok=False)
     if state is State.DRIFTED:
-        return Plan(state, assessed.line, assessed.message, ok=False)
-    return Plan(state, assessed.line, f"{assessed.message}; nothing to revert")
+        return Verdict(state, verdict.line, verdict.message, ok=False)
+    return Verdict(state, verdict.line, f"{verdict.message}; nothing to revert")

@@ -169,12 +169,7 @@ def _where(result: Result) -> str:
 def verify_text(result: Dict[str, Any]) -> List[str]:
     """What ``verify`` gave mmcv for each patch's case that ran, what happened, and the
     verdict (which alone says why none ran, when none could)."""
-    lines = [
-        f"{id} ({dtype}): {case['verdict']}: {case['detail']} ({case['gave']})"
-        for id, by_dtype in result.get("cases", {}).items()
-        for dtype, case in by_dtype.items()
-        if case.get("gave")
-    ]
+    lines = [f"{id} ({dtype}): {case['verdict']}: {case['detail']} ({case['gave']})" for id, by_dtype in result.get("cases", {}).items() for dtype, case in by_dtype.items() if case.get("gave")]
     versions = ", ".join(f"{k} {result[k]}" for k in ("mmcv", "torch") if result.get(k))
     lines.append(f"{result['verdict']}: {result['detail']}" + (f" ({versions})" if versions else ""))
     return lines

@@ -9,7 +9,7 @@ import stat
 import tokenize
 from typing import List, NamedTuple
 
-#: mmcv's nms.py is about 20 KB; LibCST needs seconds per MB, so anything this big is refused.
+#: mmcv's largest source files are tens of KB; anything this big is no mmcv file, and refused.
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
@@ -72,8 +72,7 @@ def sha256_hex(data: bytes) -> str:
 
 def record_hash(sha256_digest: bytes) -> str:
     """A sha256 digest in RECORD's own form, ``sha256=<urlsafe base64, unpadded>``
-    (PEP 376 / the wheel spec), so RECORD entries are compared as written, as
-    pypa/installer compares them."""
+    (PEP 376 / the wheel spec), so RECORD entries are compared as written."""
     return "sha256=" + base64.urlsafe_b64encode(sha256_digest).decode("ascii").rstrip("=")
 
 

@@ -17,9 +17,7 @@ DTYPES = ("float16", "bfloat16")
 TIMEOUT = 600
 
 
-def run(
-    python: str, patches: Sequence[str], *, package_dir: Optional[str] = None, boxes: int = DEFAULT_BOXES, device: str = "cpu", dtypes: Sequence[str] = DTYPES
-) -> Dict[str, Any]:
+def run(python: str, patches: Sequence[str], *, package_dir: Optional[str] = None, boxes: int = DEFAULT_BOXES, device: str = "cpu", dtypes: Sequence[str] = DTYPES) -> Dict[str, Any]:
     """The probe's report: under ``cases``, for each patch id and each of ``dtypes``, its case
     (what it gave mmcv, and its verdict: survived, crashed, wrong, no-case, or unavailable when
     it could not run), and the overall ``verdict`` (only survived is a success) with a ``detail``.

@@ -8,9 +8,11 @@ Runs in-process for the running interpreter and as ``python -c`` source in any o
 import importlib.util
 import os
 import sys
+from typing import Any, Dict  # noqa: F401 (the type comment's names, 3.6 syntax)
 
 
 def where():
+    # type: () -> Dict[str, Any]
     """A JSON-able dict: executable, sys_path, pycache_prefix, mmcv_dir, mmcv_problem."""
     cwd = os.getcwd()
     found = {
@@ -30,7 +32,7 @@ def where():
         return found
     locations = list(spec.submodule_search_locations or [])
     if not locations or spec.origin in (None, "namespace"):
-        found["mmcv_problem"] = "mmcv at %s is not a regular package (no __init__.py)" % (locations or [spec.origin])[0]
+        found["mmcv_problem"] = "mmcv at %s is not a regular package (no __init__.py)" % (locations or [str(spec.origin)])[0]
         return found
     if not os.path.isdir(locations[0]):
         found["mmcv_problem"] = "mmcv is imported from %s, inside an archive, which cannot be patched in place; install mmcv as a directory" % locations[0]

@@ -1,11 +1,9 @@
 """The only code that changes files: atomic replacement, bytecode refresh, and the lock.
 
-Shaped like pypa/installer's ``destinations`` (small functions, each stating what it
-guarantees), with one difference that drives everything here: installer writes new files in
-place and refuses to overwrite, while this module only ever overwrites a file that an
-interpreter may be importing right now. So every file is written to a temporary file beside
-it, fsynced, and moved over the old one with ``os.replace``: a reader or a crash sees the
-old bytes or the new, never a mix. A process killed mid-write cannot delete its temporary
+Small functions, each stating what it guarantees. This module only ever overwrites a file
+that an interpreter may be importing right now, so every file is written to a temporary file
+beside it, fsynced, and moved over the old one with ``os.replace``: a reader or a crash sees
+the old bytes or the new, never a mix. A process killed mid-write cannot delete its temporary
 file; every temporary file carries :data:`TEMP_SUFFIX`, and the next writing run removes any
 it finds (:func:`remove_stale_temps`) while holding the lock.
 """

@@ -26,34 +26,20 @@ PATCH = Patch(
     error="Index put requires the source and destination dtypes match, got Half for the destination and Float for the source",
     examples=(
         (
-            "def batched_nms(boxes):\n"
-            "    for id in ids:\n"
-            "        scores_after_nms[mask[keep]] = dets[:, -1]\n",
-            "def batched_nms(boxes):\n"
-            "    for id in ids:\n"
-            "        scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"
-            "  # mmcv-patcher: batched-nms-amp-dtype sha256={sha256}\n",
+            "def batched_nms(boxes):\n    for id in ids:\n        scores_after_nms[mask[keep]] = dets[:, -1]\n",
+            "def batched_nms(boxes):\n    for id in ids:\n        scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)  # mmcv-patcher: batched-nms-amp-dtype sha256={sha256}\n",
         ),
         (
-            "def batched_nms(boxes):\n"
-            "    scores_after_nms[ mask[ keep ] ]=(dets[:,\n"
-            "        -1])  # keep\n",
-            "def batched_nms(boxes):\n"
-            "    scores_after_nms[ mask[ keep ] ]=(dets[:,\n"
-            "        -1]).to(scores_after_nms.dtype)  # keep"
-            "  # mmcv-patcher: batched-nms-amp-dtype sha256={sha256}\n",
+            "def batched_nms(boxes):\n    scores_after_nms[ mask[ keep ] ]=(dets[:,\n        -1])  # keep\n",
+            "def batched_nms(boxes):\n    scores_after_nms[ mask[ keep ] ]=(dets[:,\n        -1]).to(scores_after_nms.dtype)  # keep  # mmcv-patcher: batched-nms-amp-dtype sha256={sha256}\n",
         ),
     ),
     untouched=(
         # the branch below split_thr: dets has the scores' own dtype there
-        "def batched_nms(boxes):\n"
-        "    dets, keep = nms(boxes, scores)\n"
-        "    scores = dets[:, -1]\n",
+        "def batched_nms(boxes):\n    dets, keep = nms(boxes, scores)\n    scores = dets[:, -1]\n",
         # the statement in another function
-        "def other(boxes):\n"
-        "    scores_after_nms[mask[keep]] = dets[:, -1]\n",
+        "def other(boxes):\n    scores_after_nms[mask[keep]] = dets[:, -1]\n",
         # the fix, already there
-        "def batched_nms(boxes):\n"
-        "    scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)\n",
+        "def batched_nms(boxes):\n    scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)\n",
     ),
 )

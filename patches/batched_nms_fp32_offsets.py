@@ -58,10 +58,8 @@ PATCH = Patch(
     ),
     untouched=(
         # already fp32: onedl-mmcv's fix
-        "def batched_nms(boxes, scores, idxs, nms_cfg):\n"
-        "    offsets = idxs.to(boxes.float()) * (max_coordinate.float() + torch.tensor(1).to(boxes))\n",
+        "def batched_nms(boxes, scores, idxs, nms_cfg):\n    offsets = idxs.to(boxes.float()) * (max_coordinate.float() + torch.tensor(1).to(boxes))\n",
         # the statement in another function
-        "def batched_nms_rotated(boxes, idxs):\n"
-        "    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))\n",
+        "def batched_nms_rotated(boxes, idxs):\n    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))\n",
     ),
 )

@@ -40,18 +40,14 @@ PATCH = Patch(
             "    dets = torch.cat((boxes[inds], scores[inds].reshape(-1, 1)), dim=1)\n",
         ),
         (
-            "def nms(boxes, scores, iou_threshold, offset=0):\n"
-            "    inds = NMSop.apply(boxes, scores, iou_threshold, offset)\n",
-            "def nms(boxes, scores, iou_threshold, offset=0):\n"
-            "    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)  # mmcv-patcher: nms-fp32-kernel sha256={sha256}\n",
+            "def nms(boxes, scores, iou_threshold, offset=0):\n    inds = NMSop.apply(boxes, scores, iou_threshold, offset)\n",
+            "def nms(boxes, scores, iou_threshold, offset=0):\n    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)  # mmcv-patcher: nms-fp32-kernel sha256={sha256}\n",
         ),
     ),
     untouched=(
         # already fp32
-        "def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):\n"
-        "    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset, score_threshold, max_num)\n",
+        "def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):\n    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset, score_threshold, max_num)\n",
         # 1.0.0 to 1.0.2 call the extension another way
-        "def nms(boxes, scores, iou_threshold, offset=0):\n"
-        "    inds = nms_ext.nms(boxes, scores, iou_threshold, offset)\n",
+        "def nms(boxes, scores, iou_threshold, offset=0):\n    inds = nms_ext.nms(boxes, scores, iou_threshold, offset)\n",
     ),
 )

@@ -44,10 +44,8 @@ PATCH = Patch(
     ),
     untouched=(
         # the NPU/MLU call, whose kernel takes what it gets
-        "def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):\n"
-        "    keep_inds = ext_module.nms_rotated(dets, scores, labels, iou_threshold, multi_label)\n",
+        "def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):\n    keep_inds = ext_module.nms_rotated(dets, scores, labels, iou_threshold, multi_label)\n",
         # the statement outside nms_rotated
-        "def other(dets, scores):\n"
-        "    keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)\n",
+        "def other(dets, scores):\n    keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)\n",
     ),
 )

@@ -70,7 +70,6 @@ PATCH = Patch(
         "    def forward(ctx, input, rois):\n"
         "        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)\n",
         # a module-level function of the method's name
-        "def forward(self, input, rois):\n"
-        "    return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)\n",
+        "def forward(self, input, rois):\n    return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)\n",
     ),
 )

@@ -50,10 +50,8 @@ PATCH = Patch(
     ),
     untouched=(
         # the slicing of dets in another function
-        "def nms(boxes, scores):\n"
-        "    dets = dets[:inds.size(0)]\n",
+        "def nms(boxes, scores):\n    dets = dets[:inds.size(0)]\n",
         # already fixed
-        "def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0):\n"
-        "    dets = dets[:inds.size(0)].to(torch.promote_types(boxes.dtype, scores.dtype))\n",
+        "def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0):\n    dets = dets[:inds.size(0)].to(torch.promote_types(boxes.dtype, scores.dtype))\n",
     ),
 )

@@ -28,6 +28,7 @@ round-robin at 10k and 50k boxes, each row for --pack-seconds (at least --pack-r
     patched AMP     every patch applied, AMP's inputs (fp16 boxes and scores; for soft_nms
                     fp32 boxes, fp16 scores), which crash or go wrong unpatched (target:
                     within 5% of the reference)
+    patched bf16    the same with bf16 (autocast's other dtype, and CPU autocast's only one)
 
 The venv goes away afterwards, so nothing stays patched.
 """
@@ -44,6 +45,8 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
+
+import machine  # noqa: E402  (beside this script)
 
 from tests import releases  # noqa: E402  (the same cached builds the tests use)
 from tests.fixtures import tool  # noqa: E402  (the tests' one way to run the CLI)
@@ -127,6 +130,7 @@ for op in ("nms", "soft_nms", "batched_nms"):
         scores = torch.rand(n, generator=g).half().float()
         idxs = torch.randint(0, 80, (n,), generator=g)
         amp = {"nms": (boxes.half(), scores.half()), "soft_nms": (boxes, scores.half()), "batched_nms": (boxes.half(), scores.half())}[op]
+        bf16 = {"nms": (boxes.bfloat16(), scores.bfloat16()), "soft_nms": (boxes, scores.bfloat16()), "batched_nms": (boxes.bfloat16(), scores.bfloat16())}[op]
         def call(module, b, s):
             if op == "batched_nms":
                 return module.batched_nms(b, s, idxs, dict(type="nms", iou_threshold=0.5))
@@ -137,6 +141,7 @@ for op in ("nms", "soft_nms", "batched_nms"):
             "released fp32": lambda: call(released, boxes, scores),
             "patched fp32": lambda: call(patched, boxes, scores),
             "patched AMP": lambda: call(patched, *amp),
+            "patched bf16": lambda: call(patched, *bf16),
         }
         if op == "batched_nms":  # the only call that runs batched-nms-amp-dtype's statement
             variants["but the .to()"] = lambda: call(but_to, boxes, scores)
@@ -191,7 +196,7 @@ def main() -> int:
             check=True,
         )
         pack = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"machine: {_cpu()}, {results['threads']} torch threads; Python {platform.python_version()}, torch {results['torch']}, mmcv {results['mmcv']} (CPU ops)")
+    print(f"machine: {machine.cpu()}, {results['threads']} torch threads; Python {platform.python_version()}, torch {results['torch']}, mmcv {results['mmcv']} (CPU ops)")
     print(f"median of {args.rounds} round-robin rounds ({args.workaround_rounds} for split_thr raised), iou 0.5\n")
     print("| classes | boxes | fp32 (AMP off) | fp16 + this patch | fp16 + split_thr raised |")
     print("| ---: | ---: | ---: | ---: | ---: |")
@@ -212,34 +217,19 @@ def main() -> int:
         f" {(part['nms_fp16'] - part['nms_fp32']) * 1e6:+.1f} us over fp32; the patch's cast {part['cast'] * 1e6:.1f} us"
     )
     print(f"\nthe patch pack: median of round-robin rounds in one process ({args.pack_seconds:g} s a row, at least {args.pack_rounds} rounds), iou 0.5 (batched_nms: 80 classes)\n")
-    print("| call | boxes | rounds | released, fp32 | every patch, fp32 | every patch but the `.to()`, fp32 | every patch, AMP's inputs |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| call | boxes | rounds | released, fp32 | every patch, fp32 | every patch but the `.to()`, fp32 | every patch, AMP's fp16 inputs | every patch, bf16 inputs |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in pack:
         m = row["medians"]
         base = m["released fp32"]
-        fp32, amp = m["patched fp32"] / base, m["patched AMP"] / base
+        fp32, amp, bf16 = m["patched fp32"] / base, m["patched AMP"] / base, m["patched bf16"] / base
         but_to = f"{m['but the .to()'] * 1e3:.1f} ms ({m['but the .to()'] / base:.3f})" if "but the .to()" in m else "-"
         print(
             f"| {row['op']} | {row['boxes']} | {row['rounds']} | {base * 1e3:.1f} ms (1.000) | {m['patched fp32'] * 1e3:.1f} ms ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'})"
-            f" | {but_to} | {m['patched AMP'] * 1e3:.1f} ms ({amp:.3f}{'' if amp <= 1.05 else ', missed 5%'}) |"
+            f" | {but_to} | {m['patched AMP'] * 1e3:.1f} ms ({amp:.3f}{'' if amp <= 1.05 else ', missed 5%'})"
+            f" | {m['patched bf16'] * 1e3:.1f} ms ({bf16:.3f}{'' if bf16 <= 1.05 else ', missed 5%'}) |"
         )
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{_cores()}"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-echo "ruff: pyflakes, pycodestyle errors, isort, bugbear" >&2
+echo "ruff: pyflakes, pycodestyle errors, isort, bugbear; and the formatter" >&2
 .venv/bin/python -m ruff check --no-cache mmcv_patcher patches tests scripts
-echo "mypy: the package" >&2
+.venv/bin/python -m ruff format --no-cache --check mmcv_patcher patches tests scripts
+echo "mypy --strict: the package" >&2
 .venv/bin/python -m mypy --no-incremental
 set +e
 .venv/bin/python -m pytest "$@"

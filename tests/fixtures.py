@@ -25,7 +25,7 @@ FIXED = "scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"
 ANCHOR_LINE = 18
 
 #: The shape of mmcv 2.1.0's ops/nms.py, reduced to the statements the patches care about.
-NMS = '''\
+NMS = """\
 import torch
 
 
@@ -58,7 +58,7 @@ def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method
 
 def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):
     keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, input_labels, iou_threshold, multi_label)
-'''
+"""
 assert NMS.splitlines()[ANCHOR_LINE - 1].strip() == ANCHOR
 #: batched_nms alone, as it stands in NMS (for files with it twice, or a copy of it).
 BATCHED = NMS[NMS.index("def batched_nms") : NMS.index("def soft_nms")].rstrip("\n") + "\n"

@@ -106,10 +106,7 @@ MATRIX = tuple(
         " 1.4.0 1.4.1 1.4.2 1.4.3 1.4.4 1.4.5 1.4.6 1.4.7 1.4.8 1.5.0 1.5.1 1.5.2 1.5.3 1.6.0 1.6.1 1.6.2 1.7.0 1.7.1 1.7.2"
         " 2.0.0 2.1.0 2.2.0"
     ).split()
-) + tuple(
-    Release("onedl-mmcv", version, "", isolated=True)
-    for version in "2.3.0 2.3.0.post1 2.3.0.post2 2.3.0.post3 2.3.1 2.3.2 2.3.2.post2 2.3.3 2.3.4 2.3.5 2.3.6".split()
-)
+) + tuple(Release("onedl-mmcv", version, "", isolated=True) for version in "2.3.0 2.3.0.post1 2.3.0.post2 2.3.0.post3 2.3.1 2.3.2 2.3.2.post2 2.3.3 2.3.4 2.3.5 2.3.6".split())
 #: Distributions the package index serves as wheels.
 _WHEEL_ONLY = {"mmcv-lite"}
 
@@ -125,7 +122,7 @@ def _find(directory: Path, release: Release, suffixes: Sequence[str]) -> Optiona
     prefix = f"{_normal(release.distribution)}_{release.version}"
     for path in sorted(directory.iterdir()):
         name = path.name.replace("-", "_").lower()
-        if name.startswith(prefix) and name[len(prefix):].startswith((".tar", ".zip", "_")) and name.endswith(tuple(suffixes)):
+        if name.startswith(prefix) and name[len(prefix) :].startswith((".tar", ".zip", "_")) and name.endswith(tuple(suffixes)):
             return path
     return None
 
@@ -285,6 +282,21 @@ def _built(release: Release, directory: Path, env: Dict[str, str], what: str, ex
     if built is None:
         raise RuntimeError(f"building {sdist} with {env} produced no wheel in {directory}")
     return built
+
+
+#: mmdetection, for the tests and benchmarks that run a real detector (with mmengine from the build environment).
+MMDET = "mmdet==3.3.0"
+
+
+def mmdet_site() -> Path:
+    """A directory holding mmdet 3.3.0 and what it needs beyond the build environment (which
+    has torch and mmengine), installed once under the cache; put it on ``PYTHONPATH``."""
+    site = CACHE / "mmdet-3.3.0"
+    if not (site / ".ready").exists():
+        with slow_step(f"installing {MMDET} and its dependencies", "1 minute") as log:
+            run([sys.executable, "-m", "pip", "install", "-q", "--target", site, MMDET, "pycocotools", "scipy", "shapely", "terminaltables", "matplotlib", "six", "tqdm"], log=log)
+        (site / ".ready").write_text("ok\n")
+    return site
 
 
 def torch_venv(where: Path, wheel_file: Path) -> Path:

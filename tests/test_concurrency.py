@@ -92,9 +92,7 @@ def test_a_run_gives_up_after_lock_timeout_and_writes_nothing(tmp_path: Path, re
         release.set()
         holder.join()
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1] == (
-        f"mmcv-patcher: error: {tmp_path / 'mmcv'}: its lock was held by another process for over 0.5 s; nothing was written (--lock-timeout waits longer)"
-    )
+    assert done.stderr.splitlines()[-1] == (f"mmcv-patcher: error: {tmp_path / 'mmcv'}: its lock was held by another process for over 0.5 s; nothing was written (--lock-timeout waits longer)")
     assert nms.read_bytes() == released_nms
 
 

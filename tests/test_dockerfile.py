@@ -80,7 +80,7 @@ def test_every_step_runs_as_the_build_would_with_a_real_mmcv(tmp_path: Path) -> 
             source, destination = args.split()[-2:]
             target = cwd if destination == "." else root / destination.lstrip("/")
             if args.startswith("--from="):
-                stage = stages[args.split()[0][len("--from="):]]
+                stage = stages[args.split()[0][len("--from=") :]]
                 shutil.copytree(stage / source.lstrip("/"), target, dirs_exist_ok=True)
             else:
                 assert source == "."

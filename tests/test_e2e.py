@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
+from mmcv_patcher import registry
 from tests import releases
 from tests.fixtures import tool
 
@@ -86,37 +86,40 @@ def test_below_split_thr_results_are_identical_with_and_without_the_patch(python
     assert "error" not in before and before == after
 
 
-def test_verify_reports_each_patchs_case_crashing_then_surviving(python: Path) -> None:
+def test_verify_reports_each_patchs_case_crashing_then_surviving_in_fp16_and_bf16(python: Path) -> None:
     crashed = tool("verify", "--json", python=python)
     assert crashed.returncode == 1
     report = json.loads(crashed.stdout)["verify"]
-    verdicts = {id: case["verdict"] for id, case in report["cases"].items()}
-    assert verdicts == {
-        "batched-nms-amp-dtype": "crashed",
-        "batched-nms-fp32-offsets": "crashed",  # the kernel refuses fp16 boxes first
-        "nms-fp32-kernel": "crashed",
-        "nms-rotated-fp32-kernel": "crashed",
-        "soft-nms-fp32-kernel": "crashed",
-    }
-    assert report["cases"]["batched-nms-amp-dtype"]["detail"] == "RuntimeError: " + THE_ERROR
-    assert report["cases"]["batched-nms-amp-dtype"]["gave"] == "batched_nms: 12000 fp32 boxes, fp16 scores, 3 classes (split_thr 10000)"
-    assert report["verdict"] == "crashed" and report["detail"].startswith("0 of 5 cases survived")
+    verdicts = {(id, dtype): case["verdict"] for id, by_dtype in report["cases"].items() for dtype, case in by_dtype.items()}
+    ids = [patch.id for patch in registry.all_patches()]
+    # every case crashes on the release (batched-nms-fp32-offsets: the kernel refuses the boxes first)
+    assert verdicts == {(id, dtype): "crashed" for id in ids for dtype in ("float16", "bfloat16")}
+    split = report["cases"]["batched-nms-amp-dtype"]
+    assert split["float16"]["detail"] == "RuntimeError: " + THE_ERROR
+    assert split["bfloat16"]["detail"] == "RuntimeError: " + THE_ERROR.replace("Half", "BFloat16")
+    assert split["float16"]["gave"] == "batched_nms: 12000 fp32 boxes, fp16 scores, 3 classes (split_thr 10000)"
+    assert report["cases"]["roi-align-fp32-kernel"]["bfloat16"]["detail"] == "NotImplementedError: \"ROIAlign_forward\" not implemented for 'BFloat16'"
+    assert report["verdict"] == "crashed" and report["detail"].startswith(f"0 of {2 * len(ids)} cases survived")
     assert Path(report["mmcv_dir"]) == releases.site_packages(python) / "mmcv"
 
     assert tool("apply", "--patch", "nms-fp32-kernel", python=python).returncode == 0
     try:
-        narrowed = tool("verify", "--patch", "nms-fp32-kernel", "--patch", "batched-nms-fp32-offsets", "--json", python=python)
+        narrowed = tool("verify", "--patch", "nms-fp32-kernel", "--patch", "batched-nms-fp32-offsets", "--dtype", "float16", "--json", python=python)
         assert tool("apply", python=python).returncode == 0
         survived = tool("verify", python=python)
     finally:
         assert tool("revert", python=python).returncode == 0
     narrowed_cases = json.loads(narrowed.stdout)["verify"]["cases"]
-    assert {id: case["verdict"] for id, case in narrowed_cases.items()} == {"nms-fp32-kernel": "survived", "batched-nms-fp32-offsets": "wrong"}
+    assert {id: {dtype: case["verdict"] for dtype, case in by_dtype.items()} for id, by_dtype in narrowed_cases.items()} == {
+        "nms-fp32-kernel": {"float16": "survived"},
+        "batched-nms-fp32-offsets": {"float16": "wrong"},  # the fp16 class offsets overflow
+    }
     assert narrowed.returncode == 1
     assert survived.returncode == 0, survived.stdout + survived.stderr
     assert "imports mmcv and torch in a child process" in survived.stdout
-    assert "nms-rotated-fp32-kernel: survived: kept the same" in survived.stdout
-    assert "survived: 5 of 5 cases survived" in survived.stdout
+    assert "nms-rotated-fp32-kernel (bfloat16): survived: kept the same" in survived.stdout
+    assert "roi-align-fp32-kernel (bfloat16): survived: gave bfloat16 the same values as fp32" in survived.stdout
+    assert f"survived: {2 * len(ids)} of {2 * len(ids)} cases survived" in survived.stdout
 
 
 def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: Path) -> None:
@@ -152,13 +155,14 @@ def test_verify_with_ops_but_without_torch_says_torch_is_missing(tmp_path: Path)
 
 # --- the patch pack: every AMP case of nms.py ------------------------------------------------
 
-#: Runs each case, in the mode given: "half" (what AMP gives: the marked tensors fp16),
-#: "rounded" (fp32 copies of those same fp16 values) or "fp32" (plain fp32 inputs). Prints,
-#: per case, the error or what it kept (indices), the dets' dtype and a digest of their bytes.
+#: Runs each case, in the mode given: "amp" (what AMP gives: the marked tensors in the AMP
+#: dtype given, float16 or bfloat16), "rounded" (fp32 copies of those same values) or "fp32"
+#: (plain fp32 inputs). Prints, per case, the error or what it kept (indices), the dets'
+#: dtype and a digest of their bytes.
 CASES = r"""
 import hashlib, json, sys, torch
 from mmcv.ops import batched_nms, nms, nms_rotated, soft_nms
-mode = sys.argv[1]
+mode, amp = sys.argv[1], getattr(torch, sys.argv[2])
 g = torch.Generator().manual_seed(3)
 
 def boxes_of(n, spread=1000.0):
@@ -174,7 +178,7 @@ b1, s1, i1 = boxes_of(3000), torch.rand(3000, generator=g), torch.randint(0, 5, 
 b2, s2, i2 = boxes_of(2000), torch.rand(2000, generator=g), torch.randint(0, 80, (2000,), generator=g)
 b3, s3, i3 = boxes_of(12000), torch.rand(12000, generator=g), torch.randint(0, 3, (12000,), generator=g)
 r4, s4 = rotated_of(1500), torch.rand(1500, generator=g)
-fp16 = lambda t: t.half() if mode == "half" else t.half().float() if mode == "rounded" else t
+fp16 = lambda t: t.to(amp) if mode == "amp" else t.to(amp).float() if mode == "rounded" else t
 cases = {
     "nms": lambda: nms(fp16(b1), fp16(s1), 0.5),
     "soft_nms": lambda: soft_nms(b1, fp16(s1), 0.5, min_score=0.05),
@@ -188,65 +192,161 @@ for name, call in cases.items():
     try:
         dets, keep = call()
         out[name] = {"keep": keep.tolist(), "dtype": str(dets.dtype), "digest": hashlib.sha256(dets.detach().float().numpy().tobytes()).hexdigest()[:16],
-                     "raw": hashlib.sha256(dets.detach().numpy().tobytes()).hexdigest()[:16]}
+                     "raw": hashlib.sha256(dets.detach().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]}
     except Exception as error:
         out[name] = {"error": "%s: %s" % (type(error).__name__, str(error).splitlines()[0])}
 print(json.dumps(out))
 """
+#: What each case raises on the release, per AMP dtype: the texts users search for.
 AMP_ERRORS = {
-    "nms": "RuntimeError: expected scalar type Float but found Half",
-    "soft_nms": "RuntimeError: expected scalar type Float but found Half",
-    "batched_nms(soft_nms)": "RuntimeError: expected scalar type Float but found Half",
-    "batched_nms(split)": "RuntimeError: " + THE_ERROR,
-    "nms_rotated": "NotImplementedError: \"nms_rotated\" not implemented for 'Half'",
+    dtype: {
+        "nms": f"RuntimeError: expected scalar type Float but found {name}",
+        "soft_nms": f"RuntimeError: expected scalar type Float but found {name}",
+        "batched_nms(soft_nms)": f"RuntimeError: expected scalar type Float but found {name}",
+        "batched_nms(split)": "RuntimeError: " + THE_ERROR.replace("Half", name),
+        "nms_rotated": f"NotImplementedError: \"nms_rotated\" not implemented for '{name}'",
+    }
+    for dtype, name in (("float16", "Half"), ("bfloat16", "BFloat16"))
 }
 
 
-def cases(python: Path, dtype: str) -> Dict[str, Any]:
-    done = subprocess.run([str(python), "-c", CASES, dtype], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+def cases(python: Path, mode: str, dtype: str) -> Dict[str, Any]:
+    done = subprocess.run([str(python), "-c", CASES, mode, dtype], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_again_after_revert(python: Path) -> None:
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_again_after_revert(python: Path, dtype: str) -> None:
     nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
     original = releases.released_file(releases.OPS)
-    reference = cases(python, "rounded")  # fp32 copies of the same values, unpatched
-    fp32_before = cases(python, "fp32")
+    errors = AMP_ERRORS[dtype]
+    reference = cases(python, "rounded", dtype)  # fp32 copies of the same values, unpatched
+    fp32_before = cases(python, "fp32", dtype)
     assert not any("error" in case for case in reference.values()), reference
-    before = cases(python, "half")
-    for name, error in AMP_ERRORS.items():
+    before = cases(python, "amp", dtype)
+    for name, error in errors.items():
         assert before[name].get("error") == error, (name, before[name])
-    # fp16 boxes of 80 classes: the kernel refuses them; with only the kernel fixed, the
-    # class offsets overflow fp16 and batched_nms returns, silently keeping other boxes
-    assert before["batched_nms(80 classes)"]["error"] == AMP_ERRORS["nms"]
+    # boxes of 80 classes: the kernel refuses them; with only the kernel fixed, the class
+    # offsets overflow fp16 (and lose bf16's few bits) and batched_nms silently keeps other boxes
+    assert before["batched_nms(80 classes)"]["error"] == errors["nms"]
     assert tool("apply", "--patch", "nms-fp32-kernel", python=python).returncode == 0
     try:
-        kernel_only = cases(python, "half")["batched_nms(80 classes)"]
+        kernel_only = cases(python, "amp", dtype)["batched_nms(80 classes)"]
     finally:
         assert tool("revert", python=python).returncode == 0
     assert "error" not in kernel_only and kernel_only["keep"] != reference["batched_nms(80 classes)"]["keep"]
 
     assert tool("apply", python=python).returncode == 0
     try:
-        after = cases(python, "half")
-        fp32_after = cases(python, "fp32")
+        after = cases(python, "amp", dtype)
+        fp32_after = cases(python, "fp32", dtype)
     finally:
         assert tool("revert", python=python).returncode == 0
     for name, case in after.items():
         assert "error" not in case, (name, case)
         assert case["keep"] == reference[name]["keep"], f"{name}: the boxes the same values keep in fp32"
-    assert after["nms"]["dtype"] == "torch.float16" and after["soft_nms"]["dtype"] == "torch.float32"
+    assert after["nms"]["dtype"] == f"torch.{dtype}" and after["soft_nms"]["dtype"] == "torch.float32"
     assert fp32_after == fp32_before, "fp32 inputs: bit-identical values and dtypes with every patch applied"
 
     assert nms.read_bytes() == original
-    again = cases(python, "half")
-    assert {name: again[name].get("error") for name in AMP_ERRORS} == AMP_ERRORS
+    again = cases(python, "amp", dtype)
+    assert {name: again[name].get("error") for name in errors} == errors
+
+
+# --- RoIAlign: bf16, and features and RoIs of different dtypes ---------------------------------
+
+#: RoIAlign (7x7, spatial scale 1/8, what mmdet's RoI extractors build) on seeded features and
+#: fp32 RoIs, in the case given. Prints the error, or the output's dtype and a digest of its
+#: bytes, its largest difference from the same values in fp32 (features' dtype rounded), the
+#: features' gradient dtype, digest and largest difference from the fp32 run's (differences
+#: relative to the fp32 run's largest value), and how many copies (``aten._to_copy``) the call made.
+ROI_ALIGN = r"""
+import hashlib, json, sys, torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from mmcv.ops import RoIAlign
+features_dtype, rois_dtype = (getattr(torch, name) for name in sys.argv[1:3])
+g = torch.Generator().manual_seed(5)
+features = torch.rand(2, 16, 64, 64, generator=g)
+xy = torch.rand(300, 2, generator=g) * 400
+rois = torch.cat([torch.randint(0, 2, (300, 1), generator=g).float(), xy, xy + torch.rand(300, 2, generator=g) * 100 + 1], 1)
+layer = RoIAlign((7, 7), 0.125, 2)
+
+class Copies(TorchDispatchMode):
+    count = 0
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        Copies.count += func.__name__.startswith("_to_copy")
+        return func(*args, **(kwargs or {}))
+
+def run(features_dtype, rois_dtype):
+    x = features.to(features_dtype).detach().clone().requires_grad_()
+    given = rois.to(rois_dtype)
+    with Copies():  # the layer's own copies only
+        out = layer(x, given)
+    out.float().sum().backward()
+    return x, out
+
+try:
+    x, out = run(features_dtype, rois_dtype)
+except Exception as error:
+    print(json.dumps({"error": "%s: %s" % (type(error).__name__, str(error).splitlines()[0])}))
+    sys.exit(0)
+copies = Copies.count
+reference_x = features.to(features_dtype).float().detach().clone().requires_grad_()
+reference = layer(reference_x, rois.to(rois_dtype).float())  # the same values: the RoIs rounded as given
+reference.sum().backward()
+print(json.dumps({
+    "dtype": str(out.dtype), "digest": hashlib.sha256(out.detach().float().numpy().tobytes()).hexdigest()[:16],
+    "difference": ((out.detach().float() - reference.detach()).abs().max() / reference.abs().max()).item(),
+    "grad_dtype": str(x.grad.dtype), "grad_difference": ((x.grad.float() - reference_x.grad).abs().max() / reference_x.grad.abs().max()).item(),
+    "grad_digest": hashlib.sha256(x.grad.float().numpy().tobytes()).hexdigest()[:16],
+    "copies": copies,
+}))
+"""
+
+
+def roi_align(python: Path, features: str, rois: str) -> Dict[str, Any]:
+    done = subprocess.run([str(python), "-c", ROI_ALIGN, features, rois], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+#: (features, rois) -> what the release raises: bf16 is no kernel's dtype; fp16 features with fp32 RoIs mix dtypes
+ROI_ALIGN_ERRORS = {
+    ("bfloat16", "float32"): "NotImplementedError: \"ROIAlign_forward\" not implemented for 'BFloat16'",
+    ("bfloat16", "bfloat16"): "NotImplementedError: \"ROIAlign_forward\" not implemented for 'BFloat16'",
+    ("float16", "float32"): "RuntimeError: expected scalar type Half but found Float",
+}
+#: calls that work on the release
+ROI_ALIGN_WORKING = [("float32", "float32"), ("float64", "float64"), ("float16", "float16")]
+
+
+def test_roi_align_fails_in_bf16_and_mixed_dtypes_until_applied_and_leaves_working_calls_alone(python: Path) -> None:
+    roi_align_py = releases.site_packages(python) / "mmcv" / "ops" / "roi_align.py"
+    original = releases.released_file(releases.OPS, "mmcv/ops/roi_align.py")
+    working = {case: roi_align(python, *case) for case in ROI_ALIGN_WORKING}
+    for case, error in ROI_ALIGN_ERRORS.items():
+        assert roi_align(python, *case) == {"error": error}, case
+
+    assert tool("apply", python=python).returncode == 0
+    try:
+        fixed = {case: roi_align(python, *case) for case in ROI_ALIGN_ERRORS}
+        still = {case: roi_align(python, *case) for case in ROI_ALIGN_WORKING}
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    for (features, _), found in fixed.items():
+        assert found["dtype"] == found["grad_dtype"] == f"torch.{features}", found  # the features' dtype, forward and back
+        tolerance = 2**-9 if features == "float16" else 2**-6  # a few roundings of the dtype (11 and 8 bits)
+        assert found["difference"] <= tolerance and found["grad_difference"] <= tolerance, found
+    assert still == working, "calls that work on the release: bit-identical output and gradients"
+    assert all(found["copies"] == 0 for found in still.values()), "and no copies"
+
+    assert roi_align_py.read_bytes() == original
+    assert {case: roi_align(python, *case).get("error") for case in ROI_ALIGN_ERRORS} == ROI_ALIGN_ERRORS
 
 
 # --- a real client: mmdetection's YOLOX head with a soft_nms test cfg --------------------------
 
-MMDET = "mmdet==3.3.0"
 #: YOLOXHead.predict_by_feat from the real mmdet with fp16 class and objectness outputs (what
 #: the head gives under AMP) and a soft_nms test cfg, as YOLOX and ByteTrack configs use.
 YOLOX = r"""
@@ -271,14 +371,7 @@ except RuntimeError as error:
 
 @pytest.fixture(scope="module")
 def mmdet_site() -> Path:
-    """mmdet 3.3.0 and what it needs beyond the build environment (which has torch and
-    mmengine), installed once under the cache."""
-    site = releases.CACHE / "mmdet-3.3.0"
-    if not (site / ".ready").exists():
-        with releases.slow_step(f"installing {MMDET} and its dependencies", "1 minute") as log:
-            releases.run([sys.executable, "-m", "pip", "install", "-q", "--target", site, MMDET, "pycocotools", "scipy", "shapely", "terminaltables", "matplotlib", "six", "tqdm"], log=log)
-        (site / ".ready").write_text("ok\n")
-    return site
+    return releases.mmdet_site()
 
 
 def test_mmdetection_yolox_with_soft_nms_under_amp_crashes_until_applied(python: Path, mmdet_site: Path) -> None:
@@ -294,3 +387,38 @@ def test_mmdetection_yolox_with_soft_nms_under_amp_crashes_until_applied(python:
     finally:
         assert tool("revert", python=python).returncode == 0
     assert "error" not in after and after["boxes"] > 0, after
+
+
+# --- the seed's whole scenario: a training step of mmdet's Faster R-CNN at 2666x1600 in bf16 -----
+
+#: tests/faster_rcnn_step.py: one step of mmdet's own Faster R-CNN config (random weights)
+STEP = Path(__file__).with_name("faster_rcnn_step.py")
+
+
+def faster_rcnn_step(python: Path, mmdet_site: Path, mode: str, dtype: str) -> Dict[str, Any]:
+    done = subprocess.run([str(python), str(STEP), mode, dtype], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=dict(os.environ, PYTHONPATH=str(mmdet_site)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _installed_files(python: Path) -> Dict[str, bytes]:
+    package = releases.site_packages(python) / "mmcv"
+    return {str(path.relative_to(package)): path.read_bytes() for path in package.rglob("*.py")}
+
+
+def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes_again(python: Path, mmdet_site: Path) -> None:
+    released = _installed_files(python)
+    before = faster_rcnn_step(python, mmdet_site, "train", "bf16")
+    assert before["error"] == "RuntimeError: expected scalar type Float but found BFloat16"
+    assert {"loss_and_predict", "batched_nms", "nms"} <= set(before["passed"]), "in the RPN's proposals, as users report it"
+
+    assert tool("apply", python=python).returncode == 0
+    try:
+        trained = faster_rcnn_step(python, mmdet_site, "train", "bf16")
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    assert "error" not in trained, trained
+    assert trained["finite"] and set(trained["losses"]) == {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"}, trained
+
+    assert _installed_files(python) == released, "every mmcv file byte-identical to the release"
+    assert faster_rcnn_step(python, mmdet_site, "train", "bf16")["error"] == before["error"]

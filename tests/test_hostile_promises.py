@@ -175,7 +175,7 @@ def test_an_unexpected_error_is_one_line_and_one_json_object(tmp_path: Path, mon
 
 @pytest.mark.parametrize(
     "answer",
-    ['{"sys_path": 5}', '[1, 2]', "not json", '{"executable": "x", "sys_path": ["a"], "mmcv_dir": 7}'],
+    ['{"sys_path": 5}', "[1, 2]", "not json", '{"executable": "x", "sys_path": ["a"], "mmcv_dir": 7}'],
 )
 def test_a_python_that_answers_nonsense_gets_one_line(tmp_path: Path, answer: str) -> None:
     fake = tmp_path / "fakepython"

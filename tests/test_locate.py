@@ -83,7 +83,7 @@ def test_two_distributions_claiming_the_tree_are_both_reported(tmp_path: Path) -
     [
         (lambda root: root / "missing", "no such file or directory"),
         (lambda root: root, "no mmcv/ in it"),
-        (lambda root: (root / "mmcv" / "version.py"), "not a file any patch works on"),
+        (lambda root: root / "mmcv" / "version.py", "not a file any patch works on"),
     ],
 )
 def test_bad_paths_are_refused_with_a_reason(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -96,10 +96,7 @@ def test_bad_paths_are_refused_with_a_reason(tmp_path: Path, make, message: str)
 
 
 def _locate_in_subprocess(path_entry: Path) -> str:
-    program = (
-        "import sys; from mmcv_patcher import locate, registry; t = locate.locate(None, registry.all_patches());"
-        " print(t.package_dir, t.distribution, t.version, 'mmcv' in sys.modules)"
-    )
+    program = "import sys; from mmcv_patcher import locate, registry; t = locate.locate(None, registry.all_patches()); print(t.package_dir, t.distribution, t.version, 'mmcv' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=str(path_entry))
     return subprocess.run([sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True).stdout.strip()
 

@@ -24,7 +24,7 @@ def recorded(text: str) -> str:
     return record_hash(hashlib.sha256(text.encode()).digest())
 
 
-def assess(text: str, version: Optional[str] = "2.1.0", distribution: Optional[str] = "mmcv", *, need_text: bool = True, record: Optional[str] = None, encoding: str = "utf-8") -> plan.Plan:
+def assess(text: str, version: Optional[str] = "2.1.0", distribution: Optional[str] = "mmcv", *, need_text: bool = True, record: Optional[str] = None, encoding: str = "utf-8") -> plan.Verdict:
     return plan.assess(Source(text, encoding), PATCH, gate.Release(distribution, version, record), need_text=need_text)
 
 
@@ -292,7 +292,7 @@ FAMILY = fixtures.patches_of("ops/nms.py")
 NMS_KERNEL = next(p for p in FAMILY if p.id == "nms-fp32-kernel")
 
 
-def assess_family(text: str, patches: Sequence[Patch] = FAMILY) -> Dict[str, plan.Plan]:
+def assess_family(text: str, patches: Sequence[Patch] = FAMILY) -> Dict[str, plan.Verdict]:
     """Each patch's verdict on ``text`` (mmcv 2.1.0), with every patch of nms.py as the family."""
     every = plan.assess_all(Source(text, "utf-8"), [(p, gate.Release("mmcv", "2.1.0")) for p in patches], need_text=True, family=FAMILY)
     return {p.id: verdict for p, verdict in zip(patches, every)}
@@ -358,9 +358,9 @@ def test_the_search_for_our_insertions_is_bounded_whatever_the_file_holds(monkey
 
 def test_look_alike_text_near_the_statements_never_changes_a_verdict() -> None:
     """A fork with debug lines that hold the very text a patch inserts, and no RECORD."""
-    fork = NMS.replace(
-        "    inds = NMSop.apply(", "    print(boxes.float(), scores.float())\n    inds = NMSop.apply("
-    ).replace("        scores_after_nms[mask[keep]]", "        print(dets[:, -1].to(scores_after_nms.dtype))\n        scores_after_nms[mask[keep]]")
+    fork = NMS.replace("    inds = NMSop.apply(", "    print(boxes.float(), scores.float())\n    inds = NMSop.apply(").replace(
+        "        scores_after_nms[mask[keep]]", "        print(dets[:, -1].to(scores_after_nms.dtype))\n        scores_after_nms[mask[keep]]"
+    )
     together = assess_family(fork)
     for patch in FAMILY:
         alone = assess_family(fork, [patch])[patch.id]

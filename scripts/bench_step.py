@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Time one step of a real detector with the release and with every patch applied.
+
+    python scripts/bench_step.py [--rounds 3] [--steps 3] [--modes predict train]
+
+mmdetection 3.3.0's own Faster R-CNN (``faster-rcnn_r50_fpn_1x_coco.py``, random weights) on
+one image resized to 2666x1600 (tests/faster_rcnn_step.py), on the real mmcv 2.1.0 built with
+its CPU ops (cached; the first run builds it). Two kinds of step:
+
+    predict   inference with the COCO test cfg (80 classes): the RPN's batched_nms over
+              5 FPN levels x 1000 proposals and the box head's per-class NMS
+    train     a training step: forward with mode='loss', and backward
+
+each in three variants:
+
+    release fp32   the released files, fp32: the reference
+    patched fp32   every patch applied, the same fp32 inputs (target: within 1%, the noise
+                   of one step)
+    patched bf16   every patch applied, under bf16 CPU autocast (the release crashes here)
+
+Each variant runs in its own process (a patch is a file on disk: the venv is patched and
+reverted between them), ``--rounds`` processes per variant, taken in turn so that drift hits
+every variant alike; each process builds the model once, then times ``--steps`` steps, of
+which the first warms up and is left out. It prints the median step and its ratio to the
+reference. The venv goes away afterwards, so nothing stays patched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+
+import machine  # noqa: E402  (beside this script)
+
+from tests import releases  # noqa: E402  (the same cached builds the tests use)
+from tests.fixtures import tool  # noqa: E402  (the tests' one way to run the CLI)
+
+STEP = REPOSITORY / "tests" / "faster_rcnn_step.py"
+#: variant -> (patched?, dtype)
+VARIANTS = {"release fp32": (False, "fp32"), "patched fp32": (True, "fp32"), "patched bf16": (True, "bf16")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--rounds", type=int, default=3, help="processes per variant, taken in turn")
+    parser.add_argument("--steps", type=int, default=3, help="steps per process; the first warms up")
+    parser.add_argument("--modes", nargs="+", choices=("predict", "train"), default=["predict", "train"])
+    args = parser.parse_args()
+    site = releases.mmdet_site()
+    times: Dict[str, Dict[str, List[float]]] = {mode: {variant: [] for variant in VARIANTS} for mode in args.modes}
+    with tempfile.TemporaryDirectory() as scratch:
+        python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
+        for round_ in range(args.rounds):
+            order = list(VARIANTS)[round_ % len(VARIANTS) :] + list(VARIANTS)[: round_ % len(VARIANTS)]
+            for variant in order:
+                patched, dtype = VARIANTS[variant]
+                if tool("apply" if patched else "revert", python=python).returncode != 0:
+                    raise SystemExit(f"could not {'apply' if patched else 'revert'} the patches in the benchmark venv")
+                for mode in args.modes:
+                    done = subprocess.run(
+                        [str(python), str(STEP), mode, dtype, str(args.steps)],
+                        stdout=subprocess.PIPE,
+                        universal_newlines=True,
+                        env=dict(os.environ, PYTHONPATH=str(site)),
+                        check=True,
+                    )
+                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                    if "error" in result:
+                        raise SystemExit(f"{variant} {mode}: {result['error']}")
+                    times[mode][variant].extend(result["seconds"][1:])
+        versions = subprocess.run(
+            [str(python), "-c", "import torch, mmcv; print(torch.__version__, mmcv.__version__, torch.get_num_threads())"], stdout=subprocess.PIPE, universal_newlines=True, check=True
+        ).stdout.split()
+    print(f"machine: {machine.cpu()}, {versions[2]} torch threads; Python {platform.python_version()}, torch {versions[0]}, mmcv {versions[1]} (CPU ops), {releases.MMDET}")
+    print(f"median step of {args.rounds} processes x {args.steps - 1} timed steps per variant, processes taken in turn\n")
+    print("| step | release, fp32 | every patch, fp32 (target 1%) | every patch, bf16 autocast |")
+    print("| --- | ---: | ---: | ---: |")
+    for mode, by_variant in times.items():
+        medians = {variant: statistics.median(values) for variant, values in by_variant.items()}
+        base = medians["release fp32"]
+        fp32, bf16 = medians["patched fp32"] / base, medians["patched bf16"] / base
+        print(f"| {mode} | {base:.2f} s (1.000) | {medians['patched fp32']:.2f} s ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'}) | {medians['patched bf16']:.2f} s ({bf16:.3f}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
