@@ -7,7 +7,6 @@ succeeded and every new file compiles, so a failing command leaves all files as 
 import contextlib
 import errno
 import os
-from types import CodeType
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmcv_patcher import gate, plan, registry, write
@@ -25,6 +24,8 @@ class Outcome:
         self.previews: List[Tuple[str, str, str]] = []
         #: whether the run had to wait for another run's lock (also when it then gave up)
         self.waited = False
+        #: what the user should know that is no patch's result (an owner that could not be kept)
+        self.notes: List[str] = []
         #: a failure that is not one patch's (a file that cannot be written, say)
         self.error: Optional[str] = None
 
@@ -78,7 +79,7 @@ def run(command: Command, target: Target, patches: Sequence[Patch], options: Opt
             except OSError as error:  # cannot even open the directory (another user's, mode 0711)
                 outcome.error = _write_error(target.package_dir, error)
             if outcome.error is None:
-                _remove_stale_temps(groups)
+                _remove_stale_temps(groups, options.pycache_prefixes)
         file_plans = [_plan_file(command, target, path, group, options.force) for path, group in groups.items()]
         succeeded = outcome.error is None and all(action.ok for file_plan in file_plans for _, _, action in file_plan.verdicts)
         written = False
@@ -89,12 +90,14 @@ def run(command: Command, target: Target, patches: Sequence[Patch], options: Opt
     return outcome
 
 
-def _remove_stale_temps(groups: Dict[str, List[Patch]]) -> None:
-    """Temporary files a killed run left beside the files we write (we hold the lock, so
-    no live run owns them); done by every writing run, even one with nothing to write."""
+def _remove_stale_temps(groups: Dict[str, List[Patch]], pycache_prefixes: Tuple[str, ...]) -> None:
+    """Temporary files a killed run left beside the files we write, in their ``__pycache__``
+    or under a pycache prefix (we hold the lock, so no live run owns them); done by every
+    writing run, even one with nothing to write."""
     for path in groups:
-        for directory in {os.path.dirname(path), os.path.dirname(os.path.realpath(path))}:
-            write.remove_stale_temps(directory)
+        for source in dict.fromkeys([path, os.path.realpath(path)]):
+            for directory in [os.path.dirname(source)] + write.cache_directories(source, pycache_prefixes)[1:]:
+                write.remove_stale_temps(directory)
 
 
 def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[str, List[Patch]]:
@@ -152,9 +155,10 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: st
     """Writes (or diffs) every changed file; returns an error line or None, and whether
     the files were written.
 
-    Before the first byte is written, every new text must compile and every file must
-    resolve inside the package (a symlink leaving it is refused unless ``--force``). A file
-    that then fails to write (read-only, disk full) rolls the earlier ones back.
+    Before the first byte is written, every new text must compile, and every file and the
+    ``__pycache__`` beside it must resolve inside the package (a symlink leaving it is refused
+    unless ``--force``). A file that then fails to write (read-only, disk full) rolls the
+    earlier ones back. What of a file's owner, group or mode could not be kept is noted.
     """
     changed = [fp for fp in file_plans if fp.new_text is not None and fp.source is not None]
     encoded = []
@@ -168,32 +172,29 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: st
         except (SyntaxError, ValueError) as error:
             return f"{file_plan.path}:{getattr(error, 'lineno', None) or '?'}: the patched file would not compile ({error}); nothing was written", False
         real = os.path.realpath(file_plan.path)
-        problem = _outside_problem(file_plan.path, real, package_dir, options.force)
-        if problem is not None:
-            return problem, False
+        caches = [os.path.join(os.path.dirname(each), "__pycache__") for each in dict.fromkeys([file_plan.path, real])]
+        for place, resolved in [(file_plan.path, real)] + [(cache, os.path.realpath(cache)) for cache in caches if os.path.lexists(cache)]:
+            problem = _outside_problem(place, resolved, package_dir, options.force)
+            if problem is not None:
+                return problem, False
         encoded.append((file_plan, real, data, code))
     if options.dry_run:
         outcome.previews.extend((fp.path, fp.source.text, fp.new_text) for fp, _, _, _ in encoded if fp.source and fp.new_text is not None)
         return None, False
     done: List[Tuple[_FilePlan, str]] = []
+    notes = []
     for file_plan, real, data, code in encoded:
-        problem = _replace(file_plan.path, real, data, options.pycache_prefixes, code)
-        if problem is not None:
+        try:
+            notes.append(write.replace_file(real, data, import_path=file_plan.path, code=code, pycache_prefixes=options.pycache_prefixes))
+        except OSError as error:
             for earlier, earlier_real in reversed(done):  # keep "all or nothing" across files
                 assert earlier.source is not None
-                _replace(earlier.path, earlier_real, earlier.source.encode(earlier.source.text), options.pycache_prefixes)
-            return problem, False
+                with contextlib.suppress(OSError):
+                    write.replace_file(earlier_real, earlier.source.encode(earlier.source.text), import_path=earlier.path, pycache_prefixes=options.pycache_prefixes)
+            return _write_error(real, error), False
         done.append((file_plan, real))
+    outcome.notes.extend(note for note in notes if note is not None)
     return None, True
-
-
-def _replace(path: str, real: str, data: bytes, pycache_prefixes: Tuple[str, ...], code: Optional[CodeType] = None) -> Optional[str]:
-    """Writes one file (``real``, which Python imports as ``path``); an error line, or None."""
-    try:
-        write.replace_file(real, data, import_path=path, code=code, pycache_prefixes=pycache_prefixes)
-    except OSError as error:
-        return _write_error(real, error)
-    return None
 
 
 def _outside_problem(path: str, real: str, package_dir: str, force: bool) -> Optional[str]:

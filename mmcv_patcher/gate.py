@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional, Set, Tuple
 from packaging.version import InvalidVersion, Version
 
 from mmcv_patcher.model import Affected, Patch
-from mmcv_patcher.source import record_hash
+from mmcv_patcher.source import matches_record
 
 
 class Gate(enum.Enum):
@@ -25,7 +25,8 @@ class Release(NamedTuple):
 
     distribution: Optional[str]
     version: Optional[str]
-    #: RECORD's hash of the file as the release installed it (``sha256=<urlsafe base64>``)
+    #: RECORD's hash field of the file as the release installed it (``sha256=<urlsafe base64>``,
+    #: or another algorithm RECORD allows)
     record_hash: Optional[str] = None
     #: the pip command that installs into the environment the file is in
     installer: str = "pip install"
@@ -39,9 +40,10 @@ class Release(NamedTuple):
             return f"restore it with `{self.installer} --force-reinstall --no-deps {self.distribution}=={self.version}`"
         return "restore it from a fresh copy of mmcv"
 
-    def installed(self, sha256_digest: bytes) -> bool:
-        """Whether RECORD lists the file with this sha256 (False when it gives no hash)."""
-        return self.record_hash is not None and self.record_hash == record_hash(sha256_digest)
+    def installed(self, data: bytes) -> Optional[bool]:
+        """Whether RECORD lists the file with these bytes; None when it gives no hash (or
+        one in an algorithm we cannot compute)."""
+        return None if self.record_hash is None else matches_record(self.record_hash, data)
 
 
 def gate(patch: Patch, release: Release) -> Tuple[Gate, Optional[Affected]]:

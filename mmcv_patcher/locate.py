@@ -5,7 +5,6 @@ from :mod:`importlib.metadata`, and a source checkout's ``version.py`` is parsed
 """
 
 import ast
-import hashlib
 import os
 import shlex
 import stat
@@ -13,11 +12,13 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from packaging.version import InvalidVersion, Version
+
 from mmcv_patcher.gate import Release
 from mmcv_patcher.interpreter import Interpreter, current
 from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch
-from mmcv_patcher.ours import remembered_sha256
-from mmcv_patcher.source import UndecodableSource, decode, read_source, record_hash
+from mmcv_patcher.ours import find_ours
+from mmcv_patcher.source import UndecodableSource, decode, matches_record, read_source
 
 if sys.version_info >= (3, 10):
     from importlib import metadata
@@ -142,6 +143,8 @@ class Installed(NamedTuple):
     package_files: Mapping[str, str]
     #: editable-install hooks it installed (``.pth`` files, ``__editable__`` finders)
     hooks: Tuple[str, ...]
+    #: where its metadata is (the ``.dist-info`` or ``.egg-info``)
+    metadata: str
 
 
 class Candidates(NamedTuple):
@@ -175,9 +178,23 @@ def _distributions(path: Sequence[str]) -> Candidates:
                 if posix.startswith("mmcv/"):
                     package_files[posix] = f"{entry.hash.mode}={entry.hash.value}" if entry.hash else ""
                 elif posix.endswith(".pth") or entry.parts[-1].startswith("__editable__"):
-                    hooks.append(str(entry.locate()))
-            found[key] = Installed(name, version, root, package_files, tuple(hooks))
+                    hook = str(entry.locate())
+                    problem = _hook_problem(hook)
+                    if problem is None:
+                        hooks.append(hook)
+                    elif problem:
+                        skipped.append(f"ignored the editable-install hook {hook}: {problem}")
+            found[key] = Installed(name, version, root, package_files, tuple(hooks), str(getattr(dist, "_path", root)))
     return Candidates(list(found.values()), tuple(skipped))
+
+
+def _hook_problem(hook: str) -> Optional[str]:
+    """Why an editable-install hook must not be read ("" when it is simply not there), or None."""
+    try:
+        mode = os.stat(hook).st_mode
+    except OSError:
+        return ""
+    return None if stat.S_ISREG(mode) else "not a regular file"
 
 
 def _files(dist: metadata.Distribution) -> Optional[List[metadata.PackagePath]]:
@@ -230,9 +247,8 @@ def _hook_names(hook: str, package_dir: str) -> bool:
     or that directory. Paths are compared whole, never as substrings (``/x/src2`` does not
     name ``/x/src``)."""
     try:
-        with open(hook, "rb") as handle:
-            text = handle.read(_MAX_HOOK_BYTES).decode("utf-8", "replace")
-    except OSError:
+        text = read_source(hook, _MAX_HOOK_BYTES).decode("utf-8", "replace")
+    except (OSError, UndecodableSource):
         return False
     if hook.endswith(".pth"):
         paths = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(("#", "import ", "import\t"))]
@@ -264,14 +280,24 @@ def _describe(package_dir: str, candidates: Candidates, only_file: Optional[str]
             notes.append(f"{dist.name} {dist.version} is installed, but its metadata ({dist.root}) does not list {package_dir}; using {os.path.join(package_dir, 'version.py')}")
         return Target(package_dir, None, literal_version(os.path.join(package_dir, "version.py")), {}, tuple(notes), only_file)
     record = {path[len("mmcv/") :]: digest for path, digest in owner.package_files.items() if digest}
+    if owner.version is not None and not _valid(owner.version):
+        notes.append(f"invalid version {owner.version!r} in {owner.metadata}: no patch's known releases can include it")
     return Target(package_dir, owner.name, owner.version, record, tuple(notes), only_file)
+
+
+def _valid(version: str) -> bool:
+    try:
+        Version(version)
+    except InvalidVersion:
+        return False
+    return True
 
 
 def _current_owner(owners: List[Installed], package_dir: str, patches: Sequence[Patch]) -> Tuple[Installed, str]:
     """Of several owners (two releases' metadata after ``pip install --target --upgrade``,
     or two distributions over one tree), the one that installed what is there now: the one
-    whose RECORD alone matches a patch file as it is, or as it was before we patched it (the
-    hash our marker remembers), or else ``version.py``; failing that, the one whose version
+    whose RECORD alone matches a patch file as it is, or as it was before we patched it (our
+    edits taken out), or else ``version.py``; failing that, the one whose version
     ``version.py`` names. Returns it and how it was chosen."""
     for file in [patch.file for patch in patches] + ["version.py"]:
         try:
@@ -279,11 +305,11 @@ def _current_owner(owners: List[Installed], package_dir: str, patches: Sequence[
             source = decode(data)
         except (OSError, UndecodableSource):
             continue
-        hashes = {record_hash(hashlib.sha256(data).digest())}
-        remembered = remembered_sha256(source, [patch for patch in patches if patch.file == file])
-        if remembered is not None:
-            hashes.add(record_hash(bytes.fromhex(remembered)))
-        matching = [dist for dist in owners if dist.package_files.get(f"mmcv/{file}") in hashes]
+        versions = [data]  # the file as it is, and as it was before we patched it
+        ours = find_ours(source, [patch for patch in patches if patch.file == file])
+        if ours is not None and ours.exact:
+            versions.append(source.encode(ours.original))
+        matching = [dist for dist in owners if any(matches_record(dist.package_files.get(f"mmcv/{file}", ""), each) for each in versions)]
         if len(matching) == 1:
             return matching[0], f"mmcv/{file} there is the one {matching[0].name} {matching[0].version} installed"
     version = literal_version(os.path.join(package_dir, "version.py"))

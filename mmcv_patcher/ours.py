@@ -93,12 +93,6 @@ def find_ours(source: Source, family: Sequence[Patch]) -> Optional[Ours]:
     return Ours(marks, sha256, original, sha256 is not None and sha256_hex(source.encode(original)) == sha256)
 
 
-def remembered_sha256(source: Source, family: Sequence[Patch]) -> Optional[str]:
-    """The original file's hash our markers keep, if the file carries them and they agree."""
-    kept = {sha256 for _, _, _, sha256 in _markers(source.text, family)}
-    return kept.pop() if len(kept) == 1 else None
-
-
 def cut(text: str, spans: Sequence[Span]) -> str:
     """``text`` without the (disjoint) ``spans``."""
     for start, end in sorted(spans, reverse=True):

@@ -28,11 +28,8 @@ class Verdict(NamedTuple):
     ok: bool = True
     #: for a file we patched: the sha256 our marker kept, of the bytes a revert restores
     original_sha256: Optional[str] = None
-
-
-def _differs_from_record(sha256: Optional[str], release: Release) -> bool:
-    """Whether RECORD lists the file with a hash other than ``sha256`` (hex)."""
-    return release.record_hash is not None and sha256 is not None and not release.installed(bytes.fromhex(sha256))
+    #: for a file we patched: whether those bytes are not what the release's RECORD lists
+    differs_from_record: bool = False
 
 
 def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, family: Sequence[Patch] = ()) -> Verdict:
@@ -70,10 +67,9 @@ def _assess_from_text(source: Source, patch: Patch, release: Release, ours: Opti
         if not ours.exact:
             message = "patched by mmcv-patcher; other lines of the file were edited since, so a revert takes out only our edits"
             return Verdict(State.PATCHED, line, message, new_text=undone), None
-        message = "patched by mmcv-patcher"
-        if _differs_from_record(ours.sha256, release):
-            message += "; before that, the file already differed from the release's RECORD"
-        return Verdict(State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256), None
+        differs = release.installed(source.encode(ours.original)) is False
+        message = "patched by mmcv-patcher" + ("; before that, the file already differed from the release's RECORD" if differs else "")
+        return Verdict(State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256, differs_from_record=differs), None
     if ours is not None and not ours.exact:
         others = ", ".join(f"{mark.patch.id} at line {mark.line}" for mark in ours.marks)
         message = f"the file was edited since mmcv-patcher patched it ({others}), so its original bytes are unknown; revert those first"
@@ -204,7 +200,7 @@ def plan_revert(verdict: Verdict, patch: Patch, release: Release, *, force: bool
         if verdict.original_sha256 is None:
             message = f"took out our edit; other lines were edited since, so the file is not the original: {release.reinstall()}"
             return Verdict(after, verdict.line, message, new_text=verdict.new_text)
-        if _differs_from_record(verdict.original_sha256, release):
+        if verdict.differs_from_record:
             # Exactly what was there before we patched, but not what the release installed.
             message = f"reverted to the bytes from before patching, which differ from the release's RECORD (edited before it was patched); {release.reinstall()}"
             return Verdict(after, verdict.line, message, new_text=verdict.new_text)

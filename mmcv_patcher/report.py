@@ -44,6 +44,7 @@ def as_json(
         "patches": [] if outcome is None else [_result_object(r) for r in outcome.results],
         "waited": bool(outcome and outcome.waited),
         "diff": "" if outcome is None else "".join(unified_diff(path, old, new) for path, old, new in outcome.previews),
+        "notes": [] if outcome is None else list(outcome.notes),
         "error": error,
     }
     if verify is not None:
@@ -108,6 +109,7 @@ def as_text(target: Optional[Target], outcome: Optional[Outcome]) -> List[str]:
         for result in outcome.results:
             alike.setdefault((_where(result), result.state, result.message), []).append(result.id)
         lines.extend(f"{_and(ids)}: {state} at {where} ({message})" for (where, state, message), ids in alike.items())
+        lines.extend(f"note: {note}" for note in outcome.notes)
         lines.extend(unified_diff(path, old, new) for path, old, new in outcome.previews)
     return lines
 

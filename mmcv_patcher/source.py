@@ -7,7 +7,7 @@ import os
 import re
 import stat
 import tokenize
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 #: mmcv's largest source files are tens of KB; anything this big is no mmcv file, and refused.
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
@@ -28,17 +28,18 @@ class Source(NamedTuple):
         return text.encode(self.encoding)
 
 
-def read_source(path: str) -> bytes:
-    """The bytes of a source file: a regular file of at most :data:`MAX_SOURCE_BYTES`.
-    Anything else (a FIFO, a socket, ``/dev/zero`` behind a symlink, a huge file) is refused
-    with :class:`UndecodableSource` at once, without reading it or waiting for a writer."""
+def read_source(path: str, limit: int = MAX_SOURCE_BYTES) -> bytes:
+    """The bytes of a file the tool reads (a source, an editable-install hook): a regular file
+    of at most ``limit`` bytes. Anything else (a FIFO, a socket, ``/dev/zero`` behind a
+    symlink, a huge file) is refused with :class:`UndecodableSource` at once, without
+    reading it or waiting for a writer."""
     _check_regular(os.stat(path).st_mode)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as handle:
         _check_regular(os.fstat(fd).st_mode)  # it may have been swapped since
-        data = handle.read(MAX_SOURCE_BYTES + 1)
-    if len(data) > MAX_SOURCE_BYTES:
-        raise UndecodableSource(f"it is over {MAX_SOURCE_BYTES // 2**20} MB, far larger than any mmcv source file; refusing to parse it")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise UndecodableSource(f"it is over {limit // 2**20} MB, far larger than any mmcv file; refusing to read it")
     return data
 
 
@@ -70,10 +71,20 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def record_hash(sha256_digest: bytes) -> str:
-    """A sha256 digest in RECORD's own form, ``sha256=<urlsafe base64, unpadded>``
-    (PEP 376 / the wheel spec), so RECORD entries are compared as written."""
-    return "sha256=" + base64.urlsafe_b64encode(sha256_digest).decode("ascii").rstrip("=")
+def record_hash(data: bytes, algorithm: str = "sha256") -> str:
+    """RECORD's hash field for ``data``, ``<algorithm>=<urlsafe base64, unpadded>`` (PEP 376,
+    the wheel spec), so RECORD entries are compared as written."""
+    return f"{algorithm}=" + base64.urlsafe_b64encode(hashlib.new(algorithm, data).digest()).decode("ascii").rstrip("=")
+
+
+def matches_record(field: str, data: bytes) -> Optional[bool]:
+    """Whether ``data`` is what a RECORD hash field says, in the field's own algorithm
+    (RECORD allows any of ``hashlib.algorithms_guaranteed``); None when the field names no
+    such algorithm."""
+    algorithm = field.partition("=")[0]
+    if algorithm not in hashlib.algorithms_guaranteed or algorithm.startswith("shake_"):
+        return None
+    return record_hash(data, algorithm) == field.rstrip("=")
 
 
 def line_at(text: str, offset: int) -> int:

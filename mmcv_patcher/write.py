@@ -13,11 +13,12 @@ import errno
 import importlib.util
 import marshal
 import os
+import re
 import stat
 import sys
 import time
 from types import CodeType
-from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional
+from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 try:
     import fcntl
@@ -107,9 +108,10 @@ class StaleBytecode(OSError):
     """A ``__pycache__`` entry could not be removed, so the source was not changed."""
 
 
-def replace_file(path: str, data: bytes, *, import_path: Optional[str] = None, code: Optional[CodeType] = None, pycache_prefixes: Iterable[str] = ()) -> None:
-    """Replaces ``path`` with ``data`` atomically, keeping its mode (and owner, where
-    permitted). Leaves no temporary file behind unless the process is killed.
+def replace_file(path: str, data: bytes, *, import_path: Optional[str] = None, code: Optional[CodeType] = None, pycache_prefixes: Iterable[str] = ()) -> Optional[str]:
+    """Replaces ``path`` with ``data`` atomically, keeping its mode bits exactly, and its owner
+    and group wherever the kernel allows; returns a line saying what could not be kept, or
+    None. Leaves no temporary file behind unless the process is killed.
 
     Checks that the file and its directory are writable before touching anything. The
     bytecode of ``path`` (and of ``import_path``, the name Python imports it by when that
@@ -131,13 +133,15 @@ def replace_file(path: str, data: bytes, *, import_path: Optional[str] = None, c
             rebuild_bytecode(location, entries)
         raise
     try:
-        _write_atomically(path, data, os.stat(path))
+        return _write_atomically(path, data, os.stat(path))
     finally:
         for location, entries in dropped:
             rebuild_bytecode(location, entries, code if location == imported else None)
 
 
-def _write_atomically(path: str, data: bytes, like: os.stat_result) -> None:
+def _write_atomically(path: str, data: bytes, like: os.stat_result) -> Optional[str]:
+    """Writes ``data`` to a temporary file beside ``path`` with ``like``'s owner, group and
+    mode, and moves it over ``path``; returns a line saying what of those could not be kept."""
     import tempfile  # only a write needs it, and it imports random and shutil: status never pays
 
     directory, name = os.path.split(path)
@@ -146,10 +150,9 @@ def _write_atomically(path: str, data: bytes, like: os.stat_result) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            _keep_owner(handle.fileno(), like)  # first: a change of owner clears setuid and setgid
             os.fchmod(handle.fileno(), stat.S_IMODE(like.st_mode))
-            if (like.st_uid, like.st_gid) != (os.getuid(), os.getgid()):
-                with contextlib.suppress(PermissionError):
-                    os.fchown(handle.fileno(), like.st_uid, like.st_gid)
+            lost = _what_was_not_kept(os.fstat(handle.fileno()), like, path)
             os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
@@ -158,6 +161,30 @@ def _write_atomically(path: str, data: bytes, like: os.stat_result) -> None:
         raise
     with contextlib.suppress(OSError):  # durability only: the rename has happened
         _fsync_directory(directory)
+    return lost
+
+
+def _keep_owner(fd: int, like: os.stat_result) -> None:
+    """Gives the file ``like``'s owner and group, or, where only root may give a file away,
+    at least its group (allowed to a member of that group)."""
+    if (like.st_uid, like.st_gid) == (os.getuid(), os.getgid()):
+        return
+    try:
+        os.fchown(fd, like.st_uid, like.st_gid)
+    except PermissionError:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, like.st_gid)
+
+
+def _what_was_not_kept(now: os.stat_result, like: os.stat_result, path: str) -> Optional[str]:
+    lost = []
+    if now.st_uid != like.st_uid:
+        lost.append(f"owner {like.st_uid} (now {now.st_uid})")
+    if now.st_gid != like.st_gid:
+        lost.append(f"group {like.st_gid} (now {now.st_gid})")
+    if stat.S_IMODE(now.st_mode) != stat.S_IMODE(like.st_mode):
+        lost.append(f"mode {stat.S_IMODE(like.st_mode):o} (now {stat.S_IMODE(now.st_mode):o})")
+    return f"{path}: could not keep its {' and '.join(lost)}; only root may give a file away" if lost else None
 
 
 def _fsync_directory(directory: str) -> None:
@@ -215,16 +242,20 @@ def drop_bytecode(path: str, pycache_prefixes: Iterable[str] = ()) -> List[_Cach
     leave bytecode of the old source beside the new one: Python never revalidates an
     unchecked-hash ``.pyc``. Returns this interpreter's entries, for :func:`rebuild_bytecode`.
 
-    Raises :class:`StaleBytecode`, having removed nothing, when an entry is not a regular
-    file or its directory is not writable; the source must not change then. (Like pip, we
-    keep the install's compiled state as it was; ``PYTHONDONTWRITEBYTECODE`` governs writes
-    at import time, not this.)
+    Only names that are bytecode of ``path`` count (``<stem>.<cache tag>.pyc`` and its
+    ``.opt-1``/``.opt-2`` forms: ``nms.backup.pyc`` is not). None is removed unless all can
+    be: each is first moved aside (which fails where removing it would: a read-only directory,
+    an immutable file), and if one cannot be, the others are moved back and
+    :class:`StaleBytecode` is raised; the source must not change then. (Like pip, we keep the
+    install's compiled state as it was; ``PYTHONDONTWRITEBYTECODE`` governs writes at import
+    time, not this.)
     """
     stem = os.path.basename(path).rpartition(".")[0] or os.path.basename(path)
     found = []
     for cache in cache_directories(path, pycache_prefixes):
         for cached in _names_in(cache):
-            if not (cached.startswith(stem + ".") and cached.endswith(".pyc")):
+            named = _BYTECODE.fullmatch(cached[len(stem) + 1 :]) if cached.startswith(stem + ".") else None
+            if named is None:
                 continue
             pyc = os.path.join(cache, cached)
             try:
@@ -233,23 +264,35 @@ def drop_bytecode(path: str, pycache_prefixes: Iterable[str] = ()) -> List[_Cach
                 continue
             if not stat.S_ISREG(info.st_mode):
                 raise StaleBytecode(errno.EISDIR if stat.S_ISDIR(info.st_mode) else errno.EINVAL, "not a regular file", pyc)
-            if not os.access(cache, os.W_OK):
-                raise StaleBytecode(errno.EACCES, "read-only", pyc)
-            tag, _, level = cached[len(stem) + 1 : -len(".pyc")].partition(".opt-")
-            mine = tag == sys.implementation.cache_tag and level in ("", "1", "2")
-            found.append((pyc, _CacheEntry(pyc, int(level or 0), _flags(pyc), info) if mine else None))
-    dropped: List[_CacheEntry] = []
-    for pyc, entry in found:
+            mine = named.group("tag") == sys.implementation.cache_tag
+            found.append((pyc, _CacheEntry(pyc, int(named.group("level") or 0), _flags(pyc), info) if mine else None))
+    moved: List[Tuple[str, str]] = []
+    for pyc, _ in found:
+        aside = os.path.join(os.path.dirname(pyc), f".{os.path.basename(pyc)}.{os.getpid()}{TEMP_SUFFIX}")
         try:
-            os.unlink(pyc)
+            os.rename(pyc, aside)
         except FileNotFoundError:
             continue
         except OSError as error:
-            rebuild_bytecode(path, dropped)  # still the old source: put back what went
+            for back, was in reversed(moved):  # still the old source: its bytecode stays
+                with contextlib.suppress(OSError):
+                    os.rename(was, back)
+            raise StaleBytecode(error.errno, "read-only" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else error.strerror, pyc) from None
+        moved.append((pyc, aside))
+    for pyc, aside in moved:
+        try:
+            os.unlink(aside)
+        except OSError as error:  # back under its name: bytecode of the source, which stays as it is
+            with contextlib.suppress(OSError):
+                os.rename(aside, pyc)
             raise StaleBytecode(error.errno, error.strerror, pyc) from None
-        if entry is not None:
-            dropped.append(entry)
-    return dropped
+    gone = {pyc for pyc, _ in moved}
+    return [entry for pyc, entry in found if entry is not None and pyc in gone]
+
+
+#: What follows ``<stem>.`` in the name of bytecode of ``<stem>.py``: a cache tag
+#: (``cpython-311``, ``pypy39``) and an optional optimization level.
+_BYTECODE = re.compile(r"(?P<tag>[a-z]+-?[0-9]+)(?:\.opt-(?P<level>[12]))?\.pyc")
 
 
 def rebuild_bytecode(path: str, dropped: List[_CacheEntry], code: Optional[CodeType] = None) -> None:

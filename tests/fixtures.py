@@ -8,7 +8,6 @@ examples, so a new patch module brings its test file with it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -131,14 +130,15 @@ def make_tree(
     return package / "ops" / "nms.py"
 
 
-def dist_info(root: Path, distribution: str, version: str, files: Mapping[str, Optional[bytes]]) -> Path:
+def dist_info(root: Path, distribution: str, version: str, files: Mapping[str, Optional[bytes]], *, algorithm: str = "sha256") -> Path:
     """The ``.dist-info`` pip would write in ``root``: METADATA, and a RECORD listing each of
     ``files`` (POSIX path under ``root`` -> the bytes it was installed with, or None to
-    list it without a hash)."""
+    list it without a hash), hashed with ``algorithm``."""
     info = root / f"{distribution.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
-    lines = [f"{path},{record_hash(hashlib.sha256(data).digest())},{len(data)}" if data is not None else f"{path},," for path, data in sorted(files.items())]
+
+    lines = [f"{path},{record_hash(data, algorithm)},{len(data)}" if data is not None else f"{path},," for path, data in sorted(files.items())]
     (info / "RECORD").write_text("\n".join(lines + [f"{info.name}/RECORD,,"]) + "\n")
     return info
 

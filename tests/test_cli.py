@@ -53,6 +53,7 @@ def test_status_json_schema(tree: Path) -> None:
         ],
         "waited": False,
         "diff": "",
+        "notes": [],
         "error": None,
     }
     every = {p["id"]: p for p in as_json("status", "--path", str(tree))["patches"]}
@@ -344,7 +345,7 @@ def test_status_all_lists_every_interpreter_asked_about_once(tmp_path: Path) -> 
     make_tree(releases.site_packages(with_mmcv), distribution="mmcv")
     done = tool("status", "--all", "--json", "--python", str(without), "--python", str(with_mmcv), "--python", str(without))
     document = json.loads(done.stdout)
-    assert set(document) == {"schema_version", "command", "target", "patches", "waited", "diff", "error", "copies"}
+    assert set(document) == {"schema_version", "command", "target", "patches", "waited", "diff", "notes", "error", "copies"}
     [bare, found] = document["copies"]
     assert (bare["python"], bare["target"], bare["patches"]) == (str(without), None, []) and "no mmcv" in bare["problem"]
     assert found["python"] == str(with_mmcv) and found["imported"] and found["target"]["version"] == "2.1.0"

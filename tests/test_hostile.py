@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
+import subprocess
 import time
 from pathlib import Path
+from typing import Dict
 
 import pytest
 
-from tests.fixtures import ANCHOR, ANCHOR_IN_NMS_TOO, NMS, make_tree, nms_with, refused, snapshot, synthetic_files, tool
+from tests.fixtures import ANCHOR, ANCHOR_IN_NMS_TOO, NMS, dist_info, make_tree, nms_with, refused, snapshot, synthetic_files, tool
 
 
 @pytest.mark.parametrize(
@@ -163,3 +167,156 @@ def test_dot_dot_in_path_writes_only_inside_the_package_it_names(tmp_path: Path)
     after = snapshot(tmp_path)
     assert [k for k in after if before.get(k) != after[k]] == [str(nms)]
     assert tool("revert", "--path", str(dotted)).returncode == 0 and snapshot(tmp_path) == before
+
+
+# --- round 3: our edits after someone touched them ------------------------------------------------
+
+
+def _patched_tree(root: Path) -> Path:
+    nms = make_tree(root, distribution="mmcv")
+    assert tool("apply", "--path", str(root)).returncode == 0
+    return nms
+
+
+def _states(root: Path) -> Dict[str, str]:
+    return {p["id"]: p["state"] for p in json.loads(tool("status", "--json", "--path", str(root)).stdout)["patches"]}
+
+
+def test_a_linters_comment_after_our_marker_makes_that_patch_drifted_and_force_keeps_it(tmp_path: Path) -> None:
+    nms = _patched_tree(tmp_path)
+    lines = nms.read_text().splitlines(True)
+    [at] = [i for i, line in enumerate(lines) if "batched-nms-amp-dtype sha256=" in line]
+    lines[at] = lines[at].replace("\n", "  # noqa: E501\n")
+    nms.write_text("".join(lines))
+    states = _states(tmp_path)
+    assert states.pop("batched-nms-amp-dtype") == "drifted" and set(states.values()) == {"patched"}
+    assert tool("revert", "--path", str(tmp_path)).returncode == 1
+    assert tool("revert", "--force", "--path", str(tmp_path)).returncode == 0
+    assert nms.read_text() == NMS.replace(ANCHOR + "\n", ANCHOR + "  # noqa: E501\n")
+
+
+def test_one_insertion_taken_out_by_hand_flags_only_its_patch(tmp_path: Path) -> None:
+    nms = _patched_tree(tmp_path)
+    nms.write_text(nms.read_text().replace("NMSop.apply(boxes.float(), scores.float(),", "NMSop.apply(boxes, scores,"))
+    states = _states(tmp_path)
+    assert states.pop("nms-fp32-kernel") == "drifted" and set(states.values()) == {"patched"}
+    kept = tool("revert", "--patch", "batched-nms-amp-dtype", "--path", str(tmp_path))
+    assert kept.returncode == 0 and ANCHOR + "\n" in nms.read_text(), "an intact patch reverts on its own"
+    assert tool("revert", "--force", "--path", str(tmp_path)).returncode == 0
+    assert nms.read_text() == NMS, "the rest was as we left it: the original bytes"
+
+
+def test_the_search_for_our_insertions_ends_whatever_the_file_holds(tmp_path: Path) -> None:
+    """A marker whose inserted text is gone, after lines of look-alike text."""
+    nms = _patched_tree(tmp_path)
+    decoys = "".join(f"    x{i} = t.float() + t.float()  # t.float()\n" for i in range(40))
+    text = nms.read_text().replace("NMSop.apply(boxes.float(), scores.float(),", "NMSop.apply(boxes, scores,")
+    nms.write_text(text.replace("def nms(", "def decoys(t):\n" + decoys + "\n\ndef nms(", 1))
+    done = tool("status", "--json", "--path", str(tmp_path), timeout=60)
+    assert {p["id"]: p["state"] for p in json.loads(done.stdout)["patches"]}["nms-fp32-kernel"] == "drifted"
+
+
+def test_look_alike_debug_lines_in_a_fork_never_change_a_verdict(tmp_path: Path) -> None:
+    fork = NMS.replace("    inds = NMSop.apply(", "    print(boxes.float(), scores.float())\n    inds = NMSop.apply(").replace(
+        "            scores_after_nms[mask[keep]]", "            print(dets[:, -1].to(scores_after_nms.dtype))\n            scores_after_nms[mask[keep]]"
+    )
+    nms = make_tree(tmp_path, fork)  # no metadata: a fork of its own
+    alone = {id: json.loads(tool("status", "--json", "--patch", id, "--path", str(tmp_path)).stdout)["patches"][0]["state"] for id in _states(tmp_path)}
+    assert alone == _states(tmp_path)
+    assert tool("apply", "--force", "--path", str(tmp_path)).returncode == 0
+    assert tool("revert", "--path", str(tmp_path)).returncode == 0 and nms.read_text() == fork
+
+
+# --- round 3: files the tool reads ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("owned", ["listed", "through-the-hook"])
+def test_a_record_line_naming_a_fifo_never_blocks_and_gets_a_note(tmp_path: Path, owned: str) -> None:
+    make_tree(tmp_path, distribution="mmcv")
+    hook = tmp_path / "zz_mmcv.pth"
+    os.mkfifo(hook)
+    record = next(tmp_path.glob("*.dist-info")) / "RECORD"
+    lines = record.read_text().splitlines()
+    if owned == "through-the-hook":  # an editable install: only the hook says where mmcv is
+        lines = [line for line in lines if not line.startswith("mmcv/")]
+    record.write_text("\n".join(lines + ["zz_mmcv.pth,,"]) + "\n")
+    done = tool("status", "--json", "--path", str(tmp_path), timeout=60)
+    notes = json.loads(done.stdout)["target"]["notes"]
+    assert f"ignored the editable-install hook {hook}: not a regular file" in notes
+
+
+@pytest.mark.parametrize("algorithm", ["sha384", "sha512"])
+def test_a_record_hash_in_another_algorithm_is_compared_in_it(tmp_path: Path, algorithm: str) -> None:
+    nms = make_tree(tmp_path)
+    files = {path.relative_to(tmp_path).as_posix(): path.read_bytes() for path in (tmp_path / "mmcv").rglob("*.py")}
+    dist_info(tmp_path, "mmcv", "2.1.0", files, algorithm=algorithm)
+    assert tool("apply", "--path", str(tmp_path)).returncode == 0
+    reverted = json.loads(tool("revert", "--json", "--path", str(tmp_path)).stdout)
+    assert {p["message"] for p in reverted["patches"]} == {"reverted to the original bytes"} and nms.read_text() == NMS
+
+
+def test_an_invalid_version_in_metadata_says_so(tmp_path: Path) -> None:
+    make_tree(tmp_path, version="not.a.version", distribution="mmcv")
+    document = json.loads(tool("status", "--json", "--path", str(tmp_path)).stdout)
+    info = next(tmp_path.glob("*.dist-info"))
+    assert f"invalid version 'not.a.version' in {info}: no patch's known releases can include it" in document["target"]["notes"]
+
+
+# --- round 3: bytecode, owners and modes ----------------------------------------------------------
+
+
+def test_only_bytecode_of_the_file_is_removed(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    cache = nms.parent / "__pycache__"
+    cache.mkdir()
+    keep = [cache / "nms.backup.pyc", cache / "nms_rotated.cpython-311.pyc", cache / "nms.cpython-311.pyc.orig"]
+    for path in keep + [cache / "nms.cpython-27.pyc", cache / "nms.pypy39.opt-1.pyc"]:
+        path.write_bytes(b"not ours to keep" if path in keep else b"stale bytecode of nms.py")
+    assert tool("apply", "--path", str(tmp_path)).returncode == 0
+    assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in keep)
+
+
+def test_a_cache_directory_outside_the_package_is_refused_unless_forced(tmp_path: Path) -> None:
+    nms = make_tree(tmp_path / "site", distribution="mmcv")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "nms.backup.pyc").write_bytes(b"someone else's")
+    (elsewhere / "nms.cpython-27.pyc").write_bytes(b"stale bytecode of nms.py")
+    (nms.parent / "__pycache__").symlink_to(elsewhere)
+    line = refused(tool("apply", "--path", str(tmp_path / "site")), file=nms.parent / "__pycache__")
+    assert f"resolves to {elsewhere}, outside the mmcv package" in line and nms.read_text() == NMS
+    assert tool("apply", "--force", "--path", str(tmp_path / "site")).returncode == 0
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["nms.backup.pyc"]
+
+
+def _immutable(path: Path) -> None:
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("needs chattr +i (root, on a file system that supports it)")
+
+
+def test_no_bytecode_is_removed_unless_every_entry_can_be(tmp_path: Path) -> None:
+    import py_compile
+
+    nms = make_tree(tmp_path, distribution="mmcv")
+    mine = Path(py_compile.compile(str(nms), doraise=True))
+    other = mine.with_name("nms.cpython-27.pyc")
+    other.write_bytes(b"another interpreter's bytecode")
+    _immutable(mine)
+    try:
+        done = tool("apply", "--path", str(tmp_path))
+        assert done.returncode == 1 and f"cannot remove stale bytecode {mine}" in done.stderr
+        assert other.exists() and nms.read_text() == NMS, "nothing removed, the source as it was"
+    finally:
+        subprocess.run(["chattr", "-i", str(mine)])
+
+
+def test_root_keeps_another_users_owner_and_setuid_bits(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    nms = make_tree(tmp_path, distribution="mmcv")
+    os.chown(nms, 1234, 4321)
+    os.chmod(nms, 0o6755)
+    done = tool("apply", "--path", str(tmp_path))
+    assert done.returncode == 0 and "note:" not in done.stdout
+    info = nms.stat()
+    assert (info.st_uid, info.st_gid, oct(stat.S_IMODE(info.st_mode))) == (1234, 4321, oct(0o6755))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -41,9 +42,11 @@ def shared() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def as_nobody(shared: Path, *args: str) -> subprocess.CompletedProcess:
+def as_nobody(shared: Path, *args: str, group: Optional[str] = None) -> subprocess.CompletedProcess:
+    """The CLI run as ``nobody``, with ``group`` as a supplementary group if given."""
+    groups = ["-G", group] if group else []
     return subprocess.run(
-        ["runuser", "-u", "nobody", "--", str(shared / "venv" / "bin" / "python"), "-m", "mmcv_patcher", *args],
+        ["runuser", "-u", "nobody", *groups, "--", str(shared / "venv" / "bin" / "python"), "-m", "mmcv_patcher", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         universal_newlines=True,
@@ -121,3 +124,17 @@ def test_a_package_directory_others_may_only_enter_is_refused_in_one_line(shared
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"mmcv-patcher: error: cannot write {package}: {MESSAGE}"
     assert nms.read_text() == NMS
+
+
+def test_a_group_member_keeps_the_group_and_mode_and_is_told_what_was_not_kept(shared: Path) -> None:
+    """A group-writable install (owner 1234, group users) patched by a member of the group."""
+    nms = _tree(shared, "group-writable")
+    root = nms.parents[2]
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, 1234, 100)
+        os.chmod(path, 0o2775 if path.is_dir() else 0o664)
+    done = as_nobody(shared, "apply", "--path", str(root), group="users")
+    assert done.returncode == 0, done.stdout + done.stderr
+    info = nms.stat()
+    assert (info.st_uid, info.st_gid, oct(stat.S_IMODE(info.st_mode))) == (65534, 100, oct(0o664))
+    assert f"note: {nms}: could not keep its owner 1234 (now 65534); only root may give a file away" in done.stdout.splitlines()
