@@ -18,7 +18,7 @@ from typing import List, NoReturn, Optional, Sequence
 
 from mmcv_patcher import arguments, commands, interpreter, locate, registry, report, verify
 from mmcv_patcher.arguments import Request
-from mmcv_patcher.model import Command, Patch, State
+from mmcv_patcher.model import Command, Outcome, Patch, State
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNPATCHED = 0, 1, 2, 3
 
@@ -76,7 +76,11 @@ def _run(request: Request) -> int:
     patches = registry.select(patches, None, target.only_file)
     if request.command is Command.VERIFY:
         return _verify(request, target, interpreters[0], patches)
-    outcome = commands.run(request.command, target, patches, _options(request, interpreters[0]))
+    if request.command is Command.STATUS:
+        outcome = commands.status(target, patches)
+    else:
+        change = commands.apply if request.command is Command.APPLY else commands.revert
+        outcome = change(target, patches, _options(request, interpreters[0]))
     if request.json:
         report.out(report.as_json(request.command, outcome.error, target=target, outcome=outcome))
     else:
@@ -98,7 +102,7 @@ def _options(request: Request, python: interpreter.Interpreter) -> commands.Opti
     return commands.Options(force=request.force, dry_run=request.dry_run, lock_timeout=request.lock_timeout, on_wait=on_wait, pycache_prefixes=tuple(sorted(prefixes)))
 
 
-def _exit_code(outcomes: Sequence[commands.Outcome], check: bool) -> int:
+def _exit_code(outcomes: Sequence[Outcome], check: bool) -> int:
     if not all(outcome.ok for outcome in outcomes):
         return EXIT_FAILED
     if check and any(r.state in (State.UNPATCHED, State.UNVERIFIED) for outcome in outcomes for r in outcome.results):
@@ -112,7 +116,7 @@ def _status_all(request: Request, interpreters: Sequence[interpreter.Interpreter
     copies: List[report.Copy] = []
     for each in dict.fromkeys(interpreters):  # asked twice (two names of one python), listed once
         found = locate.every_copy(each, patches)
-        copies.extend(report.Copy(each.executable, imported, target, commands.run(Command.STATUS, target, patches)) for target, imported in found)
+        copies.extend(report.Copy(each.executable, imported, target, commands.status(target, patches)) for target, imported in found)
         if not found:
             copies.append(report.Copy(each.executable, False, None, None, each.mmcv_problem or f"no mmcv on the sys.path of {each.executable}"))
     problems = [copy.outcome.error for copy in copies if copy.outcome is not None and copy.outcome.error]
@@ -128,7 +132,7 @@ def _status_all(request: Request, interpreters: Sequence[interpreter.Interpreter
 def _verify(request: Request, target: locate.Target, python: interpreter.Interpreter, patches: Sequence[Patch]) -> int:
     """Each patch's state, then its AMP case run on the real mmcv in a child of the target
     interpreter: 0 if every case survives."""
-    outcome = commands.run(Command.STATUS, target, patches)
+    outcome = commands.status(target, patches)
     if not request.json:
         report.out("\n".join(report.as_text(target, outcome)))
         report.out(f"verify imports mmcv and torch in a child process of {python.executable} (the only command that does)")

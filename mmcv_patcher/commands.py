@@ -1,37 +1,17 @@
-"""apply, status and revert on one located target: read, plan every patch, then write.
+"""``status``, ``apply`` and ``revert`` on one located target: read, plan every patch, then write.
 
 Every file is planned before any is written, and nothing is written unless every patch
 succeeded and every new file compiles, so a failing command leaves all files as they were.
 """
 
 import contextlib
-import errno
 import os
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from mmcv_patcher import gate, plan, registry, write
+from mmcv_patcher import gate, plan, registry, report, write
 from mmcv_patcher.locate import Target
-from mmcv_patcher.model import Command, Patch, Result, State
+from mmcv_patcher.model import Outcome, Patch, Result, State
 from mmcv_patcher.source import MAX_SOURCE_BYTES, Source, UndecodableSource, decode, read_source
-
-
-class Outcome:
-    """Everything a command did, for :mod:`mmcv_patcher.report` to render."""
-
-    def __init__(self) -> None:
-        self.results: List[Result] = []
-        #: for ``--dry-run``: (path, text now, text it would write) of each file it would change
-        self.previews: List[Tuple[str, str, str]] = []
-        #: whether the run had to wait for another run's lock (also when it then gave up)
-        self.waited = False
-        #: what the user should know that is no patch's result (an owner that could not be kept)
-        self.notes: List[str] = []
-        #: a failure that is not one patch's (a file that cannot be written, say)
-        self.error: Optional[str] = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and all(result.ok for result in self.results)
 
 
 class _FilePlan:
@@ -58,11 +38,25 @@ class Options(NamedTuple):
     pycache_prefixes: Tuple[str, ...] = ()
 
 
-def run(command: Command, target: Target, patches: Sequence[Patch], options: Optional[Options] = None) -> Outcome:
-    """Runs ``command`` for ``patches`` on ``target``. Bad files become failed results,
-    never exceptions; files are written only when the whole command succeeds."""
-    options = options or Options()
-    writes = command is not Command.STATUS and not options.dry_run
+def status(target: Target, patches: Sequence[Patch]) -> Outcome:
+    """Each patch's state in the files as they are; reads, never writes, never locks."""
+    file_plans = [_plan_file(target, path, group, _as_they_are, force=False) for path, group in _by_file(target, patches).items()]
+    return _outcome(file_plans, patches, Outcome(), written=False, dry_run=False)
+
+
+def apply(target: Target, patches: Sequence[Patch], options: Options) -> Outcome:
+    """Patches every file whose patches all succeed; writes nothing unless every one does."""
+    return _change(target, patches, options, _applied)
+
+
+def revert(target: Target, patches: Sequence[Patch], options: Options) -> Outcome:
+    """Takes our edits out of every file; writes nothing unless every patch succeeds."""
+    return _change(target, patches, options, _reverted)
+
+
+def _change(target: Target, patches: Sequence[Patch], options: Options, planner: "_Planner") -> Outcome:
+    """``apply`` or ``revert``: under the package's lock (unless a dry run), leftovers of a
+    killed run removed, every file planned, then all written or none."""
     outcome = Outcome()
     groups = _by_file(target, patches)
 
@@ -71,22 +65,26 @@ def run(command: Command, target: Target, patches: Sequence[Patch], options: Opt
         options.on_wait(target.package_dir, pid)
 
     with contextlib.ExitStack() as stack:
-        if writes:
+        if not options.dry_run:
             try:
                 stack.enter_context(write.locked(target.package_dir, options.lock_timeout, on_wait))
             except write.LockTimeout as error:
                 outcome.error = f"{target.package_dir}: {error.strerror}; nothing was written (--lock-timeout waits longer)"
             except OSError as error:  # cannot even open the directory (another user's, mode 0711)
-                outcome.error = _write_error(target.package_dir, error)
+                outcome.error = report.write_error(target.package_dir, error)
             if outcome.error is None:
                 _remove_stale_temps(groups, options.pycache_prefixes)
-        file_plans = [_plan_file(command, target, path, group, options.force) for path, group in groups.items()]
-        succeeded = outcome.error is None and all(action.ok for file_plan in file_plans for _, _, action in file_plan.verdicts)
+        file_plans = [_plan_file(target, path, group, planner, force=options.force) for path, group in groups.items()]
         written = False
-        if succeeded and command is not Command.STATUS:
+        if outcome.error is None and all(action.ok for file_plan in file_plans for _, _, action in file_plan.verdicts):
             outcome.error, written = _write_all(file_plans, outcome, package_dir=target.package_dir, options=options)
-        results = {patch.id: _result(file_plan.path, patch, verdict, action, written=written, dry_run=options.dry_run) for file_plan in file_plans for patch, verdict, action in file_plan.verdicts}
-        outcome.results = [results[patch.id] for patch in patches]  # in the order they apply
+        return _outcome(file_plans, patches, outcome, written=written, dry_run=options.dry_run)
+
+
+def _outcome(file_plans: List[_FilePlan], patches: Sequence[Patch], outcome: Outcome, *, written: bool, dry_run: bool) -> Outcome:
+    """``outcome`` with one result per patch, in the order they apply."""
+    results = {patch.id: _result(file_plan.path, patch, verdict, action, written=written, dry_run=dry_run) for file_plan in file_plans for patch, verdict, action in file_plan.verdicts}
+    outcome.results = [results[patch.id] for patch in patches]
     return outcome
 
 
@@ -108,39 +106,57 @@ def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[str, List[Patch]]
     return groups
 
 
-def _plan_file(command: Command, target: Target, path: str, patches: List[Patch], force: bool) -> _FilePlan:
+#: How a command plans one readable file: (its source, the target, its patches, the file's
+#: family of patches, --force) -> per patch (patch, verdict, action), and the new text.
+_Planner = Callable[[Source, Target, List[Patch], List[Patch], bool], Tuple[List[Tuple[Patch, plan.Verdict, plan.Verdict]], str]]
+
+
+def _plan_file(target: Target, path: str, patches: List[Patch], planner: _Planner, *, force: bool) -> _FilePlan:
+    """One file read and planned; a file that cannot be read gets a verdict for each patch."""
     file_plan = _FilePlan(path)
     try:
-        file_plan.source = decode(read_source(path))
+        source = decode(read_source(path))
     except (OSError, UndecodableSource) as error:
         for patch in patches:
             verdict = _unreadable(patch, target, path, error)
             file_plan.verdicts.append((patch, verdict, verdict))
         return file_plan
-    source = file_plan.source
     # Our edits in a file are checked together (each marker remembers the file from before
     # all of them), so every registered patch of the file counts, selected or not.
     chosen = {patch.id for patch in patches}
     family = list(patches) + [p for p in registry.all_patches() if p.file == patches[0].file and p.id not in chosen]
-    if command is Command.REVERT:  # each takes out its own edit, from the text the one before left
-        text = source.text
-        for patch in reversed(patches):
-            release = target.release(patch)
-            verdict = plan.assess(Source(text, source.encoding), patch, release, need_text=True, family=family)
-            action = plan.plan_revert(verdict, patch, release, force=force)
-            text = action.new_text if action.new_text is not None else text
-            file_plan.verdicts.insert(0, (patch, verdict, action))
-    else:  # all on the file as it is, in one pass; apply merges the changes
-        every = plan.assess_all(source, [(patch, target.release(patch)) for patch in patches], need_text=command is not Command.STATUS, family=family)
-        for patch, verdict in zip(patches, every):
-            file_plan.verdicts.append((patch, verdict, plan.plan_apply(verdict, force=force) if command is Command.APPLY else verdict))
-        text = source.text
-        if command is Command.APPLY:
-            changes = [(patch, action.new_text) for patch, _, action in file_plan.verdicts if action.new_text is not None]
-            text = plan.combined(source, changes, family) if changes else text
+    file_plan.source = source
+    file_plan.verdicts, text = planner(source, target, patches, family, force)
     if text != source.text:
         file_plan.new_text = text
     return file_plan
+
+
+def _as_they_are(source: Source, target: Target, patches: List[Patch], family: List[Patch], force: bool) -> Tuple[List[Tuple[Patch, plan.Verdict, plan.Verdict]], str]:
+    """``status``: every patch judged on the file as it is, in one pass; no text needed."""
+    every = plan.assess_all(source, [(patch, target.release(patch)) for patch in patches], need_text=False, family=family)
+    return [(patch, verdict, verdict) for patch, verdict in zip(patches, every)], source.text
+
+
+def _applied(source: Source, target: Target, patches: List[Patch], family: List[Patch], force: bool) -> Tuple[List[Tuple[Patch, plan.Verdict, plan.Verdict]], str]:
+    """``apply``: every patch judged on the file as it is, in one pass; their changes merged."""
+    every = plan.assess_all(source, [(patch, target.release(patch)) for patch in patches], need_text=True, family=family)
+    verdicts = [(patch, verdict, plan.plan_apply(verdict, force=force)) for patch, verdict in zip(patches, every)]
+    changes = [(patch, action.new_text) for patch, _, action in verdicts if action.new_text is not None]
+    return verdicts, plan.combined(source, changes, family) if changes else source.text
+
+
+def _reverted(source: Source, target: Target, patches: List[Patch], family: List[Patch], force: bool) -> Tuple[List[Tuple[Patch, plan.Verdict, plan.Verdict]], str]:
+    """``revert``: each patch takes out its own edit from the text the one after it left."""
+    text = source.text
+    verdicts: List[Tuple[Patch, plan.Verdict, plan.Verdict]] = []
+    for patch in reversed(patches):
+        release = target.release(patch)
+        verdict = plan.assess(Source(text, source.encoding), patch, release, need_text=True, family=family)
+        action = plan.plan_revert(verdict, patch, release, force=force)
+        text = action.new_text if action.new_text is not None else text
+        verdicts.insert(0, (patch, verdict, action))
+    return verdicts, text
 
 
 def _unreadable(patch: Patch, target: Target, path: str, error: Exception) -> plan.Verdict:
@@ -191,7 +207,7 @@ def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: st
                 assert earlier.source is not None
                 with contextlib.suppress(OSError):
                     write.replace_file(earlier_real, earlier.source.encode(earlier.source.text), import_path=earlier.path, pycache_prefixes=options.pycache_prefixes)
-            return _write_error(real, error), False
+            return report.write_error(real, error), False
         done.append((file_plan, real))
     outcome.notes.extend(note for note in notes if note is not None)
     return None, True
@@ -204,16 +220,6 @@ def _outside_problem(path: str, real: str, package_dir: str, force: bool) -> Opt
     if force or real == package or real.startswith(package.rstrip(os.sep) + os.sep):
         return None
     return f"{path}: resolves to {real}, outside the mmcv package {package}; refusing to write there (--force writes through it)"
-
-
-def _write_error(path: str, error: OSError) -> str:
-    """One line for a failed write; the file (and every other) was left as it was."""
-    where = error.filename or path
-    if isinstance(error, write.StaleBytecode):
-        return f"cannot remove stale bytecode {where}: {error.strerror}; the source was left as it was"
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {where}: read-only; re-run as the owner or use --python/--path on a writable copy"
-    return f"cannot write {where}: {error.strerror or error}; the file was left as it was"
 
 
 def _result(path: str, patch: Patch, verdict: plan.Verdict, action: plan.Verdict, *, written: bool, dry_run: bool) -> Result:

@@ -140,3 +140,22 @@ class Result(NamedTuple):
     changed: bool = False
     #: False when this patch makes the command fail (exit 1)
     ok: bool = True
+
+
+class Outcome:
+    """Everything a command did, for :mod:`mmcv_patcher.report` to render."""
+
+    def __init__(self) -> None:
+        self.results: List[Result] = []
+        #: for ``--dry-run``: (path, text now, text it would write) of each file it would change
+        self.previews: List[Tuple[str, str, str]] = []
+        #: whether the run had to wait for another run's lock (also when it then gave up)
+        self.waited = False
+        #: what the user should know that is no patch's result (an owner that could not be kept)
+        self.notes: List[str] = []
+        #: a failure that is not one patch's (a file that cannot be written, say)
+        self.error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(result.ok for result in self.results)

@@ -1,14 +1,15 @@
 """One place for output: the same results as human lines or as one JSON object."""
 
+import errno
 import io
 import json
 import os
 import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from mmcv_patcher.commands import Outcome
 from mmcv_patcher.locate import Target
-from mmcv_patcher.model import Command, Result, State
+from mmcv_patcher.model import Command, Outcome, Result, State
+from mmcv_patcher.write import StaleBytecode
 
 #: Bumped when a key changes meaning or disappears; adding keys does not bump it
 #: (2: the target's ``path`` is ``package_dir``).
@@ -207,3 +208,13 @@ def _hunk_range(start: int, stop: int) -> str:
     if length == 1:
         return str(start + 1)
     return f"{start + 1 if length else start},{length}"
+
+
+def write_error(path: str, error: OSError) -> str:
+    """One line for a failed write; the file (and every other) was left as it was."""
+    where = error.filename or path
+    if isinstance(error, StaleBytecode):
+        return f"cannot remove stale bytecode {where}: {error.strerror}; the source was left as it was"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where}: read-only; re-run as the owner or use --python/--path on a writable copy"
+    return f"cannot write {where}: {error.strerror or error}; the file was left as it was"

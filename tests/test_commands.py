@@ -1,4 +1,4 @@
-"""commands.run across several files: all or nothing."""
+"""apply and revert across several files: all or nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mmcv_patcher import commands, locate, write
-from mmcv_patcher.model import Command, State
+from mmcv_patcher.model import State
 from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
 from tests.fixtures import NMS, make_tree
 
@@ -29,7 +29,7 @@ def test_a_failed_write_of_a_later_file_rolls_back_the_earlier_ones(tmp_path: Pa
         real_replace(path, data, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(write, "replace_file", full_disk_for_the_second)
-    outcome = commands.run(Command.APPLY, target, [PATCH, OTHER])
+    outcome = commands.apply(target, [PATCH, OTHER], commands.Options())
     assert not outcome.ok and outcome.error is not None and "No space left on device" in outcome.error
     assert nms.read_text() == NMS and other.read_text() == NMS
     assert [r.state for r in outcome.results] == [State.UNPATCHED, State.UNPATCHED]
@@ -41,7 +41,7 @@ def test_both_files_are_written_when_both_succeed(tmp_path: Path) -> None:
     other = nms.with_name("other_nms.py")
     other.write_text(NMS)
     target = locate.locate(str(tmp_path), [PATCH, OTHER])
-    outcome = commands.run(Command.APPLY, target, [PATCH, OTHER])
+    outcome = commands.apply(target, [PATCH, OTHER], commands.Options())
     assert outcome.ok and [r.changed for r in outcome.results] == [True, True]
-    assert commands.run(Command.REVERT, target, [PATCH, OTHER]).ok
+    assert commands.revert(target, [PATCH, OTHER], commands.Options()).ok
     assert nms.read_text() == NMS and other.read_text() == NMS
