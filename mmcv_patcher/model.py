@@ -14,7 +14,14 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 MMCV_DISTRIBUTIONS = ("mmcv", "mmcv-full", "mmcv-lite", "onedl-mmcv")
 
 
-class Command(str, enum.Enum):
+class _Word(str, enum.Enum):
+    """An enum whose values are the words shown in output and JSON."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Command(_Word):
     """What the tool is asked to do. The value is the word typed and shown in JSON."""
 
     APPLY = "apply"
@@ -22,11 +29,8 @@ class Command(str, enum.Enum):
     REVERT = "revert"
     VERIFY = "verify"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class State(str, enum.Enum):
+class State(_Word):
     """What a patch finds in a file. The value is the word shown in output and JSON."""
 
     UNPATCHED = "unpatched"
@@ -35,9 +39,6 @@ class State(str, enum.Enum):
     NOT_AFFECTED = "not-affected"
     UNVERIFIED = "unverified"
     DRIFTED = "drifted"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Affected(NamedTuple):

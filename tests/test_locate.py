@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmcv_patcher import interpreter, locate, registry
-from tests.fixtures import egg_info, make_tree, tool
+from tests.fixtures import dist_info, egg_info, make_tree, tool
 
 PATCHES = registry.all_patches()
 
@@ -68,10 +68,7 @@ def test_sdist_egg_info_names_the_distribution(tmp_path: Path) -> None:
 
 def test_two_distributions_claiming_the_tree_are_both_reported(tmp_path: Path) -> None:
     make_tree(tmp_path, version="1.7.2", distribution="mmcv")
-    other = tmp_path / "mmcv_full-1.7.2.dist-info"
-    other.mkdir()
-    (other / "METADATA").write_text("Metadata-Version: 2.1\nName: mmcv-full\nVersion: 1.7.2\n")
-    (other / "RECORD").write_text("mmcv/__init__.py,,\nmmcv/ops/nms.py,,\n")
+    dist_info(tmp_path, "mmcv-full", "1.7.2", {"mmcv/__init__.py": None, "mmcv/ops/nms.py": None})
     target = locate.locate(str(tmp_path), PATCHES)
     [note] = target.notes
     assert "mmcv 1.7.2" in note and "mmcv-full 1.7.2" in note and str(tmp_path / "mmcv") in note
@@ -161,11 +158,9 @@ def test_legacy_installed_files_txt_names_the_distribution(tmp_path: Path, sourc
 
 def _editable_install(site: Path, hook_name: str, hook_text: str) -> None:
     """A dist-info in ``site`` whose RECORD lists only an editable-install hook."""
-    info = site / "mmcv-1.7.2.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mmcv\nVersion: 1.7.2\n")
+    site.mkdir(parents=True, exist_ok=True)
     (site / hook_name).write_text(hook_text)
-    (info / "RECORD").write_text(f"{hook_name},,\n{info.name}/RECORD,,\n")
+    dist_info(site, "mmcv", "1.7.2", {hook_name: None})
 
 
 @pytest.mark.parametrize(
