@@ -1,4 +1,4 @@
-"""Patch the installed mmcv in place so its NMS ops (``mmcv/ops/nms.py``) survive mixed precision."""
+"""Patch the installed mmcv in place so its ops (NMS, RoIAlign) survive mixed precision, fp16 and bf16."""
 
 import importlib.util
 import os

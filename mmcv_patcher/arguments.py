@@ -132,7 +132,7 @@ def _command(commands: "argparse._SubParsersAction[_Parser]", command: Command, 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser for ``mmcv-patcher`` (also ``python -m mmcv_patcher``)."""
-    parser = _Parser(prog=PROG, description="Fix mmcv's NMS ops (ops/nms.py) under mixed precision, in place and reversibly.")
+    parser = _Parser(prog=PROG, description="Fix mmcv's ops (NMS, RoIAlign) under mixed precision (fp16 and bf16), in place and reversibly.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _where(parser, "_before")
     commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(c.value for c in Command) + "}", required=True)

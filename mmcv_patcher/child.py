@@ -1,6 +1,6 @@
 """Runs one of this package's stdlib-only scripts in another interpreter, reads its JSON.
 
-``--python`` (where is mmcv?) and ``verify`` (does batched_nms survive?) both ask another
+``--python`` (where is mmcv?) and ``verify`` (do the ops survive mixed precision?) both ask another
 interpreter a question. The script is sent as ``python -c`` source, so nothing needs to be
 installed there, and it answers with one JSON object on its last line of output.
 """

@@ -8,14 +8,13 @@ imports LibCST, and only ``apply`` and ``revert --force`` of an unpatched file n
 
 import dataclasses
 import functools
-import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import libcst as cst
 
 from mmcv_patcher.find import Statement
 from mmcv_patcher.model import Edit, Patch
-from mmcv_patcher.source import first_newline
+from mmcv_patcher.source import first_newline, line_end
 
 #: Fields that carry formatting, not meaning: ignored when comparing shapes.
 _FORMATTING_FIELDS = frozenset(
@@ -186,7 +185,7 @@ def fix(text: str, patch: Patch, anchors: Sequence[Statement], marker: str) -> O
         except _Mismatch:
             return None
         pieces.append((statement.start, statement.end, _EMPTY.code_for_node(made)))
-        end_of_line = _line_end(text, statement.end)
+        end_of_line = line_end(text, statement.end)
         pieces.append((end_of_line, end_of_line, "  " + marker))
     for start, end, piece in sorted(pieces, key=lambda p: (p[0], p[1]), reverse=True):
         text = text[:start] + piece + text[end:]
@@ -197,12 +196,3 @@ def fix(text: str, patch: Patch, anchors: Sequence[Statement], marker: str) -> O
 def _recipe_of(edit: Edit) -> _Recipe:
     compiled = _compiled(edit)
     return _recipe(compiled.anchor, compiled.fix, {})
-
-
-def _line_end(text: str, offset: int) -> int:
-    """Where the line holding ``offset`` ends (before its newline)."""
-    found = _NEWLINE.search(text, offset)
-    return found.start() if found else len(text)
-
-
-_NEWLINE = re.compile(r"\r|\n")

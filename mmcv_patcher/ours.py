@@ -22,7 +22,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tu
 
 from mmcv_patcher.find import ParseFailure, offset, parse
 from mmcv_patcher.model import Edit, Patch
-from mmcv_patcher.source import Source, line_at, line_starts, sha256_hex
+from mmcv_patcher.source import Source, line_at, line_end, line_starts, sha256_hex
 
 #: Placements of a statement's insertions tried per marker before it is judged edited.
 MAX_TRIES = 256
@@ -129,7 +129,7 @@ def _judge(text: str, statements: List[_Statement], claimed: Set[int], patch: Pa
     """The mark for the marker at ``text[start:end]``: the statement it ends (one no
     earlier marker claimed), and what of ours is left in it. It is intact only when nothing
     but our markers follows it on its line."""
-    alone = _ONLY_MARKERS.fullmatch(text, end, _line_end(text, end)) is not None
+    alone = _ONLY_MARKERS.fullmatch(text, end, line_end(text, end)) is not None
     candidates = _ending_before(statements, start)
     for statement in candidates:
         if statement.start in claimed:
@@ -166,12 +166,6 @@ def _only_placement(segment: str, patch: Patch) -> Tuple[Span, ...]:
 
 _MARKER = r"  # mmcv-patcher: ([A-Za-z0-9_.-]+) sha256=([0-9a-f]{64})(?![0-9a-f])"
 _ONLY_MARKERS = re.compile(f"(?:{_MARKER})*")
-
-
-def _line_end(text: str, offset: int) -> int:
-    """Where the line holding ``offset`` ends (before its newline)."""
-    found = re.compile(r"\r|\n").search(text, offset)
-    return found.start() if found else len(text)
 
 
 def _ending_before(statements: List[_Statement], offset: int) -> List[_Statement]:

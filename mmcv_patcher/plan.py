@@ -2,8 +2,8 @@
 
 Everything here takes text and returns values, so the whole table is tested with strings.
 Our own edits are read by :mod:`mmcv_patcher.ours`, releases placed by
-:mod:`mmcv_patcher.gate`; LibCST (:mod:`mmcv_patcher.codemod`) is imported only when a
-file's state cannot be read from our markers or from the release's RECORD hash.
+:mod:`mmcv_patcher.gate`, the patches' statements found by :mod:`mmcv_patcher.find`; LibCST
+(:mod:`mmcv_patcher.codemod`) is imported only to make a fix's new text.
 """
 
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -38,25 +38,26 @@ def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, f
     ``family`` is every patch of this file (default: just this one): our edits are checked
     together, since each marker remembers the file from before all of them.
 
-    With ``need_text`` False the state may be decided without LibCST.
+    With ``need_text`` False no new text is made for a patch to apply (``status``), so
+    LibCST is never loaded.
     """
     return assess_all(source, [(patch, release)], need_text=need_text, family=family)[0]
 
 
 def assess_all(source: Source, patches: Sequence[Tuple[Patch, Release]], *, need_text: bool, family: Sequence[Patch] = ()) -> List[Verdict]:
-    """:func:`assess` for several patches of one file (each with its release), in one
-    LibCST pass for those that need it. Each ``new_text`` is the file with that patch's
-    change alone; :func:`combined` merges them."""
+    """:func:`assess` for several patches of one file (each with its release), with one
+    parse of the file. Each ``new_text`` is the file with that patch's change alone;
+    :func:`combined` merges them."""
     family = tuple(family) or tuple(patch for patch, _ in patches)
     ours = find_ours(source, family)
     decided = [_assess_from_text(source, patch, release, ours) for patch, release in patches]
-    pending = [(patch, release, counts) for (patch, release), (plan, counts) in zip(patches, decided) if plan is None]
+    pending = [(patch, release, counts) for (patch, release), (verdict, counts) in zip(patches, decided) if verdict is None]
     structural = iter(_assess_structurally(source, pending, family, ours, need_text=need_text) if pending else [])
-    return [plan if plan is not None else next(structural) for plan, _ in decided]
+    return [verdict if verdict is not None else next(structural) for verdict, _ in decided]
 
 
 def _assess_from_text(source: Source, patch: Patch, release: Release, ours: Optional[Ours]) -> Tuple[Optional[Verdict], Optional[Tuple[int, ...]]]:
-    """The plan when our markers or the gate decide it; otherwise None and the anchor
+    """The verdict when our markers or the gate decide it; otherwise None and the anchor
     counts the release must have (None outside the known ranges)."""
     if ours is not None and ours.of(patch):
         line = ours.line(patch)
@@ -115,14 +116,14 @@ def _assess_structurally(source: Source, pending: Sequence[Tuple[Patch, Release,
     if isinstance(found, ParseFailure):
         return [Verdict(State.DRIFTED, found.line, f"cannot parse the file: {found.reason}; {release.reinstall()}", ok=False) for _, release, _ in pending]
     original = source.text if ours is None else ours.original
-    plans = []
+    verdicts = []
     for patch, release, counts in pending:
-        plan = _from_found(patch, release, counts, found[patch.id])
-        if need_text and plan.state in (State.UNPATCHED, State.UNVERIFIED):
+        verdict = _from_found(patch, release, counts, found[patch.id])
+        if need_text and verdict.state in (State.UNPATCHED, State.UNVERIFIED):
             text = _with_fix(source, patch, found[patch.id], marker(patch, sha256_hex(source.encode(original))), family, original)
-            plan = plan._replace(new_text=text) if text is not None else _cannot_edit(patch, plan.line)
-        plans.append(plan)
-    return plans
+            verdict = verdict._replace(new_text=text) if text is not None else _cannot_edit(patch, verdict.line)
+        verdicts.append(verdict)
+    return verdicts
 
 
 def _with_fix(source: Source, patch: Patch, found: Found, marker_text: str, family: Sequence[Patch], original: str) -> Optional[str]:

@@ -105,4 +105,10 @@ def first_newline(text: str) -> str:
     return match.group() if match else "\n"
 
 
+def line_end(text: str, offset: int) -> int:
+    """Where the line holding ``offset`` ends: the offset of its newline, or the text's end."""
+    found = _NEWLINE.search(text, offset)
+    return found.start() if found else len(text)
+
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")
