@@ -91,15 +91,16 @@ def test_verify_reports_each_patchs_case_crashing_then_surviving_in_fp16_and_bf1
     assert crashed.returncode == 1
     report = json.loads(crashed.stdout)["verify"]
     verdicts = {(id, dtype): case["verdict"] for id, by_dtype in report["cases"].items() for dtype, case in by_dtype.items()}
-    ids = [patch.id for patch in registry.all_patches()]
+    assert set(verdicts) == {(patch.id, dtype) for patch in registry.all_patches() for dtype in ("float16", "bfloat16")}
+    cases = {key: verdict for key, verdict in verdicts.items() if verdict != "no-case"}  # a new patch may have none yet
     # every case crashes on the release (batched-nms-fp32-offsets: the kernel refuses the boxes first)
-    assert verdicts == {(id, dtype): "crashed" for id in ids for dtype in ("float16", "bfloat16")}
+    assert set(cases.values()) == {"crashed"} and len(cases) >= 12
     split = report["cases"]["batched-nms-amp-dtype"]
     assert split["float16"]["detail"] == "RuntimeError: " + THE_ERROR
     assert split["bfloat16"]["detail"] == "RuntimeError: " + THE_ERROR.replace("Half", "BFloat16")
     assert split["float16"]["gave"] == "batched_nms: 12000 fp32 boxes, fp16 scores, 3 classes (split_thr 10000)"
     assert report["cases"]["roi-align-fp32-kernel"]["bfloat16"]["detail"] == "NotImplementedError: \"ROIAlign_forward\" not implemented for 'BFloat16'"
-    assert report["verdict"] == "crashed" and report["detail"].startswith(f"0 of {2 * len(ids)} cases survived")
+    assert report["verdict"] == "crashed" and report["detail"].startswith(f"0 of {len(cases)} cases survived")
     assert Path(report["mmcv_dir"]) == releases.site_packages(python) / "mmcv"
 
     assert tool("apply", "--patch", "nms-fp32-kernel", python=python).returncode == 0
@@ -119,7 +120,7 @@ def test_verify_reports_each_patchs_case_crashing_then_surviving_in_fp16_and_bf1
     assert "imports mmcv and torch in a child process" in survived.stdout
     assert "nms-rotated-fp32-kernel (bfloat16): survived: kept the same" in survived.stdout
     assert "roi-align-fp32-kernel (bfloat16): survived: gave bfloat16 the same values as fp32" in survived.stdout
-    assert f"survived: {2 * len(ids)} of {2 * len(ids)} cases survived" in survived.stdout
+    assert f"survived: {len(cases)} of {len(cases)} cases survived" in survived.stdout
 
 
 def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ wheel installs and patches the real mmcv-lite 2.2.0."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -47,7 +46,7 @@ def test_the_wheel_built_from_the_sdist_installs_and_patches(dist: Path, tmp_pat
     releases.run([python, "-m", "pip", "install", "-q", wheel])
     lite = next(r for r in releases.INSTALLED if r.id == "mmcv-lite-2.2.0")
     releases.pip_install(python, "--no-index", releases.wheel(lite))
-    version = subprocess.run([str(python), "-m", "mmcv_patcher", "--version"], stdout=subprocess.PIPE, universal_newlines=True, cwd=str(tmp_path))
+    version = tool("--version", python=python, cwd=tmp_path)
     assert version.stdout.strip() == f"mmcv-patcher {mmcv_patcher.__version__}"
     assert tool("apply", python=python).returncode == 0
     nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"

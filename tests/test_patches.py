@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+import json
+import sys
+from pathlib import Path
 from typing import List, Tuple
 
 import pytest
 from packaging.version import Version
 
-from mmcv_patcher import gate, plan, registry
+from mmcv_patcher import cli, gate, plan, registry
 from mmcv_patcher.model import Affected, Edit, Patch, State
 from mmcv_patcher.source import Source, sha256_hex
+from tests import fixtures
+from tests.fixtures import make_tree
 
 PATCHES = registry.all_patches()
 
@@ -102,3 +108,50 @@ def test_registry_discovers_modules_in_name_order() -> None:
 
     names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
     assert [p.id.replace("-", "_") for p in PATCHES] == names
+
+
+#: A patch module as a contributor would write it, for a file and a method no patch touches.
+NEW_PATCH = """
+from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
+
+PATCH = Patch(
+    id="box-iou-example",
+    summary="an example: a patch for another file, inside a method",
+    affected=per_distribution((Affected("1.0.0", "2.2.0"),), (Affected("2.3.0", "2.3.6"),)),
+    file="ops/box_iou_example.py",
+    function="BoxIoU.compute",
+    edits=(Edit("return ext_module.box_iou(bboxes1, bboxes2, aligned)", "return ext_module.box_iou(bboxes1.float(), bboxes2.float(), aligned)"),),
+    error="RuntimeError: expected scalar type Float but found Half",
+    examples=(
+        (
+            "class BoxIoU:\\n    def compute(self, bboxes1, bboxes2, aligned=False):\\n        return ext_module.box_iou(bboxes1, bboxes2, aligned)\\n",
+            "class BoxIoU:\\n    def compute(self, bboxes1, bboxes2, aligned=False):\\n"
+            "        return ext_module.box_iou(bboxes1.float(), bboxes2.float(), aligned)  # mmcv-patcher: box-iou-example sha256={sha256}\\n",
+        ),
+    ),
+    untouched=("def compute(bboxes1, bboxes2, aligned=False):\\n    return ext_module.box_iou(bboxes1, bboxes2, aligned)\\n",),
+)
+"""
+
+
+def test_a_patch_module_added_at_run_time_needs_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The registry finds it, the synthetic tree holds its file, and the CLI patches and reverts it."""
+    (tmp_path / "box_iou_example.py").write_text(NEW_PATCH)
+    package = importlib.import_module("mmcv_patcher.patches")
+    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
+    registry.all_patches.cache_clear()
+    try:
+        assert "box-iou-example" in [patch.id for patch in registry.all_patches()]
+        assert "ops/box_iou_example.py" in fixtures.synthetic_files()
+        make_tree(tmp_path / "site", distribution="mmcv")
+        example = tmp_path / "site" / "mmcv" / "ops" / "box_iou_example.py"
+        before = example.read_text()
+        assert cli.main(["apply", "--json", "--path", str(tmp_path / "site")]) == 0
+        applied = {p["id"]: p for p in json.loads(capsys.readouterr().out)["patches"]}
+        assert applied["box-iou-example"]["state"] == "patched" and applied["box-iou-example"]["file"] == str(example)
+        assert "bboxes1.float(), bboxes2.float()" in example.read_text()
+        assert cli.main(["revert", "--path", str(tmp_path / "site")]) == 0
+        assert example.read_text() == before
+    finally:
+        registry.all_patches.cache_clear()
+        sys.modules.pop("mmcv_patcher.patches.box_iou_example", None)
