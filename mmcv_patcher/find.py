@@ -56,6 +56,10 @@ class Found(NamedTuple):
 @functools.lru_cache(maxsize=4)
 def parse(text: str) -> Union[ast.Module, ParseFailure]:
     """The file's ``ast``, parsed once for every patch of a run."""
+    return _parse(text)
+
+
+def _parse(text: str) -> Union[ast.Module, ParseFailure]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escapes and the like are not ours to report
@@ -64,6 +68,19 @@ def parse(text: str) -> Union[ast.Module, ParseFailure]:
         return ParseFailure(error.lineno or 1, error.msg)
     except (ValueError, MemoryError, RecursionError) as error:
         return ParseFailure(1, str(error) or type(error).__name__)
+
+
+def dumps(code: str) -> List[str]:
+    """The ``ast.dump`` of each statement in ``code`` (a statement and what follows it on
+    its line, say); none when it does not parse on its own."""
+    tree = _parse(code)  # not cached: the segments would crowd the file's tree out
+    return [] if isinstance(tree, ParseFailure) else [ast.dump(node) for node in tree.body]
+
+
+@functools.lru_cache(maxsize=None)
+def dump_statement(code: str) -> str:
+    """The ``ast.dump`` of the one statement in ``code`` (a patch's anchor or fix)."""
+    return dumps(code)[0]
 
 
 def find(text: str, patches: Sequence[Patch]) -> Union[Dict[str, Found], ParseFailure]:
@@ -110,8 +127,8 @@ def _find(text: str, tree: ast.Module, patch: Patch) -> Found:
 @functools.lru_cache(maxsize=None)
 def _wanted(edits: Tuple[Edit, ...]) -> Tuple[Dict[str, int], Dict[str, int]]:
     """The dumps of a patch's anchors and of its fixes, each to its edit's index."""
-    anchors = {ast.dump(_parsed(edit.anchor)): index for index, edit in enumerate(edits)}
-    fixes = {ast.dump(_parsed(edit.fix)): index for index, edit in enumerate(edits)}
+    anchors = {dump_statement(edit.anchor): index for index, edit in enumerate(edits)}
+    fixes = {dump_statement(edit.fix): index for index, edit in enumerate(edits)}
     return anchors, fixes
 
 

@@ -14,13 +14,11 @@ Nothing here imports LibCST.
 """
 
 import ast
-import functools
 import itertools
 import re
-import warnings
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from mmcv_patcher.find import ParseFailure, offset, parse
+from mmcv_patcher.find import ParseFailure, dump_statement, dumps, offset, parse
 from mmcv_patcher.model import Edit, Patch
 from mmcv_patcher.source import Source, line_at, line_end, line_starts, sha256_hex
 
@@ -139,13 +137,13 @@ def _judge(text: str, statements: List[_Statement], claimed: Set[int], patch: Pa
             found = _our_insertions(segment, edit)
             if found is not None:
                 spans, complete = found
-                intact = complete and alone and _dumps(segment)[:1] == [_dump_statement(edit.fix)]
+                intact = complete and alone and dumps(segment)[:1] == [dump_statement(edit.fix)]
                 shifted = tuple((statement.start + a, statement.start + b) for a, b in spans)
                 claimed.add(statement.start)
                 return Mark(patch, statement.line, sha256, shifted + ((start, end),), intact)
     # Edited around our insertions: name the statement the marker ends, if it ends exactly
     # one, and take our insertions out with the marker where they stand in one place only.
-    ends_one = bool(candidates) and len(_dumps(text[candidates[0].start : start])) == 1
+    ends_one = bool(candidates) and len(dumps(text[candidates[0].start : start])) == 1
     if not ends_one:
         return Mark(patch, line_at(text, start), sha256, ((start, end),), False)
     statement = candidates[0]
@@ -159,7 +157,7 @@ def _only_placement(segment: str, patch: Patch) -> Tuple[Span, ...]:
     found = []
     for edit in patch.edits:
         for spans in itertools.islice(_placements(segment, edit.insertions, 0), 2):
-            if _dumps(cut(segment, spans)):
+            if dumps(cut(segment, spans)):
                 found.append(tuple(spans))
     return found[0] if len(found) == 1 else ()
 
@@ -184,8 +182,8 @@ def _our_insertions(segment: str, edit: Edit) -> Optional[Tuple[Tuple[Span, ...]
     rest of the line as it is; and whether all of them are there. Tries every insertion
     first, then fewer (some taken out by hand); None when no placement of at most
     :data:`MAX_TRIES` does."""
-    anchor = _dump_statement(edit.anchor)
-    rest = _dumps(segment)[1:]
+    anchor = dump_statement(edit.anchor)
+    rest = dumps(segment)[1:]
     insertions = edit.insertions
     tries = 0
     for size in range(len(insertions), -1, -1):
@@ -194,7 +192,7 @@ def _our_insertions(segment: str, edit: Edit) -> Optional[Tuple[Tuple[Span, ...]
                 tries += 1
                 if tries > MAX_TRIES:
                     return None
-                if _dumps(cut(segment, spans)) == [anchor] + rest:
+                if dumps(cut(segment, spans)) == [anchor] + rest:
                     return tuple(spans), size == len(insertions)
     return None
 
@@ -210,21 +208,6 @@ def _placements(segment: str, insertions: Sequence[str], low: int) -> Iterator[L
         for later in _placements(segment, rest, at + len(first)):
             yield [(at, at + len(first))] + later
         at = segment.find(first, at + 1)
-
-
-def _dumps(segment: str) -> List[str]:
-    """The ``ast`` dumps of the statements in ``segment``; none when it does not parse on its own."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return [ast.dump(node) for node in ast.parse(segment).body]
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return []
-
-
-@functools.lru_cache(maxsize=None)
-def _dump_statement(code: str) -> str:
-    return _dumps(code)[0]
 
 
 def by_patch(marks: Sequence[Mark]) -> Dict[str, List[Span]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -347,9 +347,9 @@ def test_the_search_for_our_insertions_is_bounded_whatever_the_file_holds(monkey
     decoys = " + ".join(["t.float()"] * 30)
     line = f"    x = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num) or ({decoys})"
     text = NMS.replace("    inds = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num)", line + "  " + ours.marker(NMS_KERNEL, "0" * 64))
-    parsed = []
-    real = ours._dumps
-    monkeypatch.setattr(ours, "_dumps", lambda segment: parsed.append(segment) or real(segment))
+    parsed: List[str] = []
+    real = ours.dumps
+    monkeypatch.setattr(ours, "dumps", lambda segment: parsed.append(segment) or real(segment))  # each placement tried parses once
     found = ours.find_ours(Source(text, "utf-8"), FAMILY)
     assert found is not None and not found.intact(NMS_KERNEL)
     assert len(parsed) <= ours.MAX_TRIES * len(NMS_KERNEL.edits) + 8
