@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     revert = _command(commands, Command.REVERT, "restore the original file byte for byte")
     _patch_option(revert)
-    revert.add_argument("--force", action="store_true", help="remove our edit from a file that was edited after it was patched")
+    revert.add_argument("--force", action="store_true", help="take out what is left of our edit from a statement edited since it was patched")
     _writing(revert)
 
     verify_parser = _command(commands, Command.VERIFY, "run each patch's AMP case on the real mmcv in a child process (imports mmcv and torch)")

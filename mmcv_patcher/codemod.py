@@ -166,30 +166,37 @@ def _follow(recipe: _Recipe, actual: Any) -> Any:
     return actual.with_changes(**changes)
 
 
-def fix(text: str, patch: Patch, anchors: Sequence[Statement], marker: str) -> Optional[str]:
-    """``text`` with each anchor statement of ``patch`` (as :mod:`mmcv_patcher.find` located
-    it) made its edit's fix, keeping the statement's own formatting, and ``marker`` ending
-    the line each one ends on. None when LibCST cannot read one of them on its own."""
+#: A replacement in a text: (start, end, new text), in the text's own offsets.
+Replacement = Tuple[int, int, str]
+
+
+def fixes(text: str, wanted: Sequence[Tuple[Patch, Sequence[Statement], str]]) -> Optional[Dict[str, Tuple[Replacement, ...]]]:
+    """Per patch id, the replacements that make each of its anchor statements (as
+    :mod:`mmcv_patcher.find` located them in ``text``) its edit's fix, keeping the
+    statement's own formatting, and end the line each one ends on with its marker; for
+    ``wanted``, (patch, anchors, marker) each. LibCST parses all the statements in one go.
+    None when it cannot read one of them on its own."""
+    located = [(patch, statement, marker) for patch, anchors, marker in wanted for statement in anchors]
+    if not located:
+        return {patch.id: () for patch, _, _ in wanted}
     config = cst.PartialParserConfig(default_newline=first_newline(text))
-    pieces = []
-    for statement in anchors:
-        try:
-            line = cst.parse_statement(text[statement.start : statement.end], config)
-        except cst.ParserSyntaxError:
-            return None
+    try:
+        module = cst.parse_module("\n".join(text[statement.start : statement.end] for _, statement, _ in located) + "\n", config)
+    except cst.ParserSyntaxError:
+        return None
+    if len(module.body) != len(located):
+        return None
+    found: Dict[str, List[Replacement]] = {patch.id: [] for patch, _, _ in wanted}
+    for (patch, statement, marker), line in zip(located, module.body):
         if not (isinstance(line, cst.SimpleStatementLine) and len(line.body) == 1):
             return None
-        edit = patch.edits[statement.edit]
         try:
-            made = _follow(_recipe_of(edit), line.body[0])
+            made = _follow(_recipe_of(patch.edits[statement.edit]), line.body[0])
         except _Mismatch:
             return None
-        pieces.append((statement.start, statement.end, _EMPTY.code_for_node(made)))
         end_of_line = line_end(text, statement.end)
-        pieces.append((end_of_line, end_of_line, "  " + marker))
-    for start, end, piece in sorted(pieces, key=lambda p: (p[0], p[1]), reverse=True):
-        text = text[:start] + piece + text[end:]
-    return text
+        found[patch.id] += [(statement.start, statement.end, _EMPTY.code_for_node(made)), (end_of_line, end_of_line, "  " + marker)]
+    return {id: tuple(replacements) for id, replacements in found.items()}
 
 
 @functools.lru_cache(maxsize=None)

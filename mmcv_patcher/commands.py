@@ -142,8 +142,7 @@ def _applied(source: Source, target: Target, patches: List[Patch], family: List[
     """``apply``: every patch judged on the file as it is, in one pass; their changes merged."""
     every = plan.assess_all(source, [(patch, target.release(patch)) for patch in patches], need_text=True, family=family)
     verdicts = [(patch, verdict, plan.plan_apply(verdict, force=force)) for patch, verdict in zip(patches, every)]
-    changes = [(patch, action.new_text) for patch, _, action in verdicts if action.new_text is not None]
-    return verdicts, plan.combined(source, changes, family) if changes else source.text
+    return verdicts, plan.combined(source, [action for _, _, action in verdicts])
 
 
 def _reverted(source: Source, target: Target, patches: List[Patch], family: List[Patch], force: bool) -> Tuple[List[Tuple[Patch, plan.Verdict, plan.Verdict]], str]:

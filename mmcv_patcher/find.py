@@ -14,7 +14,7 @@ import io
 import re
 import tokenize
 import warnings
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from mmcv_patcher.model import Edit, Patch
 from mmcv_patcher.source import line_starts
@@ -91,6 +91,19 @@ def find(text: str, patches: Sequence[Patch]) -> Union[Dict[str, Found], ParseFa
     return {patch.id: _find(text, tree, patch) for patch in patches}
 
 
+def statements(node: ast.AST) -> Iterator[ast.stmt]:
+    """Every statement under ``node``, in preorder: only the lists that hold statements are
+    followed (bodies, ``else`` and ``finally`` blocks, handlers, match cases), never the
+    expressions, which are most of a file's nodes and never hold a statement."""
+    for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+        children = getattr(node, name, None)
+        if isinstance(children, list):
+            for child in children:
+                if isinstance(child, ast.stmt):
+                    yield child
+                yield from statements(child)
+
+
 def definitions(tree: ast.Module, name: str) -> List[Union[ast.FunctionDef, ast.AsyncFunctionDef]]:
     """The binding definitions of ``name`` (``function`` or ``Class.method``) at module
     level: of a method, those in the last class of that name, which is the one Python binds."""
@@ -112,8 +125,8 @@ def _find(text: str, tree: ast.Module, patch: Patch) -> Found:
     heads = {_head(_parsed(code)) for edit in patch.edits for code in (edit.anchor, edit.fix)}
     starts = line_starts(text)
     found: Dict[str, List[Statement]] = {"anchor": [], "fix": []}
-    for node in ast.walk(bound[-1]):
-        if not isinstance(node, ast.stmt) or hasattr(node, "body") or _head(node) not in heads:
+    for node in statements(bound[-1]):
+        if hasattr(node, "body") or _head(node) not in heads:
             continue
         dumped = ast.dump(node)
         for kind, wanted in (("anchor", anchors), ("fix", fixes)):

@@ -13,12 +13,11 @@ The search for where the insertions stand is confined to the one statement and b
 Nothing here imports LibCST.
 """
 
-import ast
 import itertools
 import re
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
-from mmcv_patcher.find import ParseFailure, dump_statement, dumps, offset, parse
+from mmcv_patcher.find import ParseFailure, dump_statement, dumps, offset, parse, statements
 from mmcv_patcher.model import Edit, Patch
 from mmcv_patcher.source import Source, line_at, line_end, line_starts, sha256_hex
 
@@ -119,7 +118,7 @@ def _simple_statements(text: str) -> List[_Statement]:
     if isinstance(tree, ParseFailure):
         return []
     starts = line_starts(text)
-    found = [_Statement(offset(text, starts, node.lineno, node.col_offset), node.lineno) for node in ast.walk(tree) if isinstance(node, ast.stmt) and not hasattr(node, "body")]
+    found = [_Statement(offset(text, starts, node.lineno, node.col_offset), node.lineno) for node in statements(tree) if not hasattr(node, "body")]
     return sorted(found)
 
 

@@ -6,12 +6,12 @@ Our own edits are read by :mod:`mmcv_patcher.ours`, releases placed by
 (:mod:`mmcv_patcher.codemod`) is imported only to make a fix's new text.
 """
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmcv_patcher.find import Found, ParseFailure, find
 from mmcv_patcher.gate import Gate, Release, expected_counts, gate, known_forms
 from mmcv_patcher.model import Patch, State
-from mmcv_patcher.ours import Ours, find_ours, marker
+from mmcv_patcher.ours import Ours, cut, find_ours, marker
 from mmcv_patcher.source import Source, sha256_hex
 
 
@@ -30,6 +30,9 @@ class Verdict(NamedTuple):
     original_sha256: Optional[str] = None
     #: for a file we patched: whether those bytes are not what the release's RECORD lists
     differs_from_record: bool = False
+    #: with ``new_text`` after apply: the replacements that make it from the file, (start,
+    #: end, new text) in the file's offsets, so the changes of several patches merge
+    replacements: Tuple[Tuple[int, int, str], ...] = ()
 
 
 def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, family: Sequence[Patch] = ()) -> Verdict:
@@ -81,21 +84,17 @@ def _assess_from_text(source: Source, patch: Patch, release: Release, ours: Opti
     return None, None if affected is None else expected_counts(patch, affected)
 
 
-def combined(source: Source, changes: Sequence[Tuple[Patch, str]], family: Sequence[Patch]) -> str:
-    """``source`` with the changes of several patches, each given as the text with that
-    patch's change alone (as :func:`assess_all` gives them): all are pure insertions into
-    ``source``, found exactly by :func:`mmcv_patcher.ours.find_ours`, so they merge without conflict."""
-    inserted: List[Tuple[int, int, str]] = []  # (where in source, in which order, what)
-    for patch, text in changes:
-        ours = find_ours(Source(text, source.encoding), family)
-        assert ours is not None and ours.exact, "each text is the source plus one patch's change"
-        shift = 0
-        for start, end in sorted(span for mark in ours.of(patch) for span in mark.spans):
-            inserted.append((start - shift, len(inserted), text[start:end]))
-            shift += end - start
-    text = source.text
-    for at, _, piece in sorted(inserted, reverse=True):  # from the end; at one place, in order
-        text = text[:at] + piece + text[at:]
+def combined(source: Source, verdicts: Sequence[Verdict]) -> str:
+    """``source`` with the changes of several patches (their verdicts from :func:`assess_all`,
+    or the actions :func:`plan_apply` made of them): the replacements of different statements
+    never overlap, so they merge."""
+    return _replaced(source.text, [replacement for verdict in verdicts for replacement in verdict.replacements])
+
+
+def _replaced(text: str, replacements: Sequence[Tuple[int, int, str]]) -> str:
+    """``text`` with the (disjoint) ``replacements`` made; insertions at one place in order."""
+    for start, end, piece in sorted(replacements, key=lambda r: (r[0], r[1]), reverse=True):
+        text = text[:start] + piece + text[end:]
     return text
 
 
@@ -116,29 +115,47 @@ def _assess_structurally(source: Source, pending: Sequence[Tuple[Patch, Release,
     if isinstance(found, ParseFailure):
         return [Verdict(State.DRIFTED, found.line, f"cannot parse the file: {found.reason}; {release.reinstall()}", ok=False) for _, release, _ in pending]
     original = source.text if ours is None else ours.original
-    verdicts = []
-    for patch, release, counts in pending:
-        verdict = _from_found(patch, release, counts, found[patch.id])
-        if need_text and verdict.state in (State.UNPATCHED, State.UNVERIFIED):
-            text = _with_fix(source, patch, found[patch.id], marker(patch, sha256_hex(source.encode(original))), family, original)
-            verdict = verdict._replace(new_text=text) if text is not None else _cannot_edit(patch, verdict.line)
-        verdicts.append(verdict)
+    verdicts = [_from_found(patch, release, counts, found[patch.id]) for patch, release, counts in pending]
+    fixable = [i for i, verdict in enumerate(verdicts) if need_text and verdict.state in (State.UNPATCHED, State.UNVERIFIED)]
+    if fixable:
+        marker_of = {pending[i][0].id: marker(pending[i][0], sha256_hex(source.encode(original))) for i in fixable}
+        made = _fixes(source, [pending[i][0] for i in fixable], found, marker_of, family, original)
+        for i in fixable:
+            patch = pending[i][0]
+            replacements = made.get(patch.id)
+            if replacements is None:
+                verdicts[i] = _cannot_edit(patch, verdicts[i].line)
+            else:
+                verdicts[i] = verdicts[i]._replace(new_text=_replaced(source.text, replacements), replacements=replacements)
     return verdicts
 
 
-def _with_fix(source: Source, patch: Patch, found: Found, marker_text: str, family: Sequence[Patch], original: str) -> Optional[str]:
-    """``source`` with ``patch``'s anchors fixed and marked, when that is exactly our
+def _fixes(source: Source, patches: Sequence[Patch], found: Dict[str, Found], marker_of: Dict[str, str], family: Sequence[Patch], original: str) -> Dict[str, Tuple[Tuple[int, int, str], ...]]:
+    """Per patch id, the replacements that make its fix, for those whose fix is exactly our
     insertions, which :func:`mmcv_patcher.ours.find_ours` finds again (so revert can take
-    them out byte for byte); None otherwise."""
+    them out byte for byte). All are checked together; only if that fails, each alone, to
+    leave out just the ones at fault."""
     from mmcv_patcher import codemod  # LibCST: loaded only to write a fix
 
-    text = codemod.fix(source.text, patch, found.anchors, marker_text)
-    if text is None:
-        return None
+    made = codemod.fixes(source.text, [(patch, found[patch.id].anchors, marker_of[patch.id]) for patch in patches])
+    if made is not None and _exact(source, made, patches, family, original):
+        return made
+    alone = {}
+    for patch in patches:
+        one = codemod.fixes(source.text, [(patch, found[patch.id].anchors, marker_of[patch.id])])
+        if one is not None and _exact(source, one, [patch], family, original):
+            alone[patch.id] = one[patch.id]
+    return alone
+
+
+def _exact(source: Source, made: Dict[str, Tuple[Tuple[int, int, str], ...]], patches: Sequence[Patch], family: Sequence[Patch], original: str) -> bool:
+    """Whether the text with ``made`` is ``source`` with just our insertions for ``patches``."""
+    text = _replaced(source.text, [replacement for patch in patches for replacement in made[patch.id]])
     after = find_ours(Source(text, source.encoding), family)
-    if after is None or not after.exact or after.original != original or not after.intact(patch) or after.without(text, patch) != source.text:
-        return None
-    return text
+    if after is None or not after.exact or after.original != original:
+        return False
+    ours = [span for patch in patches for mark in after.of(patch) for span in mark.spans]
+    return all(after.intact(patch) for patch in patches) and cut(text, ours) == source.text
 
 
 def _cannot_edit(patch: Patch, line: Optional[int]) -> Verdict:
@@ -183,7 +200,7 @@ def plan_apply(verdict: Verdict, *, force: bool) -> Verdict:
     """What ``apply`` does given the file's state (``--force`` patches ``unverified``)."""
     state = verdict.state
     if state is State.UNPATCHED or (state is State.UNVERIFIED and force):
-        return Verdict(State.PATCHED, verdict.line, "applied the fix", new_text=verdict.new_text)
+        return Verdict(State.PATCHED, verdict.line, "applied the fix", new_text=verdict.new_text, replacements=verdict.replacements)
     if state is State.UNVERIFIED:
         return Verdict(state, verdict.line, verdict.message, ok=False)
     if state is State.PATCHED:

@@ -57,7 +57,8 @@ def _train(model, data):
     total.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     finite = bool(torch.isfinite(total)) and all(bool(torch.isfinite(g).all()) for g in grads)
-    return {"losses": {key: float(sum(v.sum() for v in value) if isinstance(value, list) else value.sum()) for key, value in losses.items() if "loss" in key}, "finite": finite}
+    sums = {key: sum(v.sum() for v in value) if isinstance(value, list) else value.sum() for key, value in losses.items() if "loss" in key}
+    return {"losses": {key: float(value.detach()) for key, value in sums.items()}, "finite": finite}
 
 
 def _predict(model, data):

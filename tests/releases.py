@@ -266,7 +266,7 @@ def ops_wheel() -> Path:
 
 #: How long the CPU-ops build takes on 2 cores: quiet, and with the machine's other core
 #: busy (as when the rest of the suite runs beside it).
-OPS_BUILD_TIME = "12 to 25 minutes quiet, up to 55 loaded,"
+OPS_BUILD_TIME = "8 to 25 minutes quiet, up to 55 loaded,"
 
 
 def _built(release: Release, directory: Path, env: Dict[str, str], what: str, expected: str, *, verbose: bool = False) -> Path:

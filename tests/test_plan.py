@@ -364,8 +364,7 @@ def test_look_alike_text_near_the_statements_never_changes_a_verdict() -> None:
     for patch in FAMILY:
         alone = assess_family(fork, [patch])[patch.id]
         assert alone.state is together[patch.id].state is State.UNPATCHED, (patch.id, alone, together[patch.id])
-    changes = [(p, together[p.id].new_text) for p in FAMILY]
-    applied = plan.combined(Source(fork, "utf-8"), [(p, text) for p, text in changes if text is not None], FAMILY)
+    applied = plan.combined(Source(fork, "utf-8"), list(together.values()))
     assert revert_family(applied, force=False) == (True, fork)
 
 
@@ -421,8 +420,12 @@ def test_a_fix_libcst_cannot_make_exactly_is_refused_not_written(monkeypatch: py
     # take them out again refuses the edit.
     from mmcv_patcher import codemod
 
-    real = codemod.fix
-    monkeypatch.setattr(codemod, "fix", lambda text, *args: (real(text, *args) or "").replace("import torch", "import  torch"))
+    real = codemod.fixes
+
+    def also_elsewhere(text: str, wanted: list) -> dict:
+        return {id: replacements + ((0, 0, "# and more\n"),) for id, replacements in (real(text, wanted) or {}).items()}
+
+    monkeypatch.setattr(codemod, "fixes", also_elsewhere)
     verdict = assess(NMS)
     assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == ANCHOR_LINE
     assert "without changing other bytes" in verdict.message
@@ -509,7 +512,7 @@ def test_every_patch_at_once_is_what_one_after_another_gives(newline: str) -> No
     every = plan.assess_all(Source(text, "utf-8"), [(patch, release) for patch in family], need_text=True, family=family)
     assert every == [plan.assess(Source(text, "utf-8"), patch, release, need_text=True, family=family) for patch in family]
     assert all(verdict.state is State.UNPATCHED for verdict in every)
-    merged = plan.combined(Source(text, "utf-8"), [(patch, verdict.new_text or "") for patch, verdict in zip(family, every)], family)
+    merged = plan.combined(Source(text, "utf-8"), every)
     assert merged == fixtures.patched(text)
 
 
@@ -527,11 +530,11 @@ def test_one_pass_tells_each_patch_its_own_state() -> None:
     assert states[family[0].id] is State.PATCHED and states["nms-fp32-kernel"] is State.DRIFTED
     assert list(states.values()).count(State.UNPATCHED) == len(family) - 2
     # Their changes merged onto the patched file: what applying them one by one writes.
-    changes = [(patch, verdict.new_text) for patch, verdict in zip(family, every) if verdict.state is State.UNPATCHED and verdict.new_text]
+    unpatched = [(patch, verdict) for patch, verdict in zip(family, every) if verdict.state is State.UNPATCHED]
     one_by_one = text
-    for patch, _ in changes:
+    for patch, _ in unpatched:
         one_by_one = plan.plan_apply(plan.assess(Source(one_by_one, "utf-8"), patch, release, need_text=True, family=family), force=False).new_text or ""
-    assert plan.combined(Source(text, "utf-8"), changes, family) == one_by_one != text
+    assert plan.combined(Source(text, "utf-8"), [verdict for _, verdict in unpatched]) == one_by_one != text
 
 
 def test_a_statement_over_several_lines_is_named_by_its_first_line_in_every_state() -> None:
