@@ -15,7 +15,7 @@ Nothing here imports LibCST.
 
 import itertools
 import re
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from mmcv_patcher.find import ParseFailure, dump_statement, dumps, offset, parse, statements
 from mmcv_patcher.model import Edit, Patch
@@ -207,11 +207,3 @@ def _placements(segment: str, insertions: Sequence[str], low: int) -> Iterator[L
         for later in _placements(segment, rest, at + len(first)):
             yield [(at, at + len(first))] + later
         at = segment.find(first, at + 1)
-
-
-def by_patch(marks: Sequence[Mark]) -> Dict[str, List[Span]]:
-    """patch id -> the spans of its insertions and markers."""
-    spans: Dict[str, List[Span]] = {}
-    for mark in marks:
-        spans.setdefault(mark.patch.id, []).extend(mark.spans)
-    return spans
