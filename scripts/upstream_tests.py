@@ -109,7 +109,7 @@ def main() -> int:
         python = args.python
         if python is None:
             python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
-            releases.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", f"pytest=={importlib.metadata.version('pytest')}"])
+            releases.pip_install(python, f"pytest=={importlib.metadata.version('pytest')}", deps=True)
         results = compare(python, checkout, args.tests, Path(scratch))
         versions = subprocess.run([str(python), "-c", "import torch, mmcv; print(torch.__version__, mmcv.__version__)"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout.split()
     print(f"mmcv {versions[1]}, torch {versions[0]}; tests from {checkout}\n")

@@ -355,9 +355,10 @@ def make_venv(where: Path, python: str = sys.executable, *, with_tool: bool = Tr
     return venv_python
 
 
-def pip_install(venv_python: Path, *requirements: object, env: Optional[Dict[str, str]] = None) -> None:
-    """Installs into the venv with this interpreter's pip, offline for local files."""
-    run([sys.executable, "-m", "pip", "--python", venv_python, "install", "-q", "--no-deps", *requirements], env)
+def pip_install(venv_python: Path, *requirements: object, env: Optional[Dict[str, str]] = None, deps: bool = False) -> None:
+    """Installs into the venv with this interpreter's pip, offline for local files; the
+    requirements' own dependencies too only with ``deps``."""
+    run([sys.executable, "-m", "pip", "--python", venv_python, "install", "-q", *([] if deps else ["--no-deps"]), *requirements], env)
 
 
 def site_packages(venv_python: Path) -> Path:
