@@ -1,4 +1,4 @@
-"""Patch the installed mmcv in place so its ops (NMS, RoIAlign) survive mixed precision, fp16 and bf16."""
+"""Fix mmcv's ops (batched_nms, nms, nms_rotated, RoIAlign, soft_nms) under mixed precision (fp16 and bf16), in place and reversibly."""
 
 import importlib.util
 import os
@@ -17,9 +17,13 @@ def _map_checkout_patches() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(here)
     beside = os.path.join(root, "patches", "__init__.py")
-    if os.path.isdir(os.path.join(here, "patches")) or not (os.path.isfile(beside) and os.path.isfile(os.path.join(root, "setup.cfg"))):
+    if os.path.isdir(os.path.join(here, "patches")) or not (
+        os.path.isfile(beside) and os.path.isfile(os.path.join(root, "setup.cfg"))
+    ):
         return
-    spec = importlib.util.spec_from_file_location(f"{__name__}.patches", beside, submodule_search_locations=[os.path.dirname(beside)])
+    spec = importlib.util.spec_from_file_location(
+        f"{__name__}.patches", beside, submodule_search_locations=[os.path.dirname(beside)]
+    )
     if spec is None or spec.loader is None or spec.name in sys.modules:
         return
     module = importlib.util.module_from_spec(spec)

@@ -12,6 +12,7 @@ import math
 from typing import List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 from mmcv_patcher import __version__, registry, verify
+from mmcv_patcher.errors import Error
 from mmcv_patcher.model import Command
 
 PROG = "mmcv-patcher"
@@ -19,7 +20,7 @@ PROG = "mmcv-patcher"
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 
-class UsageError(Exception):
+class UsageError(Error):
     """A command line that cannot be run: the reason, the usage line to show with it, and
     the command it is about (None when the command itself is missing or unknown)."""
 
@@ -63,7 +64,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, self.format_usage(), command or None)
 
 
-def _where(parser: argparse.ArgumentParser, suffix: str = "") -> None:
+def _target_options(parser: argparse.ArgumentParser, suffix: str = "") -> None:
     """Which mmcv, and what output: options of every command. Given before the command
     they land in ``<name>_before`` (see :func:`parse`)."""
     parser.add_argument(
@@ -79,7 +80,9 @@ def _where(parser: argparse.ArgumentParser, suffix: str = "") -> None:
         metavar="PYTHON",
         help="work on the mmcv another interpreter (CPython 3.6+; a path, or a name looked up on PATH) imports; the patcher itself runs here",
     )
-    parser.add_argument("--json", dest="json" + suffix, action="store_true", help="print one JSON object instead of lines")
+    parser.add_argument(
+        "--json", dest="json" + suffix, action="store_true", help="print one JSON object instead of lines"
+    )
 
 
 def _seconds(text: str) -> float:
@@ -106,7 +109,13 @@ def _count(text: str) -> int:
 
 def _patch_option(parser: argparse.ArgumentParser) -> None:
     ids = [patch.id for patch in registry.all_patches()]
-    parser.add_argument("--patch", action="append", choices=ids, metavar="ID", help=f"only this patch (repeatable; default: all): {', '.join(ids)}")
+    parser.add_argument(
+        "--patch",
+        action="append",
+        choices=ids,
+        metavar="ID",
+        help=f"only this patch (repeatable; default: all): {', '.join(ids)}",
+    )
 
 
 def _writing(parser: argparse.ArgumentParser) -> None:
@@ -125,43 +134,71 @@ def _command(commands: "argparse._SubParsersAction[_Parser]", command: Command, 
     """A command's parser, with the options of every command; it is kept in the parsed
     namespace (``set_defaults``) so that later checks report errors with its usage line."""
     parser = commands.add_parser(command.value, help=help, description=help[0].upper() + help[1:] + ".")
-    _where(parser)
+    _target_options(parser)
     parser.set_defaults(command_parser=parser)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser for ``mmcv-patcher`` (also ``python -m mmcv_patcher``)."""
-    parser = _Parser(prog=PROG, description="Fix mmcv's ops (NMS, RoIAlign) under mixed precision (fp16 and bf16), in place and reversibly.")
+    parser = _Parser(prog=PROG, description=registry.description())
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    _where(parser, "_before")
-    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(c.value for c in Command) + "}", required=True)
+    _target_options(parser, "_before")
+    commands = parser.add_subparsers(
+        dest="command", metavar="{" + ",".join(c.value for c in Command) + "}", required=True
+    )
 
     apply = _command(commands, Command.APPLY, "patch the installed mmcv")
     _patch_option(apply)
-    apply.add_argument("--force", action="store_true", help="patch a release outside the known ranges whose file has the statements as a known release does")
+    apply.add_argument(
+        "--force",
+        action="store_true",
+        help="patch a release outside the known ranges whose file has the statements as a known release does",
+    )
     _writing(apply)
 
     status = _command(commands, Command.STATUS, "show each patch's state, file and line")
     _patch_option(status)
     status.add_argument("--check", action="store_true", help="exit 3 when an affected install is not patched")
-    status.add_argument("--all", action="store_true", help="every mmcv copy on the sys.path of each --python (default: this interpreter)")
+    status.add_argument(
+        "--all",
+        action="store_true",
+        help="every mmcv copy on the sys.path of each --python (default: this interpreter)",
+    )
 
     revert = _command(commands, Command.REVERT, "restore the original file byte for byte")
     _patch_option(revert)
-    revert.add_argument("--force", action="store_true", help="take out what is left of our edit from a statement edited since it was patched")
+    revert.add_argument(
+        "--force",
+        action="store_true",
+        help="take out what is left of our edit from a statement edited since it was patched",
+    )
     _writing(revert)
 
-    verify_parser = _command(commands, Command.VERIFY, "run each patch's AMP case on the real mmcv in a child process (imports mmcv and torch)")
+    verify_parser = _command(
+        commands,
+        Command.VERIFY,
+        "run each patch's AMP case on the real mmcv in a child process (imports mmcv and torch)",
+    )
     _patch_option(verify_parser)
     verify_parser.add_argument(
         "--boxes",
         type=_count,
         default=verify.DEFAULT_BOXES,
-        help=f"boxes for batched-nms-amp-dtype's case (default {verify.DEFAULT_BOXES}; splitting starts at {verify.DEFAULT_SPLIT_THR})",
+        help=f"boxes for the cases that need many (default {verify.DEFAULT_BOXES}; batched_nms splits by class from {verify.DEFAULT_SPLIT_THR})",
     )
-    verify_parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the cases run (default cpu; cuda needs a GPU and mmcv built with CUDA)")
-    verify_parser.add_argument("--dtype", action="append", choices=verify.DTYPES, help=f"the AMP dtype the cases run in (repeatable; default both: {', '.join(verify.DTYPES)})")
+    verify_parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="where the cases run (default cpu; cuda needs a GPU and mmcv built with CUDA)",
+    )
+    verify_parser.add_argument(
+        "--dtype",
+        action="append",
+        choices=verify.DTYPES,
+        help=f"the AMP dtype the cases run in (repeatable; default both: {', '.join(verify.DTYPES)})",
+    )
     return parser
 
 

@@ -9,11 +9,13 @@ import json
 import os
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+from mmcv_patcher.errors import Error
+
 # shutil and subprocess are imported where they are used: only --python and verify run a
 # child, and every other command would pay for importing them at start-up.
 
 
-class ChildError(RuntimeError):
+class ChildError(Error, RuntimeError):
     """The interpreter could not be run, did not answer in time, or answered nonsense."""
 
 
@@ -28,7 +30,9 @@ def resolve(python: str) -> str:
     return found
 
 
-def run_json(python: str, script: str, args: Sequence[str] = (), *, timeout: float, env: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+def run_json(
+    python: str, script: str, args: Sequence[str] = (), *, timeout: float, env: Optional[Mapping[str, str]] = None
+) -> Dict[str, Any]:
     """Runs ``script`` (a file of this package) in ``python`` with ``args``; returns the
     JSON object it printed last. Raises :class:`ChildError` with a one-line reason."""
     import subprocess

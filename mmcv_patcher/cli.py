@@ -18,7 +18,7 @@ from typing import List, NoReturn, Optional, Sequence
 
 from mmcv_patcher import arguments, commands, interpreter, locate, registry, report, verify
 from mmcv_patcher.arguments import Request
-from mmcv_patcher.model import Command, Outcome, Patch, State
+from mmcv_patcher.model import Command, Failure, Outcome, Patch, Problem, State
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNPATCHED = 0, 1, 2, 3
 
@@ -42,24 +42,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         request = arguments.parse(argv)
     except arguments.UsageError as error:
+        failure = Failure(Problem.USAGE, None, error.message)
         if "--json" in argv:
-            report.out(report.as_json(error.command, error.message))
+            report.out(report.as_json(error.command, failure))
         else:
             report.err(error.usage.rstrip("\n"))
-            report.print_error(error.message)
+            report.print_error(failure)
         return EXIT_USAGE
     try:
         return _run(request)
     except Exception as error:  # the promise: one line, never a traceback
-        return _fail(request, f"internal error: {type(error).__name__}: {error}; please report it with --json output", EXIT_FAILED)
+        return _fail(
+            request,
+            Failure(
+                Problem.INTERNAL,
+                None,
+                f"internal error: {type(error).__name__}: {error}; please report it with --json output",
+            ),
+            EXIT_FAILED,
+        )
 
 
 def _run(request: Request) -> int:
+    """The command, top to bottom: which interpreter, which mmcv, which patches; then the
+    command's one function (:mod:`commands`, or verify's child), and what it did, said."""
     patches = registry.select(registry.all_patches(), request.patch_ids)
     try:
         interpreters = [interpreter.ask(python) for python in request.pythons] or [interpreter.current()]
     except interpreter.InterpreterError as error:
-        return _fail(request, str(error), EXIT_USAGE)
+        return _fail(request, Failure(Problem.INTERPRETER, None, str(error)), EXIT_USAGE)
     if request.all:
         return _status_all(request, interpreters, patches)
     try:
@@ -67,20 +78,25 @@ def _run(request: Request) -> int:
     except locate.BadPath as error:
         if not request.json:
             report.err(request.usage.rstrip("\n"))
-        return _fail(request, str(error), EXIT_USAGE)
+        return _fail(request, Failure(Problem.USAGE, None, str(error)), EXIT_USAGE)
     except locate.NotFound as error:
         if request.command is Command.STATUS:  # nothing installed is nothing to fix
             report.out(report.as_json(request.command, None) if request.json else f"{error}; nothing to patch")
             return EXIT_OK
-        return _fail(request, f"{error}; install mmcv first, or pass --path or --python", EXIT_FAILED)
+        return _fail(
+            request,
+            Failure(Problem.NO_MMCV, None, f"{error}; install mmcv first, or pass --path or --python"),
+            EXIT_FAILED,
+        )
     patches = registry.select(patches, None, target.only_file)
     if request.command is Command.VERIFY:
         return _verify(request, target, interpreters[0], patches)
     if request.command is Command.STATUS:
         outcome = commands.status(target, patches)
+    elif request.command is Command.APPLY:
+        outcome = commands.apply(target, patches, _options(request, interpreters[0]))
     else:
-        change = commands.apply if request.command is Command.APPLY else commands.revert
-        outcome = change(target, patches, _options(request, interpreters[0]))
+        outcome = commands.revert(target, patches, _options(request, interpreters[0]))
     if request.json:
         report.out(report.as_json(request.command, outcome.error, target=target, outcome=outcome))
     else:
@@ -99,7 +115,13 @@ def _options(request: Request, python: interpreter.Interpreter) -> commands.Opti
             report.err(report.waiting(directory, pid, request.lock_timeout))
 
     prefixes = {prefix for prefix in (getattr(sys, "pycache_prefix", None), python.pycache_prefix) if prefix}  # 3.8+
-    return commands.Options(force=request.force, dry_run=request.dry_run, lock_timeout=request.lock_timeout, on_wait=on_wait, pycache_prefixes=tuple(sorted(prefixes)))
+    return commands.Options(
+        force=request.force,
+        dry_run=request.dry_run,
+        lock_timeout=request.lock_timeout,
+        on_wait=on_wait,
+        pycache_prefixes=tuple(sorted(prefixes)),
+    )
 
 
 def _exit_code(outcomes: Sequence[Outcome], check: bool) -> int:
@@ -116,12 +138,23 @@ def _status_all(request: Request, interpreters: Sequence[interpreter.Interpreter
     copies: List[report.Copy] = []
     for each in dict.fromkeys(interpreters):  # asked twice (two names of one python), listed once
         found = locate.every_copy(each, patches)
-        copies.extend(report.Copy(each.executable, imported, target, commands.status(target, patches)) for target, imported in found)
+        copies.extend(
+            report.Copy(each.executable, imported, target, commands.status(target, patches))
+            for target, imported in found
+        )
         if not found:
-            copies.append(report.Copy(each.executable, False, None, None, each.mmcv_problem or f"no mmcv on the sys.path of {each.executable}"))
+            copies.append(
+                report.Copy(
+                    each.executable,
+                    False,
+                    None,
+                    None,
+                    each.mmcv_problem or f"no mmcv on the sys.path of {each.executable}",
+                )
+            )
     problems = [copy.outcome.error for copy in copies if copy.outcome is not None and copy.outcome.error]
     if request.json:
-        report.out(report.copies_json(copies, "; ".join(problems) or None))
+        report.out(report.copies_json(copies, problems[0] if problems else None))
     else:
         report.out("\n".join(report.copies_text(copies)))
         for problem in problems:
@@ -135,13 +168,25 @@ def _verify(request: Request, target: locate.Target, python: interpreter.Interpr
     outcome = commands.status(target, patches)
     if not request.json:
         report.out("\n".join(report.as_text(target, outcome)))
-        report.out(f"verify imports mmcv and torch in a child process of {python.executable} (the only command that does)")
-    ids = [patch.id for patch in patches]
-    result = verify.run(python.executable, ids, package_dir=target.package_dir if request.path else None, boxes=request.boxes, device=request.device, dtypes=request.dtypes)
+        report.out(
+            f"verify imports mmcv and torch in a child process of {python.executable} (the only command that does)"
+        )
+    result = verify.run(
+        python.executable,
+        patches,
+        package_dir=target.package_dir if request.path else None,
+        boxes=request.boxes,
+        device=request.device,
+        dtypes=request.dtypes,
+    )
     imported = result.get("mmcv_dir")
     if imported and os.path.realpath(imported) != os.path.realpath(target.package_dir):
         result["detail"] += f" (note: it imported mmcv from {imported}, not {target.package_dir})"
-    failure = None if result["verdict"] == "survived" else f"verify: {result['verdict']}: {result['detail']}"
+    failure = (
+        None
+        if result["verdict"] == "survived"
+        else Failure(Problem.VERIFY_FAILED, None, f"verify: {result['verdict']}: {result['detail']}")
+    )
     if request.json:
         report.out(report.as_json(Command.VERIFY, failure, target=target, outcome=outcome, verify=result))
     else:
@@ -149,10 +194,10 @@ def _verify(request: Request, target: locate.Target, python: interpreter.Interpr
     return EXIT_OK if failure is None else EXIT_FAILED
 
 
-def _fail(request: Request, message: str, code: int) -> int:
+def _fail(request: Request, failure: Failure, code: int) -> int:
     """A failure that is no patch's result: one JSON object on stdout, or one line on stderr."""
     if request.json:
-        report.out(report.as_json(request.command, message))
+        report.out(report.as_json(request.command, failure))
     else:
-        report.print_error(message)
+        report.print_error(failure)
     return code

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import libcst as cst
 
 from mmcv_patcher.find import Statement
-from mmcv_patcher.model import Edit, Patch
+from mmcv_patcher.model import Edit, Patch, Replacement
 from mmcv_patcher.source import first_newline, line_end
 
 #: Fields that carry formatting, not meaning: ignored when comparing shapes.
@@ -42,7 +42,9 @@ def shape(node: Any, memo: Optional[Dict[int, Any]] = None) -> Any:
     if isinstance(node, cst.CSTNode):
         if memo is not None and id(node) in memo:
             return memo[id(node)]
-        found = (type(node).__name__,) + tuple(shape(getattr(node, name), memo) for name in _meaningful_fields(type(node)))
+        found = (type(node).__name__,) + tuple(
+            shape(getattr(node, name), memo) for name in _meaningful_fields(type(node))
+        )
         if memo is not None:
             memo[id(node)] = found
         return found
@@ -57,7 +59,11 @@ def shape(node: Any, memo: Optional[Dict[int, Any]] = None) -> Any:
 def _meaningful_fields(kind: type) -> Tuple[str, ...]:
     """The fields of a kind of node that carry meaning, not formatting (asked once per kind:
     :func:`dataclasses.fields` is too slow to ask for every node)."""
-    return tuple(f.name for f in dataclasses.fields(kind) if f.name not in _FORMATTING_FIELDS and not f.name.startswith("whitespace"))
+    return tuple(
+        f.name
+        for f in dataclasses.fields(kind)
+        if f.name not in _FORMATTING_FIELDS and not f.name.startswith("whitespace")
+    )
 
 
 class _Wrap(NamedTuple):
@@ -75,7 +81,7 @@ class _Wrap(NamedTuple):
 _Recipe = Union[None, _Wrap, Tuple[Tuple[str, Any], ...]]
 
 
-class _Edit(NamedTuple):
+class _Nodes(NamedTuple):
     """An edit's statements as LibCST nodes."""
 
     anchor: cst.BaseSmallStatement
@@ -83,9 +89,9 @@ class _Edit(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(edit: Edit) -> _Edit:
+def _compiled(edit: Edit) -> _Nodes:
     """An edit made ready for the codemod, once per run."""
-    return _Edit(_statement(edit.anchor), _statement(edit.fix))
+    return _Nodes(_statement(edit.anchor), _statement(edit.fix))
 
 
 def _statement(code: str) -> cst.BaseSmallStatement:
@@ -162,15 +168,17 @@ def _follow(recipe: _Recipe, actual: Any) -> Any:
     changes = {}
     for name, inner in recipe:
         mine = getattr(actual, name)
-        changes[name] = tuple(_follow(r, m) for r, m in zip(inner, mine)) if isinstance(mine, (list, tuple)) else _follow(inner, mine)
+        changes[name] = (
+            tuple(_follow(r, m) for r, m in zip(inner, mine))
+            if isinstance(mine, (list, tuple))
+            else _follow(inner, mine)
+        )
     return actual.with_changes(**changes)
 
 
-#: A replacement in a text: (start, end, new text), in the text's own offsets.
-Replacement = Tuple[int, int, str]
-
-
-def fixes(text: str, wanted: Sequence[Tuple[Patch, Sequence[Statement], str]]) -> Optional[Dict[str, Tuple[Replacement, ...]]]:
+def fixes(
+    text: str, wanted: Sequence[Tuple[Patch, Sequence[Statement], str]]
+) -> Optional[Dict[str, Tuple[Replacement, ...]]]:
     """Per patch id, the replacements that make each of its anchor statements (as
     :mod:`mmcv_patcher.find` located them in ``text``) its edit's fix, keeping the
     statement's own formatting, and end the line each one ends on with its marker; for
@@ -181,7 +189,9 @@ def fixes(text: str, wanted: Sequence[Tuple[Patch, Sequence[Statement], str]]) -
         return {patch.id: () for patch, _, _ in wanted}
     config = cst.PartialParserConfig(default_newline=first_newline(text))
     try:
-        module = cst.parse_module("\n".join(text[statement.start : statement.end] for _, statement, _ in located) + "\n", config)
+        module = cst.parse_module(
+            "\n".join(text[statement.start : statement.end] for _, statement, _ in located) + "\n", config
+        )
     except cst.ParserSyntaxError:
         return None
     if len(module.body) != len(located):
@@ -195,7 +205,10 @@ def fixes(text: str, wanted: Sequence[Tuple[Patch, Sequence[Statement], str]]) -
         except _Mismatch:
             return None
         end_of_line = line_end(text, statement.end)
-        found[patch.id] += [(statement.start, statement.end, _EMPTY.code_for_node(made)), (end_of_line, end_of_line, "  " + marker)]
+        found[patch.id] += [
+            (statement.start, statement.end, _EMPTY.code_for_node(made)),
+            (end_of_line, end_of_line, "  " + marker),
+        ]
     return {id: tuple(replacements) for id, replacements in found.items()}
 
 

@@ -1,32 +1,24 @@
-"""``status``, ``apply`` and ``revert`` on one located target: read, plan every patch, then write.
+"""``status``, ``apply`` and ``revert`` on one located target, each one function read top to
+bottom: (lock,) read every file, plan every patch, check, write all or nothing, the results.
 
 Every file is planned before any is written, and nothing is written unless every patch
 succeeded and every new file compiles, so a failing command leaves all files as they were.
 """
 
 import contextlib
+import errno
 import os
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from mmcv_patcher import gate, plan, registry, report, write
+from mmcv_patcher import plan, ranges, registry, write
 from mmcv_patcher.locate import Target
-from mmcv_patcher.model import Outcome, Patch, Result, State
+from mmcv_patcher.model import Failure, Outcome, Patch, Problem, Result, State
+from mmcv_patcher.plan import Finding, Planned
 from mmcv_patcher.source import MAX_SOURCE_BYTES, Source, UndecodableSource, decode, read_source
 
 
-class _FilePlan:
-    """One file: what is there now, what it should become, and each patch's verdict."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.source: Optional[Source] = None
-        self.new_text: Optional[str] = None
-        #: per patch: its verdict (the state on disk), and the command's action about it
-        self.verdicts: List[Tuple[Patch, plan.Verdict, plan.Verdict]] = []
-
-
 class Options(NamedTuple):
-    """How a command runs, beyond which command and which patches."""
+    """How a writing command runs, beyond which command and which patches."""
 
     force: bool = False
     dry_run: bool = False
@@ -38,27 +30,83 @@ class Options(NamedTuple):
     pycache_prefixes: Tuple[str, ...] = ()
 
 
+class _File:
+    """One file of the target: its source as read (None when unreadable), each of its
+    patches as planned, and the text the command would write (None: no change)."""
+
+    def __init__(
+        self, path: str, source: Optional[Source], planned: List[Planned], new_text: Optional[str] = None
+    ) -> None:
+        self.path = path
+        self.source = source
+        self.planned = planned
+        self.new_text = new_text if source is not None and new_text != source.text else None
+
+
 def status(target: Target, patches: Sequence[Patch]) -> Outcome:
     """Each patch's state in the files as they are; reads, never writes, never locks."""
-    file_plans = [_plan_file(target, path, group, _as_they_are, force=False) for path, group in _by_file(target, patches).items()]
-    return _outcome(file_plans, patches, Outcome(), written=False, dry_run=False)
+    files, readable = _read_all(target, _by_file(target, patches))
+    for path, group, source in readable:
+        findings = plan.assess_all(
+            source, [(patch, target.release) for patch in group], need_text=False, family=_family(group)
+        )
+        files.append(
+            _File(
+                path,
+                source,
+                [Planned(patch, finding, plan.plan_status(finding)) for patch, finding in zip(group, findings)],
+            )
+        )
+    return _results(Outcome(), files, patches, written=False, dry_run=False)
 
 
 def apply(target: Target, patches: Sequence[Patch], options: Options) -> Outcome:
-    """Patches every file whose patches all succeed; writes nothing unless every one does."""
-    return _change(target, patches, options, _applied)
+    """Patches every file, each patch judged on the file as it is and their changes merged;
+    writes nothing unless every patch succeeds."""
+    outcome = Outcome()
+    groups = _by_file(target, patches)
+    with _locked(target, groups, options, outcome):
+        files, readable = _read_all(target, groups)
+        for path, group, source in readable:
+            findings = plan.assess_all(
+                source, [(patch, target.release) for patch in group], need_text=True, family=_family(group)
+            )
+            planned = [
+                Planned(patch, finding, plan.plan_apply(finding, force=options.force))
+                for patch, finding in zip(group, findings)
+            ]
+            files.append(_File(path, source, planned, plan.combined(source, [each.action for each in planned])))
+        written = _write_if_all_ok(files, outcome, target.package_dir, options)
+    return _results(outcome, files, patches, written=written, dry_run=options.dry_run)
 
 
 def revert(target: Target, patches: Sequence[Patch], options: Options) -> Outcome:
-    """Takes our edits out of every file; writes nothing unless every patch succeeds."""
-    return _change(target, patches, options, _reverted)
-
-
-def _change(target: Target, patches: Sequence[Patch], options: Options, planner: "_Planner") -> Outcome:
-    """``apply`` or ``revert``: under the package's lock (unless a dry run), leftovers of a
-    killed run removed, every file planned, then all written or none."""
+    """Takes our edits out of every file, each patch its own from the text the one after it
+    left; writes nothing unless every patch succeeds."""
     outcome = Outcome()
     groups = _by_file(target, patches)
+    with _locked(target, groups, options, outcome):
+        files, readable = _read_all(target, groups)
+        for path, group, source in readable:
+            text = source.text
+            planned: List[Planned] = []
+            for patch in reversed(group):
+                finding = plan.assess(
+                    Source(text, source.encoding), patch, target.release, need_text=True, family=_family(group)
+                )
+                action = plan.plan_revert(finding, patch, target.release, force=options.force)
+                text = action.new_text if action.new_text is not None else text
+                planned.insert(0, Planned(patch, finding, action))
+            files.append(_File(path, source, planned, text))
+        written = _write_if_all_ok(files, outcome, target.package_dir, options)
+    return _results(outcome, files, patches, written=written, dry_run=options.dry_run)
+
+
+@contextlib.contextmanager
+def _locked(target: Target, groups: Dict[str, List[Patch]], options: Options, outcome: Outcome) -> Iterator[None]:
+    """Holds the package's lock for a writing run (a dry run takes none), and removes the
+    leftovers of a killed run; when the lock cannot be had, ``outcome.error`` says why and
+    the body still runs, to report each patch's state."""
 
     def on_wait(pid: Optional[int]) -> None:
         outcome.waited = True
@@ -69,23 +117,12 @@ def _change(target: Target, patches: Sequence[Patch], options: Options, planner:
             try:
                 stack.enter_context(write.locked(target.package_dir, options.lock_timeout, on_wait))
             except write.LockTimeout as error:
-                outcome.error = f"{target.package_dir}: {error.strerror}; nothing was written (--lock-timeout waits longer)"
+                outcome.error = Failure(Problem.LOCKED, target.package_dir, error.strerror or str(error))
             except OSError as error:  # cannot even open the directory (another user's, mode 0711)
-                outcome.error = report.write_error(target.package_dir, error)
-            if outcome.error is None:
+                outcome.error = _write_failure(target.package_dir, error)
+            else:
                 _remove_stale_temps(groups, options.pycache_prefixes)
-        file_plans = [_plan_file(target, path, group, planner, force=options.force) for path, group in groups.items()]
-        written = False
-        if outcome.error is None and all(action.ok for file_plan in file_plans for _, _, action in file_plan.verdicts):
-            outcome.error, written = _write_all(file_plans, outcome, package_dir=target.package_dir, options=options)
-        return _outcome(file_plans, patches, outcome, written=written, dry_run=options.dry_run)
-
-
-def _outcome(file_plans: List[_FilePlan], patches: Sequence[Patch], outcome: Outcome, *, written: bool, dry_run: bool) -> Outcome:
-    """``outcome`` with one result per patch, in the order they apply."""
-    results = {patch.id: _result(file_plan.path, patch, verdict, action, written=written, dry_run=dry_run) for file_plan in file_plans for patch, verdict, action in file_plan.verdicts}
-    outcome.results = [results[patch.id] for patch in patches]
-    return outcome
+        yield
 
 
 def _remove_stale_temps(groups: Dict[str, List[Patch]], pycache_prefixes: Tuple[str, ...]) -> None:
@@ -106,126 +143,145 @@ def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[str, List[Patch]]
     return groups
 
 
-#: How a command plans one readable file: (its source, the target, its patches, the file's
-#: family of patches, --force) -> per patch (patch, verdict, action), and the new text.
-_Planner = Callable[[Source, Target, List[Patch], List[Patch], bool], Tuple[List[Tuple[Patch, plan.Verdict, plan.Verdict]], str]]
-
-
-def _plan_file(target: Target, path: str, patches: List[Patch], planner: _Planner, *, force: bool) -> _FilePlan:
-    """One file read and planned; a file that cannot be read gets a verdict for each patch."""
-    file_plan = _FilePlan(path)
-    try:
-        source = decode(read_source(path))
-    except (OSError, UndecodableSource) as error:
-        for patch in patches:
-            verdict = _unreadable(patch, target, path, error)
-            file_plan.verdicts.append((patch, verdict, verdict))
-        return file_plan
-    # Our edits in a file are checked together (each marker remembers the file from before
-    # all of them), so every registered patch of the file counts, selected or not.
+def _family(patches: List[Patch]) -> List[Patch]:
+    """Every registered patch of the file, the selected ones first: our edits in a file are
+    checked together (each marker remembers the file from before all of them)."""
     chosen = {patch.id for patch in patches}
-    family = list(patches) + [p for p in registry.all_patches() if p.file == patches[0].file and p.id not in chosen]
-    file_plan.source = source
-    file_plan.verdicts, text = planner(source, target, patches, family, force)
-    if text != source.text:
-        file_plan.new_text = text
-    return file_plan
+    return list(patches) + [p for p in registry.all_patches() if p.file == patches[0].file and p.id not in chosen]
 
 
-def _as_they_are(source: Source, target: Target, patches: List[Patch], family: List[Patch], force: bool) -> Tuple[List[Tuple[Patch, plan.Verdict, plan.Verdict]], str]:
-    """``status``: every patch judged on the file as it is, in one pass; no text needed."""
-    every = plan.assess_all(source, [(patch, target.release(patch)) for patch in patches], need_text=False, family=family)
-    return [(patch, verdict, verdict) for patch, verdict in zip(patches, every)], source.text
+def _read_all(
+    target: Target, groups: Dict[str, List[Patch]]
+) -> Tuple[List[_File], List[Tuple[str, List[Patch], Source]]]:
+    """Every file read: those missing or unreadable as Python source already planned as such
+    (a finding for each patch, nothing to write), and (path, patches, source) of the rest."""
+    unreadable, readable = [], []
+    for path, patches in groups.items():
+        try:
+            readable.append((path, patches, decode(read_source(path))))
+        except (OSError, UndecodableSource) as error:
+            findings = [(patch, _unreadable(patch, target, error)) for patch in patches]
+            unreadable.append(
+                _File(path, None, [Planned(patch, found, plan.plan_status(found)) for patch, found in findings])
+            )
+    return unreadable, readable
 
 
-def _applied(source: Source, target: Target, patches: List[Patch], family: List[Patch], force: bool) -> Tuple[List[Tuple[Patch, plan.Verdict, plan.Verdict]], str]:
-    """``apply``: every patch judged on the file as it is, in one pass; their changes merged."""
-    every = plan.assess_all(source, [(patch, target.release(patch)) for patch in patches], need_text=True, family=family)
-    verdicts = [(patch, verdict, plan.plan_apply(verdict, force=force)) for patch, verdict in zip(patches, every)]
-    return verdicts, plan.combined(source, [action for _, _, action in verdicts])
-
-
-def _reverted(source: Source, target: Target, patches: List[Patch], family: List[Patch], force: bool) -> Tuple[List[Tuple[Patch, plan.Verdict, plan.Verdict]], str]:
-    """``revert``: each patch takes out its own edit from the text the one after it left."""
-    text = source.text
-    verdicts: List[Tuple[Patch, plan.Verdict, plan.Verdict]] = []
-    for patch in reversed(patches):
-        release = target.release(patch)
-        verdict = plan.assess(Source(text, source.encoding), patch, release, need_text=True, family=family)
-        action = plan.plan_revert(verdict, patch, release, force=force)
-        text = action.new_text if action.new_text is not None else text
-        verdicts.insert(0, (patch, verdict, action))
-    return verdicts, text
-
-
-def _unreadable(patch: Patch, target: Target, path: str, error: Exception) -> plan.Verdict:
-    """The verdict for a file that is missing or cannot be read as Python source."""
-    if isinstance(error, FileNotFoundError) and gate.gate(patch, target.release(patch))[0] is not gate.Gate.AFFECTED:
-        return plan.Verdict(State.NOT_AFFECTED, None, f"{target.release(patch).describe()} has no {patch.file}")
+def _unreadable(patch: Patch, target: Target, error: Exception) -> Finding:
+    """The finding for a file that is missing or cannot be read as Python source."""
+    release = target.release
+    if isinstance(error, FileNotFoundError) and ranges.standing(patch, release)[0] is not ranges.Standing.AFFECTED:
+        return Finding(State.NOT_AFFECTED, None, f"{release.describe()} has no {patch.file}")
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-    return plan.Verdict(State.DRIFTED, None, f"cannot read the file: {reason}; {target.release(patch).reinstall()}", ok=False)
+    return Finding(State.DRIFTED, None, f"cannot read the file: {reason}; {release.reinstall()}", ok=False)
 
 
-def _write_all(file_plans: List[_FilePlan], outcome: Outcome, *, package_dir: str, options: Options) -> Tuple[Optional[str], bool]:
-    """Writes (or diffs) every changed file; returns an error line or None, and whether
-    the files were written.
+def _write_if_all_ok(files: List[_File], outcome: Outcome, package_dir: str, options: Options) -> bool:
+    """Writes (or, for a dry run, diffs) every changed file when nothing failed so far and
+    every patch succeeded; returns whether the files were written.
 
     Before the first byte is written, every new text must compile, and every file and the
     ``__pycache__`` beside it must resolve inside the package (a symlink leaving it is refused
     unless ``--force``). A file that then fails to write (read-only, disk full) rolls the
     earlier ones back. What of a file's owner, group or mode could not be kept is noted.
     """
-    changed = [fp for fp in file_plans if fp.new_text is not None and fp.source is not None]
-    encoded = []
-    for file_plan in changed:
-        assert file_plan.source is not None and file_plan.new_text is not None
-        data = file_plan.source.encode(file_plan.new_text)
+    if outcome.error is not None or not all(each.action.ok for file in files for each in file.planned):
+        return False
+    ready = []
+    for file in files:
+        if file.source is None or file.new_text is None:
+            continue
+        data = file.source.encode(file.new_text)
         if len(data) > MAX_SOURCE_BYTES:  # what we write, a later revert or status must read
-            return f"{file_plan.path}: the patched file would be over {MAX_SOURCE_BYTES // 2**20} MB; nothing was written", False
+            outcome.error = Failure(
+                Problem.TOO_LARGE, file.path, f"the patched file would be over {MAX_SOURCE_BYTES // 2**20} MB"
+            )
+            return False
         try:  # as the interpreter will, unoptimized whatever our own -O: the code is kept for the .pyc
-            code = compile(data, file_plan.path, "exec", dont_inherit=True, optimize=0)
+            code = compile(data, file.path, "exec", dont_inherit=True, optimize=0)
         except (SyntaxError, ValueError) as error:
-            return f"{file_plan.path}:{getattr(error, 'lineno', None) or '?'}: the patched file would not compile ({error}); nothing was written", False
-        real = os.path.realpath(file_plan.path)
-        caches = [os.path.join(os.path.dirname(each), "__pycache__") for each in dict.fromkeys([file_plan.path, real])]
-        for place, resolved in [(file_plan.path, real)] + [(cache, os.path.realpath(cache)) for cache in caches if os.path.lexists(cache)]:
-            problem = _outside_problem(place, resolved, package_dir, options.force)
-            if problem is not None:
-                return problem, False
-        encoded.append((file_plan, real, data, code))
+            outcome.error = Failure(
+                Problem.WOULD_NOT_COMPILE, file.path, f"line {getattr(error, 'lineno', None) or '?'}: {error}"
+            )
+            return False
+        real = os.path.realpath(file.path)
+        caches = [os.path.join(os.path.dirname(each), "__pycache__") for each in dict.fromkeys([file.path, real])]
+        for place, resolved in [(file.path, real)] + [
+            (cache, os.path.realpath(cache)) for cache in caches if os.path.lexists(cache)
+        ]:
+            outcome.error = _outside(place, resolved, package_dir, options.force)
+            if outcome.error is not None:
+                return False
+        ready.append((file, real, data, code))
     if options.dry_run:
-        outcome.previews.extend((fp.path, fp.source.text, fp.new_text) for fp, _, _, _ in encoded if fp.source and fp.new_text is not None)
-        return None, False
-    done: List[Tuple[_FilePlan, str]] = []
-    notes = []
-    for file_plan, real, data, code in encoded:
+        outcome.previews.extend(
+            (file.path, file.source.text, file.new_text)
+            for file, _, _, _ in ready
+            if file.source and file.new_text is not None
+        )
+        return False
+    done: List[Tuple[_File, str]] = []
+    for file, real, data, code in ready:
         try:
-            notes.append(write.replace_file(real, data, import_path=file_plan.path, code=code, pycache_prefixes=options.pycache_prefixes))
+            note = write.replace_file(
+                real, data, import_path=file.path, code=code, pycache_prefixes=options.pycache_prefixes
+            )
         except OSError as error:
             for earlier, earlier_real in reversed(done):  # keep "all or nothing" across files
                 assert earlier.source is not None
                 with contextlib.suppress(OSError):
-                    write.replace_file(earlier_real, earlier.source.encode(earlier.source.text), import_path=earlier.path, pycache_prefixes=options.pycache_prefixes)
-            return report.write_error(real, error), False
-        done.append((file_plan, real))
-    outcome.notes.extend(note for note in notes if note is not None)
-    return None, True
+                    write.replace_file(
+                        earlier_real,
+                        earlier.source.encode(earlier.source.text),
+                        import_path=earlier.path,
+                        pycache_prefixes=options.pycache_prefixes,
+                    )
+            outcome.error = _write_failure(real, error)
+            return False
+        if note is not None:
+            outcome.notes.append(note)
+        done.append((file, real))
+    return True
 
 
-def _outside_problem(path: str, real: str, package_dir: str, force: bool) -> Optional[str]:
+def _write_failure(path: str, error: OSError) -> Failure:
+    """What a failed write (or lock) of ``path`` was, as a value."""
+    failed = error.filename or path
+    if isinstance(error, write.StaleBytecode):
+        return Failure(Problem.STALE_BYTECODE, failed, error.strerror or str(error))
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return Failure(Problem.READ_ONLY, failed, "read-only")
+    return Failure(Problem.WRITE_FAILED, failed, error.strerror or str(error))
+
+
+def _outside(path: str, real: str, package_dir: str, force: bool) -> Optional[Failure]:
     """Refuses to write through a symlink (``path`` resolving to ``real``) that leaves the
     package (``--force`` allows it)."""
     package = os.path.realpath(package_dir)
     if force or real == package or real.startswith(package.rstrip(os.sep) + os.sep):
         return None
-    return f"{path}: resolves to {real}, outside the mmcv package {package}; refusing to write there (--force writes through it)"
+    return Failure(Problem.OUTSIDE_PACKAGE, path, f"resolves to {real}, outside the mmcv package {package}")
 
 
-def _result(path: str, patch: Patch, verdict: plan.Verdict, action: plan.Verdict, *, written: bool, dry_run: bool) -> Result:
+def _results(
+    outcome: Outcome, files: List[_File], patches: Sequence[Patch], *, written: bool, dry_run: bool
+) -> Outcome:
+    """``outcome`` with one result per patch, in the order they apply."""
+    results = {
+        each.patch.id: _result(file.path, each, written=written, dry_run=dry_run)
+        for file in files
+        for each in file.planned
+    }
+    outcome.results = [results[patch.id] for patch in patches]
+    return outcome
+
+
+def _result(path: str, planned: Planned, *, written: bool, dry_run: bool) -> Result:
     """What a user sees for one patch: the action taken, or, when its change was not
     written (a dry run, or a failure elsewhere), the state still on disk."""
-    would_change = action is not verdict and action.new_text is not None
+    finding, action = planned.finding, planned.action
+    would_change = action.new_text is not None
     if would_change and not written:
         why = "--dry-run" if dry_run else "not written, the command failed"
-        return Result(patch.id, verdict.state, path, verdict.line, f"{why}: would become {action.state}")
-    return Result(patch.id, action.state, path, action.line, action.message, changed=would_change, ok=action.ok)
+        return Result(planned.patch.id, finding.state, path, finding.line, f"{why}: would become {action.state}")
+    return Result(planned.patch.id, action.state, path, action.line, action.message, changed=would_change, ok=action.ok)

@@ -114,7 +114,9 @@ def definitions(tree: ast.Module, name: str) -> List[Union[ast.FunctionDef, ast.
         if not found:
             return []
         scope = found[-1].body
-    return [node for node in scope if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function]
+    return [
+        node for node in scope if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function
+    ]
 
 
 def _find(text: str, tree: ast.Module, patch: Patch) -> Found:
@@ -153,7 +155,9 @@ def _parsed(statement: str) -> ast.stmt:
 def _head(node: ast.AST) -> Tuple[str, ...]:
     """What cheaply tells statements apart before whole dumps are compared: an
     assignment's targets, or the kind of statement."""
-    return tuple(ast.dump(target) for target in node.targets) if isinstance(node, ast.Assign) else (type(node).__name__,)
+    return (
+        tuple(ast.dump(target) for target in node.targets) if isinstance(node, ast.Assign) else (type(node).__name__,)
+    )
 
 
 def offset(text: str, starts: List[int], line: int, col_offset: int) -> int:
@@ -173,7 +177,9 @@ def statement_end(text: str, start: int) -> int:
     depth, end = 0, start
     try:
         for token in tokenize.generate_tokens(io.StringIO(rest).readline):
-            if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER) or (token.type == tokenize.OP and token.string == ";" and depth == 0):
+            if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER) or (
+                token.type == tokenize.OP and token.string == ";" and depth == 0
+            ):
                 break
             if token.type == tokenize.OP and token.string in "([{":
                 depth += 1

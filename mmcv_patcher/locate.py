@@ -14,9 +14,9 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from packaging.version import InvalidVersion, Version
 
-from mmcv_patcher.gate import Release
+from mmcv_patcher.errors import Error
 from mmcv_patcher.interpreter import Interpreter, current
-from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch
+from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch, Release
 from mmcv_patcher.ours import find_ours
 from mmcv_patcher.source import UndecodableSource, decode, matches_record, read_source
 
@@ -33,35 +33,23 @@ _METADATA_FILES = ("METADATA", "PKG-INFO", "RECORD", "installed-files.txt", "SOU
 _MAX_METADATA_BYTES = 16 * 2**20
 
 
-class NotFound(LookupError):
+class NotFound(Error, LookupError):
     """No mmcv package where we looked."""
 
 
-class BadPath(ValueError):
+class BadPath(Error, ValueError):
     """``--path`` names nothing we can work on."""
 
 
 class Target(NamedTuple):
-    """An mmcv package directory and what is known about the release that installed it."""
+    """An mmcv package directory and the release that installed it."""
 
     package_dir: str
-    distribution: Optional[str]
-    version: Optional[str]
-    #: POSIX path inside the package -> its RECORD hash as written (``sha256=<base64>``)
-    record: Mapping[str, str]
+    release: Release
     #: things the user should know about how the target was chosen
     notes: Tuple[str, ...] = ()
     #: set when ``--path`` named one file: only that file's patches run
     only_file: Optional[str] = None
-    #: the pip command that installs where this package is: the interpreter's own pip, or
-    #: ``--target`` the directory that holds it (for ``--path``)
-    installer: str = "pip install"
-
-    def release(self, patch: Patch) -> Release:
-        return Release(self.distribution, self.version, self.record.get(patch.file), self.installer)
-
-    def describe(self) -> str:
-        return Release(self.distribution, self.version).describe()
 
     def file_of(self, patch: Patch) -> str:
         """Where ``patch``'s file is in this package directory."""
@@ -83,11 +71,11 @@ def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[
         if os.pardir in Path(package_dir).parts:  # .../mmcv/ops/.. is the package; its metadata is beside it
             package_dir = os.path.realpath(package_dir)
         installer = f"pip install --upgrade --target {shlex.quote(os.path.dirname(package_dir))}"
-        return _describe(package_dir, _distributions([os.path.dirname(package_dir)]), only_file, patches)._replace(installer=installer)
+        return _describe(package_dir, _distributions([os.path.dirname(package_dir)]), only_file, patches, installer)
     python = interpreter or current()
     if python.mmcv_dir is None:
         raise NotFound(python.mmcv_problem or f"no mmcv is importable by {python.executable}")
-    return _describe(python.mmcv_dir, _distributions(python.sys_path), None, patches)._replace(installer=_pip_of(python))
+    return _describe(python.mmcv_dir, _distributions(python.sys_path), None, patches, _pip_of(python))
 
 
 def _pip_of(interpreter: Interpreter) -> str:
@@ -103,11 +91,16 @@ def every_copy(interpreter: Interpreter, patches: Sequence[Patch]) -> List[Tuple
         directories.append(interpreter.mmcv_dir)
     for entry in interpreter.sys_path:
         candidate = os.path.join(entry, "mmcv")
-        if os.path.isfile(os.path.join(candidate, "__init__.py")) and all(os.path.realpath(candidate) != os.path.realpath(d) for d in directories):
+        if os.path.isfile(os.path.join(candidate, "__init__.py")) and all(
+            os.path.realpath(candidate) != os.path.realpath(d) for d in directories
+        ):
             directories.append(candidate)
     candidates = _distributions(interpreter.sys_path)
     imported = interpreter.mmcv_dir is not None
-    return [(_describe(d, candidates, None, patches)._replace(installer=_pip_of(interpreter)), imported and i == 0) for i, d in enumerate(directories)]
+    return [
+        (_describe(d, candidates, None, patches, _pip_of(interpreter)), imported and i == 0)
+        for i, d in enumerate(directories)
+    ]
 
 
 def _package_from_path(path: str, patches: Sequence[Patch]) -> Tuple[str, Optional[str]]:
@@ -119,16 +112,25 @@ def _package_from_path(path: str, patches: Sequence[Patch]) -> Tuple[str, Option
             package_dir = path[: -len(inside) - 1]
             if path.endswith(os.sep + inside) and package_dir:
                 if not os.path.isfile(os.path.join(package_dir, "__init__.py")):
-                    raise BadPath(f"--path {path}: {package_dir} is not a package (no __init__.py), so Python never imports it")
+                    raise BadPath(
+                        f"--path {path}: {package_dir} is not a package (no __init__.py), so Python never imports it"
+                    )
                 return package_dir, patch.file
         files = ", ".join(sorted({p.file for p in patches}))
         raise BadPath(f"--path {path}: not a file any patch works on ({files} inside the mmcv package)")
     for package_dir in (os.path.join(path, "mmcv"), path):
-        if os.path.isdir(package_dir) and (os.path.basename(package_dir) == "mmcv" or any(os.path.exists(_inside(package_dir, p.file)) for p in patches)):
+        if os.path.isdir(package_dir) and (
+            os.path.basename(package_dir) == "mmcv"
+            or any(os.path.exists(_inside(package_dir, p.file)) for p in patches)
+        ):
             if not os.path.isfile(os.path.join(package_dir, "__init__.py")):
-                raise BadPath(f"--path {path}: {package_dir} is not a package (no __init__.py), so Python never imports it")
+                raise BadPath(
+                    f"--path {path}: {package_dir} is not a package (no __init__.py), so Python never imports it"
+                )
             return package_dir, None
-    raise BadPath(f"--path {path}: no mmcv/ in it, and it is not the mmcv package; point it at site-packages, a checkout, or mmcv/")
+    raise BadPath(
+        f"--path {path}: no mmcv/ in it, and it is not the mmcv package; point it at site-packages, a checkout, or mmcv/"
+    )
 
 
 class Installed(NamedTuple):
@@ -203,7 +205,12 @@ def _files(dist: metadata.Distribution) -> Optional[List[metadata.PackagePath]]:
     (old pip's ``setup.py install``); the backport reads that one, as 3.12 does. Only those
     installs load it: it takes longer to import than the rest of ``status`` spends on metadata."""
     info = getattr(dist, "_path", None)
-    if sys.version_info < (3, 12) and info is not None and dist.read_text("RECORD") is None and dist.read_text("installed-files.txt") is not None:
+    if (
+        sys.version_info < (3, 12)
+        and info is not None
+        and dist.read_text("RECORD") is None
+        and dist.read_text("installed-files.txt") is not None
+    ):
         import importlib_metadata
 
         files: Optional[List[metadata.PackagePath]] = importlib_metadata.Distribution.at(info).files
@@ -218,8 +225,8 @@ def _metadata_problem(info: object) -> Optional[str]:
     files it reads are checked here first, through the path it keeps (``_path``)."""
     if not isinstance(info, os.PathLike):
         return None
-    where = str(os.fspath(info))
-    files = [where] if not os.path.isdir(where) else [os.path.join(where, name) for name in _METADATA_FILES]
+    place = str(os.fspath(info))
+    files = [place] if not os.path.isdir(place) else [os.path.join(place, name) for name in _METADATA_FILES]
     for file in files:
         try:
             found = os.stat(file)
@@ -236,7 +243,9 @@ def _owns(dist: Installed, package_dir: str) -> bool:
     """Whether the distribution's file list is about this very package directory, directly
     or through an editable install's ``.pth`` or ``__editable__`` finder."""
     if "mmcv/__init__.py" in dist.package_files:
-        if os.path.realpath(os.path.join(dist.root, "mmcv", "__init__.py")) == os.path.realpath(os.path.join(package_dir, "__init__.py")):
+        if os.path.realpath(os.path.join(dist.root, "mmcv", "__init__.py")) == os.path.realpath(
+            os.path.join(package_dir, "__init__.py")
+        ):
             return True
     return any(_hook_names(hook, package_dir) for hook in dist.hooks)
 
@@ -251,38 +260,57 @@ def _hook_names(hook: str, package_dir: str) -> bool:
     except (OSError, UndecodableSource):
         return False
     if hook.endswith(".pth"):
-        paths = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(("#", "import ", "import\t"))]
+        paths = [
+            line.strip()
+            for line in text.splitlines()
+            if line.strip() and not line.startswith(("#", "import ", "import\t"))
+        ]
     else:
         try:
             tree = ast.parse(text)
         except (SyntaxError, ValueError):
             return False
-        paths = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+        paths = [
+            node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        ]
     wanted = {os.path.realpath(package_dir), os.path.realpath(os.path.dirname(package_dir))}
     base = os.path.dirname(hook)
     return any(os.path.realpath(os.path.join(base, path)) in wanted for path in paths)
 
 
-def _describe(package_dir: str, candidates: Candidates, only_file: Optional[str], patches: Sequence[Patch]) -> Target:
+def _describe(
+    package_dir: str, candidates: Candidates, only_file: Optional[str], patches: Sequence[Patch], installer: str
+) -> Target:
     """The target for ``package_dir``: the distribution whose file list owns it, with notes
-    whenever that is not clear-cut, so nothing is decided silently."""
+    whenever that is not clear-cut, so nothing is decided silently. ``installer`` is the pip
+    command that installs where the package is: the interpreter's own pip, or ``--target``
+    the directory that holds it (for ``--path``)."""
     owners = [dist for dist in candidates.found if _owns(dist, package_dir)]
     notes: List[str] = list(candidates.skipped)
     if len(owners) > 1:
         owner, how = _current_owner(owners, package_dir, patches)
         names = ", ".join(f"{dist.name} {dist.version}" for dist in owners)
         stale = ", ".join(f"{dist.name} {dist.version}" for dist in owners if dist is not owner)
-        notes.append(f"several distributions claim {package_dir}: {names}; {how}, so gating by {owner.name} {owner.version} ({stale}: left-over metadata?)")
+        notes.append(
+            f"several distributions claim {package_dir}: {names}; {how}, so gating by {owner.name} {owner.version} ({stale}: left-over metadata?)"
+        )
     elif owners:
         owner = owners[0]
     else:
         for dist in candidates.found:
-            notes.append(f"{dist.name} {dist.version} is installed, but its metadata ({dist.root}) does not list {package_dir}; using {os.path.join(package_dir, 'version.py')}")
-        return Target(package_dir, None, literal_version(os.path.join(package_dir, "version.py")), {}, tuple(notes), only_file)
+            notes.append(
+                f"{dist.name} {dist.version} is installed, but its metadata ({dist.root}) does not list {package_dir}; using {os.path.join(package_dir, 'version.py')}"
+            )
+        return Target(
+            package_dir,
+            Release(None, literal_version(os.path.join(package_dir, "version.py")), {}, installer),
+            tuple(notes),
+            only_file,
+        )
     record = {path[len("mmcv/") :]: digest for path, digest in owner.package_files.items() if digest}
     if owner.version is not None and not _valid(owner.version):
         notes.append(f"invalid version {owner.version!r} in {owner.metadata}: no patch's known releases can include it")
-    return Target(package_dir, owner.name, owner.version, record, tuple(notes), only_file)
+    return Target(package_dir, Release(owner.name, owner.version, record, installer), tuple(notes), only_file)
 
 
 def _valid(version: str) -> bool:
@@ -309,7 +337,11 @@ def _current_owner(owners: List[Installed], package_dir: str, patches: Sequence[
         ours = find_ours(source, [patch for patch in patches if patch.file == file])
         if ours is not None and ours.exact:
             versions.append(source.encode(ours.original))
-        matching = [dist for dist in owners if any(matches_record(dist.package_files.get(f"mmcv/{file}", ""), each) for each in versions)]
+        matching = [
+            dist
+            for dist in owners
+            if any(matches_record(dist.package_files.get(f"mmcv/{file}", ""), each) for each in versions)
+        ]
         if len(matching) == 1:
             return matching[0], f"mmcv/{file} there is the one {matching[0].name} {matching[0].version} installed"
     version = literal_version(os.path.join(package_dir, "version.py"))
@@ -326,7 +358,9 @@ def literal_version(version_file: str) -> Optional[str]:
     except (OSError, SyntaxError, ValueError):  # UndecodableSource is a ValueError
         return None
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets
+        ):
             try:
                 value = ast.literal_eval(node.value)
             except (ValueError, TypeError, SyntaxError, RecursionError):

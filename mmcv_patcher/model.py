@@ -7,8 +7,11 @@ import difflib
 import enum
 import functools
 import io
+import textwrap
 import tokenize
-from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+from mmcv_patcher.source import matches_record
 
 #: Distributions that install the top-level package ``mmcv``.
 MMCV_DISTRIBUTIONS = ("mmcv", "mmcv-full", "mmcv-lite", "onedl-mmcv")
@@ -53,7 +56,7 @@ class Affected(NamedTuple):
     the released code took different forms.
 
     Bounds rather than a PEP 440 specifier set, because "older than the first affected
-    release" is its own verdict (not affected), which a specifier set cannot express.
+    release" is its own state (not affected), which a specifier set cannot express.
     """
 
     introduced: str = "0"
@@ -103,7 +106,100 @@ def _insertions(anchor_code: str, fix_code: str) -> Tuple[str, ...]:
 def _tokens(code: str) -> List[Tuple[str, int, int]]:
     """(text, start offset, end offset) of each token of one line of code."""
     tokens = tokenize.generate_tokens(io.StringIO(code).readline)
-    return [(t.string, t.start[1], t.end[1]) for t in tokens if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER)]
+    return [
+        (t.string, t.start[1], t.end[1])
+        for t in tokens
+        if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER)
+    ]
+
+
+def _code(text: str) -> str:
+    """Source written as a dedented triple-quoted string: its common indentation and the
+    newline right after the opening quotes taken out."""
+    return textwrap.dedent(text[1:] if text.startswith("\n") else text)
+
+
+class Example(NamedTuple):
+    """A source the patch changes, and what it must become, without our markers (the tests
+    add them at the end of each fixed statement). ``why`` names the example (a test id)."""
+
+    before: str
+    after: str
+    why: str
+
+    @classmethod
+    def of(cls, before: str, after: str, why: str) -> "Example":
+        """An example from dedented triple-quoted code."""
+        return cls(_code(before), _code(after), why)
+
+
+class Untouched(NamedTuple):
+    """A source that looks alike but that the patch must leave as it is, and why."""
+
+    source: str
+    why: str
+
+    @classmethod
+    def of(cls, source: str, why: str) -> "Untouched":
+        """A look-alike from dedented triple-quoted code."""
+        return cls(_code(source), why)
+
+
+class Tensor(NamedTuple):
+    """A tensor that ``verify`` makes for a case, from a seeded generator (see
+    :mod:`mmcv_patcher.probe`, which knows each ``kind``):
+
+    - ``boxes``: ``size`` boxes (x1, y1, x2, y2), corners within ``scale`` (default 1000)
+    - ``scores``: ``size`` scores in [0, 1)
+    - ``labels``: ``size`` class ids below ``scale``
+    - ``rotated-boxes``: ``size`` boxes (cx, cy, w, h, angle), centres within ``scale`` (default 500)
+    - ``features``: values in [0, 1) of shape ``size``
+    - ``rois``: ``size`` RoIs (image index below ``images``, then a box within ``scale``)
+
+    ``size`` ``"boxes"`` is ``verify --boxes``. ``amp``: the tensor comes in the AMP dtype
+    (fp16 or bf16), as autocast gives it; otherwise in fp32.
+    """
+
+    kind: str
+    size: Union[int, str, Tuple[int, ...]]
+    amp: bool = False
+    scale: float = 0.0
+    images: int = 1
+
+
+class Case(NamedTuple):
+    """What ``verify`` runs to prove a patch on the real mmcv: ``mmcv.ops.<op>`` called with
+    ``args`` (a :class:`Tensor`, or a JSON value passed as it is), or, with ``init``, the
+    module ``mmcv.ops.<op>(*init)`` called with them. The result is compared with the same
+    call on fp32 copies of the same values: ``boxes`` for NMS results (the same kept indices,
+    boxes and scores within 1e-3), ``values`` for a tensor (in the AMP dtype, and the fp32
+    values within its rounding). ``gave`` says what the call gives mmcv: ``{amp}`` stands
+    for the dtype's short name (fp16, bf16), ``{boxes}`` for ``--boxes``."""
+
+    op: str
+    args: Tuple[Any, ...]
+    gave: str
+    compare: str = "boxes"
+    init: Optional[Tuple[Any, ...]] = None
+
+    def as_json(self) -> Dict[str, Any]:
+        """The case as the probe reads it: JSON values, each tensor an object of its fields."""
+        return {
+            "op": self.op,
+            "args": [_json(dict(arg._asdict(), tensor=True) if isinstance(arg, Tensor) else arg) for arg in self.args],
+            "gave": self.gave,
+            "compare": self.compare,
+            "init": None if self.init is None else _json(self.init),
+        }
+
+
+def _json(value: Any) -> Any:
+    """``value`` as JSON has it: tuples as lists, all the way down."""
+    if isinstance(value, (list, tuple)):
+        return [_json(each) for each in value]
+    if isinstance(value, dict):
+        return {key: _json(each) for key, each in value.items()}
+    return value
 
 
 class Patch(NamedTuple):
@@ -120,14 +216,53 @@ class Patch(NamedTuple):
     function: str
     #: the statements it changes; a release has some or all of them (see Affected.counts)
     edits: Tuple[Edit, ...]
-    #: the error text users search for, for README's table of patches
-    error: str = ""
-    #: (before, after) source pairs that document and pin the codemod; run as tests. The
-    #: first example's ``before`` of each patch makes the synthetic file the tests patch,
-    #: unless the tests write that file themselves (``ops/nms.py``: tests/fixtures.py)
-    examples: Tuple[Tuple[str, str], ...] = ()
-    #: sources that look alike but that the patch must leave as they are; run as tests
-    untouched: Tuple[str, ...] = ()
+    #: what users see without the fix (Markdown), for README's table of patches
+    error: str
+    #: what ``verify`` runs to prove it on the real mmcv, in each AMP dtype
+    case: Case
+    #: sources it changes, with what they become; the first one's ``before`` is the
+    #: synthetic file the tests patch, unless the tests write that file themselves
+    #: (``ops/nms.py``: tests/fixtures.py)
+    examples: Tuple[Example, ...]
+    #: sources that look alike but that the patch must leave as they are
+    untouched: Tuple[Untouched, ...]
+
+    @property
+    def op(self) -> str:
+        """The op users know the fix by: the function, or the class of the method."""
+        return self.function.split(".")[0]
+
+
+class Release(NamedTuple):
+    """Which distribution and version installed an mmcv package (either may be unknown),
+    what its RECORD says of each file, and the pip command that installs where it is."""
+
+    distribution: Optional[str]
+    version: Optional[str]
+    #: POSIX path inside the package -> RECORD's hash field for it as written
+    #: (``sha256=<urlsafe base64>``, or another algorithm RECORD allows)
+    record: Mapping[str, str] = {}
+    #: the pip command that installs into the environment the package is in
+    installer: str = "pip install"
+
+    def describe(self) -> str:
+        return f"{self.distribution or 'mmcv (no metadata)'} {self.version or '(unknown version)'}"
+
+    def reinstall(self) -> str:
+        """What to do about a damaged file: the command that puts the release back."""
+        if self.distribution and self.version:
+            return f"restore it with `{self.installer} --force-reinstall --no-deps {self.distribution}=={self.version}`"
+        return "restore it from a fresh copy of mmcv"
+
+    def installed(self, file: str, data: bytes) -> Optional[bool]:
+        """Whether RECORD lists ``file`` (a POSIX path inside the package) with these bytes;
+        None when it gives no hash (or one in an algorithm we cannot compute)."""
+        field = self.record.get(file)
+        return None if field is None else matches_record(field, data)
+
+
+#: A change to a text: (start, end, new text), in the text's own offsets.
+Replacement = Tuple[int, int, str]
 
 
 class Result(NamedTuple):
@@ -143,6 +278,35 @@ class Result(NamedTuple):
     ok: bool = True
 
 
+class Problem(_Word):
+    """The kind of a command's failure: the JSON's ``failure.kind``, stable for scripts. The
+    value is the word shown in JSON."""
+
+    USAGE = "usage"  # the command line cannot be run (exit 2)
+    INTERPRETER = "interpreter"  # --python names nothing that answers (exit 2)
+    NO_MMCV = "no-mmcv"  # nothing to apply or revert
+    DRIFTED = "drifted"  # a patch's statements are not as any release has them
+    UNVERIFIED = "unverified"  # a release outside the known ranges, without --force
+    LOCKED = "locked"  # another run held the package's lock too long
+    READ_ONLY = "read-only"  # this user cannot write the file or its directory
+    STALE_BYTECODE = "stale-bytecode"  # bytecode of the file could not be removed
+    OUTSIDE_PACKAGE = "outside-package"  # a file or its __pycache__ resolves outside mmcv
+    WOULD_NOT_COMPILE = "would-not-compile"  # the new text would not compile
+    TOO_LARGE = "too-large"  # the new text would be over the size the tool reads
+    WRITE_FAILED = "write-failed"  # the file could not be written for another reason
+    VERIFY_FAILED = "verify-failed"  # a verify case did not survive, or none could run
+    INTERNAL = "internal"  # a bug: anything else
+
+
+class Failure(NamedTuple):
+    """Why a command failed: its kind, the path it is about (None when none is), and the
+    detail. Only :mod:`mmcv_patcher.report` turns it into words."""
+
+    kind: Problem
+    path: Optional[str]
+    detail: str
+
+
 class Outcome:
     """Everything a command did, for :mod:`mmcv_patcher.report` to render."""
 
@@ -155,8 +319,20 @@ class Outcome:
         #: what the user should know that is no patch's result (an owner that could not be kept)
         self.notes: List[str] = []
         #: a failure that is not one patch's (a file that cannot be written, say)
-        self.error: Optional[str] = None
+        self.error: Optional[Failure] = None
 
     @property
     def ok(self) -> bool:
         return self.error is None and all(result.ok for result in self.results)
+
+    @property
+    def failure(self) -> Optional[Failure]:
+        """Why the command failed: the failure that is no patch's, or else the first patch
+        that failed (its state is the kind), or None."""
+        if self.error is not None:
+            return self.error
+        failed = next((result for result in self.results if not result.ok), None)
+        if failed is None:
+            return None
+        kind = Problem.UNVERIFIED if failed.state is State.UNVERIFIED else Problem.DRIFTED
+        return Failure(kind, failed.file, f"{failed.id}: {failed.message}")

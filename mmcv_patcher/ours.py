@@ -101,28 +101,36 @@ def _markers(text: str, family: Sequence[Patch]) -> List[Tuple[Patch, int, int, 
     """(patch, start, end, sha256) of each marker of ``family`` in ``text``, in file order:
     two spaces, the comment and 64 lowercase hex digits, anywhere on a line."""
     by_id = {patch.id: patch for patch in family}
-    return [(by_id[m.group(1)], m.start(), m.end(), m.group(2)) for m in re.finditer(_MARKER, text) if m.group(1) in by_id]
+    return [
+        (by_id[m.group(1)], m.start(), m.end(), m.group(2)) for m in re.finditer(_MARKER, text) if m.group(1) in by_id
+    ]
 
 
-class _Statement(NamedTuple):
+class _Simple(NamedTuple):
     """A statement without a body, where it starts in the text."""
 
     start: int
     line: int
 
 
-def _simple_statements(text: str) -> List[_Statement]:
+def _simple_statements(text: str) -> List[_Simple]:
     """Every statement without a body (an assignment, an expression, a return...), in
     file order; none when Python cannot parse the text."""
     tree = parse(text)
     if isinstance(tree, ParseFailure):
         return []
     starts = line_starts(text)
-    found = [_Statement(offset(text, starts, node.lineno, node.col_offset), node.lineno) for node in statements(tree) if not hasattr(node, "body")]
+    found = [
+        _Simple(offset(text, starts, node.lineno, node.col_offset), node.lineno)
+        for node in statements(tree)
+        if not hasattr(node, "body")
+    ]
     return sorted(found)
 
 
-def _judge(text: str, statements: List[_Statement], claimed: Set[int], patch: Patch, start: int, end: int, sha256: str) -> Mark:
+def _judge(
+    text: str, statements: List[_Simple], claimed: Set[int], patch: Patch, start: int, end: int, sha256: str
+) -> Mark:
     """The mark for the marker at ``text[start:end]``: the statement it ends (one no
     earlier marker claimed), and what of ours is left in it. It is intact only when nothing
     but our markers follows it on its line."""
@@ -147,7 +155,13 @@ def _judge(text: str, statements: List[_Statement], claimed: Set[int], patch: Pa
         return Mark(patch, line_at(text, start), sha256, ((start, end),), False)
     statement = candidates[0]
     left = _only_placement(text[statement.start : start], patch)
-    return Mark(patch, statement.line, sha256, tuple((statement.start + a, statement.start + b) for a, b in left) + ((start, end),), False)
+    return Mark(
+        patch,
+        statement.line,
+        sha256,
+        tuple((statement.start + a, statement.start + b) for a, b in left) + ((start, end),),
+        False,
+    )
 
 
 def _only_placement(segment: str, patch: Patch) -> Tuple[Span, ...]:
@@ -165,7 +179,7 @@ _MARKER = r"  # mmcv-patcher: ([A-Za-z0-9_.-]+) sha256=([0-9a-f]{64})(?![0-9a-f]
 _ONLY_MARKERS = re.compile(f"(?:{_MARKER})*")
 
 
-def _ending_before(statements: List[_Statement], offset: int) -> List[_Statement]:
+def _ending_before(statements: List[_Simple], offset: int) -> List[_Simple]:
     """The statements of the logical line that ends at ``offset`` (where a marker is), the
     last first: the last statement starting before it, and those on the same first line."""
     before = [statement for statement in statements if statement.start < offset]

@@ -1,41 +1,66 @@
-"""The state table: what each patch finds in a file, and what apply or revert would write.
+"""The state table: what each patch finds in a file, and what apply or revert would do.
 
 Everything here takes text and returns values, so the whole table is tested with strings.
-Our own edits are read by :mod:`mmcv_patcher.ours`, releases placed by
-:mod:`mmcv_patcher.gate`, the patches' statements found by :mod:`mmcv_patcher.find`; LibCST
-(:mod:`mmcv_patcher.codemod`) is imported only to make a fix's new text.
+For each patch a command plans a :class:`Planned`: its :class:`Finding` (the state on disk)
+and its :class:`Action` (what the command does about it). Our own edits are read by
+:mod:`mmcv_patcher.ours`, releases placed by :mod:`mmcv_patcher.ranges`, the patches'
+statements found by :mod:`mmcv_patcher.find`; LibCST (:mod:`mmcv_patcher.codemod`) is
+imported only to make a fix's new text.
 """
 
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from mmcv_patcher.find import Found, ParseFailure, find
-from mmcv_patcher.gate import Gate, Release, expected_counts, gate, known_forms
-from mmcv_patcher.model import Patch, State
+from mmcv_patcher.model import Patch, Release, Replacement, State
 from mmcv_patcher.ours import Ours, cut, find_ours, marker
+from mmcv_patcher.ranges import Standing, expected_counts, known_forms, standing
 from mmcv_patcher.source import Source, sha256_hex
 
 
-class Verdict(NamedTuple):
-    """A patch's verdict on one file, and the new text when the command should write.
+class Finding(NamedTuple):
+    """What one patch finds in one file: its state, and the text a command would write.
 
-    ``ok`` False means the command fails (exit 1) and writes nothing for this file.
+    ``ok`` False means the file cannot be worked on (drifted): the command fails, exit 1.
     """
 
     state: State
     line: Optional[int]
     message: str
+    #: the text after apply (unpatched, unverified: with ``replacements``), or after revert
+    #: (patched, or drifted by an edit to ours)
     new_text: Optional[str] = None
     ok: bool = True
     #: for a file we patched: the sha256 our marker kept, of the bytes a revert restores
     original_sha256: Optional[str] = None
     #: for a file we patched: whether those bytes are not what the release's RECORD lists
     differs_from_record: bool = False
-    #: with ``new_text`` after apply: the replacements that make it from the file, (start,
-    #: end, new text) in the file's offsets, so the changes of several patches merge
-    replacements: Tuple[Tuple[int, int, str], ...] = ()
+    #: with ``new_text`` after apply: the replacements that make it from the file, so the
+    #: changes of several patches merge
+    replacements: Tuple[Replacement, ...] = ()
 
 
-def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, family: Sequence[Patch] = ()) -> Verdict:
+class Action(NamedTuple):
+    """What a command does about one patch's finding: the state it leaves, and the new text
+    when it writes (with the ``replacements`` that make it, after apply). ``ok`` False: the
+    command fails (exit 1) and writes nothing."""
+
+    state: State
+    line: Optional[int]
+    message: str
+    new_text: Optional[str] = None
+    ok: bool = True
+    replacements: Tuple[Replacement, ...] = ()
+
+
+class Planned(NamedTuple):
+    """One patch of a command: what it found on disk, and what the command does."""
+
+    patch: Patch
+    finding: Finding
+    action: Action
+
+
+def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, family: Sequence[Patch] = ()) -> Finding:
     """The state of ``patch`` in ``source``; ``new_text`` holds the text after apply
     (unpatched, unverified) or after revert (patched, or drifted by an edit to ours).
     ``family`` is every patch of this file (default: just this one): our edits are checked
@@ -47,51 +72,61 @@ def assess(source: Source, patch: Patch, release: Release, *, need_text: bool, f
     return assess_all(source, [(patch, release)], need_text=need_text, family=family)[0]
 
 
-def assess_all(source: Source, patches: Sequence[Tuple[Patch, Release]], *, need_text: bool, family: Sequence[Patch] = ()) -> List[Verdict]:
+def assess_all(
+    source: Source, patches: Sequence[Tuple[Patch, Release]], *, need_text: bool, family: Sequence[Patch] = ()
+) -> List[Finding]:
     """:func:`assess` for several patches of one file (each with its release), with one
     parse of the file. Each ``new_text`` is the file with that patch's change alone;
     :func:`combined` merges them."""
     family = tuple(family) or tuple(patch for patch, _ in patches)
     ours = find_ours(source, family)
     decided = [_assess_from_text(source, patch, release, ours) for patch, release in patches]
-    pending = [(patch, release, counts) for (patch, release), (verdict, counts) in zip(patches, decided) if verdict is None]
+    pending = [
+        (patch, release, counts) for (patch, release), (finding, counts) in zip(patches, decided) if finding is None
+    ]
     structural = iter(_assess_structurally(source, pending, family, ours, need_text=need_text) if pending else [])
-    return [verdict if verdict is not None else next(structural) for verdict, _ in decided]
+    return [finding if finding is not None else next(structural) for finding, _ in decided]
 
 
-def _assess_from_text(source: Source, patch: Patch, release: Release, ours: Optional[Ours]) -> Tuple[Optional[Verdict], Optional[Tuple[int, ...]]]:
-    """The verdict when our markers or the gate decide it; otherwise None and the anchor
+def _assess_from_text(
+    source: Source, patch: Patch, release: Release, ours: Optional[Ours]
+) -> Tuple[Optional[Finding], Optional[Tuple[int, ...]]]:
+    """The finding when our markers or the release's standing decide it; otherwise None and the anchor
     counts the release must have (None outside the known ranges)."""
     if ours is not None and ours.of(patch):
         line = ours.line(patch)
         undone = ours.without(source.text, patch)
         if not ours.intact(patch):
             message = f"the statement mmcv-patcher patched was edited since; {release.reinstall()}"
-            return Verdict(State.DRIFTED, line, message, new_text=undone, ok=False), None
+            return Finding(State.DRIFTED, line, message, new_text=undone, ok=False), None
         if not ours.exact:
             message = "patched by mmcv-patcher; other lines of the file were edited since, so a revert takes out only our edits"
-            return Verdict(State.PATCHED, line, message, new_text=undone), None
-        differs = release.installed(source.encode(ours.original)) is False
-        message = "patched by mmcv-patcher" + ("; before that, the file already differed from the release's RECORD" if differs else "")
-        return Verdict(State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256, differs_from_record=differs), None
+            return Finding(State.PATCHED, line, message, new_text=undone), None
+        differs = release.installed(patch.file, source.encode(ours.original)) is False
+        message = "patched by mmcv-patcher" + (
+            "; before that, the file already differed from the release's RECORD" if differs else ""
+        )
+        return Finding(
+            State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256, differs_from_record=differs
+        ), None
     if ours is not None and not ours.exact:
         others = ", ".join(f"{mark.patch.id} at line {mark.line}" for mark in ours.marks)
         message = f"the file was edited since mmcv-patcher patched it ({others}), so its original bytes are unknown; revert those first"
-        return Verdict(State.DRIFTED, None, message, ok=False), None
-    where, affected = gate(patch, release)
-    if where is Gate.BELOW:
-        return Verdict(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug"), None
+        return Finding(State.DRIFTED, None, message, ok=False), None
+    place, affected = standing(patch, release)
+    if place is Standing.BELOW:
+        return Finding(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug"), None
     return None, None if affected is None else expected_counts(patch, affected)
 
 
-def combined(source: Source, verdicts: Sequence[Verdict]) -> str:
-    """``source`` with the changes of several patches (their verdicts from :func:`assess_all`,
-    or the actions :func:`plan_apply` made of them): the replacements of different statements
+def combined(source: Source, changes: Sequence[Union[Finding, Action]]) -> str:
+    """``source`` with the changes of several patches (the actions :func:`plan_apply` made of
+    their findings from :func:`assess_all`): the replacements of different statements
     never overlap, so they merge."""
-    return _replaced(source.text, [replacement for verdict in verdicts for replacement in verdict.replacements])
+    return _replaced(source.text, [replacement for change in changes for replacement in change.replacements])
 
 
-def _replaced(text: str, replacements: Sequence[Tuple[int, int, str]]) -> str:
+def _replaced(text: str, replacements: Sequence[Replacement]) -> str:
     """``text`` with the (disjoint) ``replacements`` made; insertions at one place in order."""
     for start, end, piece in sorted(replacements, key=lambda r: (r[0], r[1]), reverse=True):
         text = text[:start] + piece + text[end:]
@@ -106,17 +141,31 @@ def _statements(patch: Patch) -> str:
     return " or ".join(f"`{edit.anchor}`" for edit in patch.edits)
 
 
-def _assess_structurally(source: Source, pending: Sequence[Tuple[Patch, Release, Optional[Tuple[int, ...]]]], family: Sequence[Patch], ours: Optional[Ours], *, need_text: bool) -> List[Verdict]:
+def _assess_structurally(
+    source: Source,
+    pending: Sequence[Tuple[Patch, Release, Optional[Tuple[int, ...]]]],
+    family: Sequence[Patch],
+    ours: Optional[Ours],
+    *,
+    need_text: bool,
+) -> List[Finding]:
     """The states from where Python's parser finds each patch's statements. Per patch,
     ``counts``: how many of each edit's anchors its release must have (None outside the
     known ranges). ``ours``: the other patches' edits already in the file, exact. With
     ``need_text``, each patch that can be applied gets the file with its fix alone."""
     found = find(source.text, [patch for patch, _, _ in pending])
     if isinstance(found, ParseFailure):
-        return [Verdict(State.DRIFTED, found.line, f"cannot parse the file: {found.reason}; {release.reinstall()}", ok=False) for _, release, _ in pending]
+        return [
+            Finding(
+                State.DRIFTED, found.line, f"cannot parse the file: {found.reason}; {release.reinstall()}", ok=False
+            )
+            for _, release, _ in pending
+        ]
     original = source.text if ours is None else ours.original
-    verdicts = [_from_found(patch, release, counts, found[patch.id]) for patch, release, counts in pending]
-    fixable = [i for i, verdict in enumerate(verdicts) if need_text and verdict.state in (State.UNPATCHED, State.UNVERIFIED)]
+    findings = [_from_found(patch, release, counts, found[patch.id]) for patch, release, counts in pending]
+    fixable = [
+        i for i, finding in enumerate(findings) if need_text and finding.state in (State.UNPATCHED, State.UNVERIFIED)
+    ]
     if fixable:
         marker_of = {pending[i][0].id: marker(pending[i][0], sha256_hex(source.encode(original))) for i in fixable}
         made = _fixes(source, [pending[i][0] for i in fixable], found, marker_of, family, original)
@@ -124,13 +173,22 @@ def _assess_structurally(source: Source, pending: Sequence[Tuple[Patch, Release,
             patch = pending[i][0]
             replacements = made.get(patch.id)
             if replacements is None:
-                verdicts[i] = _cannot_edit(patch, verdicts[i].line)
+                findings[i] = _cannot_edit(patch, findings[i].line)
             else:
-                verdicts[i] = verdicts[i]._replace(new_text=_replaced(source.text, replacements), replacements=replacements)
-    return verdicts
+                findings[i] = findings[i]._replace(
+                    new_text=_replaced(source.text, replacements), replacements=replacements
+                )
+    return findings
 
 
-def _fixes(source: Source, patches: Sequence[Patch], found: Dict[str, Found], marker_of: Dict[str, str], family: Sequence[Patch], original: str) -> Dict[str, Tuple[Tuple[int, int, str], ...]]:
+def _fixes(
+    source: Source,
+    patches: Sequence[Patch],
+    found: Dict[str, Found],
+    marker_of: Dict[str, str],
+    family: Sequence[Patch],
+    original: str,
+) -> Dict[str, Tuple[Replacement, ...]]:
     """Per patch id, the replacements that make its fix, for those whose fix is exactly our
     insertions, which :func:`mmcv_patcher.ours.find_ours` finds again (so revert can take
     them out byte for byte). All are checked together; only if that fails, each alone, to
@@ -148,7 +206,13 @@ def _fixes(source: Source, patches: Sequence[Patch], found: Dict[str, Found], ma
     return alone
 
 
-def _exact(source: Source, made: Dict[str, Tuple[Tuple[int, int, str], ...]], patches: Sequence[Patch], family: Sequence[Patch], original: str) -> bool:
+def _exact(
+    source: Source,
+    made: Dict[str, Tuple[Replacement, ...]],
+    patches: Sequence[Patch],
+    family: Sequence[Patch],
+    original: str,
+) -> bool:
     """Whether the text with ``made`` is ``source`` with just our insertions for ``patches``."""
     text = _replaced(source.text, [replacement for patch in patches for replacement in made[patch.id]])
     after = find_ours(Source(text, source.encoding), family)
@@ -158,33 +222,51 @@ def _exact(source: Source, made: Dict[str, Tuple[Tuple[int, int, str], ...]], pa
     return all(after.intact(patch) for patch in patches) and cut(text, ours) == source.text
 
 
-def _cannot_edit(patch: Patch, line: Optional[int]) -> Verdict:
+def _cannot_edit(patch: Patch, line: Optional[int]) -> Finding:
     fixes = " and ".join(f"`{edit.fix}`" for edit in patch.edits)
-    return Verdict(State.DRIFTED, line, f"LibCST cannot make the fix there without changing other bytes; nothing was written; make {fixes} of those lines by hand", ok=False)
+    return Finding(
+        State.DRIFTED,
+        line,
+        f"LibCST cannot make the fix there without changing other bytes; nothing was written; make {fixes} of those lines by hand",
+        ok=False,
+    )
 
 
-def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], found: Found) -> Verdict:
+def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], found: Found) -> Finding:
     """The state from the statements found for ``patch``."""
     affected = counts is not None
-    which = f"{patch.function}()" if found.definitions <= 1 else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
+    which = (
+        f"{patch.function}()"
+        if found.definitions <= 1
+        else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
+    )
     if found.definition_line is None:
         if affected:
-            return Verdict(State.DRIFTED, None, f"no definition of {patch.function}(); {release.reinstall()}", ok=False)
-        return Verdict(State.NOT_AFFECTED, None, f"no definition of {patch.function}()")
+            return Finding(State.DRIFTED, None, f"no definition of {patch.function}(); {release.reinstall()}", ok=False)
+        return Finding(State.NOT_AFFECTED, None, f"no definition of {patch.function}()")
     anchors, fixes = len(found.anchors), len(found.fixes)
     anchor_counts = found.counts(found.anchors, len(patch.edits))
     lines = sorted(statement.line for statement in found.anchors + found.fixes)
     if anchors == 0 and fixes >= 1:
-        return Verdict(State.FIXED_UPSTREAM, found.fixes[0].line, "the fix is already there; nothing to do")
+        return Finding(State.FIXED_UPSTREAM, found.fixes[0].line, "the fix is already there; nothing to do")
     if anchors == 0:
         if affected:
-            return Verdict(State.DRIFTED, found.definition_line, f"{_statements(patch)} is not in {which}; the file was edited: {release.reinstall()}", ok=False)
-        return Verdict(State.NOT_AFFECTED, found.definition_line, f"{patch.function}() has no such statement")
+            return Finding(
+                State.DRIFTED,
+                found.definition_line,
+                f"{_statements(patch)} is not in {which}; the file was edited: {release.reinstall()}",
+                ok=False,
+            )
+        return Finding(State.NOT_AFFECTED, found.definition_line, f"{patch.function}() has no such statement")
     if not affected and not fixes and anchor_counts not in known_forms(patch):
-        return Verdict(State.NOT_AFFECTED, found.definition_line, f"{patch.function}() does not have {_statements(patch)} as any known release does")
+        return Finding(
+            State.NOT_AFFECTED,
+            found.definition_line,
+            f"{patch.function}() does not have {_statements(patch)} as any known release does",
+        )
     if fixes or (affected and anchor_counts != counts):
         expected = f"; {release.describe()} has it {_times(sum(counts or ()))}" if affected else ""
-        return Verdict(
+        return Finding(
             State.DRIFTED,
             lines[0],
             f"{_statements(patch)} found {_times(anchors + fixes)} in {which} (lines {', '.join(map(str, lines))}){expected}; refusing to guess which to patch: {release.reinstall()}",
@@ -192,41 +274,59 @@ def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]
         )
     line = found.anchors[0].line
     if affected:
-        return Verdict(State.UNPATCHED, line, f"{release.describe()} has the bug")
-    return Verdict(State.UNVERIFIED, line, f"{release.describe()} is outside the releases this patch knows, but has the statement; apply --force patches it")
+        return Finding(State.UNPATCHED, line, f"{release.describe()} has the bug")
+    return Finding(
+        State.UNVERIFIED,
+        line,
+        f"{release.describe()} is outside the releases this patch knows, but has the statement; apply --force patches it",
+    )
 
 
-def plan_apply(verdict: Verdict, *, force: bool) -> Verdict:
+def plan_status(finding: Finding) -> Action:
+    """What ``status`` does: nothing; it reports the finding."""
+    return Action(finding.state, finding.line, finding.message, ok=finding.ok)
+
+
+def plan_apply(finding: Finding, *, force: bool) -> Action:
     """What ``apply`` does given the file's state (``--force`` patches ``unverified``)."""
-    state = verdict.state
+    state = finding.state
     if state is State.UNPATCHED or (state is State.UNVERIFIED and force):
-        return Verdict(State.PATCHED, verdict.line, "applied the fix", new_text=verdict.new_text, replacements=verdict.replacements)
+        return Action(
+            State.PATCHED, finding.line, "applied the fix", new_text=finding.new_text, replacements=finding.replacements
+        )
     if state is State.UNVERIFIED:
-        return Verdict(state, verdict.line, verdict.message, ok=False)
+        return Action(state, finding.line, finding.message, ok=False)
     if state is State.PATCHED:
-        return Verdict(state, verdict.line, "already patched; nothing to do")
-    return Verdict(state, verdict.line, verdict.message, ok=verdict.ok)
+        return Action(state, finding.line, "already patched; nothing to do")
+    return Action(state, finding.line, finding.message, ok=finding.ok)
 
 
-def plan_revert(verdict: Verdict, patch: Patch, release: Release, *, force: bool) -> Verdict:
+def plan_revert(finding: Finding, patch: Patch, release: Release, *, force: bool) -> Action:
     """What ``revert`` does: take out exactly our edit. A statement edited since is left
     alone unless ``--force``, which takes out whatever of ours is left in it; files we did
     not patch are never touched."""
-    state = verdict.state
+    state = finding.state
     if state is State.PATCHED:
-        after = State.UNPATCHED if gate(patch, release)[0] is Gate.AFFECTED else State.UNVERIFIED
-        if verdict.original_sha256 is None:
+        after = State.UNPATCHED if standing(patch, release)[0] is Standing.AFFECTED else State.UNVERIFIED
+        if finding.original_sha256 is None:
             message = f"took out our edit; other lines were edited since, so the file is not the original: {release.reinstall()}"
-            return Verdict(after, verdict.line, message, new_text=verdict.new_text)
-        if verdict.differs_from_record:
+            return Action(after, finding.line, message, new_text=finding.new_text)
+        if finding.differs_from_record:
             # Exactly what was there before we patched, but not what the release installed.
             message = f"reverted to the bytes from before patching, which differ from the release's RECORD (edited before it was patched); {release.reinstall()}"
-            return Verdict(after, verdict.line, message, new_text=verdict.new_text)
-        return Verdict(after, verdict.line, "reverted to the original bytes", new_text=verdict.new_text)
-    if state is State.DRIFTED and verdict.new_text is not None:
+            return Action(after, finding.line, message, new_text=finding.new_text)
+        return Action(after, finding.line, "reverted to the original bytes", new_text=finding.new_text)
+    if state is State.DRIFTED and finding.new_text is not None:
         if force:
-            return Verdict(State.UNPATCHED, verdict.line, "took out what is left of our edit (--force); the edits made since stay", new_text=verdict.new_text)
-        return Verdict(state, verdict.line, verdict.message + "; revert --force takes out what is left of our edit", ok=False)
+            return Action(
+                State.UNPATCHED,
+                finding.line,
+                "took out what is left of our edit (--force); the edits made since stay",
+                new_text=finding.new_text,
+            )
+        return Action(
+            state, finding.line, finding.message + "; revert --force takes out what is left of our edit", ok=False
+        )
     if state is State.DRIFTED:
-        return Verdict(state, verdict.line, verdict.message, ok=False)
-    return Verdict(state, verdict.line, f"{verdict.message}; nothing to revert")
+        return Action(state, finding.line, finding.message, ok=False)
+    return Action(state, finding.line, f"{finding.message}; nothing to revert")

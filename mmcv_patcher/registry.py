@@ -21,9 +21,22 @@ def all_patches() -> Tuple[Patch, ...]:
     return tuple(importlib.import_module(f"{package.__name__}.{name}").PATCH for name in names)
 
 
-def select(patches: Sequence[Patch], ids: Optional[Iterable[str]], only_file: Optional[str] = None) -> Tuple[Patch, ...]:
+def select(
+    patches: Sequence[Patch], ids: Optional[Iterable[str]], only_file: Optional[str] = None
+) -> Tuple[Patch, ...]:
     """The patches named by ``ids`` (all when None; the command line accepts registered
     ids only), kept in registry order. ``only_file`` narrows to the patches of one file
     (``--path`` naming a file)."""
     wanted = set(ids) if ids else {patch.id for patch in patches}
     return tuple(p for p in patches if p.id in wanted and (only_file is None or p.file == only_file))
+
+
+def ops(patches: Sequence[Patch]) -> Tuple[str, ...]:
+    """The ops the patches fix, each once, in registry order."""
+    return tuple(dict.fromkeys(patch.op for patch in patches))
+
+
+def description() -> str:
+    """What the tool does, naming every op a registered patch fixes: ``--help``'s first
+    line, and (written by ``scripts/document_patches.py``) the package's description."""
+    return f"Fix mmcv's ops ({', '.join(ops(all_patches()))}) under mixed precision (fp16 and bf16), in place and reversibly."

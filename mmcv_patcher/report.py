@@ -1,6 +1,5 @@
 """One place for output: the same results as human lines or as one JSON object."""
 
-import errno
 import io
 import json
 import os
@@ -8,11 +7,10 @@ import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from mmcv_patcher.locate import Target
-from mmcv_patcher.model import Command, Outcome, Result, State
-from mmcv_patcher.write import StaleBytecode
+from mmcv_patcher.model import Command, Failure, Outcome, Problem, Result, State
 
 #: Bumped when a key changes meaning or disappears; adding keys does not bump it
-#: (2: the target's ``path`` is ``package_dir``).
+#: (2: the target's ``path`` is ``package_dir``; ``failure`` was added later).
 SCHEMA_VERSION = 2
 
 
@@ -29,7 +27,7 @@ class Copy(NamedTuple):
 
 def as_json(
     command: Optional[str],
-    error: Optional[str],
+    failure: Optional[Failure],
     *,
     target: Optional[Target] = None,
     outcome: Optional[Outcome] = None,
@@ -37,7 +35,10 @@ def as_json(
     copies: Optional[List[Copy]] = None,
 ) -> str:
     """The ``--json`` document (schema in README): one object with the same keys whatever
-    happened, plus ``verify`` for that command and ``copies`` for ``status --all``."""
+    happened, plus ``verify`` for that command and ``copies`` for ``status --all``.
+    ``failure`` is the one that is no patch's (``error`` says it in words); ``failure``
+    in the document is also a patch's, when one made the command fail."""
+    failed = failure or (outcome.failure if outcome is not None else None)
     document: Dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "command": None if command is None else str(command),
@@ -46,7 +47,8 @@ def as_json(
         "waited": bool(outcome and outcome.waited),
         "diff": "" if outcome is None else "".join(unified_diff(path, old, new) for path, old, new in outcome.previews),
         "notes": [] if outcome is None else list(outcome.notes),
-        "error": error,
+        "error": None if failure is None else describe(failure),
+        "failure": None if failed is None else {"kind": str(failed.kind), "path": failed.path, "detail": failed.detail},
     }
     if verify is not None:
         document["verify"] = verify
@@ -64,9 +66,9 @@ def as_json(
     return json.dumps(document, indent=2)
 
 
-def copies_json(copies: List[Copy], error: Optional[str]) -> str:
+def copies_json(copies: List[Copy], failure: Optional[Failure]) -> str:
     """``status --all --json``: every key of :func:`as_json`, and ``copies``."""
-    return as_json(Command.STATUS, error, copies=copies)
+    return as_json(Command.STATUS, failure, copies=copies)
 
 
 def copies_text(copies: List[Copy]) -> List[str]:
@@ -82,7 +84,12 @@ def copies_text(copies: List[Copy]) -> List[str]:
 
 
 def _target_object(target: Target) -> Dict[str, Any]:
-    return {"package_dir": target.package_dir, "distribution": target.distribution, "version": target.version, "notes": list(target.notes)}
+    return {
+        "package_dir": target.package_dir,
+        "distribution": target.release.distribution,
+        "version": target.release.version,
+        "notes": list(target.notes),
+    }
 
 
 def _result_object(result: Result) -> Dict[str, Any]:
@@ -101,15 +108,17 @@ def as_text(target: Optional[Target], outcome: Optional[Outcome]) -> List[str]:
     """Lines for stdout: the target, then one line per patch."""
     lines = []
     if target is not None:
-        lines.append(f"{target.describe()} at {target.package_dir}")
+        lines.append(f"{target.release.describe()} at {target.package_dir}")
         lines.extend(f"note: {note}" for note in target.notes)
     if outcome is not None:
         if outcome.waited:
             lines.append("note: waited for another mmcv-patcher run on this package to finish")
         alike: Dict[Tuple[str, State, str], List[str]] = {}  # patches with the same result share a line
         for result in outcome.results:
-            alike.setdefault((_where(result), result.state, result.message), []).append(result.id)
-        lines.extend(f"{_and(ids)}: {state} at {where} ({message})" for (where, state, message), ids in alike.items())
+            alike.setdefault((_file_line(result), result.state, result.message), []).append(result.id)
+        lines.extend(
+            f"{_and(ids)}: {state} at {file_line} ({message})" for (file_line, state, message), ids in alike.items()
+        )
         lines.extend(f"note: {note}" for note in outcome.notes)
         lines.extend(unified_diff(path, old, new) for path, old, new in outcome.previews)
     return lines
@@ -147,15 +156,19 @@ def _write(name: str, text: str) -> None:
         setattr(sys, name, open(os.devnull, "w"))
 
 
-def print_error(line: str) -> None:
+def print_error(failure: Failure) -> None:
     """A failure as one ``mmcv-patcher: error:`` line on stderr: the only place that formats them."""
-    err(f"mmcv-patcher: error: {line}")
+    err(f"mmcv-patcher: error: {describe(failure)}")
 
 
 def waiting(directory: str, pid: Optional[int], timeout: float) -> str:
     """The line a run prints at once when another process holds the lock it needs; it
     names that process only when it is known to be a run of this tool."""
-    who = f"another mmcv-patcher run (process {pid}) is changing {directory}" if pid else f"another process holds the lock on {directory}"
+    who = (
+        f"another mmcv-patcher run (process {pid}) is changing {directory}"
+        if pid
+        else f"another process holds the lock on {directory}"
+    )
     return f"mmcv-patcher: {who}; waiting for it, at most {timeout:g} s (--lock-timeout)"
 
 
@@ -164,7 +177,7 @@ def _and(words: List[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
-def _where(result: Result) -> str:
+def _file_line(result: Result) -> str:
     """``file:line``, or the file alone when no line applies."""
     return f"{result.file}:{result.line}" if result.line else result.file
 
@@ -172,7 +185,12 @@ def _where(result: Result) -> str:
 def verify_text(result: Dict[str, Any]) -> List[str]:
     """What ``verify`` gave mmcv for each patch's case that ran, what happened, and the
     verdict (which alone says why none ran, when none could)."""
-    lines = [f"{id} ({dtype}): {case['verdict']}: {case['detail']} ({case['gave']})" for id, by_dtype in result.get("cases", {}).items() for dtype, case in by_dtype.items() if case.get("gave")]
+    lines = [
+        f"{id} ({dtype}): {case['verdict']}: {case['detail']} ({case['gave']})"
+        for id, by_dtype in result.get("cases", {}).items()
+        for dtype, case in by_dtype.items()
+        if case.get("gave")
+    ]
     versions = ", ".join(f"{k} {result[k]}" for k in ("mmcv", "torch") if result.get(k))
     lines.append(f"{result['verdict']}: {result['detail']}" + (f" ({versions})" if versions else ""))
     return lines
@@ -210,11 +228,20 @@ def _hunk_range(start: int, stop: int) -> str:
     return f"{start + 1 if length else start},{length}"
 
 
-def write_error(path: str, error: OSError) -> str:
-    """One line for a failed write; the file (and every other) was left as it was."""
-    where = error.filename or path
-    if isinstance(error, StaleBytecode):
-        return f"cannot remove stale bytecode {where}: {error.strerror}; the source was left as it was"
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {where}: read-only; re-run as the owner or use --python/--path on a writable copy"
-    return f"cannot write {where}: {error.strerror or error}; the file was left as it was"
+#: How each kind of failure is said, from its path and detail; any other kind is its detail.
+_SENTENCES = {
+    Problem.LOCKED: "{path}: {detail}; nothing was written (--lock-timeout waits longer)",
+    Problem.READ_ONLY: "cannot write {path}: read-only; re-run as the owner or use --python/--path on a writable copy",
+    Problem.STALE_BYTECODE: "cannot remove stale bytecode {path}: {detail}; the source was left as it was",
+    Problem.WRITE_FAILED: "cannot write {path}: {detail}; the file was left as it was",
+    Problem.OUTSIDE_PACKAGE: "{path}: {detail}; refusing to write there (--force writes through it)",
+    Problem.WOULD_NOT_COMPILE: "{path}: the patched file would not compile ({detail}); nothing was written",
+    Problem.TOO_LARGE: "{path}: {detail}; nothing was written",
+    Problem.DRIFTED: "{path}: {detail}",
+    Problem.UNVERIFIED: "{path}: {detail}",
+}
+
+
+def describe(failure: Failure) -> str:
+    """A failure in words: the one line after ``mmcv-patcher: error:``, or JSON's ``error``."""
+    return _SENTENCES.get(failure.kind, "{detail}").format(path=failure.path, detail=failure.detail)

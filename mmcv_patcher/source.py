@@ -9,11 +9,13 @@ import stat
 import tokenize
 from typing import List, NamedTuple, Optional
 
+from mmcv_patcher.errors import Error
+
 #: mmcv's largest source files are tens of KB; anything this big is no mmcv file, and refused.
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
-class UndecodableSource(ValueError):
+class UndecodableSource(Error, ValueError):
     """The file's bytes are not text that can be written back byte for byte."""
 
 
@@ -45,7 +47,15 @@ def read_source(path: str, limit: int = MAX_SOURCE_BYTES) -> bytes:
 
 def _check_regular(mode: int) -> None:
     if not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+        )
         raise UndecodableSource(f"it is {kind}, not a regular file")
 
 

@@ -20,6 +20,8 @@ import time
 from types import CodeType
 from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
+from mmcv_patcher.errors import Error
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows has no flock; runs there are not serialised
@@ -28,11 +30,11 @@ except ImportError:  # pragma: no cover - Windows has no flock; runs there are n
 TEMP_SUFFIX = ".mmcv-patcher-tmp"
 
 
-class ReadOnly(PermissionError):
+class ReadOnly(Error, PermissionError):
     """The target (or its directory) cannot be written by this user."""
 
 
-class LockTimeout(OSError):
+class LockTimeout(Error, OSError):
     """Another run held the lock for longer than the caller was willing to wait."""
 
 
@@ -55,7 +57,9 @@ def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], No
             deadline = time.monotonic() + timeout
             while not _try_flock(fd):
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(errno.EAGAIN, f"its lock was held by another process for over {timeout:g} s", directory)
+                    raise LockTimeout(
+                        errno.EAGAIN, f"its lock was held by another process for over {timeout:g} s", directory
+                    )
                 time.sleep(0.05)
         yield waited
     finally:
@@ -78,7 +82,12 @@ def _lock_holder(fd: int) -> Optional[int]:
         with open("/proc/locks", encoding="ascii", errors="replace") as handle:
             for line in handle:
                 fields = line.split()
-                if "FLOCK" in fields and "->" not in fields and len(fields) >= 6 and fields[5].rsplit(":", 1)[-1] == str(inode):
+                if (
+                    "FLOCK" in fields
+                    and "->" not in fields
+                    and len(fields) >= 6
+                    and fields[5].rsplit(":", 1)[-1] == str(inode)
+                ):
                     pid = int(fields[4])
                     return pid if _is_our_run(pid) else None
     except (OSError, ValueError):
@@ -93,7 +102,9 @@ def _is_our_run(pid: int) -> bool:
             argv = handle.read(65536).split(b"\0")
     except OSError:
         return False
-    return any(arg in (b"mmcv_patcher", b"mmcv_patcher.cli") or os.path.basename(arg) == b"mmcv-patcher" for arg in argv)
+    return any(
+        arg in (b"mmcv_patcher", b"mmcv_patcher.cli") or os.path.basename(arg) == b"mmcv-patcher" for arg in argv
+    )
 
 
 def check_writable(path: str) -> None:
@@ -104,11 +115,18 @@ def check_writable(path: str) -> None:
             raise ReadOnly(errno.EACCES, "read-only", needed)
 
 
-class StaleBytecode(OSError):
+class StaleBytecode(Error, OSError):
     """A ``__pycache__`` entry could not be removed, so the source was not changed."""
 
 
-def replace_file(path: str, data: bytes, *, import_path: Optional[str] = None, code: Optional[CodeType] = None, pycache_prefixes: Iterable[str] = ()) -> Optional[str]:
+def replace_file(
+    path: str,
+    data: bytes,
+    *,
+    import_path: Optional[str] = None,
+    code: Optional[CodeType] = None,
+    pycache_prefixes: Iterable[str] = (),
+) -> Optional[str]:
     """Replaces ``path`` with ``data`` atomically, keeping its mode bits exactly, and its owner
     and group wherever the kernel allows; returns a line saying what could not be kept, or
     None. Leaves no temporary file behind unless the process is killed.
@@ -263,7 +281,9 @@ def drop_bytecode(path: str, pycache_prefixes: Iterable[str] = ()) -> List[_Cach
             except FileNotFoundError:
                 continue
             if not stat.S_ISREG(info.st_mode):
-                raise StaleBytecode(errno.EISDIR if stat.S_ISDIR(info.st_mode) else errno.EINVAL, "not a regular file", pyc)
+                raise StaleBytecode(
+                    errno.EISDIR if stat.S_ISDIR(info.st_mode) else errno.EINVAL, "not a regular file", pyc
+                )
             mine = named.group("tag") == sys.implementation.cache_tag
             found.append((pyc, _CacheEntry(pyc, int(named.group("level") or 0), _flags(pyc), info) if mine else None))
     moved: List[Tuple[str, str]] = []
@@ -277,7 +297,11 @@ def drop_bytecode(path: str, pycache_prefixes: Iterable[str] = ()) -> List[_Cach
             for back, was in reversed(moved):  # still the old source: its bytecode stays
                 with contextlib.suppress(OSError):
                     os.rename(was, back)
-            raise StaleBytecode(error.errno, "read-only" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else error.strerror, pyc) from None
+            raise StaleBytecode(
+                error.errno,
+                "read-only" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else error.strerror,
+                pyc,
+            ) from None
         moved.append((pyc, aside))
     for pyc, aside in moved:
         try:
@@ -324,5 +348,7 @@ def _pyc_bytes(path: str, optimize: int, flags: int, code: Optional[CodeType] = 
         header += importlib.util.source_hash(source)
     else:
         info = os.stat(path)
-        header += (int(info.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (info.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+        header += (int(info.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (info.st_size & 0xFFFFFFFF).to_bytes(
+            4, "little"
+        )
     return header + marshal.dumps(code)

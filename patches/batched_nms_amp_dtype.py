@@ -12,7 +12,7 @@ have the statement byte for byte; 1.3.3 and older never write scores back. The f
 onedl-mmcv has it up to 2.3.5 and the fix (split over two lines) from 2.3.6.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
 
 _MMCV_RANGE = (Affected(introduced="1.3.4", last_affected="2.2.0"),)  # upstream never fixed it
 
@@ -22,24 +22,76 @@ PATCH = Patch(
     affected=per_distribution(_MMCV_RANGE, (Affected(fixed="2.3.6"),)),
     file="ops/nms.py",
     function="batched_nms",
-    edits=(Edit("scores_after_nms[mask[keep]] = dets[:, -1]", "scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"),),
-    error="Index put requires the source and destination dtypes match, got Half for the destination and Float for the source",
-    examples=(
-        (
-            "def batched_nms(boxes):\n    for id in ids:\n        scores_after_nms[mask[keep]] = dets[:, -1]\n",
-            "def batched_nms(boxes):\n    for id in ids:\n        scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)  # mmcv-patcher: batched-nms-amp-dtype sha256={sha256}\n",
+    edits=(
+        Edit(
+            "scores_after_nms[mask[keep]] = dets[:, -1]",
+            "scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)",
         ),
-        (
-            "def batched_nms(boxes):\n    scores_after_nms[ mask[ keep ] ]=(dets[:,\n        -1])  # keep\n",
-            "def batched_nms(boxes):\n    scores_after_nms[ mask[ keep ] ]=(dets[:,\n        -1]).to(scores_after_nms.dtype)  # keep  # mmcv-patcher: batched-nms-amp-dtype sha256={sha256}\n",
+    ),
+    error=(
+        "`RuntimeError: Index put requires the source and destination dtypes match, got Half for the destination and Float for the source`;"
+        " `... got BFloat16 for the destination ...` (at or above `split_thr` boxes)"
+    ),
+    case=Case(
+        op="batched_nms",
+        args=(
+            Tensor("boxes", "boxes"),
+            Tensor("scores", "boxes", amp=True),
+            Tensor("labels", "boxes", scale=3),
+            {"type": "nms", "iou_threshold": 0.5, "split_thr": 10000},
+        ),
+        gave="batched_nms: {boxes} fp32 boxes, {amp} scores, 3 classes (split_thr 10000)",
+    ),
+    examples=(
+        Example.of(
+            """
+            def batched_nms(boxes):
+                for id in ids:
+                    scores_after_nms[mask[keep]] = dets[:, -1]
+            """,
+            """
+            def batched_nms(boxes):
+                for id in ids:
+                    scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)
+            """,
+            why="as released",
+        ),
+        Example.of(
+            """
+            def batched_nms(boxes):
+                scores_after_nms[ mask[ keep ] ]=(dets[:,
+                    -1])  # keep
+            """,
+            """
+            def batched_nms(boxes):
+                scores_after_nms[ mask[ keep ] ]=(dets[:,
+                    -1]).to(scores_after_nms.dtype)  # keep
+            """,
+            why="its own spacing, brackets and comment kept",
         ),
     ),
     untouched=(
-        # the branch below split_thr: dets has the scores' own dtype there
-        "def batched_nms(boxes):\n    dets, keep = nms(boxes, scores)\n    scores = dets[:, -1]\n",
-        # the statement in another function
-        "def other(boxes):\n    scores_after_nms[mask[keep]] = dets[:, -1]\n",
-        # the fix, already there
-        "def batched_nms(boxes):\n    scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)\n",
+        Untouched.of(
+            """
+            def batched_nms(boxes):
+                dets, keep = nms(boxes, scores)
+                scores = dets[:, -1]
+            """,
+            why="the branch below split_thr: dets has the scores' own dtype there",
+        ),
+        Untouched.of(
+            """
+            def other(boxes):
+                scores_after_nms[mask[keep]] = dets[:, -1]
+            """,
+            why="the statement in another function",
+        ),
+        Untouched.of(
+            """
+            def batched_nms(boxes):
+                scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)
+            """,
+            why="the fix already there",
+        ),
     ),
 )

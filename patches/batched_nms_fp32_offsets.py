@@ -11,9 +11,11 @@ torch.tensor(1).to(boxes)`` from 1.2.1, once up to 1.5.2 and twice (the rotated-
 too) from 1.5.3 to 2.2.0 and in every onedl-mmcv.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
 
-_PLAIN = Edit("offsets = idxs.to(boxes) * (max_coordinate + 1)", "offsets = idxs.to(boxes.float()) * (max_coordinate.float() + 1)")
+_PLAIN = Edit(
+    "offsets = idxs.to(boxes) * (max_coordinate + 1)", "offsets = idxs.to(boxes.float()) * (max_coordinate.float() + 1)"
+)
 _TENSOR = Edit(
     "offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))",
     "offsets = idxs.to(boxes.float()) * (max_coordinate.float() + torch.tensor(1).to(boxes))",
@@ -31,35 +33,74 @@ PATCH = Patch(
     file="ops/nms.py",
     function="batched_nms",
     edits=(_PLAIN, _TENSOR),
-    error="(no error: boxes of different classes suppress each other when offsets overflow fp16)",
+    error=(
+        "no error: with fp16 boxes and many classes (COCO's 80) the class offsets overflow to `inf`"
+        " (bf16: lose their low bits) and boxes of different classes suppress each other"
+    ),
+    case=Case(
+        op="batched_nms",
+        args=(
+            Tensor("boxes", 2000, amp=True),
+            Tensor("scores", 2000, amp=True),
+            Tensor("labels", 2000, scale=80),
+            {"type": "nms", "iou_threshold": 0.5, "split_thr": 10000},
+        ),
+        gave="batched_nms: 2000 {amp} boxes and scores, 80 classes",
+    ),
     examples=(
-        (
-            "def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):\n"
-            "    if boxes.size(-1) == 5:\n"
-            "        max_coordinate = boxes[..., :2].max() + boxes[..., 2:4].max()\n"
-            "        offsets = idxs.to(boxes) * (\n"
-            "            max_coordinate + torch.tensor(1).to(boxes))\n"
-            "    else:\n"
-            "        max_coordinate = boxes.max()\n"
-            "        offsets = idxs.to(boxes) * (\n"
-            "            max_coordinate + torch.tensor(1).to(boxes))\n"
-            "        boxes_for_nms = boxes + offsets[:, None]\n",
-            "def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):\n"
-            "    if boxes.size(-1) == 5:\n"
-            "        max_coordinate = boxes[..., :2].max() + boxes[..., 2:4].max()\n"
-            "        offsets = idxs.to(boxes.float()) * (\n"
-            "            max_coordinate.float() + torch.tensor(1).to(boxes))  # mmcv-patcher: batched-nms-fp32-offsets sha256={sha256}\n"
-            "    else:\n"
-            "        max_coordinate = boxes.max()\n"
-            "        offsets = idxs.to(boxes.float()) * (\n"
-            "            max_coordinate.float() + torch.tensor(1).to(boxes))  # mmcv-patcher: batched-nms-fp32-offsets sha256={sha256}\n"
-            "        boxes_for_nms = boxes + offsets[:, None]\n",
+        Example.of(
+            """
+            def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):
+                if boxes.size(-1) == 5:
+                    max_coordinate = boxes[..., :2].max() + boxes[..., 2:4].max()
+                    offsets = idxs.to(boxes) * (
+                        max_coordinate + torch.tensor(1).to(boxes))
+                else:
+                    max_coordinate = boxes.max()
+                    offsets = idxs.to(boxes) * (
+                        max_coordinate + torch.tensor(1).to(boxes))
+                    boxes_for_nms = boxes + offsets[:, None]
+            """,
+            """
+            def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):
+                if boxes.size(-1) == 5:
+                    max_coordinate = boxes[..., :2].max() + boxes[..., 2:4].max()
+                    offsets = idxs.to(boxes.float()) * (
+                        max_coordinate.float() + torch.tensor(1).to(boxes))
+                else:
+                    max_coordinate = boxes.max()
+                    offsets = idxs.to(boxes.float()) * (
+                        max_coordinate.float() + torch.tensor(1).to(boxes))
+                    boxes_for_nms = boxes + offsets[:, None]
+            """,
+            why="mmcv 1.5.3 to 2.2.0: both branches, over two lines",
+        ),
+        Example.of(
+            """
+            def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):
+                offsets = idxs.to(boxes) * (max_coordinate + 1)
+            """,
+            """
+            def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):
+                offsets = idxs.to(boxes.float()) * (max_coordinate.float() + 1)
+            """,
+            why="mmcv 1.0.0 to 1.2.0: a plain 1",
         ),
     ),
     untouched=(
-        # already fp32: onedl-mmcv's fix
-        "def batched_nms(boxes, scores, idxs, nms_cfg):\n    offsets = idxs.to(boxes.float()) * (max_coordinate.float() + torch.tensor(1).to(boxes))\n",
-        # the statement in another function
-        "def batched_nms_rotated(boxes, idxs):\n    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))\n",
+        Untouched.of(
+            """
+            def batched_nms(boxes, scores, idxs, nms_cfg):
+                offsets = idxs.to(boxes.float()) * (max_coordinate.float() + torch.tensor(1).to(boxes))
+            """,
+            why="already fp32 (onedl-mmcv's fix)",
+        ),
+        Untouched.of(
+            """
+            def batched_nms_rotated(boxes, idxs):
+                offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+            """,
+            why="the statement in another function",
+        ),
     ),
 )

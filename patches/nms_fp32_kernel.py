@@ -11,9 +11,12 @@ threshold and max_num) from 1.3.6 to 2.2.0 and in every onedl-mmcv; 1.0.0 to 1.0
 the extension differently.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
 
-_OLD = Edit("inds = NMSop.apply(boxes, scores, iou_threshold, offset)", "inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)")
+_OLD = Edit(
+    "inds = NMSop.apply(boxes, scores, iou_threshold, offset)",
+    "inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)",
+)
 _NEW = Edit(
     "inds = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num)",
     "inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset, score_threshold, max_num)",
@@ -27,27 +30,57 @@ PATCH = Patch(
     file="ops/nms.py",
     function="nms",
     edits=(_OLD, _NEW),
-    error="RuntimeError: expected scalar type Float but found Half",
+    error=(
+        "`RuntimeError: expected scalar type Float but found Half`; `... found BFloat16`"
+        " (boxes in the AMP dtype: the RPN of Faster R-CNN under bf16 autocast)"
+    ),
+    case=Case(
+        op="nms",
+        args=(Tensor("boxes", 3000, amp=True), Tensor("scores", 3000, amp=True), 0.5),
+        gave="nms: 3000 {amp} boxes and scores",
+    ),
     examples=(
-        (
-            "def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):\n"
-            "    inds = NMSop.apply(boxes, scores, iou_threshold, offset,\n"
-            "                       score_threshold, max_num)\n"
-            "    dets = torch.cat((boxes[inds], scores[inds].reshape(-1, 1)), dim=1)\n",
-            "def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):\n"
-            "    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset,\n"
-            "                       score_threshold, max_num)  # mmcv-patcher: nms-fp32-kernel sha256={sha256}\n"
-            "    dets = torch.cat((boxes[inds], scores[inds].reshape(-1, 1)), dim=1)\n",
+        Example.of(
+            """
+            def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):
+                inds = NMSop.apply(boxes, scores, iou_threshold, offset,
+                                   score_threshold, max_num)
+                dets = torch.cat((boxes[inds], scores[inds].reshape(-1, 1)), dim=1)
+            """,
+            """
+            def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):
+                inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset,
+                                   score_threshold, max_num)
+                dets = torch.cat((boxes[inds], scores[inds].reshape(-1, 1)), dim=1)
+            """,
+            why="mmcv 1.3.6 to 2.2.0: six arguments",
         ),
-        (
-            "def nms(boxes, scores, iou_threshold, offset=0):\n    inds = NMSop.apply(boxes, scores, iou_threshold, offset)\n",
-            "def nms(boxes, scores, iou_threshold, offset=0):\n    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)  # mmcv-patcher: nms-fp32-kernel sha256={sha256}\n",
+        Example.of(
+            """
+            def nms(boxes, scores, iou_threshold, offset=0):
+                inds = NMSop.apply(boxes, scores, iou_threshold, offset)
+            """,
+            """
+            def nms(boxes, scores, iou_threshold, offset=0):
+                inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset)
+            """,
+            why="mmcv 1.0.3 to 1.3.5: four arguments",
         ),
     ),
     untouched=(
-        # already fp32
-        "def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):\n    inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset, score_threshold, max_num)\n",
-        # 1.0.0 to 1.0.2 call the extension another way
-        "def nms(boxes, scores, iou_threshold, offset=0):\n    inds = nms_ext.nms(boxes, scores, iou_threshold, offset)\n",
+        Untouched.of(
+            """
+            def nms(boxes, scores, iou_threshold, offset=0, score_threshold=0, max_num=-1):
+                inds = NMSop.apply(boxes.float(), scores.float(), iou_threshold, offset, score_threshold, max_num)
+            """,
+            why="already fp32",
+        ),
+        Untouched.of(
+            """
+            def nms(boxes, scores, iou_threshold, offset=0):
+                inds = nms_ext.nms(boxes, scores, iou_threshold, offset)
+            """,
+            why="mmcv 1.0.0 to 1.0.2 call the extension another way",
+        ),
     ),
 )

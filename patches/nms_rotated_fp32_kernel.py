@@ -10,7 +10,7 @@ Releases: from mmcv 1.2.1 (when ``nms_rotated`` arrived) to 1.7.1 without labels
 1.7.2 to 2.2.0 and in every onedl-mmcv with ``input_labels``.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
 
 _NO_LABELS = Edit(
     "keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)",
@@ -29,23 +29,54 @@ PATCH = Patch(
     file="ops/nms.py",
     function="nms_rotated",
     edits=(_NO_LABELS, _LABELS),
-    error="NotImplementedError: \"nms_rotated\" not implemented for 'Half'",
+    error="`NotImplementedError: \"nms_rotated\" not implemented for 'Half'`; `... for 'BFloat16'` on CPU, wrong results on CUDA (mmrotate)",
+    case=Case(
+        op="nms_rotated",
+        args=(Tensor("rotated-boxes", 1500, amp=True), Tensor("scores", 1500, amp=True), 0.3),
+        gave="nms_rotated: 1500 {amp} rotated boxes and scores",
+    ),
     examples=(
-        (
-            "def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):\n"
-            "    keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted,\n"
-            "                                       input_labels, iou_threshold,\n"
-            "                                       multi_label)\n",
-            "def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):\n"
-            "    keep_inds = ext_module.nms_rotated(dets_wl.float(), scores.float(), order, dets_sorted.float(),\n"
-            "                                       input_labels, iou_threshold,\n"
-            "                                       multi_label)  # mmcv-patcher: nms-rotated-fp32-kernel sha256={sha256}\n",
+        Example.of(
+            """
+            def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):
+                keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted,
+                                                   input_labels, iou_threshold,
+                                                   multi_label)
+            """,
+            """
+            def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):
+                keep_inds = ext_module.nms_rotated(dets_wl.float(), scores.float(), order, dets_sorted.float(),
+                                                   input_labels, iou_threshold,
+                                                   multi_label)
+            """,
+            why="mmcv 1.7.2 to 2.2.0: with labels",
+        ),
+        Example.of(
+            """
+            def nms_rotated(dets, scores, iou_threshold, labels=None):
+                keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)
+            """,
+            """
+            def nms_rotated(dets, scores, iou_threshold, labels=None):
+                keep_inds = ext_module.nms_rotated(dets_wl.float(), scores.float(), order, dets_sorted.float(), iou_threshold, multi_label)
+            """,
+            why="mmcv 1.2.1 to 1.7.1: without labels",
         ),
     ),
     untouched=(
-        # the NPU/MLU call, whose kernel takes what it gets
-        "def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):\n    keep_inds = ext_module.nms_rotated(dets, scores, labels, iou_threshold, multi_label)\n",
-        # the statement outside nms_rotated
-        "def other(dets, scores):\n    keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)\n",
+        Untouched.of(
+            """
+            def nms_rotated(dets, scores, iou_threshold, labels=None, clockwise=True):
+                keep_inds = ext_module.nms_rotated(dets, scores, labels, iou_threshold, multi_label)
+            """,
+            why="the NPU and MLU call, whose kernel takes what it gets",
+        ),
+        Untouched.of(
+            """
+            def other(dets, scores):
+                keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)
+            """,
+            why="the statement outside nms_rotated",
+        ),
     ),
 )

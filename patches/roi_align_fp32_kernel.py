@@ -14,9 +14,14 @@ Releases: the statement is byte for byte the same in every mmcv release from 1.0
 and in every onedl-mmcv; none has a bf16 kernel.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
 
 _NEEDS_FP32 = "input.dtype == torch.bfloat16 or rois.dtype != input.dtype"
+
+_FIXED_CALL = (
+    f"return roi_align(input.to(torch.float32 if {_NEEDS_FP32} else input.dtype), rois.to(torch.float32 if {_NEEDS_FP32} else rois.dtype),"
+    " self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned).to(input.dtype)"
+)
 
 PATCH = Patch(
     id="roi-align-fp32-kernel",
@@ -27,49 +32,71 @@ PATCH = Patch(
     edits=(
         Edit(
             "return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)",
-            f"return roi_align(input.to(torch.float32 if {_NEEDS_FP32} else input.dtype), rois.to(torch.float32 if {_NEEDS_FP32} else rois.dtype),"
-            " self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned).to(input.dtype)",
+            _FIXED_CALL,
         ),
     ),
-    error="RuntimeError: \"ROIAlign_forward\" not implemented for 'BFloat16' (and, fp16 features with fp32 RoIs: expected scalar type Half but found Float)",
+    error=(
+        "`NotImplementedError: \"ROIAlign_forward\" not implemented for 'BFloat16'` (mmdet's RoI extractors under bf16);"
+        " `RuntimeError: expected scalar type Half but found Float` (fp16 features, fp32 RoIs)"
+    ),
+    case=Case(
+        op="RoIAlign",
+        init=((7, 7), 0.125, 2),
+        args=(Tensor("features", (2, 16, 64, 64), amp=True), Tensor("rois", 200, scale=400, images=2)),
+        gave="RoIAlign 7x7: {amp} features 2x16x64x64, 200 fp32 RoIs",
+        compare="values",
+    ),
     examples=(
-        (
-            "import torch\n"
-            "\n"
-            "\n"
-            "class RoIAlign(nn.Module):\n"
-            "\n"
-            "    def forward(self, input, rois):\n"
-            "        if self.use_torchvision:\n"
-            "            from torchvision.ops import roi_align as tv_roi_align\n"
-            "            return tv_roi_align(input, rois, self.output_size,\n"
-            "                                self.spatial_scale, self.sampling_ratio)\n"
-            "        else:\n"
-            "            return roi_align(input, rois, self.output_size, self.spatial_scale,\n"
-            "                             self.sampling_ratio, self.pool_mode, self.aligned)\n",
-            "import torch\n"
-            "\n"
-            "\n"
-            "class RoIAlign(nn.Module):\n"
-            "\n"
-            "    def forward(self, input, rois):\n"
-            "        if self.use_torchvision:\n"
-            "            from torchvision.ops import roi_align as tv_roi_align\n"
-            "            return tv_roi_align(input, rois, self.output_size,\n"
-            "                                self.spatial_scale, self.sampling_ratio)\n"
-            "        else:\n"
-            f"            return roi_align(input.to(torch.float32 if {_NEEDS_FP32} else input.dtype), rois.to(torch.float32 if {_NEEDS_FP32} else rois.dtype), self.output_size, self.spatial_scale,\n"
-            "                             self.sampling_ratio, self.pool_mode, self.aligned).to(input.dtype)"
-            "  # mmcv-patcher: roi-align-fp32-kernel sha256={sha256}\n",
+        Example.of(
+            """
+            import torch
+
+
+            class RoIAlign(nn.Module):
+
+                def forward(self, input, rois):
+                    if self.use_torchvision:
+                        from torchvision.ops import roi_align as tv_roi_align
+                        return tv_roi_align(input, rois, self.output_size,
+                                            self.spatial_scale, self.sampling_ratio)
+                    else:
+                        return roi_align(input, rois, self.output_size, self.spatial_scale,
+                                         self.sampling_ratio, self.pool_mode, self.aligned)
+            """,
+            f"""
+            import torch
+
+
+            class RoIAlign(nn.Module):
+
+                def forward(self, input, rois):
+                    if self.use_torchvision:
+                        from torchvision.ops import roi_align as tv_roi_align
+                        return tv_roi_align(input, rois, self.output_size,
+                                            self.spatial_scale, self.sampling_ratio)
+                    else:
+                        return roi_align(input.to(torch.float32 if {_NEEDS_FP32} else input.dtype), rois.to(torch.float32 if {_NEEDS_FP32} else rois.dtype), self.output_size, self.spatial_scale,
+                                         self.sampling_ratio, self.pool_mode, self.aligned).to(input.dtype)
+            """,
+            why="as released: the mmcv branch of the module's forward",
         ),
     ),
     untouched=(
-        # the same call in the autograd Function's own forward, not the module's
-        "class RoIAlignFunction(Function):\n"
-        "\n"
-        "    def forward(ctx, input, rois):\n"
-        "        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)\n",
-        # a module-level function of the method's name
-        "def forward(self, input, rois):\n    return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)\n",
+        Untouched.of(
+            """
+            class RoIAlignFunction(Function):
+
+                def forward(ctx, input, rois):
+                    return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)
+            """,
+            why="the same call in the autograd Function's own forward, not the module's",
+        ),
+        Untouched.of(
+            """
+            def forward(self, input, rois):
+                return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode, self.aligned)
+            """,
+            why="a module-level function of the method's name",
+        ),
     ),
 )

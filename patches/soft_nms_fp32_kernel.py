@@ -12,7 +12,7 @@ directly (not affected here). Both statements are byte for byte the same up to 2
 every onedl-mmcv.
 """
 
-from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
 
 _MMCV = (Affected("1.2.3", "2.2.0"),)
 
@@ -27,31 +27,57 @@ PATCH = Patch(
             "dets, inds = SoftNMSop.apply(boxes.cpu(), scores.cpu(), float(iou_threshold), float(sigma), float(min_score), method_dict[method], int(offset))",
             "dets, inds = SoftNMSop.apply(boxes.cpu().float(), scores.cpu().float(), float(iou_threshold), float(sigma), float(min_score), method_dict[method], int(offset))",
         ),
-        Edit("dets = dets[:inds.size(0)]", "dets = dets[:inds.size(0)].to(torch.promote_types(boxes.dtype, scores.dtype))"),
+        Edit(
+            "dets = dets[:inds.size(0)]",
+            "dets = dets[:inds.size(0)].to(torch.promote_types(boxes.dtype, scores.dtype))",
+        ),
     ),
-    error="RuntimeError: expected scalar type Float but found Half",
+    error=(
+        "`RuntimeError: expected scalar type Float but found Half`; `... found BFloat16`"
+        " (YOLOX/ByteTrack test cfgs with `soft_nms`, directly or through `batched_nms`)"
+    ),
+    case=Case(
+        op="soft_nms",
+        args=(Tensor("boxes", 3000), Tensor("scores", 3000, amp=True), 0.5, 0.5, 0.05),
+        gave="soft_nms: 3000 fp32 boxes, {amp} scores",
+    ),
     examples=(
-        (
-            "def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0):\n"
-            "    dets, inds = SoftNMSop.apply(boxes.cpu(), scores.cpu(),\n"
-            "                                 float(iou_threshold), float(sigma),\n"
-            "                                 float(min_score), method_dict[method],\n"
-            "                                 int(offset))\n"
-            "\n"
-            "    dets = dets[:inds.size(0)]\n",
-            "def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0):\n"
-            "    dets, inds = SoftNMSop.apply(boxes.cpu().float(), scores.cpu().float(),\n"
-            "                                 float(iou_threshold), float(sigma),\n"
-            "                                 float(min_score), method_dict[method],\n"
-            "                                 int(offset))  # mmcv-patcher: soft-nms-fp32-kernel sha256={sha256}\n"
-            "\n"
-            "    dets = dets[:inds.size(0)].to(torch.promote_types(boxes.dtype, scores.dtype))  # mmcv-patcher: soft-nms-fp32-kernel sha256={sha256}\n",
+        Example.of(
+            """
+            def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0):
+                dets, inds = SoftNMSop.apply(boxes.cpu(), scores.cpu(),
+                                             float(iou_threshold), float(sigma),
+                                             float(min_score), method_dict[method],
+                                             int(offset))
+
+                dets = dets[:inds.size(0)]
+            """,
+            """
+            def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0):
+                dets, inds = SoftNMSop.apply(boxes.cpu().float(), scores.cpu().float(),
+                                             float(iou_threshold), float(sigma),
+                                             float(min_score), method_dict[method],
+                                             int(offset))
+
+                dets = dets[:inds.size(0)].to(torch.promote_types(boxes.dtype, scores.dtype))
+            """,
+            why="as released: both statements",
         ),
     ),
     untouched=(
-        # the slicing of dets in another function
-        "def nms(boxes, scores):\n    dets = dets[:inds.size(0)]\n",
-        # already fixed
-        "def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0):\n    dets = dets[:inds.size(0)].to(torch.promote_types(boxes.dtype, scores.dtype))\n",
+        Untouched.of(
+            """
+            def nms(boxes, scores):
+                dets = dets[:inds.size(0)]
+            """,
+            why="the slicing of dets in another function",
+        ),
+        Untouched.of(
+            """
+            def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0):
+                dets = dets[:inds.size(0)].to(torch.promote_types(boxes.dtype, scores.dtype))
+            """,
+            why="the fix already there",
+        ),
     ),
 )

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
+sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
-from tests import releases  # noqa: E402
+from scripts import releases  # noqa: E402  (the same cached builds the tests use)
 
 MMCV = next(r for r in releases.INSTALLED if r.id == "mmcv-1.7.2")
 
@@ -55,13 +55,24 @@ def main() -> int:
             "bare": [py, "-c", "pass"],
             "libcst": [py, "-c", f"import libcst; libcst.parse_module(open({str(nms)!r}).read())"],
         }
-        names = ["bare", "libcst", "status (release file)", "apply --dry-run", "apply --patch batched-nms-amp-dtype", "apply", "status (patched file)", "revert"]
+        names = [
+            "bare",
+            "libcst",
+            "status (release file)",
+            "apply --dry-run",
+            "apply --patch batched-nms-amp-dtype",
+            "apply",
+            "status (patched file)",
+            "revert",
+        ]
         samples: Dict[str, List[float]] = {name: [] for name in names}
         for run in range(args.runs + 2):
             timed = {name: _time(command, work) for name, command in floors.items()}
             timed["status (release file)"] = _time(tool + ["status"], work)
             timed["apply --dry-run"] = _time(tool + ["apply", "--dry-run"], work)
-            timed["apply --patch batched-nms-amp-dtype"] = _time(tool + ["apply", "--patch", "batched-nms-amp-dtype"], work)
+            timed["apply --patch batched-nms-amp-dtype"] = _time(
+                tool + ["apply", "--patch", "batched-nms-amp-dtype"], work
+            )
             _time(tool + ["revert"], work)
             timed["apply"] = _time(tool + ["apply"], work)
             timed["status (patched file)"] = _time(tool + ["status"], work)
@@ -75,7 +86,12 @@ def main() -> int:
     print(f"median of {args.runs} interleaved runs; mmcv {MMCV.version} in a venv, Python {sys.version.split()[0]}\n")
     print("| command | median | x bare start | x LibCST floor | target |")
     print("| --- | ---: | ---: | ---: | --- |")
-    targets = {"status (release file)": 0.5, "status (patched file)": 0.5, "apply --patch batched-nms-amp-dtype": 1.25, "apply": 1.25}
+    targets = {
+        "status (release file)": 0.5,
+        "status (patched file)": 0.5,
+        "apply --patch batched-nms-amp-dtype": 1.25,
+        "apply": 1.25,
+    }
     for name, value in medians.items():
         target = ""
         if name in targets:

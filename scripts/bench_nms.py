@@ -44,12 +44,9 @@ import tempfile
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
+sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
-import machine  # noqa: E402  (beside this script)
-
-from tests import releases  # noqa: E402  (the same cached builds the tests use)
-from tests.fixtures import tool  # noqa: E402  (the tests' one way to run the CLI)
+from scripts import machine, releases  # noqa: E402  (the same cached builds the tests use)
 
 MEASURE = r"""
 import json, statistics, sys, time, torch, mmcv
@@ -167,36 +164,61 @@ def main() -> int:
     parser.add_argument("--classes", type=int, nargs="+", default=[3, 80])
     parser.add_argument("--boxes", type=int, nargs="+", default=[10000, 50000])
     parser.add_argument("--pack-seconds", type=float, default=20, help="how long to time each of the patch pack's rows")
-    parser.add_argument("--pack-rounds", type=int, default=7, help="the fewest rounds of a patch pack's row, however long (soft_nms of 50k boxes takes seconds)")
+    parser.add_argument(
+        "--pack-rounds",
+        type=int,
+        default=7,
+        help="the fewest rounds of a patch pack's row, however long (soft_nms of 50k boxes takes seconds)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
-        if tool("apply", "--patch", "batched-nms-amp-dtype", python=python).returncode != 0:
+        if releases.tool(python, "apply", "--patch", "batched-nms-amp-dtype").returncode != 0:
             raise SystemExit("could not apply the patch in the benchmark venv")
         done = subprocess.run(
-            [str(python), "-c", MEASURE, str(args.rounds), str(args.workaround_rounds), ",".join(map(str, args.classes)), ",".join(map(str, args.boxes))],
+            [
+                str(python),
+                "-c",
+                MEASURE,
+                str(args.rounds),
+                str(args.workaround_rounds),
+                ",".join(map(str, args.classes)),
+                ",".join(map(str, args.boxes)),
+            ],
             stdout=subprocess.PIPE,
             universal_newlines=True,
             check=True,
         )
         results = json.loads(done.stdout.strip().splitlines()[-1])
-        if tool("apply", python=python).returncode != 0:
+        if releases.tool(python, "apply").returncode != 0:
             raise SystemExit("could not apply every patch in the benchmark venv")
         released = Path(scratch) / "released_nms.py"
         released.write_bytes(releases.released_file(releases.OPS))
         installed = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
         patched = Path(scratch) / "patched_nms.py"
         patched.write_bytes(installed.read_bytes())
-        if tool("revert", "--patch", "batched-nms-amp-dtype", python=python).returncode != 0:
+        if releases.tool(python, "revert", "--patch", "batched-nms-amp-dtype").returncode != 0:
             raise SystemExit("could not revert batched-nms-amp-dtype alone in the benchmark venv")
         done = subprocess.run(
-            [str(python), "-c", MEASURE_PACK, str(released), str(patched), str(installed), str(args.pack_seconds), str(args.pack_rounds), ",".join(map(str, args.boxes))],
+            [
+                str(python),
+                "-c",
+                MEASURE_PACK,
+                str(released),
+                str(patched),
+                str(installed),
+                str(args.pack_seconds),
+                str(args.pack_rounds),
+                ",".join(map(str, args.boxes)),
+            ],
             stdout=subprocess.PIPE,
             universal_newlines=True,
             check=True,
         )
         pack = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"machine: {machine.cpu()}, {results['threads']} torch threads; Python {platform.python_version()}, torch {results['torch']}, mmcv {results['mmcv']} (CPU ops)")
+    print(
+        f"machine: {machine.cpu()}, {results['threads']} torch threads; Python {platform.python_version()}, torch {results['torch']}, mmcv {results['mmcv']} (CPU ops)"
+    )
     print(f"median of {args.rounds} round-robin rounds ({args.workaround_rounds} for split_thr raised), iou 0.5\n")
     print("| classes | boxes | fp32 (AMP off) | fp16 + this patch | fp16 + split_thr raised |")
     print("| ---: | ---: | ---: | ---: | ---: |")
@@ -207,17 +229,26 @@ def main() -> int:
             f"| {row['classes']} | {row['boxes']} | {base * 1e3:.1f} ms (1.000) | {m['fp16+patch'] * 1e3:.1f} ms ({m['fp16+patch'] / base:.3f})"
             f" | {m['fp16+no-split'] * 1e3:.1f} ms ({m['fp16+no-split'] / base:.2f}) |"
         )
-    ratios = [(row["classes"], row["boxes"], row["medians"]["fp16+patch"] / row["medians"]["fp32"]) for row in results["rows"]]
+    ratios = [
+        (row["classes"], row["boxes"], row["medians"]["fp16+patch"] / row["medians"]["fp32"]) for row in results["rows"]
+    ]
     for verdict, rows in (("met", [r for r in ratios if r[2] <= 1.01]), ("missed", [r for r in ratios if r[2] > 1.01])):
         if rows:
-            print(f"\ntarget (fp16 + this patch within 1% of fp32) {verdict} at: " + ", ".join(f"{c} classes x {b} boxes ({x:.3f})" for c, b, x in rows))
+            print(
+                f"\ntarget (fp16 + this patch within 1% of fp32) {verdict} at: "
+                + ", ".join(f"{c} classes x {b} boxes ({x:.3f})" for c, b, x in rows)
+            )
     part = results["per_class"]
     print(
         f"\nper class ({part['boxes']} boxes, one of {part['classes']}): mmcv nms with fp16 scores"
         f" {(part['nms_fp16'] - part['nms_fp32']) * 1e6:+.1f} us over fp32; the patch's cast {part['cast'] * 1e6:.1f} us"
     )
-    print(f"\nthe patch pack: median of round-robin rounds in one process ({args.pack_seconds:g} s a row, at least {args.pack_rounds} rounds), iou 0.5 (batched_nms: 80 classes)\n")
-    print("| call | boxes | rounds | released, fp32 | every patch, fp32 | every patch but the `.to()`, fp32 | every patch, AMP's fp16 inputs | every patch, bf16 inputs |")
+    print(
+        f"\nthe patch pack: median of round-robin rounds in one process ({args.pack_seconds:g} s a row, at least {args.pack_rounds} rounds), iou 0.5 (batched_nms: 80 classes)\n"
+    )
+    print(
+        "| call | boxes | rounds | released, fp32 | every patch, fp32 | every patch but the `.to()`, fp32 | every patch, AMP's fp16 inputs | every patch, bf16 inputs |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in pack:
         m = row["medians"]

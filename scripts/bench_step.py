@@ -39,12 +39,9 @@ from pathlib import Path
 from typing import Dict, List
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
+sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
-import machine  # noqa: E402  (beside this script)
-
-from tests import releases  # noqa: E402  (the same cached builds the tests use)
-from tests.fixtures import tool  # noqa: E402  (the tests' one way to run the CLI)
+from scripts import machine, releases  # noqa: E402  (the same cached builds the tests use)
 
 STEP = REPOSITORY / "tests" / "faster_rcnn_step.py"
 #: variant -> (patched?, dtype)
@@ -65,7 +62,7 @@ def main() -> int:
             order = list(VARIANTS)[round_ % len(VARIANTS) :] + list(VARIANTS)[: round_ % len(VARIANTS)]
             for variant in order:
                 patched, dtype = VARIANTS[variant]
-                if tool("apply" if patched else "revert", python=python).returncode != 0:
+                if releases.tool(python, "apply" if patched else "revert").returncode != 0:
                     raise SystemExit(f"could not {'apply' if patched else 'revert'} the patches in the benchmark venv")
                 for mode in args.modes:
                     done = subprocess.run(
@@ -80,17 +77,30 @@ def main() -> int:
                         raise SystemExit(f"{variant} {mode}: {result['error']}")
                     times[mode][variant].extend(result["seconds"][1:])
         versions = subprocess.run(
-            [str(python), "-c", "import torch, mmcv; print(torch.__version__, mmcv.__version__, torch.get_num_threads())"], stdout=subprocess.PIPE, universal_newlines=True, check=True
+            [
+                str(python),
+                "-c",
+                "import torch, mmcv; print(torch.__version__, mmcv.__version__, torch.get_num_threads())",
+            ],
+            stdout=subprocess.PIPE,
+            universal_newlines=True,
+            check=True,
         ).stdout.split()
-    print(f"machine: {machine.cpu()}, {versions[2]} torch threads; Python {platform.python_version()}, torch {versions[0]}, mmcv {versions[1]} (CPU ops), {releases.MMDET}")
-    print(f"median step of {args.rounds} processes x {args.steps - 1} timed steps per variant, processes taken in turn\n")
+    print(
+        f"machine: {machine.cpu()}, {versions[2]} torch threads; Python {platform.python_version()}, torch {versions[0]}, mmcv {versions[1]} (CPU ops), {releases.MMDET}"
+    )
+    print(
+        f"median step of {args.rounds} processes x {args.steps - 1} timed steps per variant, processes taken in turn\n"
+    )
     print("| step | release, fp32 | every patch, fp32 (target 1%) | every patch, bf16 autocast |")
     print("| --- | ---: | ---: | ---: |")
     for mode, by_variant in times.items():
         medians = {variant: statistics.median(values) for variant, values in by_variant.items()}
         base = medians["release fp32"]
         fp32, bf16 = medians["patched fp32"] / base, medians["patched bf16"] / base
-        print(f"| {mode} | {base:.2f} s (1.000) | {medians['patched fp32']:.2f} s ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'}) | {medians['patched bf16']:.2f} s ({bf16:.3f}) |")
+        print(
+            f"| {mode} | {base:.2f} s (1.000) | {medians['patched fp32']:.2f} s ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'}) | {medians['patched bf16']:.2f} s ({bf16:.3f}) |"
+        )
     return 0
 
 

@@ -12,9 +12,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 echo "ruff: pyflakes, pycodestyle errors, isort, bugbear; and the formatter" >&2
-.venv/bin/python -m ruff check --no-cache mmcv_patcher patches tests scripts
-.venv/bin/python -m ruff format --no-cache --check mmcv_patcher patches tests scripts
-echo "mypy --strict: the package" >&2
+.venv/bin/python -m ruff check --no-cache mmcv_patcher patches tests scripts noxfile.py
+.venv/bin/python -m ruff format --no-cache --check mmcv_patcher patches tests scripts noxfile.py
+echo "mypy --strict: the package, its patches, tests and scripts" >&2
 .venv/bin/python -m mypy --no-incremental
 set +e
 .venv/bin/python -m pytest "$@"

@@ -30,10 +30,9 @@ from typing import Dict, List, Sequence
 from xml.etree import ElementTree
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
+sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
-from tests import releases  # noqa: E402  (the same cached build the tests use)
-from tests.fixtures import tool  # noqa: E402  (the tests' one way to run the CLI)
+from scripts import releases  # noqa: E402  (the same cached builds the tests use)
 
 TESTS = ("tests/test_ops/test_roi_align.py", "tests/test_ops/test_nms.py", "tests/test_ops/test_nms_rotated.py")
 #: pytest's exit statuses for "every test passed" and "some test failed"; any other means the run itself failed
@@ -49,7 +48,9 @@ def outcomes(junit: Path) -> Dict[str, str]:
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
                 message = (child.get("message") or "").strip().splitlines()
-                outcome = ("failed" if child.tag == "failure" else child.tag) + (f": {message[0][:90]}" if message else "")
+                outcome = ("failed" if child.tag == "failure" else child.tag) + (
+                    f": {message[0][:90]}" if message else ""
+                )
         found[f"{case.get('classname')}::{case.get('name')}"] = outcome
     return found
 
@@ -57,7 +58,19 @@ def outcomes(junit: Path) -> Dict[str, str]:
 def run_tests(python: Path, checkout: Path, tests: Sequence[str], junit: Path) -> Dict[str, str]:
     """Runs ``tests`` with ``python``'s pytest from ``checkout``; returns :func:`outcomes`."""
     done = subprocess.run(
-        [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q", "--continue-on-collection-errors", f"--junitxml={junit}", "--rootdir", str(checkout), *tests],
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--continue-on-collection-errors",
+            f"--junitxml={junit}",
+            "--rootdir",
+            str(checkout),
+            *tests,
+        ],
         cwd=str(checkout),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -71,7 +84,7 @@ def run_tests(python: Path, checkout: Path, tests: Sequence[str], junit: Path) -
 def patcher(command: str, python: Path) -> str:
     """Runs ``mmcv-patcher COMMAND --python PYTHON --json``; returns its stdout, or exits
     with its error."""
-    done = tool(command, "--python", str(python), "--json")
+    done = releases.tool(Path(sys.executable), command, "--python", str(python), "--json")
     if done.returncode != 0:
         raise SystemExit(f"mmcv-patcher {command} failed for {python}:\n{done.stdout}{done.stderr}")
     return done.stdout
@@ -92,14 +105,24 @@ def compare(python: Path, checkout: Path, tests: Sequence[str], scratch: Path) -
 
 def regressions(results: Dict[str, Dict[str, str]]) -> List[str]:
     """The tests that pass on the release and do not pass once patched."""
-    return [test for test, outcome in results["release"].items() if outcome == "passed" and results["patched"].get(test, "missing") != "passed"]
+    return [
+        test
+        for test, outcome in results["release"].items()
+        if outcome == "passed" and results["patched"].get(test, "missing") != "passed"
+    ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("checkout", type=Path, help="a clone of mmcv's repository")
-    parser.add_argument("tests", nargs="*", default=list(TESTS), help=f"test files relative to CHECKOUT (default: {' '.join(TESTS)})")
-    parser.add_argument("--python", type=Path, help="an interpreter with mmcv and pytest (default: mmcv 2.1.0 with CPU ops in a throwaway venv)")
+    parser.add_argument(
+        "tests", nargs="*", default=list(TESTS), help=f"test files relative to CHECKOUT (default: {' '.join(TESTS)})"
+    )
+    parser.add_argument(
+        "--python",
+        type=Path,
+        help="an interpreter with mmcv and pytest (default: mmcv 2.1.0 with CPU ops in a throwaway venv)",
+    )
     args = parser.parse_args()
     checkout = args.checkout.resolve()
     missing = [test for test in args.tests if not (checkout / test).is_file()]
@@ -111,7 +134,12 @@ def main() -> int:
             python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
             releases.pip_install(python, f"pytest=={importlib.metadata.version('pytest')}", deps=True)
         results = compare(python, checkout, args.tests, Path(scratch))
-        versions = subprocess.run([str(python), "-c", "import torch, mmcv; print(torch.__version__, mmcv.__version__)"], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout.split()
+        versions = subprocess.run(
+            [str(python), "-c", "import torch, mmcv; print(torch.__version__, mmcv.__version__)"],
+            stdout=subprocess.PIPE,
+            universal_newlines=True,
+            check=True,
+        ).stdout.split()
     print(f"mmcv {versions[1]}, torch {versions[0]}; tests from {checkout}\n")
     print("| test | release | every patch |")
     print("| --- | --- | --- |")
@@ -119,7 +147,10 @@ def main() -> int:
         print(f"| {test} | {results['release'].get(test, 'missing')} | {results['patched'].get(test, 'missing')} |")
     lost = regressions(results)
     passed = sum(outcome == "passed" for outcome in results["release"].values())
-    print(f"\non the release {passed} passed; once patched, " + (f"{len(lost)} of them do not: {', '.join(lost)}" if lost else "all of them pass"))
+    print(
+        f"\non the release {passed} passed; once patched, "
+        + (f"{len(lost)} of them do not: {', '.join(lost)}" if lost else "all of them pass")
+    )
     return 1 if lost else 0
 
 

@@ -1,9 +1,10 @@
 """Fixtures every test module may ask for; long downloads and builds announce themselves on
-pytest's terminal (tests/releases.py)."""
+pytest's terminal (scripts/releases.py)."""
 
 import pytest
 
-from tests import fixtures, releases
+from scripts import releases
+from tests import fixtures
 
 
 @pytest.fixture(scope="session")

@@ -8,16 +8,20 @@ examples, so a new patch module brings its test file with it.
 
 from __future__ import annotations
 
+import ast
 import os
+import py_compile
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from mmcv_patcher import gate, plan, registry, write
-from mmcv_patcher.model import Patch
-from mmcv_patcher.source import Source, record_hash
+import pytest
+
+from mmcv_patcher import plan, ranges, registry, write
+from mmcv_patcher.model import Example, Patch, Release
+from mmcv_patcher.source import Source, record_hash, sha256_hex
 
 ANCHOR = "scores_after_nms[mask[keep]] = dets[:, -1]"
 FIXED = "scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"
@@ -87,7 +91,7 @@ def synthetic_files() -> Dict[str, str]:
     examples: Dict[str, List[str]] = {}
     for patch in registry.all_patches():
         if patch.file not in files:
-            examples.setdefault(patch.file, []).append(patch.examples[0][0])
+            examples.setdefault(patch.file, []).append(patch.examples[0].before)
     files.update((file, "\n\n".join(befores)) for file, befores in examples.items())
     return files
 
@@ -98,10 +102,36 @@ def patched(text: Optional[str] = None, file: str = "ops/nms.py") -> str:
     text = synthetic_files()[file] if text is None else text
     family = patches_of(file)
     for patch in family:
-        verdict = plan.plan_apply(plan.assess(Source(text, "utf-8"), patch, gate.Release("mmcv", "2.1.0"), need_text=True, family=family), force=False)
-        assert verdict.ok and verdict.new_text is not None, verdict
-        text = verdict.new_text
+        action = plan.plan_apply(
+            plan.assess(Source(text, "utf-8"), patch, Release("mmcv", "2.1.0"), need_text=True, family=family),
+            force=False,
+        )
+        assert action.ok and action.new_text is not None, action
+        text = action.new_text
     return text
+
+
+def marked(patch: Patch, example: Example) -> str:
+    """``example.after`` as apply writes it: our marker at the end of the last line of each
+    statement that is one of the patch's fixes, keeping the sha256 of ``example.before``."""
+    fixes = {ast.dump(ast.parse(edit.fix).body[0]) for edit in patch.edits}
+    ends = {
+        node.end_lineno
+        for node in ast.walk(ast.parse(example.after))
+        if isinstance(node, ast.stmt) and ast.dump(node) in fixes
+    }
+    mark = f"  # mmcv-patcher: {patch.id} sha256={sha256_hex(example.before.encode())}"
+    return "".join(
+        line.rstrip("\n") + mark + "\n" if number in ends else line
+        for number, line in enumerate(example.after.splitlines(True), 1)
+    )
+
+
+def compiled(source: str, **options: Any) -> Path:
+    """The ``.pyc`` :func:`py_compile.compile` writes for ``source`` (raising on an error)."""
+    pyc = py_compile.compile(source, doraise=True, **options)
+    assert pyc is not None
+    return Path(pyc)
 
 
 def make_tree(
@@ -125,12 +155,16 @@ def make_tree(
     if version is not None:
         (package / "version.py").write_text(f"__version__ = '{version}'\n")
     if distribution is not None:
-        files = {path.relative_to(root).as_posix(): path.read_bytes() if record else None for path in package.rglob("*.py")}
+        files = {
+            path.relative_to(root).as_posix(): path.read_bytes() if record else None for path in package.rglob("*.py")
+        }
         dist_info(root, distribution, version or "0", files)
     return package / "ops" / "nms.py"
 
 
-def dist_info(root: Path, distribution: str, version: str, files: Mapping[str, Optional[bytes]], *, algorithm: str = "sha256") -> Path:
+def dist_info(
+    root: Path, distribution: str, version: str, files: Mapping[str, Optional[bytes]], *, algorithm: str = "sha256"
+) -> Path:
     """The ``.dist-info`` pip would write in ``root``: METADATA, and a RECORD listing each of
     ``files`` (POSIX path under ``root`` -> the bytes it was installed with, or None to
     list it without a hash), hashed with ``algorithm``."""
@@ -138,7 +172,10 @@ def dist_info(root: Path, distribution: str, version: str, files: Mapping[str, O
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
 
-    lines = [f"{path},{record_hash(data, algorithm)},{len(data)}" if data is not None else f"{path},," for path, data in sorted(files.items())]
+    lines = [
+        f"{path},{record_hash(data, algorithm)},{len(data)}" if data is not None else f"{path},,"
+        for path, data in sorted(files.items())
+    ]
     (info / "RECORD").write_text("\n".join(lines + [f"{info.name}/RECORD,,"]) + "\n")
     return info
 
@@ -157,9 +194,81 @@ def expected_states(distribution: str, version: str) -> Dict[str, str]:
     in range, not-affected below it, and fixed-upstream past its end."""
     states = {}
     for patch in registry.all_patches():
-        where, _ = gate.gate(patch, gate.Release(distribution, version))
-        states[patch.id] = {gate.Gate.AFFECTED: "unpatched", gate.Gate.BELOW: "not-affected", gate.Gate.OUTSIDE: "fixed-upstream"}[where]
+        place, _ = ranges.standing(patch, Release(distribution, version))
+        states[patch.id] = {
+            ranges.Standing.AFFECTED: "unpatched",
+            ranges.Standing.BELOW: "not-affected",
+            ranges.Standing.OUTSIDE: "fixed-upstream",
+        }[place]
     return states
+
+
+# --- the state table on strings: the seed patch, and the family of nms.py --------------------
+
+#: The seed's patch, which every test may name: ``batched_nms``'s index_put under AMP.
+SEED = next(patch for patch in registry.all_patches() if patch.id == "batched-nms-amp-dtype")
+[INSERTED] = SEED.edits[0].insertions
+#: Every registered patch of ops/nms.py, whose markers that file shares.
+FAMILY = patches_of("ops/nms.py")
+
+
+def registered(id: str) -> Patch:
+    """The registered patch ``id``; the test is skipped when its module is not there."""
+    found = [patch for patch in registry.all_patches() if patch.id == id]
+    if not found:
+        pytest.skip(f"no patch module for {id}")
+    return found[0]
+
+
+def recorded(text: str) -> str:
+    """RECORD's hash field for a file holding ``text`` (UTF-8)."""
+    return record_hash(text.encode())
+
+
+def assess(
+    text: str,
+    version: Optional[str] = "2.1.0",
+    distribution: Optional[str] = "mmcv",
+    *,
+    need_text: bool = True,
+    record: Optional[str] = None,
+    encoding: str = "utf-8",
+) -> plan.Finding:
+    """The seed patch's finding on ``text`` as ops/nms.py of that release (``record``: its RECORD hash)."""
+    release = Release(distribution, version, {SEED.file: record} if record is not None else {})
+    return plan.assess(Source(text, encoding), SEED, release, need_text=need_text)
+
+
+def apply(text: str, **kwargs: Any) -> str:
+    """``text`` after apply of the seed patch, which must succeed."""
+    action = plan.plan_apply(assess(text, **kwargs), force=False)
+    assert action.ok and action.new_text is not None, action
+    return action.new_text
+
+
+def revert(text: str, **kwargs: Any) -> str:
+    """``text`` after revert of the seed patch, which must succeed."""
+    action = plan.plan_revert(assess(text, **kwargs), SEED, Release("mmcv", "2.1.0"), force=False)
+    assert action.ok and action.new_text is not None, action
+    return action.new_text
+
+
+def assess_family(text: str, patches: Sequence[Patch] = FAMILY) -> Dict[str, plan.Finding]:
+    """Each patch's finding on ``text`` (mmcv 2.1.0), with every patch of nms.py as the family."""
+    every = plan.assess_all(
+        Source(text, "utf-8"), [(p, Release("mmcv", "2.1.0")) for p in patches], need_text=True, family=FAMILY
+    )
+    return {p.id: finding for p, finding in zip(patches, every)}
+
+
+def revert_family(text: str, *, force: bool) -> Tuple[bool, str]:
+    """What revert of every patch gives, as the CLI runs it: each on the text the one after it left."""
+    ok = True
+    for patch in reversed(FAMILY):
+        action = plan.plan_revert(assess_family(text, [patch])[patch.id], patch, Release("mmcv", "2.1.0"), force=force)
+        ok = ok and action.ok
+        text = action.new_text if action.new_text is not None else text
+    return ok, text
 
 
 # --- running the CLI ------------------------------------------------------------------------
@@ -174,14 +283,14 @@ def start(
     flags: Tuple[str, ...] = (),
     cwd: Optional[Path] = None,
     env: Optional[Dict[str, str]] = None,
-    stdout: object = subprocess.PIPE,
+    stdout: Union[int, IO[str]] = subprocess.PIPE,
 ) -> "subprocess.Popen[str]":
     """``PYTHON [FLAGS] -m mmcv_patcher ARGS`` started as a user runs it: from a directory of
     their own (this checkout's ``mmcv_patcher/`` would shadow an installed one), with
     ``env`` added to this environment."""
     return subprocess.Popen(
         [str(python or sys.executable), *flags, "-m", "mmcv_patcher", *args],
-        stdout=stdout,  # type: ignore[arg-type]
+        stdout=stdout,
         stderr=subprocess.PIPE,
         universal_newlines=True,
         cwd=str(cwd or Path(os.sep, "tmp")),
@@ -199,12 +308,22 @@ def tool(*args: str, timeout: float = 600, **how: object) -> "subprocess.Complet
 def with_fault(fault: Optional[str] = None, log: Optional[Path] = None) -> Dict[str, str]:
     """The environment that loads :data:`INJECTOR` with ``MMCVP_FAULT`` and ``MMCVP_FAULT_LOG``
     (empty: none)."""
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTOR), os.environ.get("PYTHONPATH")])), "MMCVP_FAULT": fault or "", "MMCVP_FAULT_LOG": str(log or "")}
+    return {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(INJECTOR), os.environ.get("PYTHONPATH")])),
+        "MMCVP_FAULT": fault or "",
+        "MMCVP_FAULT_LOG": str(log or ""),
+    }
 
 
 def leftovers(nms: Path) -> List[str]:
     """Temporary files of ours beside ``nms`` or in its ``__pycache__``."""
-    return [p.name for folder in (nms.parent, nms.parent / "__pycache__") if folder.is_dir() for p in folder.iterdir() if p.name.endswith(write.TEMP_SUFFIX)]
+    return [
+        p.name
+        for folder in (nms.parent, nms.parent / "__pycache__")
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if p.name.endswith(write.TEMP_SUFFIX)
+    ]
 
 
 def snapshot(root: Path) -> Dict[str, Tuple[bool, bytes]]:
@@ -218,7 +337,7 @@ def snapshot(root: Path) -> Dict[str, Tuple[bool, bytes]]:
     return found
 
 
-def refused(done: subprocess.CompletedProcess, *, file: Path) -> str:
+def refused(done: subprocess.CompletedProcess[str], *, file: Path) -> str:
     """The failure's lines naming ``file``, said once: the patches' results on stdout (one
     line for patches failing alike) or a failure that is no patch's on stderr, not both."""
     assert done.returncode == 1, done.stdout + done.stderr
@@ -226,5 +345,7 @@ def refused(done: subprocess.CompletedProcess, *, file: Path) -> str:
     results = [line for line in done.stdout.splitlines() if re.search(r": (drifted|unverified) at ", line)]
     errors = done.stderr.splitlines()
     assert bool(results) != bool(errors), done.stdout + done.stderr
-    assert all(f" at {file}" in line for line in results) and all(line.startswith("mmcv-patcher: error: ") and str(file) in line for line in errors)
+    assert all(f" at {file}" in line for line in results) and all(
+        line.startswith("mmcv-patcher: error: ") and str(file) in line for line in errors
+    )
     return "\n".join(results + errors)

@@ -7,18 +7,20 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import pytest
 
 from mmcv_patcher import registry
-from tests import fixtures, releases
+from scripts import releases
+from tests import fixtures
 from tests.fixtures import ANCHOR, ANCHOR_LINE, NMS, lines_of, make_tree, nms_with, tool
 
 
 def as_json(*args: str) -> Dict[str, Any]:
     done = tool(*args, "--json")
-    return json.loads(done.stdout)
+    document: Dict[str, Any] = json.loads(done.stdout)
+    return document
 
 
 @pytest.fixture
@@ -55,16 +57,18 @@ def test_status_json_schema(tree: Path) -> None:
         "diff": "",
         "notes": [],
         "error": None,
+        "failure": None,
     }
     every = {p["id"]: p for p in as_json("status", "--path", str(tree))["patches"]}
-    assert list(every) == [patch.id for patch in registry.all_patches()], "one object per patch, in the order they apply"
-    assert {(p["state"], p["file"]) for p in every.values()} == {("unpatched", str(tree / "mmcv" / patch.file)) for patch in registry.all_patches()}
+    assert list(every) == [patch.id for patch in registry.all_patches()], (
+        "one object per patch, in the order they apply"
+    )
+    assert {(p["state"], p["file"]) for p in every.values()} == {
+        ("unpatched", str(tree / "mmcv" / patch.file)) for patch in registry.all_patches()
+    }
     in_nms = {
-        "batched-nms-amp-dtype": ANCHOR_LINE,
-        "batched-nms-fp32-offsets": lines_of(NMS, "offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))")[0],
-        "nms-fp32-kernel": 5,
-        "nms-rotated-fp32-kernel": len(NMS.splitlines()),
-        "soft-nms-fp32-kernel": len(NMS.splitlines()) - 5,
+        patch.id: min(line for edit in patch.edits for line in lines_of(NMS, edit.anchor))
+        for patch in fixtures.patches_of("ops/nms.py")
     }
     assert {id: every[id]["line"] for id in in_nms} == in_nms
 
@@ -110,12 +114,16 @@ def test_drifted_file_fails_with_one_line_naming_file_and_line_and_is_untouched(
         [line] = [line for line in done.stdout.splitlines() if ": drifted at " in line]
         assert line.startswith(f"batched-nms-amp-dtype: drifted at {nms_of(tmp_path)}:{ANCHOR_LINE} (")
     assert nms_of(tmp_path).read_bytes() == before
+    failure = as_json("apply", "--path", str(tmp_path))["failure"]
+    assert (failure["kind"], failure["path"]) == ("drifted", str(nms_of(tmp_path)))
+    assert failure["detail"].startswith("batched-nms-amp-dtype: ")
 
 
 def test_unverified_release_needs_force(tmp_path: Path) -> None:
     make_tree(tmp_path, version="2.3.0", distribution="mmcv")
     refused = tool("apply", "--path", str(tmp_path))
     assert refused.returncode == 1 and "--force" in refused.stdout
+    assert as_json("apply", "--path", str(tmp_path))["failure"]["kind"] == "unverified"
     assert nms_of(tmp_path).read_text() == NMS
     assert tool("status", "--check", "--path", str(tmp_path)).returncode == 3
     assert tool("apply", "--force", "--path", str(tmp_path)).returncode == 0
@@ -147,7 +155,11 @@ def test_fixed_upstream_is_left_alone_by_apply_and_revert(tmp_path: Path) -> Non
     make_tree(tmp_path, nms_with(ANCHOR + ".to(scores_after_nms.dtype)"), version="2.3.6", distribution="onedl-mmcv")
     before = nms_of(tmp_path).read_bytes()
     for command in ("apply", "revert", "status"):
-        document = as_json(command, "--force", "--path", str(tmp_path)) if command != "status" else as_json(command, "--path", str(tmp_path))
+        document = (
+            as_json(command, "--force", "--path", str(tmp_path))
+            if command != "status"
+            else as_json(command, "--path", str(tmp_path))
+        )
         assert document["patches"][0]["state"] == "fixed-upstream"
     assert nms_of(tmp_path).read_bytes() == before
 
@@ -163,7 +175,7 @@ def test_no_mmcv_found(tmp_path: Path) -> None:
     "args",
     [["apply", "--patch", "no-such-patch"], ["status", "--path", "/no/such/path"], ["frobnicate"], []],
 )
-def test_usage_errors_exit_2(args: list) -> None:
+def test_usage_errors_exit_2(args: List[Any]) -> None:
     done = tool(*args)
     assert done.returncode == 2 and "error" in done.stderr
 
@@ -176,9 +188,9 @@ def test_patch_option_selects_by_id(tree: Path) -> None:
     states = {p["id"]: p["state"] for p in as_json("status", "--path", str(tree))["patches"]}
     assert states == {"batched-nms-amp-dtype": "patched", **{p: "unpatched" for p in OTHERS}}
     assert tool("apply", "--path", str(tree)).returncode == 0
-    assert tool("revert", "--patch", "nms-fp32-kernel", "--path", str(tree)).returncode == 0
+    assert tool("revert", "--patch", OTHERS[0], "--path", str(tree)).returncode == 0
     states = {p["id"]: p["state"] for p in as_json("status", "--path", str(tree))["patches"]}
-    assert states == {**{p: "patched" for p in ["batched-nms-amp-dtype", *OTHERS]}, "nms-fp32-kernel": "unpatched"}
+    assert states == {**{p: "patched" for p in ["batched-nms-amp-dtype", *OTHERS]}, OTHERS[0]: "unpatched"}
     assert tool("revert", "--path", str(tree)).returncode == 0
     assert nms_of(tree).read_text() == NMS
 
@@ -199,15 +211,21 @@ finally:
 """
 
 
-def _imported_by(*args: str) -> set:
+def _imported_by(*args: str) -> Set[Any]:
     """Modules loaded when the command ends, run from this checkout."""
     environment = dict(os.environ, PYTHONPATH=str(releases.REPOSITORY))
-    done = subprocess.run([sys.executable, "-c", _MODULES_AT_EXIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=environment)
+    done = subprocess.run(
+        [sys.executable, "-c", _MODULES_AT_EXIT, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        env=environment,
+    )
     assert done.returncode in (0, 3), done.stderr
     return set(done.stderr.splitlines()[-1].split()[1:])
 
 
-def _libcst(modules: set) -> set:
+def _libcst(modules: Set[Any]) -> Set[Any]:
     return {name for name in modules if name.split(".")[0] == "libcst"}
 
 
@@ -232,7 +250,8 @@ def test_a_usage_error_in_a_command_shows_that_commands_usage(tree: Path) -> Non
     assert done.stderr.splitlines()[-1] == "mmcv-patcher: error: unrecognized arguments: --force"
     unknown = tool("apply", "--patch", "no-such-patch")
     assert unknown.returncode == 2 and unknown.stderr.startswith("usage: mmcv-patcher apply ")
-    assert "invalid choice: 'no-such-patch' (choose from 'batched-nms-amp-dtype', 'batched-nms-fp32-offsets'," in unknown.stderr
+    choices = ", ".join(repr(patch.id) for patch in registry.all_patches())
+    assert f"invalid choice: 'no-such-patch' (choose from {choices})" in unknown.stderr
 
 
 def test_options_of_every_command_are_taken_before_it_too(tree: Path) -> None:
@@ -253,7 +272,7 @@ def test_options_of_every_command_are_taken_before_it_too(tree: Path) -> None:
         (["status", "--python", "/no/such/python"], "status"),
     ],
 )
-def test_with_json_every_failure_is_one_json_object(args: list, command: Optional[str]) -> None:
+def test_with_json_every_failure_is_one_json_object(args: List[Any], command: Optional[str]) -> None:
     done = tool(*args, "--json") if args[0] != "frobnicate" else tool("--json", *args)
     assert done.returncode == 2, done.stderr
     document = json.loads(done.stdout)
@@ -275,7 +294,13 @@ def test_the_entry_point_freezes_its_objects_before_exit_and_main_in_process_doe
         f"sys.argv = ['mmcv-patcher', 'apply', '--path', {str(tree)!r}]\n"
         "runpy.run_module('mmcv_patcher', run_name='__main__', alter_sys=True)\n"
     )
-    done = subprocess.run([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, cwd=str(releases.REPOSITORY))
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        cwd=str(releases.REPOSITORY),
+    )
     assert done.returncode == 0 and "frozen=True" in done.stderr, done.stderr
     assert "# mmcv-patcher: batched-nms-amp-dtype sha256=" in nms_of(tree).read_text()
     assert entry.main(["status", "--check", "--path", str(tree)]) == 0 and gc.get_freeze_count() == 0
@@ -306,7 +331,7 @@ def test_verify_that_cannot_run_keeps_its_json_shape_and_says_why_once(tree: Pat
         pytest.param(["verify", "--boxes", "0"], id="no-boxes"),
     ],
 )
-def test_numbers_that_make_no_sense_are_usage_errors(args: list) -> None:
+def test_numbers_that_make_no_sense_are_usage_errors(args: List[Any]) -> None:
     done = tool(*args)
     assert done.returncode == 2 and done.stderr.startswith(f"usage: mmcv-patcher {args[0]} ")
     assert done.stderr.splitlines()[-1].startswith(f"mmcv-patcher: error: argument {args[1]}: ")
@@ -333,7 +358,11 @@ def test_dry_run_shows_exactly_the_lines_gnu_diff_shows(tmp_path: Path) -> None:
         source = tmp_path / "mmcv" / file
         after = tmp_path / "after.py"
         after.write_text(fixtures.patched(source.read_text(), file))
-        gnu = subprocess.run(["diff", "-u", "--label", str(source), "--label", str(source), str(source), str(after)], stdout=subprocess.PIPE, universal_newlines=True)
+        gnu = subprocess.run(
+            ["diff", "-u", "--label", str(source), "--label", str(source), str(source), str(after)],
+            stdout=subprocess.PIPE,
+            universal_newlines=True,
+        )
         assert gnu.returncode == 1
         expected += gnu.stdout
     assert diff == expected
@@ -343,11 +372,26 @@ def test_status_all_lists_every_interpreter_asked_about_once(tmp_path: Path) -> 
     without = releases.make_venv(tmp_path / "bare", with_tool=False)
     with_mmcv = releases.make_venv(tmp_path / "env", with_tool=False)
     make_tree(releases.site_packages(with_mmcv), distribution="mmcv")
-    done = tool("status", "--all", "--json", "--python", str(without), "--python", str(with_mmcv), "--python", str(without))
+    done = tool(
+        "status", "--all", "--json", "--python", str(without), "--python", str(with_mmcv), "--python", str(without)
+    )
     document = json.loads(done.stdout)
-    assert set(document) == {"schema_version", "command", "target", "patches", "waited", "diff", "notes", "error", "copies"}
+    assert set(document) == {
+        "schema_version",
+        "command",
+        "target",
+        "patches",
+        "waited",
+        "diff",
+        "notes",
+        "error",
+        "failure",
+        "copies",
+    }
     [bare, found] = document["copies"]
-    assert (bare["python"], bare["target"], bare["patches"]) == (str(without), None, []) and "no mmcv" in bare["problem"]
+    assert (bare["python"], bare["target"], bare["patches"]) == (str(without), None, []) and "no mmcv" in bare[
+        "problem"
+    ]
     assert found["python"] == str(with_mmcv) and found["imported"] and found["target"]["version"] == "2.1.0"
     text = tool("status", "--all", "--python", str(without), "--python", str(with_mmcv)).stdout.splitlines()
     assert text[0].startswith(f"{without}: no mmcv") and text[0].endswith("; nothing to patch")

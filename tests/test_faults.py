@@ -46,7 +46,9 @@ def _compile_unchecked(source: Path) -> None:
     py_compile.compile(str(source), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, doraise=True)
 
 
-def cli(package: Path, command: str, fault: Optional[str] = None, log: Optional[Path] = None) -> subprocess.CompletedProcess:
+def cli(
+    package: Path, command: str, fault: Optional[str] = None, log: Optional[Path] = None
+) -> subprocess.CompletedProcess[str]:
     return tool(command, "--path", str(package.parent), env=with_fault(fault, log), cwd=package.parent)
 
 
@@ -60,7 +62,9 @@ def assert_consistent(package: Path) -> None:
         assert data in (RELEASED[file], PATCHED[file]), f"{file}: torn or foreign content"
         source = package / file
         for pyc in (source.parent / "__pycache__").glob(f"{source.stem}.*.pyc"):
-            assert pyc.read_bytes()[8:16] == importlib.util.source_hash(data), f"{pyc.name} is bytecode of another source"
+            assert pyc.read_bytes()[8:16] == importlib.util.source_hash(data), (
+                f"{pyc.name} is bytecode of another source"
+            )
 
 
 def calls(tmp_path: Path, command: str) -> List[str]:

@@ -17,7 +17,20 @@ from typing import Dict
 
 import pytest
 
-from tests.fixtures import ANCHOR, ANCHOR_IN_NMS_TOO, NMS, dist_info, make_tree, nms_with, refused, snapshot, synthetic_files, tool
+from tests.fixtures import (
+    ANCHOR,
+    ANCHOR_IN_NMS_TOO,
+    NMS,
+    compiled,
+    dist_info,
+    make_tree,
+    nms_with,
+    refused,
+    registered,
+    snapshot,
+    synthetic_files,
+    tool,
+)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +122,9 @@ def test_symlink_leaving_the_package_is_refused_unless_forced(tmp_path: Path, pa
 def test_version_py_that_runs_code_is_never_executed(tmp_path: Path) -> None:
     make_tree(tmp_path, version=None)
     witness = tmp_path / "ran"
-    (tmp_path / "mmcv" / "version.py").write_text(f"__version__ = '2.1.0'\nopen({str(witness)!r}, 'w').write('pwned')\n")
+    (tmp_path / "mmcv" / "version.py").write_text(
+        f"__version__ = '2.1.0'\nopen({str(witness)!r}, 'w').write('pwned')\n"
+    )
     for command in ("status", "apply", "revert"):
         assert tool(command, "--path", str(tmp_path)).returncode == 0
     assert not witness.exists()
@@ -139,16 +154,18 @@ def test_a_malformed_record_hash_counts_as_no_hash(tmp_path: Path, digest: str) 
     record.write_text("".join(line.split(",")[0] + f",{digest},1\n" for line in record.read_text().splitlines()))
     status = tool("status", "--path", str(tmp_path))
     assert status.returncode == 0 and "unpatched" in status.stdout, status.stderr
-    assert tool("apply", "--path", str(tmp_path)).returncode == 0 and tool("revert", "--path", str(tmp_path)).returncode == 0
+    assert (
+        tool("apply", "--path", str(tmp_path)).returncode == 0
+        and tool("revert", "--path", str(tmp_path)).returncode == 0
+    )
     assert nms.read_text() == NMS
 
 
 def test_apply_writes_only_the_files_it_patches_and_their_bytecode(tmp_path: Path) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
     os.chmod(nms, 0o640)
-    import py_compile
 
-    pyc = Path(py_compile.compile(str(nms), doraise=True))
+    pyc = compiled(str(nms))
     before = snapshot(tmp_path)
     assert tool("apply", "--path", str(tmp_path)).returncode == 0
     after = snapshot(tmp_path)
@@ -196,6 +213,7 @@ def test_a_linters_comment_after_our_marker_makes_that_patch_drifted_and_force_k
 
 
 def test_one_insertion_taken_out_by_hand_flags_only_its_patch(tmp_path: Path) -> None:
+    registered("nms-fp32-kernel")
     nms = _patched_tree(tmp_path)
     nms.write_text(nms.read_text().replace("NMSop.apply(boxes.float(), scores.float(),", "NMSop.apply(boxes, scores,"))
     states = _states(tmp_path)
@@ -207,6 +225,7 @@ def test_one_insertion_taken_out_by_hand_flags_only_its_patch(tmp_path: Path) ->
 
 
 def test_the_search_for_our_insertions_ends_whatever_the_file_holds(tmp_path: Path) -> None:
+    registered("nms-fp32-kernel")
     """A marker whose inserted text is gone, after lines of look-alike text."""
     nms = _patched_tree(tmp_path)
     decoys = "".join(f"    x{i} = t.float() + t.float()  # t.float()\n" for i in range(40))
@@ -217,11 +236,17 @@ def test_the_search_for_our_insertions_ends_whatever_the_file_holds(tmp_path: Pa
 
 
 def test_look_alike_debug_lines_in_a_fork_never_change_a_verdict(tmp_path: Path) -> None:
-    fork = NMS.replace("    inds = NMSop.apply(", "    print(boxes.float(), scores.float())\n    inds = NMSop.apply(").replace(
-        "            scores_after_nms[mask[keep]]", "            print(dets[:, -1].to(scores_after_nms.dtype))\n            scores_after_nms[mask[keep]]"
+    fork = NMS.replace(
+        "    inds = NMSop.apply(", "    print(boxes.float(), scores.float())\n    inds = NMSop.apply("
+    ).replace(
+        "            scores_after_nms[mask[keep]]",
+        "            print(dets[:, -1].to(scores_after_nms.dtype))\n            scores_after_nms[mask[keep]]",
     )
     nms = make_tree(tmp_path, fork)  # no metadata: a fork of its own
-    alone = {id: json.loads(tool("status", "--json", "--patch", id, "--path", str(tmp_path)).stdout)["patches"][0]["state"] for id in _states(tmp_path)}
+    alone = {
+        id: json.loads(tool("status", "--json", "--patch", id, "--path", str(tmp_path)).stdout)["patches"][0]["state"]
+        for id in _states(tmp_path)
+    }
     assert alone == _states(tmp_path)
     assert tool("apply", "--force", "--path", str(tmp_path)).returncode == 0
     assert tool("revert", "--path", str(tmp_path)).returncode == 0 and nms.read_text() == fork
@@ -259,7 +284,10 @@ def test_an_invalid_version_in_metadata_says_so(tmp_path: Path) -> None:
     make_tree(tmp_path, version="not.a.version", distribution="mmcv")
     document = json.loads(tool("status", "--json", "--path", str(tmp_path)).stdout)
     info = next(tmp_path.glob("*.dist-info"))
-    assert f"invalid version 'not.a.version' in {info}: no patch's known releases can include it" in document["target"]["notes"]
+    assert (
+        f"invalid version 'not.a.version' in {info}: no patch's known releases can include it"
+        in document["target"]["notes"]
+    )
 
 
 # --- round 3: bytecode, owners and modes ----------------------------------------------------------
@@ -290,15 +318,17 @@ def test_a_cache_directory_outside_the_package_is_refused_unless_forced(tmp_path
 
 
 def _immutable(path: Path) -> None:
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)], stderr=subprocess.DEVNULL).returncode != 0:
+    if (
+        shutil.which("chattr") is None
+        or subprocess.run(["chattr", "+i", str(path)], stderr=subprocess.DEVNULL).returncode != 0
+    ):
         pytest.skip("needs chattr +i (root, on a file system that supports it)")
 
 
 def test_no_bytecode_is_removed_unless_every_entry_can_be(tmp_path: Path) -> None:
-    import py_compile
 
     nms = make_tree(tmp_path, distribution="mmcv")
-    mine = Path(py_compile.compile(str(nms), doraise=True))
+    mine = compiled(str(nms))
     other = mine.with_name("nms.cpython-27.pyc")
     other.write_bytes(b"another interpreter's bytecode")
     _immutable(mine)

@@ -21,16 +21,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import pytest
 
 from mmcv_patcher import cli, interpreter, locate
 from mmcv_patcher.source import MAX_SOURCE_BYTES
-from tests.fixtures import NMS, dist_info, make_tree, refused, snapshot, tool
+from tests.fixtures import NMS, compiled, dist_info, make_tree, refused, snapshot, tool
 
 #: NMS with a docstring and an assert: what -O and -OO strip from bytecode.
-DOCUMENTED = NMS.replace("max_num=-1):\n", 'max_num=-1):\n    """Keeps the best boxes."""\n    assert boxes is not None\n')
+DOCUMENTED = NMS.replace(
+    "max_num=-1):\n", 'max_num=-1):\n    """Keeps the best boxes."""\n    assert boxes is not None\n'
+)
 
 
 def _code_of(pyc: Path) -> Any:
@@ -45,9 +47,11 @@ def _code_of(pyc: Path) -> Any:
     [(("-O",), {}), (("-OO",), {}), ((), {"PYTHONOPTIMIZE": "2"})],
     ids=["-O", "-OO", "PYTHONOPTIMIZE"],
 )
-def test_bytecode_is_compiled_at_its_own_level_whatever_the_tools_flags(tmp_path: Path, flags: tuple, env: Dict[str, str]) -> None:
+def test_bytecode_is_compiled_at_its_own_level_whatever_the_tools_flags(
+    tmp_path: Path, flags: Tuple[Any, ...], env: Dict[str, str]
+) -> None:
     nms = make_tree(tmp_path, DOCUMENTED, distribution="mmcv")
-    pycs = {level: Path(py_compile.compile(str(nms), optimize=level, doraise=True)) for level in (0, 1, 2)}
+    pycs = {level: compiled(str(nms), optimize=level) for level in (0, 1, 2)}
     done = tool("apply", "--path", str(tmp_path), flags=flags, env=env)
     assert done.returncode == 0, done.stderr
     for level, pyc in pycs.items():
@@ -64,7 +68,13 @@ def test_bytecode_is_compiled_at_its_own_level_whatever_the_tools_flags(tmp_path
 def _unchecked_under_prefix(nms: Path, prefix: Path) -> Path:
     """An unchecked-hash .pyc of ``nms`` where an interpreter with that prefix keeps it."""
     program = f"import py_compile; print(py_compile.compile({str(nms)!r}, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH, doraise=True))"
-    out = subprocess.run([sys.executable, "-c", program], env=dict(os.environ, PYTHONPYCACHEPREFIX=str(prefix)), stdout=subprocess.PIPE, universal_newlines=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", program],
+        env=dict(os.environ, PYTHONPYCACHEPREFIX=str(prefix)),
+        stdout=subprocess.PIPE,
+        universal_newlines=True,
+        check=True,
+    )
     pyc = Path(out.stdout.strip())
     assert pyc.is_relative_to(prefix) if hasattr(pyc, "is_relative_to") else str(pyc).startswith(str(prefix))
     return pyc
@@ -75,9 +85,15 @@ def _runs_patched(nms: Path, prefix: Path, patched: bytes) -> bool:
     it would load is gone (it compiles the source) or is of the patched source."""
     program = f"import importlib.util; print(importlib.util.cache_from_source({str(nms)!r}))"
     env = dict(os.environ, PYTHONPYCACHEPREFIX=str(prefix))
-    pyc = Path(subprocess.run([sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout.strip())
+    pyc = Path(
+        subprocess.run(
+            [sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, universal_newlines=True, check=True
+        ).stdout.strip()
+    )
     assert str(pyc).startswith(str(prefix))
-    return nms.read_bytes() == patched and (not pyc.exists() or pyc.read_bytes()[8:16] == importlib.util.source_hash(patched))
+    return nms.read_bytes() == patched and (
+        not pyc.exists() or pyc.read_bytes()[8:16] == importlib.util.source_hash(patched)
+    )
 
 
 def test_bytecode_under_the_tools_pycache_prefix_is_rebuilt(tmp_path: Path, patched_nms: bytes) -> None:
@@ -113,7 +129,11 @@ def test_bytecode_under_the_pycache_prefix_of_another_python_is_dropped(tmp_path
 def test_left_over_metadata_of_an_older_release_never_gates(tmp_path: Path, edited: bool) -> None:
     # What `pip install --target DIR --upgrade` leaves: the old release's dist-info beside the new.
     nms = make_tree(tmp_path, version="2.1.0", distribution="mmcv")
-    older = {"mmcv/__init__.py": None, "mmcv/ops/nms.py": b"def batched_nms():\n    pass\n", "mmcv/version.py": b"__version__ = '1.3.3'\n"}
+    older = {
+        "mmcv/__init__.py": None,
+        "mmcv/ops/nms.py": b"def batched_nms():\n    pass\n",
+        "mmcv/version.py": b"__version__ = '1.3.3'\n",
+    }
     dist_info(tmp_path, "mmcv", "1.3.3", older)  # older than the bug
     if edited:
         nms.write_text(NMS.replace("import torch\n", "import torch  # edited\n"))
@@ -131,7 +151,11 @@ def test_a_path_through_dot_dot_keeps_its_metadata(tmp_path: Path) -> None:
     make_tree(tmp_path / "site", distribution="mmcv")
     dotted = tmp_path / "site" / "mmcv" / "ops" / ".." / "ops" / "nms.py"
     document = json.loads(tool("status", "--json", "--path", str(dotted)).stdout)
-    assert (document["target"]["package_dir"], document["target"]["distribution"], document["target"]["version"]) == (str(tmp_path / "site" / "mmcv"), "mmcv", "2.1.0")
+    assert (document["target"]["package_dir"], document["target"]["distribution"], document["target"]["version"]) == (
+        str(tmp_path / "site" / "mmcv"),
+        "mmcv",
+        "2.1.0",
+    )
 
 
 # --- 7. output never changes the outcome ------------------------------------------------------
@@ -142,7 +166,12 @@ def test_stdout_that_cannot_be_written_does_not_change_the_exit_code(tmp_path: P
     with open("/dev/full", "w") as full:
         done = tool("apply", "--path", str(tmp_path), stdout=full)
     assert (done.returncode, done.stderr) == (0, "") and nms.read_bytes() == patched_nms
-    closed = subprocess.run(f"{sys.executable} -m mmcv_patcher revert --path {tmp_path} >&- 2>&-; echo $?", shell=True, stdout=subprocess.PIPE, universal_newlines=True)
+    closed = subprocess.run(
+        f"{sys.executable} -m mmcv_patcher revert --path {tmp_path} >&- 2>&-; echo $?",
+        shell=True,
+        stdout=subprocess.PIPE,
+        universal_newlines=True,
+    )
     assert closed.stdout.strip() == "0" and nms.read_text() == NMS
 
 
@@ -157,7 +186,9 @@ def test_a_path_the_locale_cannot_show_is_escaped_not_fatal(tmp_path: Path, patc
 # --- 8, 9. one JSON object, one line, never a traceback --------------------------------------------
 
 
-def test_an_unexpected_error_is_one_line_and_one_json_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_an_unexpected_error_is_one_line_and_one_json_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     make_tree(tmp_path, distribution="mmcv")
 
     def broken(*args: object) -> None:
@@ -216,7 +247,9 @@ def test_a_python_found_on_path_by_name(tmp_path: Path) -> None:
     document = json.loads(tool("status", "--json", "--python", "trainpython", env=env).stdout)
     assert document["target"]["package_dir"] == str(tmp_path / "site" / "mmcv")
     missing = tool("status", "--python", "no-such-python-anywhere")
-    assert missing.returncode == 2 and missing.stderr.startswith("mmcv-patcher: error: --python no-such-python-anywhere: not found on PATH")
+    assert missing.returncode == 2 and missing.stderr.startswith(
+        "mmcv-patcher: error: --python no-such-python-anywhere: not found on PATH"
+    )
 
 
 def test_a_python_that_hangs_is_cut_with_a_short_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,12 +335,15 @@ def test_apply_never_writes_what_revert_could_not_read(tmp_path: Path) -> None:
 
 def test_a_refused_write_leaves_every_bytecode_entry(tmp_path: Path) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
-    ours = Path(py_compile.compile(str(nms), doraise=True))
+    ours = compiled(str(nms))
     (ours.parent / "nms.cpython-27.pyc").mkdir()  # an entry that cannot be removed
     foreign = ours.parent / "nms.cpython-39.pyc"
     foreign.write_bytes(b"another interpreter's")
     before = snapshot(tmp_path)
     done = tool("apply", "--path", str(tmp_path))
     assert done.returncode == 1
-    assert done.stderr == f"mmcv-patcher: error: cannot remove stale bytecode {ours.parent / 'nms.cpython-27.pyc'}: not a regular file; the source was left as it was\n"
+    assert (
+        done.stderr
+        == f"mmcv-patcher: error: cannot remove stale bytecode {ours.parent / 'nms.cpython-27.pyc'}: not a regular file; the source was left as it was\n"
+    )
     assert snapshot(tmp_path) == before

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import releases
+from scripts import releases
 from tests.fixtures import tool
 
 pytestmark = [pytest.mark.interpreters, pytest.mark.release]
@@ -35,7 +35,7 @@ def test_apply_and_revert_on_another_python(version: str, tmp_path: Path) -> Non
     original = releases.released_file(MMCV)
     assert nms.read_bytes() == original
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return tool(*args, python=venv_python, cwd=tmp_path)
 
     status = json.loads(cli("status", "--json").stdout)
@@ -49,6 +49,8 @@ def test_apply_and_revert_on_another_python(version: str, tmp_path: Path) -> Non
     inside = tool("status", "--check", python=venv_python, cwd=releases.REPOSITORY)
     assert inside.returncode == 0, inside.stderr
     # the console script works too
-    script = subprocess.run([str(venv / "bin" / "mmcv-patcher"), "revert"], stdout=subprocess.PIPE, universal_newlines=True, cwd=tmp_path)
+    script = subprocess.run(
+        [str(venv / "bin" / "mmcv-patcher"), "revert"], stdout=subprocess.PIPE, universal_newlines=True, cwd=tmp_path
+    )
     assert script.returncode == 0, script.stdout
     assert nms.read_bytes() == original

@@ -14,11 +14,11 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import pytest
 
-from tests import releases
+from scripts import releases
 from tests.fixtures import tool
 
 pytestmark = pytest.mark.release
@@ -28,15 +28,24 @@ LITE = next(r for r in releases.INSTALLED if r.id == "mmcv-lite-2.2.0")
 NO_OPS = {"MMCV_WITH_OPS": "0"}
 
 
-def cycle(python: Path, nms: Path, *args: str, env: Optional[Dict[str, str]] = None, distribution: Optional[str] = "mmcv", version: str = "1.7.2", release: releases.Release = MMCV) -> dict:
+def cycle(
+    python: Path,
+    nms: Path,
+    *args: str,
+    env: Optional[Dict[str, str]] = None,
+    distribution: Optional[str] = "mmcv",
+    version: str = "1.7.2",
+    release: releases.Release = MMCV,
+) -> Dict[str, Any]:
     """status, apply, status --check, revert through the CLI; returns the first status."""
     original = releases.released_file(release)
     assert nms.read_bytes() == original
 
-    def run(*words: str) -> dict:
+    def run(*words: str) -> Dict[str, Any]:
         done = tool(*words, *args, "--json", env=env, python=python)
         assert done.returncode == 0, done.stdout + done.stderr
-        return json.loads(done.stdout)
+        document: Dict[str, Any] = json.loads(done.stdout)
+        return document
 
     status = run("status")
     assert (status["target"]["distribution"], status["target"]["version"]) == (distribution, version), status
@@ -60,7 +69,9 @@ def setuptools_venv(where: Path) -> Path:
 def test_editable_install_pep660(tmp_path: Path) -> None:
     root = releases.unpack(MMCV, tmp_path)
     python = setuptools_venv(tmp_path / "venv")
-    releases.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--use-pep517", "-e", root], NO_OPS)
+    releases.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--use-pep517", "-e", root], NO_OPS
+    )
     site = releases.site_packages(python)
     assert any(p.name.startswith("__editable__") for p in site.iterdir()), "expected a PEP 660 editable install"
     cycle(python, root / "mmcv" / "ops" / "nms.py")
@@ -94,7 +105,11 @@ def test_legacy_setup_py_install_with_installed_files_txt(tmp_path: Path) -> Non
     python = setuptools_venv(tmp_path / "venv")
     site = releases.site_packages(python)
     record = tmp_path / "record.txt"
-    releases.run([python, "setup.py", "-q", "install", "--single-version-externally-managed", "--record", record], NO_OPS, cwd=root)
+    releases.run(
+        [python, "setup.py", "-q", "install", "--single-version-externally-managed", "--record", record],
+        NO_OPS,
+        cwd=root,
+    )
     # What old pip then did: turn setuptools' record into installed-files.txt, relative to
     # the .egg-info directory (importlib.metadata reads it only from Python 3.12 on).
     [info] = site.glob("mmcv-1.7.2-*.egg-info")
@@ -112,7 +127,20 @@ def test_source_checkout_on_sys_path(tmp_path: Path) -> None:
 
 def test_target_directory(tmp_path: Path) -> None:
     target = tmp_path / "target"
-    releases.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", target, releases.wheel(MMCV)])
+    releases.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            target,
+            releases.wheel(MMCV),
+        ]
+    )
     python = releases.make_venv(tmp_path / "venv")
     cycle(python, target / "mmcv" / "ops" / "nms.py", env={"PYTHONPATH": str(target)})
 
@@ -136,7 +164,9 @@ def test_python_option_patches_a_python_37_venv(tmp_path: Path) -> None:
     python37 = releases.pyenv_python("3.7")
     venv = tmp_path / "venv37"
     releases.run([python37, "-m", "venv", venv])
-    releases.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", releases.wheel(MMCV)])
+    releases.run(
+        [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", releases.wheel(MMCV)]
+    )
     nms = venv / "lib" / "python3.7" / "site-packages" / "mmcv" / "ops" / "nms.py"
     cycle(Path(sys.executable), nms, "--python", str(venv / "bin" / "python"))
 
@@ -161,14 +191,18 @@ def test_a_copy_shadowing_the_installed_one_is_reported_and_status_all_shows_bot
     shutil.copytree(unpacked / "mmcv", shadow / "mmcv")  # the package alone, no metadata
     env = {"PYTHONPATH": str(shadow)}
 
-    status = cycle(python, shadow / "mmcv" / "ops" / "nms.py", env=env, distribution=None, version="2.0.0", release=newer)
+    status = cycle(
+        python, shadow / "mmcv" / "ops" / "nms.py", env=env, distribution=None, version="2.0.0", release=newer
+    )
     [note] = status["target"]["notes"]
     assert "mmcv 1.7.2 is installed, but its metadata" in note and str(shadow / "mmcv") in note
 
     done = tool("status", "--all", "--json", env=env, python=python)
     assert done.returncode == 0, done.stderr
     copies = json.loads(done.stdout)["copies"]
-    assert [(c["imported"], c["target"]["package_dir"], c["target"]["distribution"], c["target"]["version"]) for c in copies] == [
+    assert [
+        (c["imported"], c["target"]["package_dir"], c["target"]["distribution"], c["target"]["version"]) for c in copies
+    ] == [
         (True, str(shadow / "mmcv"), None, "2.0.0"),
         (False, str(releases.site_packages(python) / "mmcv"), "mmcv", "1.7.2"),
     ]
@@ -183,9 +217,26 @@ def test_target_directory_upgraded_in_place_gates_by_the_new_release(tmp_path: P
     old = next(r for r in releases.INSTALLED if r.id == "mmcv-1.3.3")
     target = tmp_path / "target"
     for release, upgrade in ((old, []), (MMCV, ["--upgrade"])):
-        releases.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", *upgrade, "--target", target, releases.wheel(release)])
+        releases.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--no-index",
+                *upgrade,
+                "--target",
+                target,
+                releases.wheel(release),
+            ]
+        )
     assert sorted(p.name for p in target.glob("mmcv-*.dist-info")) == ["mmcv-1.3.3.dist-info", "mmcv-1.7.2.dist-info"]
     python = releases.make_venv(tmp_path / "venv")
     status = cycle(python, target / "mmcv" / "ops" / "nms.py", env={"PYTHONPATH": str(target)})
     [note] = status["target"]["notes"]
-    assert "mmcv/ops/nms.py there is the one mmcv 1.7.2 installed, so gating by mmcv 1.7.2 (mmcv 1.3.3: left-over metadata?)" in note
+    assert (
+        "mmcv/ops/nms.py there is the one mmcv 1.7.2 installed, so gating by mmcv 1.7.2 (mmcv 1.3.3: left-over metadata?)"
+        in note
+    )

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Dict, List
 
 import pytest
 
@@ -19,8 +20,8 @@ def test_site_packages_path_gives_distribution_version_and_record_hash(tmp_path:
     nms = make_tree(tmp_path, version="1.7.2", distribution="mmcv-full")
     target = locate.locate(str(tmp_path), PATCHES)
     assert target.package_dir == str(tmp_path / "mmcv")
-    assert (target.distribution, target.version) == ("mmcv-full", "1.7.2")
-    assert target.release(registry.all_patches()[0]).installed(nms.read_bytes())
+    assert (target.release.distribution, target.release.version) == ("mmcv-full", "1.7.2")
+    assert target.release.installed(registry.all_patches()[0].file, nms.read_bytes())
     assert target.notes == () and target.only_file is None
 
 
@@ -31,39 +32,53 @@ def test_path_may_name_the_root_the_package_or_the_file(tmp_path: Path, form: st
     target = locate.locate(str(path), PATCHES)
     assert target.package_dir == str(tmp_path / "mmcv")
     assert target.only_file == ("ops/nms.py" if form == "file" else None)
-    assert target.distribution == "mmcv"
+    assert target.release.distribution == "mmcv"
 
 
 def test_checkout_without_metadata_takes_the_version_from_version_py(tmp_path: Path) -> None:
     make_tree(tmp_path, version="1.4.2")
     target = locate.locate(str(tmp_path), PATCHES)
-    assert (target.distribution, target.version, dict(target.record)) == (None, "1.4.2", {})
-    assert target.release(PATCHES[0]).record_hash is None
+    assert (target.release.distribution, target.release.version, dict(target.release.record)) == (None, "1.4.2", {})
+    assert PATCHES[0].file not in target.release.record
 
 
 def test_version_py_is_parsed_never_executed(tmp_path: Path) -> None:
     make_tree(tmp_path, version=None)
     witness = tmp_path / "executed"
-    (tmp_path / "mmcv" / "version.py").write_text(f"open({str(witness)!r}, 'w').close()\n__version__ = '1.5.3'\nraise SystemExit(9)\n")
-    assert locate.locate(str(tmp_path), PATCHES).version == "1.5.3"
+    (tmp_path / "mmcv" / "version.py").write_text(
+        f"open({str(witness)!r}, 'w').close()\n__version__ = '1.5.3'\nraise SystemExit(9)\n"
+    )
+    assert locate.locate(str(tmp_path), PATCHES).release.version == "1.5.3"
     assert not witness.exists()
 
 
 @pytest.mark.parametrize(
     "text",
-    ["from importlib.metadata import version\n__version__ = version('onedl-mmcv')\n", "__version__ = 3\n", "this is not python(\n", ""],
+    [
+        "from importlib.metadata import version\n__version__ = version('onedl-mmcv')\n",
+        "__version__ = 3\n",
+        "this is not python(\n",
+        "",
+    ],
 )
 def test_version_py_without_a_literal_gives_no_version(tmp_path: Path, text: str) -> None:
     make_tree(tmp_path, version=None)
     (tmp_path / "mmcv" / "version.py").write_text(text)
-    assert locate.locate(str(tmp_path), PATCHES).version is None
+    assert locate.locate(str(tmp_path), PATCHES).release.version is None
 
 
 def test_sdist_egg_info_names_the_distribution(tmp_path: Path) -> None:
     make_tree(tmp_path, version="1.7.2")
-    egg_info(tmp_path, "mmcv_full.egg-info", "mmcv-full", "1.7.2", "SOURCES.txt", "setup.py\nmmcv/__init__.py\nmmcv/ops/nms.py\n")
+    egg_info(
+        tmp_path,
+        "mmcv_full.egg-info",
+        "mmcv-full",
+        "1.7.2",
+        "SOURCES.txt",
+        "setup.py\nmmcv/__init__.py\nmmcv/ops/nms.py\n",
+    )
     target = locate.locate(str(tmp_path), PATCHES)
-    assert (target.distribution, target.version) == ("mmcv-full", "1.7.2")
+    assert (target.release.distribution, target.release.version) == ("mmcv-full", "1.7.2")
 
 
 def test_two_distributions_claiming_the_tree_are_both_reported(tmp_path: Path) -> None:
@@ -92,9 +107,15 @@ def test_bad_paths_are_refused_with_a_reason(tmp_path: Path, make, message: str)
 
 
 def _locate_in_subprocess(path_entry: Path) -> str:
-    program = "import sys; from mmcv_patcher import locate, registry; t = locate.locate(None, registry.all_patches()); print(t.package_dir, t.distribution, t.version, 'mmcv' in sys.modules)"
+    program = "import sys; from mmcv_patcher import locate, registry; t = locate.locate(None, registry.all_patches()); print(t.package_dir, t.release.distribution, t.release.version, 'mmcv' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=str(path_entry))
-    return subprocess.run([sys.executable, "-c", program], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        universal_newlines=True,
+    ).stdout.strip()
 
 
 def test_default_finds_the_interpreters_mmcv_without_importing_it(tmp_path: Path) -> None:
@@ -109,11 +130,11 @@ def test_namespace_mmcv_is_not_a_package(tmp_path: Path) -> None:
     assert "NotFound" in out and "not a regular package" in out
 
 
-def _pyenv_pythons() -> list:
+def _pyenv_pythons() -> List[Any]:
     import glob
 
     root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
-    found = {}
+    found: Dict[str, str] = {}
     for python in sorted(glob.glob(f"{root}/versions/3.*/bin/python3.*")):
         name = Path(python).name
         if name.count(".") == 1 and not name.endswith("-config"):
@@ -121,8 +142,12 @@ def _pyenv_pythons() -> list:
     return sorted(found.values())
 
 
-@pytest.mark.parametrize("python", _pyenv_pythons() or [pytest.param(None, marks=pytest.mark.skip(reason="no pyenv interpreters"))])
-def test_every_supported_interpreter_answers_where_mmcv_is(tmp_path: Path, python: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "python", _pyenv_pythons() or [pytest.param(None, marks=pytest.mark.skip(reason="no pyenv interpreters"))]
+)
+def test_every_supported_interpreter_answers_where_mmcv_is(
+    tmp_path: Path, python: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mmcv_patcher import interpreter
 
     make_tree(tmp_path, version="1.7.2", distribution="mmcv")
@@ -130,7 +155,7 @@ def test_every_supported_interpreter_answers_where_mmcv_is(tmp_path: Path, pytho
     seen = interpreter.ask(python)
     assert seen.mmcv_dir == str(tmp_path / "mmcv") and str(tmp_path) in seen.sys_path
     target = locate.locate(None, PATCHES, seen)
-    assert (target.distribution, target.version) == ("mmcv", "1.7.2")
+    assert (target.release.distribution, target.release.version) == ("mmcv", "1.7.2")
 
 
 def test_record_entries_pointing_outside_never_direct_a_write(tmp_path: Path) -> None:
@@ -145,15 +170,19 @@ def test_record_entries_pointing_outside_never_direct_a_write(tmp_path: Path) ->
     assert victim.read_text() == "keep = True\n" and b"mmcv-patcher" in nms.read_bytes()
 
 
-@pytest.mark.parametrize("sources", [None, "setup.py\nsrc/mmcv/__init__.py\nsrc/mmcv/ops/nms.py\n"], ids=["alone", "with-SOURCES.txt"])
+@pytest.mark.parametrize(
+    "sources", [None, "setup.py\nsrc/mmcv/__init__.py\nsrc/mmcv/ops/nms.py\n"], ids=["alone", "with-SOURCES.txt"]
+)
 def test_legacy_installed_files_txt_names_the_distribution(tmp_path: Path, sources: str) -> None:
     make_tree(tmp_path, version="1.7.2")
     info = "mmcv-1.7.2-py3.11.egg-info"
-    egg_info(tmp_path, info, "mmcv", "1.7.2", "installed-files.txt", "../mmcv/__init__.py\n../mmcv/ops/nms.py\nPKG-INFO\n")
+    egg_info(
+        tmp_path, info, "mmcv", "1.7.2", "installed-files.txt", "../mmcv/__init__.py\n../mmcv/ops/nms.py\nPKG-INFO\n"
+    )
     if sources is not None:  # setuptools also lists the source tree (here a src layout): the installed files decide
         (tmp_path / info / "SOURCES.txt").write_text(sources)
     target = locate.locate(str(tmp_path), PATCHES)
-    assert (target.distribution, target.version, target.notes) == ("mmcv", "1.7.2", ())
+    assert (target.release.distribution, target.release.version, target.notes) == ("mmcv", "1.7.2", ())
 
 
 def _editable_install(site: Path, hook_name: str, hook_text: str) -> None:
@@ -167,11 +196,17 @@ def _editable_install(site: Path, hook_name: str, hook_text: str) -> None:
     "hook_name, names_src, names_src2",
     [
         ("__editable__.mmcv-1.7.2.pth", "{src}\n", "{src}2\n"),
-        ("__editable___mmcv_1_7_2_finder.py", "MAPPING = {{'mmcv': '{src}/mmcv'}}\n", "MAPPING = {{'mmcv': '{src}2/mmcv'}}\n"),
+        (
+            "__editable___mmcv_1_7_2_finder.py",
+            "MAPPING = {{'mmcv': '{src}/mmcv'}}\n",
+            "MAPPING = {{'mmcv': '{src}2/mmcv'}}\n",
+        ),
     ],
     ids=["pth", "finder"],
 )
-def test_an_editable_hook_owns_only_the_checkout_it_names_whole(tmp_path: Path, hook_name: str, names_src: str, names_src2: str) -> None:
+def test_an_editable_hook_owns_only_the_checkout_it_names_whole(
+    tmp_path: Path, hook_name: str, names_src: str, names_src2: str
+) -> None:
     checkout = tmp_path / "x" / "src"
     make_tree(checkout, version="1.7.2")
     owned, other = tmp_path / "owned", tmp_path / "other"
@@ -180,4 +215,4 @@ def test_an_editable_hook_owns_only_the_checkout_it_names_whole(tmp_path: Path, 
     for site, distribution in ((owned, "mmcv"), (other, None)):
         seen = interpreter.Interpreter("python", (str(site),), None, str(checkout / "mmcv"), None)
         target = locate.locate(None, PATCHES, seen)
-        assert (target.distribution, target.version) == (distribution, "1.7.2"), site
+        assert (target.release.distribution, target.release.version) == (distribution, "1.7.2"), site

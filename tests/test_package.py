@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import mmcv_patcher
-from tests import releases
+from scripts import releases
 from tests.fixtures import tool
 
 pytestmark = pytest.mark.package
@@ -37,7 +37,13 @@ def test_the_sdist_holds_the_patches_and_the_readme(dist: Path) -> None:
     [sdist] = dist.glob("*.tar.gz")
     with tarfile.open(sdist) as tarred:
         names = {name.split("/", 1)[1] for name in tarred.getnames() if "/" in name}
-    assert {"README.md", "setup.cfg", "pyproject.toml", "patches/batched_nms_amp_dtype.py", "mmcv_patcher/cli.py"} <= names
+    assert {
+        "README.md",
+        "setup.cfg",
+        "pyproject.toml",
+        "patches/batched_nms_amp_dtype.py",
+        "mmcv_patcher/cli.py",
+    } <= names
 
 
 def test_the_wheel_built_from_the_sdist_installs_and_patches(dist: Path, tmp_path: Path) -> None:

@@ -1,23 +1,27 @@
-"""Every registered patch: well-formed data, and its own before/after examples hold."""
+"""Every registered patch: well-formed data, and its own named examples hold."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
+import shutil
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import List, Tuple
 
 import pytest
 from packaging.version import Version
 
-from mmcv_patcher import cli, gate, plan, registry
-from mmcv_patcher.model import Affected, Edit, Patch, State
+from mmcv_patcher import plan, ranges, registry
+from mmcv_patcher.model import Affected, Edit, Example, Patch, Release, State, Tensor, Untouched
 from mmcv_patcher.source import Source, sha256_hex
-from tests import fixtures
-from tests.fixtures import make_tree
+from tests.fixtures import make_tree, marked, registered, tool
 
 PATCHES = registry.all_patches()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _without(fixed: str, insertions: Tuple[str, ...]) -> str:
@@ -44,43 +48,81 @@ def test_insertions_are_whole_runs_of_tokens() -> None:
 
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.id)
 def test_patch_is_well_formed(patch: Patch) -> None:
-    assert "\n" not in patch.summary and len(patch.summary) <= 100 and patch.error
-    for distribution, ranges in patch.affected.items():
-        assert distribution == distribution.lower() and ranges
+    assert "\n" not in patch.summary and len(patch.summary) <= 100 and patch.error and "|" not in patch.error
+    for distribution, known in patch.affected.items():
+        assert distribution == distribution.lower() and known
         ends: List[Version] = []
-        for each in ranges:
+        for each in known:
             assert (each.last_affected is None) != (each.fixed is None), "say where the known range ends"
             end = Version(each.last_affected or each.fixed or "")
-            assert Version(each.introduced) <= end and all(Version(each.introduced) > earlier for earlier in ends), "ranges in order, apart"
+            assert Version(each.introduced) <= end and all(Version(each.introduced) > earlier for earlier in ends), (
+                "ranges in order, apart"
+            )
             ends.append(end)
             assert each.counts == () or (len(each.counts) == len(patch.edits) and sum(each.counts) >= 1)
     assert not patch.file.startswith("/") and ".." not in patch.file.split("/")
-    assert patch.examples and patch.untouched, "document the codemod with examples it patches and inputs it leaves alone"
+    assert patch.examples and patch.untouched, (
+        "document the codemod with examples it patches and inputs it leaves alone"
+    )
+    assert all(example.why for example in patch.examples) and all(look_alike.why for look_alike in patch.untouched)
 
 
-def _releases(patch: Patch) -> List[gate.Release]:
+@pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.id)
+def test_verify_case_is_data_the_probe_reads(patch: Patch) -> None:
+    """JSON as it is, its tensors of a kind the probe makes, its comparison one it knows."""
+    case = patch.case.as_json()
+    assert json.loads(json.dumps(case)) == case
+    assert case["compare"] in ("boxes", "values")
+    assert any(isinstance(arg, Tensor) and arg.amp for arg in patch.case.args), (
+        "a case gives mmcv something in the AMP dtype"
+    )
+    assert {arg.kind for arg in patch.case.args if isinstance(arg, Tensor)} <= {
+        "boxes",
+        "scores",
+        "labels",
+        "rotated-boxes",
+        "features",
+        "rois",
+    }
+    assert "{amp}" in patch.case.gave
+
+
+def _releases(patch: Patch) -> List[Release]:
     """One release at the end of every known range of the patch."""
-    return [gate.Release(d, each.last_affected or each.introduced) for d, ranges in patch.affected.items() for each in ranges]
+    return [Release(d, each.last_affected or each.introduced) for d, known in patch.affected.items() for each in known]
+
+
+def test_an_examples_markers_go_at_the_end_of_each_fixed_statement() -> None:
+    patch = registered("nms-fp32-kernel")
+    before = "def nms(boxes, scores, iou_threshold, offset=0):\n    inds = NMSop.apply(boxes, scores,\n                       iou_threshold, offset)\n    return inds\n"
+    after = before.replace("apply(boxes, scores,", "apply(boxes.float(), scores.float(),")
+    mark = f"  # mmcv-patcher: nms-fp32-kernel sha256={sha256_hex(before.encode())}"
+    assert marked(patch, Example(before, after, "over two lines")) == after.replace("offset)\n", f"offset){mark}\n")
 
 
 @pytest.mark.parametrize(
-    "patch, before, after",
-    [pytest.param(p, before, after, id=f"{p.id}-{i}") for p in PATCHES for i, (before, after) in enumerate(p.examples)],
+    "patch, example", [pytest.param(p, e, id=f"{p.id}: {e.why}") for p in PATCHES for e in p.examples]
 )
-def test_examples_apply_and_revert(patch: Patch, before: str, after: str) -> None:
-    expected = after.format(sha256=sha256_hex(before.encode()))
-    verdicts = [(r, plan.assess(Source(before, "utf-8"), patch, r, need_text=True)) for r in _releases(patch)]
-    release, verdict = next((r, v) for r, v in verdicts if v.state is State.UNPATCHED)  # a release shaped like it
-    assert plan.plan_apply(verdict, force=False).new_text == expected
-    patched = plan.assess(Source(expected, "utf-8"), patch, release, need_text=False)
-    assert patched.state is State.PATCHED and patched.new_text == before
+def test_examples_apply_and_revert(patch: Patch, example: Example) -> None:
+    expected = marked(patch, example)
+    findings = [(r, plan.assess(_source(example.before), patch, r, need_text=True)) for r in _releases(patch)]
+    release, finding = next((r, f) for r, f in findings if f.state is State.UNPATCHED)  # a release shaped like it
+    assert plan.plan_apply(finding, force=False).new_text == expected
+    patched = plan.assess(_source(expected), patch, release, need_text=False)
+    assert patched.state is State.PATCHED and patched.new_text == example.before
 
 
-@pytest.mark.parametrize("patch, source", [pytest.param(p, source, id=f"{p.id}-{i}") for p in PATCHES for i, source in enumerate(p.untouched)])
-def test_untouched_sources_are_left_as_they_are(patch: Patch, source: str) -> None:
+@pytest.mark.parametrize(
+    "patch, look_alike", [pytest.param(p, u, id=f"{p.id}: {u.why}") for p in PATCHES for u in p.untouched]
+)
+def test_untouched_sources_are_left_as_they_are(patch: Patch, look_alike: Untouched) -> None:
     for release in _releases(patch):
-        verdict = plan.plan_apply(plan.assess(Source(source, "utf-8"), patch, release, need_text=True), force=True)
-        assert verdict.new_text is None and verdict.state is not State.PATCHED, (release, verdict)
+        action = plan.plan_apply(plan.assess(_source(look_alike.source), patch, release, need_text=True), force=True)
+        assert action.new_text is None and action.state is not State.PATCHED, (release, action)
+
+
+def _source(text: str) -> Source:
+    return Source(text, "utf-8")
 
 
 def _patch(id: str, file: str = "ops/nms.py") -> Patch:
@@ -95,24 +137,27 @@ def test_select_keeps_registry_order_whatever_order_ids_come_in() -> None:
 
 
 def test_a_release_between_two_ranges_is_outside_and_each_range_has_its_own_counts() -> None:
-    patch = _patch("x")._replace(affected={"mmcv": (Affected("1.0", "1.2", counts=(1,)), Affected("1.4", "2.0", counts=(1,)))})
-    assert gate.gate(patch, gate.Release("mmcv", "1.3"))[0] is gate.Gate.OUTSIDE
-    assert gate.gate(patch, gate.Release("mmcv", "0.9"))[0] is gate.Gate.BELOW
-    assert gate.gate(patch, gate.Release("mmcv", "1.4.1")) == (gate.Gate.AFFECTED, patch.affected["mmcv"][1])
+    patch = _patch("x")._replace(
+        affected={"mmcv": (Affected("1.0", "1.2", counts=(1,)), Affected("1.4", "2.0", counts=(1,)))}
+    )
+    assert ranges.standing(patch, Release("mmcv", "1.3"))[0] is ranges.Standing.OUTSIDE
+    assert ranges.standing(patch, Release("mmcv", "0.9"))[0] is ranges.Standing.BELOW
+    assert ranges.standing(patch, Release("mmcv", "1.4.1")) == (ranges.Standing.AFFECTED, patch.affected["mmcv"][1])
 
 
 def test_registry_discovers_modules_in_name_order() -> None:
     import pkgutil
 
-    from mmcv_patcher import patches as package
-
+    package = importlib.import_module("mmcv_patcher.patches")
     names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
     assert [p.id.replace("-", "_") for p in PATCHES] == names
 
 
+# --- a new patch is one module -------------------------------------------------------------------
+
 #: A patch module as a contributor would write it, for a file and a method no patch touches.
-NEW_PATCH = """
-from mmcv_patcher.model import Affected, Edit, Patch, per_distribution
+NEW_PATCH = '''
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
 
 PATCH = Patch(
     id="box-iou-example",
@@ -121,37 +166,97 @@ PATCH = Patch(
     file="ops/box_iou_example.py",
     function="BoxIoU.compute",
     edits=(Edit("return ext_module.box_iou(bboxes1, bboxes2, aligned)", "return ext_module.box_iou(bboxes1.float(), bboxes2.float(), aligned)"),),
-    error="RuntimeError: expected scalar type Float but found Half",
+    error="`RuntimeError: expected scalar type Float but found Half`",
+    case=Case(op="BoxIoU", init=(), args=(Tensor("boxes", 100, amp=True), Tensor("boxes", 100)), gave="BoxIoU: 100 {amp} boxes", compare="values"),
     examples=(
-        (
-            "class BoxIoU:\\n    def compute(self, bboxes1, bboxes2, aligned=False):\\n        return ext_module.box_iou(bboxes1, bboxes2, aligned)\\n",
-            "class BoxIoU:\\n    def compute(self, bboxes1, bboxes2, aligned=False):\\n"
-            "        return ext_module.box_iou(bboxes1.float(), bboxes2.float(), aligned)  # mmcv-patcher: box-iou-example sha256={sha256}\\n",
+        Example.of(
+            """
+            class BoxIoU:
+                def compute(self, bboxes1, bboxes2, aligned=False):
+                    return ext_module.box_iou(bboxes1, bboxes2, aligned)
+            """,
+            """
+            class BoxIoU:
+                def compute(self, bboxes1, bboxes2, aligned=False):
+                    return ext_module.box_iou(bboxes1.float(), bboxes2.float(), aligned)
+            """,
+            why="as released",
         ),
     ),
-    untouched=("def compute(bboxes1, bboxes2, aligned=False):\\n    return ext_module.box_iou(bboxes1, bboxes2, aligned)\\n",),
+    untouched=(
+        Untouched.of(
+            """
+            def compute(bboxes1, bboxes2, aligned=False):
+                return ext_module.box_iou(bboxes1, bboxes2, aligned)
+            """,
+            why="a module-level function of the method's name",
+        ),
+    ),
 )
-"""
+'''
 
 
-def test_a_patch_module_added_at_run_time_needs_nothing_else(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    """The registry finds it, the synthetic tree holds its file, and the CLI patches and reverts it."""
-    (tmp_path / "box_iou_example.py").write_text(NEW_PATCH)
-    package = importlib.import_module("mmcv_patcher.patches")
-    monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
-    registry.all_patches.cache_clear()
-    try:
-        assert "box-iou-example" in [patch.id for patch in registry.all_patches()]
-        assert "ops/box_iou_example.py" in fixtures.synthetic_files()
-        make_tree(tmp_path / "site", distribution="mmcv")
-        example = tmp_path / "site" / "mmcv" / "ops" / "box_iou_example.py"
-        before = example.read_text()
-        assert cli.main(["apply", "--json", "--path", str(tmp_path / "site")]) == 0
-        applied = {p["id"]: p for p in json.loads(capsys.readouterr().out)["patches"]}
-        assert applied["box-iou-example"]["state"] == "patched" and applied["box-iou-example"]["file"] == str(example)
-        assert "bboxes1.float(), bboxes2.float()" in example.read_text()
-        assert cli.main(["revert", "--path", str(tmp_path / "site")]) == 0
-        assert example.read_text() == before
-    finally:
-        registry.all_patches.cache_clear()
-        sys.modules.pop("mmcv_patcher.patches.box_iou_example", None)
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A copy of this checkout's package, patches, scripts and generated files."""
+    copy = tmp_path / "checkout"
+    for name in ("mmcv_patcher", "patches", "scripts"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("README.md", "setup.cfg"):
+        shutil.copy(ROOT / name, copy / name)
+    return copy
+
+
+def _document(checkout: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(
+        [sys.executable, str(checkout / "scripts" / "document_patches.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+    )
+
+
+def test_a_new_patch_module_is_the_whole_change(checkout: Path, tmp_path: Path) -> None:
+    """Added to a copy of the tree: its docs are generated, and the registry, status, apply
+    and revert take it from its module alone."""
+    (checkout / "patches" / "box_iou_example.py").write_text(NEW_PATCH)
+    stale = _document(checkout, "--check")
+    assert (
+        stale.returncode == 1
+        and "README.md, setup.cfg, mmcv_patcher/__init__.py: not what the registry" in stale.stderr
+    )
+    assert _document(checkout).returncode == 0 and _document(checkout, "--check").returncode == 0
+    assert "| `box-iou-example` | `ops/box_iou_example.py`, `BoxIoU.compute` |" in (checkout / "README.md").read_text()
+    assert "BoxIoU" in (checkout / "setup.cfg").read_text()
+
+    make_tree(tmp_path / "site", distribution="mmcv")
+    example = tmp_path / "site" / "mmcv" / "ops" / "box_iou_example.py"
+    before = textwrap.dedent(NEW_PATCH.split('"""')[1]).lstrip("\n")
+    example.write_text(before)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))}
+    status = json.loads(tool("status", "--json", "--path", str(tmp_path / "site"), env=env).stdout)
+    assert {p["id"]: p["state"] for p in status["patches"]}["box-iou-example"] == "unpatched"
+    assert tool("apply", "--path", str(tmp_path / "site"), env=env).returncode == 0
+    assert "bboxes1.float(), bboxes2.float()" in example.read_text()
+    assert tool("revert", "--path", str(tmp_path / "site"), env=env).returncode == 0
+    assert example.read_text() == before
+    assert "BoxIoU" in tool("--help", env=env).stdout
+
+
+def test_a_missing_row_of_the_table_of_patches_fails_the_docs_check(checkout: Path) -> None:
+    readme = checkout / "README.md"
+    readme.write_text(
+        "".join(line for line in readme.read_text().splitlines(True) if not line.startswith(f"| `{PATCHES[-1].id}`"))
+    )
+    stale = _document(checkout, "--check")
+    assert stale.returncode == 1 and f"+| `{PATCHES[-1].id}`" in stale.stdout
+
+
+def test_the_generated_docs_are_what_the_registry_says() -> None:
+    done = _document(ROOT, "--check")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_help_names_every_op_the_registry_fixes() -> None:
+    shown = " ".join(tool("--help").stdout.split())
+    assert all(op in shown for op in registry.ops(PATCHES)) and registry.description() in shown

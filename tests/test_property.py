@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import List
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mmcv_patcher import gate, plan
-from mmcv_patcher.model import State
-from mmcv_patcher.patches.batched_nms_amp_dtype import PATCH
+from mmcv_patcher import plan
+from mmcv_patcher.model import Release, State
 from mmcv_patcher.source import Source
+from tests.fixtures import SEED
 
 INDENT = " " * 12
 space = st.sampled_from(["", " ", "  "])
@@ -33,7 +34,10 @@ DECOYS = [
 
 @st.composite
 def anchors(draw: st.DrawFn) -> str:
-    w = lambda: draw(space)  # noqa: E731
+
+    def w() -> str:
+        return draw(space)
+
     target = f"scores_after_nms[{w()}mask[{w()}keep{w()}]{w()}]"
     value = f"dets[{w()}:{w()},{draw(bracket_break)}-{w()}1{w()}]"
     if draw(st.booleans()):
@@ -71,7 +75,7 @@ class _Unfix(ast.NodeTransformer):
     """Turns ``X.to(scores_after_nms.dtype)`` back into ``X``, counting where it did."""
 
     def __init__(self) -> None:
-        self.undone = []
+        self.undone: List[str] = []
 
     def visit_Assign(self, node: ast.Assign) -> ast.Assign:
         value = node.value
@@ -89,8 +93,8 @@ class _Unfix(ast.NodeTransformer):
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(sources())
 def test_apply_patches_exactly_the_anchor_or_refuses_and_revert_is_exact(text: str) -> None:
-    release = gate.Release("mmcv", "2.1.0")
-    verdict = plan.assess(Source(text, "utf-8"), PATCH, release, need_text=True)
+    release = Release("mmcv", "2.1.0")
+    verdict = plan.assess(Source(text, "utf-8"), SEED, release, need_text=True)
     if verdict.state is State.DRIFTED:
         assert not verdict.ok and verdict.new_text is None  # refused, and says why
         assert "without changing other bytes" in verdict.message, verdict.message
@@ -106,7 +110,7 @@ def test_apply_patches_exactly_the_anchor_or_refuses_and_revert_is_exact(text: s
     assert unfix.undone == [ast.dump(target.targets[0])]
     assert ast.dump(restored) == ast.dump(ast.parse(text)), "only the anchor may change meaning"
 
-    again = plan.assess(Source(patched, "utf-8"), PATCH, release, need_text=False)
+    again = plan.assess(Source(patched, "utf-8"), SEED, release, need_text=False)
     assert again.state is State.PATCHED and again.new_text == text
 
 
@@ -114,15 +118,17 @@ def test_apply_patches_exactly_the_anchor_or_refuses_and_revert_is_exact(text: s
 @given(
     sources(),
     st.sampled_from(["", "@torch.no_grad()\n", "@a\n# between\n@b(\n    1)\n"]),
-    st.sampled_from(["", "\n\nx = 1\n", "\n# trailing comment\n", "\n\n@decorator\ndef other():\n    return 2", "\r\n"]),
+    st.sampled_from(
+        ["", "\n\nx = 1\n", "\n# trailing comment\n", "\n\n@decorator\ndef other():\n    return 2", "\r\n"]
+    ),
 )
 def test_the_edit_is_local_whatever_surrounds_the_function(text: str, decorators: str, tail: str) -> None:
     """Decorators above the function and code after it change nothing in what apply does
     to the function (but the hash the marker keeps, which is of the whole file)."""
-    release = gate.Release("mmcv", "2.1.0")
-    alone = plan.assess(Source(text, "utf-8"), PATCH, release, need_text=True)
+    release = Release("mmcv", "2.1.0")
+    alone = plan.assess(Source(text, "utf-8"), SEED, release, need_text=True)
     surrounded = text.replace("def batched_nms", decorators + "def batched_nms", 1) + tail
-    verdict = plan.assess(Source(surrounded, "utf-8"), PATCH, release, need_text=True)
+    verdict = plan.assess(Source(surrounded, "utf-8"), SEED, release, need_text=True)
     assert verdict.state is alone.state
     if alone.new_text is not None:
         assert verdict.new_text is not None

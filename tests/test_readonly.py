@@ -7,6 +7,7 @@ other users cannot enter). They skip, with the reason, where that is impossible.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -18,7 +19,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from tests import releases
+from scripts import releases
 from tests.fixtures import NMS, make_tree
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -36,17 +37,38 @@ def shared() -> Iterator[Path]:
     try:
         os.chmod(directory, 0o755)
         releases.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", directory / "venv"])
-        releases.run([sys.executable, "-m", "pip", "--python", directory / "venv" / "bin" / "python", "install", "-q", str(releases.REPOSITORY)])
+        releases.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                directory / "venv" / "bin" / "python",
+                "install",
+                "-q",
+                str(releases.REPOSITORY),
+            ]
+        )
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def as_nobody(shared: Path, *args: str, group: Optional[str] = None) -> subprocess.CompletedProcess:
+def as_nobody(shared: Path, *args: str, group: Optional[str] = None) -> subprocess.CompletedProcess[str]:
     """The CLI run as ``nobody``, with ``group`` as a supplementary group if given."""
     groups = ["-G", group] if group else []
     return subprocess.run(
-        ["runuser", "-u", "nobody", *groups, "--", str(shared / "venv" / "bin" / "python"), "-m", "mmcv_patcher", *args],
+        [
+            "runuser",
+            "-u",
+            "nobody",
+            *groups,
+            "--",
+            str(shared / "venv" / "bin" / "python"),
+            "-m",
+            "mmcv_patcher",
+            *args,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         universal_newlines=True,
@@ -76,6 +98,8 @@ def test_root_owned_install_is_refused_for_another_user(shared: Path) -> None:
     [line] = done.stderr.splitlines()
     assert line == f"mmcv-patcher: error: cannot write {nms}: {MESSAGE}"
     assert nms.read_text() == NMS and sorted(p.name for p in nms.parent.iterdir()) == listing, "no file left behind"
+    failure = json.loads(as_nobody(shared, "apply", "--json", "--path", str(root)).stdout)["failure"]
+    assert failure == {"kind": "read-only", "path": str(nms), "detail": "read-only"}, "a kind a script can tell apart"
 
 
 def test_read_only_file_in_a_writable_directory_is_refused(shared: Path) -> None:
@@ -137,4 +161,7 @@ def test_a_group_member_keeps_the_group_and_mode_and_is_told_what_was_not_kept(s
     assert done.returncode == 0, done.stdout + done.stderr
     info = nms.stat()
     assert (info.st_uid, info.st_gid, oct(stat.S_IMODE(info.st_mode))) == (65534, 100, oct(0o664))
-    assert f"note: {nms}: could not keep its owner 1234 (now 65534); only root may give a file away" in done.stdout.splitlines()
+    assert (
+        f"note: {nms}: could not keep its owner 1234 (now 65534); only root may give a file away"
+        in done.stdout.splitlines()
+    )

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import pytest
 
 from mmcv_patcher import registry
-from tests import releases
+from scripts import releases
+from scripts.releases import Release
 from tests.fixtures import expected_states, tool
-from tests.releases import Release
 
 pytestmark = pytest.mark.release
 
@@ -35,7 +35,9 @@ def _cycle(python: Path, package: Path, release: Release, *where: str) -> None:
     assert status["target"]["distribution"] == release.distribution
     assert status["target"]["version"] == release.version
     assert {p["id"]: p["state"] for p in status["patches"]} == expected
-    assert {p["id"]: Path(p["file"]).resolve() for p in status["patches"]} == {patch.id: files[patch.file].resolve() for patch in registry.all_patches()}
+    assert {p["id"]: Path(p["file"]).resolve() for p in status["patches"]} == {
+        patch.id: files[patch.file].resolve() for patch in registry.all_patches()
+    }
 
     check = tool("status", "--check", *where, python=python)
     affected = "unpatched" in expected.values()
@@ -49,7 +51,10 @@ def _cycle(python: Path, package: Path, release: Release, *where: str) -> None:
             assert patch["state"] == expected[patch["id"]] and not patch["changed"]
     patched = _contents(files)
     if release.state == "unpatched":
-        assert patched["ops/nms.py"].count(b".to(scores_after_nms.dtype)  # mmcv-patcher: batched-nms-amp-dtype sha256=") == 1
+        assert (
+            patched["ops/nms.py"].count(b".to(scores_after_nms.dtype)  # mmcv-patcher: batched-nms-amp-dtype sha256=")
+            == 1
+        )
     for file in files:
         _assert_only_insertions(original[file], patched[file])
 
@@ -60,7 +65,9 @@ def _cycle(python: Path, package: Path, release: Release, *where: str) -> None:
     assert tool("status", "--check", *where, python=python).returncode == 0
 
     reverted = _json(python, "revert", *where)
-    assert [p["changed"] for p in reverted["patches"]] == [expected[p["id"]] == "unpatched" for p in reverted["patches"]]
+    assert [p["changed"] for p in reverted["patches"]] == [
+        expected[p["id"]] == "unpatched" for p in reverted["patches"]
+    ]
     assert _contents(files) == original
 
 
@@ -77,20 +84,21 @@ def _assert_only_insertions(original: bytes, patched: bytes) -> None:
         assert all(byte in rest for byte in old), (old, new)
 
 
-def _json(python: Path, *args: str) -> dict:
+def _json(python: Path, *args: str) -> Dict[str, Any]:
     done = tool(*args, "--json", python=python)
     assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout)
+    document: Dict[str, Any] = json.loads(done.stdout)
+    return document
 
 
 @pytest.fixture(scope="module")
-def installed_wheels() -> dict:
+def installed_wheels() -> Dict[str, Any]:
     """Download and build once per run (and once per cache) before the venvs are made."""
     return {release.id: releases.wheel(release) for release in releases.INSTALLED}
 
 
 @pytest.mark.parametrize("release", releases.INSTALLED, ids=lambda r: r.id)
-def test_installed_release_round_trip(release: Release, installed_wheels: dict, tmp_path: Path) -> None:
+def test_installed_release_round_trip(release: Release, installed_wheels: Dict[str, Any], tmp_path: Path) -> None:
     python = releases.make_venv(tmp_path / "venv")
     releases.pip_install(python, "--no-index", installed_wheels[release.id])
     package = releases.site_packages(python) / "mmcv"
@@ -116,7 +124,9 @@ def _file_cycle(nms: Path, release: Release) -> None:
     original = nms.read_bytes()
     others = {path: path.read_bytes() for path in nms.parent.glob("*.py") if path != nms}
     applied = _json(Path(sys.executable), "apply", "--path", str(nms))
-    assert {p["id"] for p in applied["patches"]} == {patch.id for patch in registry.all_patches() if patch.file == "ops/nms.py"}
+    assert {p["id"] for p in applied["patches"]} == {
+        patch.id for patch in registry.all_patches() if patch.file == "ops/nms.py"
+    }
     assert {path: path.read_bytes() for path in others} == others, "no other file is touched"
     _assert_only_insertions(original, nms.read_bytes())
     _json(Path(sys.executable), "revert", "--path", str(nms))

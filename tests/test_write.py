@@ -8,10 +8,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any, List, Optional
 
 import pytest
 
 from mmcv_patcher import write
+from tests.fixtures import compiled
 
 
 def _module(tmp_path: Path, body: str) -> Path:
@@ -30,7 +32,9 @@ def test_replace_file_writes_the_bytes_and_keeps_the_mode(tmp_path: Path) -> Non
     assert sorted(p.name for p in path.parent.iterdir()) == ["nms.py"]
 
 
-def test_a_failing_replace_leaves_the_original_and_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_replace_leaves_the_original_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = _module(tmp_path, "x = 1\n")
 
     def refuse(src: str, dst: str) -> None:
@@ -46,13 +50,15 @@ def test_a_failing_replace_leaves_the_original_and_no_temp_file(tmp_path: Path, 
 def _run(path: Path, *flags: str) -> str:
     """``nms.x`` as a fresh interpreter (with ``flags``) imports it from beside ``path``."""
     program = f"import sys; sys.path.insert(0, {str(path.parent)!r}); import nms; print(nms.x)"
-    return subprocess.run([sys.executable, *flags, "-c", program], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, *flags, "-c", program], stdout=subprocess.PIPE, universal_newlines=True, check=True
+    ).stdout.strip()
 
 
 @pytest.mark.parametrize("mode", list(py_compile.PycInvalidationMode), ids=lambda m: m.name)
 def test_cached_bytecode_never_runs_the_old_code(tmp_path: Path, mode: py_compile.PycInvalidationMode) -> None:
     path = _module(tmp_path, "x = 'old'\n")
-    pyc = Path(py_compile.compile(str(path), invalidation_mode=mode, doraise=True))
+    pyc = compiled(str(path), invalidation_mode=mode)
     stat_before = path.stat()
     write.replace_file(str(path), b"x = 'new'\n")
     # Same size and mtime as before: a timestamp .pyc could not tell the difference either.
@@ -79,7 +85,7 @@ def test_bytecode_of_other_interpreters_is_removed_and_none_is_created(tmp_path:
 
 def test_optimized_bytecode_keeps_its_level(tmp_path: Path) -> None:
     path = _module(tmp_path, "x = 'old'\nassert False\n")
-    pyc = Path(py_compile.compile(str(path), optimize=1, doraise=True))
+    pyc = compiled(str(path), optimize=1)
     assert ".opt-1." in pyc.name
     dropped = write.drop_bytecode(str(path))
     assert not pyc.exists(), "entries go before the source changes"
@@ -93,7 +99,7 @@ def test_lock_tells_at_once_waits_and_leaves_no_file(tmp_path: Path) -> None:
     directory.mkdir()
     released = threading.Event()
     holder_ready = threading.Event()
-    told: list = []
+    told: List[Any] = []
 
     def hold() -> None:
         with write.locked(str(directory), 5, told.append) as waited:
@@ -104,7 +110,12 @@ def test_lock_tells_at_once_waits_and_leaves_no_file(tmp_path: Path) -> None:
     thread = threading.Thread(target=hold)
     thread.start()
     holder_ready.wait(5)
-    with write.locked(str(directory), 30, lambda pid: (told.append(pid), released.set())) as waited:
+
+    def on_wait(pid: Optional[int]) -> None:
+        told.append(pid)
+        released.set()
+
+    with write.locked(str(directory), 30, on_wait) as waited:
         assert waited
     thread.join()
     assert told == [None], "told at once; the holder (this test, not a run of the tool) is not named"
@@ -116,7 +127,12 @@ def test_lock_gives_up_after_the_timeout(tmp_path: Path) -> None:
     directory.mkdir()
     with write.locked(str(directory), 5, lambda pid: None):
         holder = subprocess.run(
-            [sys.executable, "-c", "import sys; from mmcv_patcher import write\nwith write.locked(sys.argv[1], 0.3, print): pass", str(directory)],
+            [
+                sys.executable,
+                "-c",
+                "import sys; from mmcv_patcher import write\nwith write.locked(sys.argv[1], 0.3, print): pass",
+                str(directory),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             universal_newlines=True,
@@ -129,7 +145,7 @@ def test_our_pyc_is_byte_identical_to_what_python_writes(tmp_path: Path) -> None
     path = _module(tmp_path, "x = 'new'\n")
     for mode in py_compile.PycInvalidationMode:
         for level in (0, 1, 2):
-            reference = Path(py_compile.compile(str(path), invalidation_mode=mode, optimize=level, doraise=True))
+            reference = compiled(str(path), invalidation_mode=mode, optimize=level)
             flags = {"TIMESTAMP": 0, "UNCHECKED_HASH": 0b01, "CHECKED_HASH": 0b11}[mode.name]
             assert write._pyc_bytes(str(path), level, flags) == reference.read_bytes(), (mode, level)
             # The caller's compiled code is reused only where it is the same compilation.
@@ -138,25 +154,35 @@ def test_our_pyc_is_byte_identical_to_what_python_writes(tmp_path: Path) -> None
                 assert write._pyc_bytes(str(path), level, flags, code) == reference.read_bytes(), (mode, level, name)
 
 
-def test_replace_file_writes_the_callers_compiled_code_as_the_pyc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replace_file_writes_the_callers_compiled_code_as_the_pyc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = _module(tmp_path, "x = 'old'\n")
-    pyc = Path(py_compile.compile(str(path), doraise=True))
+    pyc = compiled(str(path))
     new = b"x = 'new'\n"
     code = compile(new, str(path), "exec", dont_inherit=True)
-    compiled = []
-    monkeypatch.setattr(write, "compile", lambda *args, **kwargs: compiled.append(args) or compile(*args, **kwargs), raising=False)
+    compiles: List[Any] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        compiles.append(args)
+        return compile(*args, **kwargs)
+
+    monkeypatch.setattr(write, "compile", counted, raising=False)
     write.replace_file(str(path), new, code=code)
-    assert compiled == [], "the caller's code object is reused, not compiled again"
+    assert compiles == [], "the caller's code object is reused, not compiled again"
     monkeypatch.undo()
     written = pyc.read_bytes()
-    assert written == Path(py_compile.compile(str(path), doraise=True)).read_bytes()
+    assert written == compiled(str(path)).read_bytes()
     assert _run(path) == "new"
 
 
 def test_stale_temps_are_removed_and_nothing_else(tmp_path: Path) -> None:
     path = _module(tmp_path, "x = 1\n")
     (path.parent / "__pycache__").mkdir()
-    stale = [path.parent / (".nms.py.abc" + write.TEMP_SUFFIX), path.parent / "__pycache__" / (".nms.cpython-311.pyc.x" + write.TEMP_SUFFIX)]
+    stale = [
+        path.parent / (".nms.py.abc" + write.TEMP_SUFFIX),
+        path.parent / "__pycache__" / (".nms.cpython-311.pyc.x" + write.TEMP_SUFFIX),
+    ]
     for leftover in stale:
         leftover.write_bytes(b"half")
     keep = path.parent / ".hidden-but-not-ours"

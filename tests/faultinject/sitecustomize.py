@@ -10,17 +10,18 @@ import errno
 import os
 import signal
 import tempfile
+from typing import Any
 
 _LOG = os.environ.get("MMCVP_FAULT_LOG")
-_AT, _, _ACTION = (os.environ.get("MMCVP_FAULT") or "0:").partition(":")  # empty: no fault
-_AT = int(_AT)
+_COUNT, _, _ACTION = (os.environ.get("MMCVP_FAULT") or "0:").partition(":")  # empty: no fault
+_AT = int(_COUNT)
 _calls = [0]
 
 
-def _wrap(owner, name):
+def _wrap(owner: Any, name: str) -> None:
     real = getattr(owner, name)
 
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         _calls[0] += 1
         if _LOG:
             with open(_LOG, "a") as log:

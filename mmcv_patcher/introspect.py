@@ -11,7 +11,7 @@ import sys
 from typing import Any, Dict  # noqa: F401 (the type comment's names, 3.6 syntax)
 
 
-def where():
+def introspect():
     # type: () -> Dict[str, Any]
     """A JSON-able dict: executable, sys_path, pycache_prefix, mmcv_dir, mmcv_problem."""
     cwd = os.getcwd()
@@ -32,10 +32,15 @@ def where():
         return found
     locations = list(spec.submodule_search_locations or [])
     if not locations or spec.origin in (None, "namespace"):
-        found["mmcv_problem"] = "mmcv at %s is not a regular package (no __init__.py)" % (locations or [str(spec.origin)])[0]
+        found["mmcv_problem"] = (
+            "mmcv at %s is not a regular package (no __init__.py)" % (locations or [str(spec.origin)])[0]
+        )
         return found
     if not os.path.isdir(locations[0]):
-        found["mmcv_problem"] = "mmcv is imported from %s, inside an archive, which cannot be patched in place; install mmcv as a directory" % locations[0]
+        found["mmcv_problem"] = (
+            "mmcv is imported from %s, inside an archive, which cannot be patched in place; install mmcv as a directory"
+            % locations[0]
+        )
         return found
     found["mmcv_dir"] = os.path.abspath(locations[0])
     return found
@@ -44,4 +49,4 @@ def where():
 if __name__ == "__main__":
     import json  # only the child process answering --python prints JSON
 
-    print(json.dumps(where()))
+    print(json.dumps(introspect()))

@@ -1,4 +1,4 @@
-"""Real mmcv releases for tests: downloaded with pip, built once, cached, installed for real.
+"""Real mmcv releases for the tests and the benchmarks: downloaded with pip, built once, cached, installed for real.
 
 Everything slow is kept under ``$MMCV_PATCHER_CACHE`` (default ``~/.cache/mmcv-patcher``):
 
@@ -106,7 +106,10 @@ MATRIX = tuple(
         " 1.4.0 1.4.1 1.4.2 1.4.3 1.4.4 1.4.5 1.4.6 1.4.7 1.4.8 1.5.0 1.5.1 1.5.2 1.5.3 1.6.0 1.6.1 1.6.2 1.7.0 1.7.1 1.7.2"
         " 2.0.0 2.1.0 2.2.0"
     ).split()
-) + tuple(Release("onedl-mmcv", version, "", isolated=True) for version in "2.3.0 2.3.0.post1 2.3.0.post2 2.3.0.post3 2.3.1 2.3.2 2.3.2.post2 2.3.3 2.3.4 2.3.5 2.3.6".split())
+) + tuple(
+    Release("onedl-mmcv", version, "", isolated=True)
+    for version in "2.3.0 2.3.0.post1 2.3.0.post2 2.3.0.post3 2.3.1 2.3.2 2.3.2.post2 2.3.3 2.3.4 2.3.5 2.3.6".split()
+)
 #: Distributions the package index serves as wheels.
 _WHEEL_ONLY = {"mmcv-lite"}
 
@@ -122,12 +125,21 @@ def _find(directory: Path, release: Release, suffixes: Sequence[str]) -> Optiona
     prefix = f"{_normal(release.distribution)}_{release.version}"
     for path in sorted(directory.iterdir()):
         name = path.name.replace("-", "_").lower()
-        if name.startswith(prefix) and name[len(prefix) :].startswith((".tar", ".zip", "_")) and name.endswith(tuple(suffixes)):
+        if (
+            name.startswith(prefix)
+            and name[len(prefix) :].startswith((".tar", ".zip", "_"))
+            and name.endswith(tuple(suffixes))
+        ):
             return path
     return None
 
 
-def run(command: Sequence[object], env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None, log: Optional[Path] = None) -> subprocess.CompletedProcess:
+def run(
+    command: Sequence[object],
+    env: Optional[Dict[str, str]] = None,
+    cwd: Optional[Path] = None,
+    log: Optional[Path] = None,
+) -> subprocess.CompletedProcess[str]:
     """Runs a command, raising with the end of its output when it fails.
 
     With ``log``, the output goes straight into that file as the command writes it (so
@@ -137,7 +149,9 @@ def run(command: Sequence[object], env: Optional[Dict[str, str]] = None, cwd: Op
     merged = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **(env or {}))
     argv = [str(part) for part in command]
     if log is None:
-        done = subprocess.run(argv, env=merged, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        done = subprocess.run(
+            argv, env=merged, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True
+        )
         output = done.stdout
     else:
         with open(log, "a") as handle:
@@ -151,7 +165,9 @@ def run(command: Sequence[object], env: Optional[Dict[str, str]] = None, cwd: Op
                     break
                 except subprocess.TimeoutExpired:
                     minutes = (time.monotonic() - started) / 60
-                    announce(f"mmcv-patcher tests: {log.stem}: still running after {minutes:.0f} min; last: {_last_step(log)}")
+                    announce(
+                        f"mmcv-patcher tests: {log.stem}: still running after {minutes:.0f} min; last: {_last_step(log)}"
+                    )
         output = log.read_text(errors="replace")
         done = subprocess.CompletedProcess(argv, process.returncode, output)
     if done.returncode != 0:
@@ -234,12 +250,18 @@ def download(release: Release) -> Path:
     if found is not None:
         return found
     DISTS.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "download"] if release.distribution in _WHEEL_ONLY else _pip(release, "download")
+    pip = (
+        [sys.executable, "-m", "pip", "download"] if release.distribution in _WHEEL_ONLY else _pip(release, "download")
+    )
     with slow_step(f"downloading {release.spec}", "10 seconds") as log:
         if release.distribution in _WHEEL_ONLY:
             run([*pip, "-q", "--no-deps", "--only-binary", ":all:", release.spec, "-d", DISTS], log=log)
         else:
-            run([*pip, "-q", "--no-deps", "--no-binary", ":all:", release.spec, "-d", DISTS], release.naming_env, log=log)
+            run(
+                [*pip, "-q", "--no-deps", "--no-binary", ":all:", release.spec, "-d", DISTS],
+                release.naming_env,
+                log=log,
+            )
     found = _find(DISTS, release, (".tar.gz", ".zip", ".whl"))
     if found is None:
         raise RuntimeError(f"pip downloaded nothing for {release.spec} into {DISTS}")
@@ -269,7 +291,9 @@ def ops_wheel() -> Path:
 OPS_BUILD_TIME = "8 to 25 minutes quiet, up to 55 loaded,"
 
 
-def _built(release: Release, directory: Path, env: Dict[str, str], what: str, expected: str, *, verbose: bool = False) -> Path:
+def _built(
+    release: Release, directory: Path, env: Dict[str, str], what: str, expected: str, *, verbose: bool = False
+) -> Path:
     """The wheel built from the release's sdist with ``env``, cached in ``directory``."""
     built = _find(directory, release, (".whl",))
     if built is not None:
@@ -294,7 +318,26 @@ def mmdet_site() -> Path:
     site = CACHE / "mmdet-3.3.0"
     if not (site / ".ready").exists():
         with slow_step(f"installing {MMDET} and its dependencies", "1 minute") as log:
-            run([sys.executable, "-m", "pip", "install", "-q", "--target", site, MMDET, "pycocotools", "scipy", "shapely", "terminaltables", "matplotlib", "six", "tqdm"], log=log)
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--target",
+                    site,
+                    MMDET,
+                    "pycocotools",
+                    "scipy",
+                    "shapely",
+                    "terminaltables",
+                    "matplotlib",
+                    "six",
+                    "tqdm",
+                ],
+                log=log,
+            )
         (site / ".ready").write_text("ok\n")
     return site
 
@@ -355,17 +398,34 @@ def make_venv(where: Path, python: str = sys.executable, *, with_tool: bool = Tr
     return venv_python
 
 
-def pip_install(venv_python: Path, *requirements: object, env: Optional[Dict[str, str]] = None, deps: bool = False) -> None:
+def pip_install(
+    venv_python: Path, *requirements: object, env: Optional[Dict[str, str]] = None, deps: bool = False
+) -> None:
     """Installs into the venv with this interpreter's pip, offline for local files; the
     requirements' own dependencies too only with ``deps``."""
-    run([sys.executable, "-m", "pip", "--python", venv_python, "install", "-q", *([] if deps else ["--no-deps"]), *requirements], env)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            venv_python,
+            "install",
+            "-q",
+            *([] if deps else ["--no-deps"]),
+            *requirements,
+        ],
+        env,
+    )
 
 
 def site_packages(venv_python: Path) -> Path:
     return Path(run([venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
 
 
-def tool(python: Path, *args: str, cwd: Optional[Path] = None, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+def tool(
+    python: Path, *args: str, cwd: Optional[Path] = None, env: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess[str]:
     """``python -m mmcv_patcher ARGS`` as a user runs it (from a directory of their own, not
     this checkout, whose ``mmcv_patcher/`` would shadow the installed package); never
     raises on a non-zero exit."""

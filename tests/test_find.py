@@ -1,0 +1,124 @@
+"""find: the definition Python binds and the statements in it, read with ast and tokenize."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmcv_patcher import find, plan
+from mmcv_patcher.model import Release, State
+from mmcv_patcher.source import Source
+from tests.fixtures import (
+    ANCHOR,
+    ANCHOR_LINE,
+    BATCHED,
+    FIXED,
+    INSERTED,
+    NMS,
+    SEED,
+    apply,
+    assess,
+    lines_of,
+    recorded,
+    registered,
+    revert,
+)
+
+
+def test_old_mac_newlines_and_a_copy_of_the_function_in_a_string_patch_exactly() -> None:
+    function = NMS[NMS.index("def batched_nms") :]
+    text = (NMS + '\nCOPY = """\n\n\n' + function + '"""\n').replace("\n", "\r")
+    assert revert(apply(text)) == text
+    assert assess(text).line == ANCHOR_LINE
+
+
+def test_function_text_also_inside_a_string_patches_the_real_function() -> None:
+    function = BATCHED
+    text = NMS + '\n\nCOPY = """\n\n\n' + function + '"""\n'
+    assert text.count("\n\n" + function) == 2, "the copy must match the function's node text, leading lines included"
+    patched = apply(text)
+    assert patched.startswith(NMS.replace(ANCHOR, FIXED, 1)[: NMS.index(ANCHOR) + len(FIXED)])
+    assert patched.endswith('\n\nCOPY = """\n\n\n' + function + '"""\n')
+    assert revert(patched) == text
+
+
+def test_of_two_definitions_the_one_python_binds_is_patched() -> None:
+    text = NMS + "\n\n" + BATCHED
+    verdict = assess(text)
+    assert (verdict.state, verdict.line) == (State.UNPATCHED, lines_of(text, ANCHOR)[-1])
+    patched = apply(text)
+    assert patched.startswith(NMS) and patched.count(INSERTED) == 1
+    assert revert(patched) == text
+
+
+@pytest.mark.parametrize("need_text", [True, False])
+def test_a_statement_only_in_a_dead_definition_is_drifted(need_text: bool) -> None:
+    # Python runs the last definition; the statement in the first is dead code.
+    last = "def batched_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):"
+    text = NMS + f"\n\n{last}\n    return boxes, scores\n"
+    verdict = assess(text, need_text=need_text, record=recorded(text))
+    assert verdict.state is State.DRIFTED and not verdict.ok and verdict.line == lines_of(text, last)[-1]
+    assert "the last of 2 definitions of batched_nms(), the one Python runs" in verdict.message
+    assert plan.plan_apply(verdict, force=True).new_text is None
+
+
+def test_a_statement_over_several_lines_is_named_by_its_first_line_in_every_state() -> None:
+    # The marker ends the statement's last line; apply, status and revert all name its first.
+    patch = registered("nms-fp32-kernel")
+    one_line = "inds = NMSop.apply(boxes, scores, iou_threshold, offset, score_threshold, max_num)"
+    text = NMS.replace(
+        one_line,
+        "inds = NMSop.apply(boxes, scores, iou_threshold, offset,\n                       score_threshold, max_num)",
+    )
+    first = lines_of(text, "inds = NMSop.apply(boxes, scores, iou_threshold, offset,")[0]
+    release = Release("mmcv", "2.1.0", {patch.file: recorded(text)})
+    scanned = plan.assess(Source(text, "utf-8"), patch, release, need_text=True)
+    status = plan.assess(Source(text, "utf-8"), patch, release, need_text=False)
+    assert scanned.state is status.state is State.UNPATCHED and scanned.line == status.line == first
+    applied = plan.plan_apply(scanned, force=False)
+    assert applied.line == first and applied.new_text is not None
+    assert "# mmcv-patcher: nms-fp32-kernel" in applied.new_text.splitlines()[first]  # on the last line
+    patched = plan.assess(Source(applied.new_text, "utf-8"), patch, release, need_text=False)
+    assert patched.state is State.PATCHED and patched.line == first
+    assert plan.plan_revert(patched, patch, release, force=False).line == first
+
+
+def test_anchor_in_a_one_line_suite_is_patched() -> None:
+    text = NMS.replace(
+        "        for id in torch.unique(idxs):\n",
+        "        for id in torch.unique(idxs): scores_after_nms[mask[keep]] = dets[:, -1]\n        for id in []:\n",
+    )
+    text = text.replace(f"            {ANCHOR}\n", "            pass\n")
+    patched = apply(text)
+    assert f"for id in torch.unique(idxs): {FIXED}  # mmcv-patcher" in patched
+    assert revert(patched) == text
+
+
+def test_find_locates_each_statement_of_the_definition_python_binds() -> None:
+    text = "def nms(a):\n    pass\n\n\ndef nms(a):\n    x = 1\n    inds = NMSop.apply(boxes, scores, iou_threshold, offset)  # why\n"
+    patch = registered("nms-fp32-kernel")
+    found = find.find(text, [patch])
+    assert not isinstance(found, find.ParseFailure)
+    located = found[patch.id]
+    assert (located.definition_line, located.definitions, located.fixes) == (5, 2, ())
+    [statement] = located.anchors
+    assert text[statement.start : statement.end] == "inds = NMSop.apply(boxes, scores, iou_threshold, offset)"
+    assert (statement.line, statement.edit) == (7, 0)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param(
+            "x = f(a,\n      b)  # c\ny = 2\n", "x = f(a,\n      b)", id="brackets over two lines, comment after"
+        ),
+        pytest.param("x = 1; y = 2\n", "x = 1", id="a semicolon ends it"),
+        pytest.param("x = 1 + \\\n    2\n", "x = 1 + \\\n    2", id="a backslash continues it"),
+        pytest.param("x = 1\r\ny = 2\r\n", "x = 1", id="CRLF"),
+    ],
+)
+def test_statement_end_is_after_the_last_token(text: str, expected: str) -> None:
+    assert text[: find.statement_end(text, 0)] == expected
+
+
+def test_a_file_python_cannot_parse_is_a_parse_failure_with_its_line() -> None:
+    assert find.find("x = 1\ndef (:\n", [SEED]) == find.ParseFailure(2, "invalid syntax")
