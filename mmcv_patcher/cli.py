@@ -21,6 +21,13 @@ from mmcv_patcher.arguments import Request
 from mmcv_patcher.model import Command, Failure, Outcome, Patch, Problem, State
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNPATCHED = 0, 1, 2, 3
+#: A run stopped by Ctrl-C exits as a shell reports a process ended by SIGINT.
+EXIT_INTERRUPTED = 130
+INTERRUPTED = Failure(
+    Problem.INTERRUPTED,
+    None,
+    "interrupted (Ctrl-C); every file is whole, as it was or as this run finished it: `status` says which",
+)
 
 
 def run() -> NoReturn:
@@ -30,7 +37,10 @@ def run() -> NoReturn:
     frozen first (:func:`gc.freeze`): the interpreter's last garbage collection then skips
     it instead of walking it all. Called in-process, :func:`main` freezes nothing.
     """
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # after main said what it did, before the exit
+        code = EXIT_INTERRUPTED
     gc.freeze()
     sys.exit(code)
 
@@ -39,8 +49,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs one command line; returns its exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     report.safe_streams()
+    report.begin()
     try:
         request = arguments.parse(argv)
+    except KeyboardInterrupt:
+        return _interrupted("--json" in argv)
     except arguments.UsageError as error:
         failure = Failure(Problem.USAGE, None, error.message)
         if "--json" in argv:
@@ -51,6 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     try:
         return _run(request)
+    except KeyboardInterrupt:
+        return _interrupted(request.json)
     except Exception as error:  # the promise: one line, never a traceback
         return _fail(
             request,
@@ -192,6 +207,17 @@ def _verify(request: Request, target: locate.Target, python: interpreter.Interpr
     else:
         report.out("\n".join(report.verify_text(result)))
     return EXIT_OK if failure is None else EXIT_FAILED
+
+
+def _interrupted(json: bool) -> int:
+    """Ctrl-C: one line on stderr, or with ``--json`` one JSON object, unless the run had
+    already printed its one; exit 130. Every file is whole (a write rolls back, see
+    :mod:`commands`)."""
+    if not json:
+        report.print_error(INTERRUPTED)
+    elif not report.said():
+        report.out(report.as_json(None, INTERRUPTED))
+    return EXIT_INTERRUPTED
 
 
 def _fail(request: Request, failure: Failure, code: int) -> int:

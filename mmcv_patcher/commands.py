@@ -105,14 +105,16 @@ def revert(target: Target, patches: Sequence[Patch], options: Options) -> Outcom
 @contextlib.contextmanager
 def _locked(target: Target, groups: Dict[str, List[Patch]], options: Options, outcome: Outcome) -> Iterator[None]:
     """Holds the package's lock for a writing run (a dry run takes none), and removes the
-    leftovers of a killed run; when the lock cannot be had, ``outcome.error`` says why and
-    the body still runs, to report each patch's state."""
+    leftovers of a killed run, and of this one when Ctrl-C stops it mid-write; when the lock
+    cannot be had, ``outcome.error`` says why and the body still runs, to report each
+    patch's state."""
 
     def on_wait(pid: Optional[int]) -> None:
         outcome.waited = True
         options.on_wait(target.package_dir, pid)
 
     with contextlib.ExitStack() as stack:
+        held = False
         if not options.dry_run:
             try:
                 stack.enter_context(write.locked(target.package_dir, options.lock_timeout, on_wait))
@@ -121,8 +123,15 @@ def _locked(target: Target, groups: Dict[str, List[Patch]], options: Options, ou
             except OSError as error:  # cannot even open the directory (another user's, mode 0711)
                 outcome.error = _write_failure(target.package_dir, error)
             else:
+                held = True
                 _remove_stale_temps(groups, options.pycache_prefixes)
-        yield
+        try:
+            yield
+        except BaseException:  # Ctrl-C between a temporary file's creation and its use
+            if held:
+                with write.uninterrupted():
+                    _remove_stale_temps(groups, options.pycache_prefixes)
+            raise
 
 
 def _remove_stale_temps(groups: Dict[str, List[Patch]], pycache_prefixes: Tuple[str, ...]) -> None:
@@ -220,28 +229,38 @@ def _write_if_all_ok(files: List[_File], outcome: Outcome, package_dir: str, opt
             if file.source and file.new_text is not None
         )
         return False
-    done: List[Tuple[_File, str]] = []
-    for file, real, data, code in ready:
+    for index, (file, real, data, code) in enumerate(ready):
         try:
             note = write.replace_file(
                 real, data, import_path=file.path, code=code, pycache_prefixes=options.pycache_prefixes
             )
-        except OSError as error:
-            for earlier, earlier_real in reversed(done):  # keep "all or nothing" across files
-                assert earlier.source is not None
-                with contextlib.suppress(OSError):
-                    write.replace_file(
-                        earlier_real,
-                        earlier.source.encode(earlier.source.text),
-                        import_path=earlier.path,
-                        pycache_prefixes=options.pycache_prefixes,
-                    )
+        except BaseException as error:  # a write failed, or Ctrl-C: keep "all or nothing" across files
+            _roll_back(
+                [
+                    (each.path, each_real, each_data, each.source)
+                    for each, each_real, each_data, _ in ready[: index + 1]
+                ],
+                options,
+            )
+            if not isinstance(error, OSError):
+                raise
             outcome.error = _write_failure(real, error)
             return False
         if note is not None:
             outcome.notes.append(note)
-        done.append((file, real))
     return True
+
+
+def _roll_back(written: List[Tuple[str, str, bytes, Optional[Source]]], options: Options) -> None:
+    """Puts back the source of each (import path, real path, new bytes, source) whose file
+    holds the new bytes, the last first; Ctrl-C waits until that is done."""
+    with write.uninterrupted():
+        for path, real, data, source in reversed(written):
+            with contextlib.suppress(OSError, UndecodableSource):
+                if source is not None and read_source(real) == data:
+                    write.replace_file(
+                        real, source.encode(source.text), import_path=path, pycache_prefixes=options.pycache_prefixes
+                    )
 
 
 def _write_failure(path: str, error: OSError) -> Failure:

@@ -134,7 +134,22 @@ def safe_streams() -> None:
 
 def out(text: str) -> None:
     """Writes ``text`` and a newline to stdout. See :func:`_write`."""
+    _written[0] += 1
     _write("stdout", text)
+
+
+#: How many times this run wrote to stdout, so an interrupted run never prints a second JSON object.
+_written = [0]
+
+
+def begin() -> None:
+    """A new run: nothing written yet (:func:`said`)."""
+    _written[0] = 0
+
+
+def said() -> bool:
+    """Whether this run has written its results to stdout."""
+    return _written[0] > 0
 
 
 def err(text: str) -> None:

@@ -107,6 +107,24 @@ def _is_our_run(pid: int) -> bool:
     )
 
 
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Holds back SIGINT (Ctrl-C) and SIGTERM while the body runs, on the main thread of a
+    POSIX interpreter; one that arrived meanwhile is delivered as the body ends."""
+    import signal  # only a write that is being rolled back needs them
+    import threading
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield  # pragma: no cover - Windows, or a caller's own thread
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def check_writable(path: str) -> None:
     """Raises :class:`ReadOnly` unless this user may replace ``path`` (the file itself and
     its directory, which holds the temporary file), before anything is created."""
@@ -150,11 +168,14 @@ def replace_file(
         for location, entries in dropped:  # the source is unchanged: put its bytecode back
             rebuild_bytecode(location, entries)
         raise
+    written = False
     try:
-        return _write_atomically(path, data, os.stat(path))
-    finally:
+        lost = _write_atomically(path, data, os.stat(path))
+        written = True
+        return lost
+    finally:  # bytecode of the text on disk: ``code`` is the new text's, so only once it is there
         for location, entries in dropped:
-            rebuild_bytecode(location, entries, code if location == imported else None)
+            rebuild_bytecode(location, entries, code if written and location == imported else None)
 
 
 def _write_atomically(path: str, data: bytes, like: os.stat_result) -> Optional[str]:
@@ -294,24 +315,34 @@ def drop_bytecode(path: str, pycache_prefixes: Iterable[str] = ()) -> List[_Cach
         except FileNotFoundError:
             continue
         except OSError as error:
-            for back, was in reversed(moved):  # still the old source: its bytecode stays
-                with contextlib.suppress(OSError):
-                    os.rename(was, back)
+            _move_back(moved)  # still the old source: its bytecode stays
             raise StaleBytecode(
                 error.errno,
                 "read-only" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else error.strerror,
                 pyc,
             ) from None
+        except BaseException:  # interrupted (Ctrl-C): the source stays, and so does its bytecode
+            _move_back(moved)
+            raise
         moved.append((pyc, aside))
-    for pyc, aside in moved:
+    for index, (pyc, aside) in enumerate(moved):
         try:
             os.unlink(aside)
         except OSError as error:  # back under its name: bytecode of the source, which stays as it is
-            with contextlib.suppress(OSError):
-                os.rename(aside, pyc)
+            _move_back(moved[index:])
             raise StaleBytecode(error.errno, error.strerror, pyc) from None
+        except BaseException:
+            _move_back(moved[index:])
+            raise
     gone = {pyc for pyc, _ in moved}
     return [entry for pyc, entry in found if entry is not None and pyc in gone]
+
+
+def _move_back(moved: List[Tuple[str, str]]) -> None:
+    """Puts bytecode set aside back under its own name (the source it was made from stays)."""
+    for back, was in reversed(moved):
+        with contextlib.suppress(OSError):
+            os.rename(was, back)
 
 
 #: What follows ``<stem>.`` in the name of bytecode of ``<stem>.py``: a cache tag

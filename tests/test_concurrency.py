@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -119,6 +120,32 @@ def test_a_run_that_gave_up_waiting_still_says_it_waited(tmp_path: Path) -> None
     }
 
 
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
+def test_ctrl_c_while_waiting_for_the_lock_says_so_in_one_line(
+    tmp_path: Path, released_nms: bytes, json_output: bool
+) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    release, holder = _held(tmp_path / "mmcv")
+    try:
+        waiting = start("apply", "--path", str(tmp_path), *(["--json"] if json_output else []))
+        _wait_opened(waiting.pid, tmp_path / "mmcv")  # it is waiting for the lock now
+        waiting.send_signal(signal.SIGINT)
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        release.set()
+        holder.join()
+    assert waiting.returncode == 130 and nms.read_bytes() == released_nms
+    if json_output:
+        assert err == "" and json.loads(out)["failure"]["kind"] == "interrupted"
+    else:
+        waited, stopped = err.splitlines()
+        assert waited.startswith("mmcv-patcher: another process holds the lock")
+        assert stopped == (
+            "mmcv-patcher: error: interrupted (Ctrl-C); every file is whole, as it was or as this run finished it:"
+            " `status` says which"
+        )
+
+
 def test_the_holder_is_named_when_it_is_a_run_of_the_tool(tmp_path: Path) -> None:
     """A real apply, stopped (SIGSTOP) inside its lock at its first write step."""
     make_tree(tmp_path, distribution="mmcv")
@@ -146,3 +173,14 @@ def _wait_stopped(pid: int) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"process {pid} never stopped")
+
+
+def _wait_opened(pid: int, directory: Path) -> None:
+    """Waits until process ``pid`` holds ``directory`` open (to lock it)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if any(os.readlink(fd) == str(directory) for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} never opened {directory}")

@@ -1,16 +1,19 @@
-"""No torn writes: kill or fail the CLI at every file-system step of apply and revert.
+"""No torn writes: kill, interrupt or fail the CLI at every file-system step of apply and revert.
 
 ``tests/faultinject/sitecustomize.py`` is loaded into the child process and wraps
 ``tempfile.mkstemp``, ``os.fchmod``, ``os.fsync``, ``os.replace`` and ``os.unlink``. A first
-run logs the calls; then, for every call, a fresh tree is hit there with SIGKILL (before or
-after the call) or an ENOSPC / EACCES / EROFS / EIO error. Every time, each file the patches
-change must be the whole original or the whole patched file, its bytecode must never be of
-the other source, a failed run must leave every file as it was, and no temporary file may
-remain (after a kill, the next run removes it).
+run logs the calls; then, for every call, a fresh tree is hit there with SIGKILL or SIGINT
+(Ctrl-C; before or after the call) or an ENOSPC / EACCES / EROFS / EIO / EBUSY (a rename over
+a bind-mounted file) / EPERM (an append-only directory) error. Every time, each file the
+patches change must be the whole original or the whole patched file, the code Python's own
+loader gives for it (from its bytecode) must be that file's, a failed or interrupted run must
+leave every file as it was, and no temporary file may remain (after a kill, the next run
+removes it).
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import signal
 import subprocess
@@ -23,7 +26,18 @@ from tests.fixtures import leftovers, make_tree, patched, synthetic_files, tool,
 
 pytestmark = pytest.mark.faults
 
-ACTIONS = ["kill-before", "kill-after", "ENOSPC", "EACCES", "EROFS", "EIO"]
+ACTIONS = [
+    "kill-before",
+    "kill-after",
+    "interrupt-before",
+    "interrupt-after",
+    "ENOSPC",
+    "EACCES",
+    "EROFS",
+    "EIO",
+    "EBUSY",
+    "EPERM",
+]
 #: each synthetic file, as installed and as apply writes it
 RELEASED = {file: text.encode() for file, text in synthetic_files().items()}
 PATCHED = {file: patched(text, file).encode() for file, text in synthetic_files().items()}
@@ -57,10 +71,15 @@ def contents(package: Path) -> Dict[str, bytes]:
 
 
 def assert_consistent(package: Path) -> None:
-    """Each file the whole released or the whole patched source, and no bytecode of any other."""
+    """Each file the whole released or the whole patched source, no bytecode of any other, and
+    the code Python loads for it (from that bytecode) the file's own."""
     for file, data in contents(package).items():
         assert data in (RELEASED[file], PATCHED[file]), f"{file}: torn or foreign content"
         source = package / file
+        loader = importlib.machinery.SourceFileLoader(source.stem, str(source))
+        assert loader.get_code(source.stem) == compile(data, str(source), "exec", dont_inherit=True), (
+            f"{file}: Python would run other code than the file holds"
+        )
         for pyc in (source.parent / "__pycache__").glob(f"{source.stem}.*.pyc"):
             assert pyc.read_bytes()[8:16] == importlib.util.source_hash(data), (
                 f"{pyc.name} is bytecode of another source"
@@ -97,6 +116,13 @@ def test_fault_at_every_step_leaves_whole_files(tmp_path: Path, command: str, ac
             again = cli(package, command)  # the next run finishes the job and cleans up
             assert again.returncode == 0, again.stderr
             assert contents(package) == after
+        elif action.startswith("interrupt"):
+            assert done.returncode == 130 and done.stderr.startswith("mmcv-patcher: error: interrupted (Ctrl-C)"), (
+                done.stderr
+            )
+            assert len(done.stderr.splitlines()) == 1 and contents(package) == before, (
+                "Ctrl-C leaves every file as it was"
+            )
         else:
             assert done.returncode in (0, 1), done.stderr
             assert "Traceback" not in done.stderr
@@ -108,5 +134,5 @@ def test_fault_at_every_step_leaves_whole_files(tmp_path: Path, command: str, ac
         left = [name for file in RELEASED for name in leftovers(package / file)]
         assert left == [], f"step {step} ({sequence[step - 1]}) left {left}"
         outcomes.append((step, sequence[step - 1], done.returncode))
-    if not action.startswith("kill"):
+    if not action.startswith(("kill", "interrupt")):
         assert any(code == 1 for _, _, code in outcomes), "some injected failure must be reported"

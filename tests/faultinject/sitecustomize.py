@@ -3,7 +3,10 @@
 Wraps the file-system calls a write goes through. ``MMCVP_FAULT_LOG=FILE`` appends each
 call's name to FILE; ``MMCVP_FAULT=N:ACTION`` makes the Nth wrapped call (counting from 1)
 ``kill-before`` (SIGKILL before the call), ``kill-after`` (SIGKILL after it returns),
-``stop-before`` (SIGSTOP before the call, for a test to resume with SIGCONT), or fail with ``ENOSPC``, ``EACCES``, ``EROFS`` or ``EIO`` instead of running.
+``stop-before`` (SIGSTOP before the call, for a test to resume with SIGCONT),
+``interrupt-before`` or ``interrupt-after`` (SIGINT, as Ctrl-C sends it), or fail with
+``ENOSPC``, ``EACCES``, ``EROFS``, ``EIO``, ``EBUSY`` (a rename over a bind-mounted file) or
+``EPERM`` (an append-only directory) instead of running.
 """
 
 import errno
@@ -31,12 +34,16 @@ def _wrap(owner: Any, name: str) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             if _ACTION == "stop-before":
                 os.kill(os.getpid(), signal.SIGSTOP)
-            if _ACTION in ("ENOSPC", "EACCES", "EROFS", "EIO"):
+            if _ACTION == "interrupt-before":
+                os.kill(os.getpid(), signal.SIGINT)
+            if _ACTION in ("ENOSPC", "EACCES", "EROFS", "EIO", "EBUSY", "EPERM"):
                 code = getattr(errno, _ACTION)
                 raise OSError(code, os.strerror(code))
             result = real(*args, **kwargs)
             if _ACTION == "kill-after":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if _ACTION == "interrupt-after":
+                os.kill(os.getpid(), signal.SIGINT)
             return result
         return real(*args, **kwargs)
 
