@@ -15,8 +15,19 @@ from mmcv_patcher.errors import Error
 # child, and every other command would pay for importing them at start-up.
 
 
+#: How the last line of an interpreter's error output starts when it is too old for the script.
+_TOO_OLD = ("SyntaxError", "ImportError: No module named")
+
+
 class ChildError(Error, RuntimeError):
-    """The interpreter could not be run, did not answer in time, or answered nonsense."""
+    """The interpreter could not be run, did not answer in time, or answered nonsense;
+    ``unsuitable`` when the failure says the program is no interpreter the script runs on: it
+    answered something else, could not compile the script, or lacks a module of the standard
+    library it imports (Python 2)."""
+
+    def __init__(self, message: str, *, unsuitable: bool = False) -> None:
+        super().__init__(message)
+        self.unsuitable = unsuitable
 
 
 def resolve(python: str) -> str:
@@ -61,6 +72,6 @@ def run_json(
             answer = None
         if isinstance(answer, dict):
             return answer
-        raise ChildError(f"it answered {lines[-1][:200]!r}, not the JSON object expected")
+        raise ChildError(f"it answered {lines[-1][:200]!r}, not the JSON object expected", unsuitable=True)
     last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    raise ChildError(f"it exited {done.returncode} ({last[:300]})")
+    raise ChildError(f"it exited {done.returncode} ({last[:300]})", unsuitable=last.startswith(_TOO_OLD))

@@ -26,12 +26,15 @@ class Interpreter(NamedTuple):
     #: the package directory ``import mmcv`` would load, or None with ``mmcv_problem``
     mmcv_dir: Optional[str]
     mmcv_problem: Optional[str]
+    #: an mmcv that only programs started from one directory import (the working directory
+    #: of ``-m``), not ``mmcv_dir``: left alone, and named in a note
+    local_mmcv_dir: Optional[str] = None
 
 
 def _from(answer: Dict[str, Any]) -> Interpreter:
     """The answer of :func:`introspect.introspect` as a value; ValueError when it has another shape."""
     executable, sys_path = answer.get("executable"), answer.get("sys_path")
-    optional = [answer.get(key) for key in ("pycache_prefix", "mmcv_dir", "mmcv_problem")]
+    optional = [answer.get(key) for key in ("pycache_prefix", "mmcv_dir", "mmcv_problem", "local_mmcv_dir")]
     if not (
         isinstance(executable, str)
         and isinstance(sys_path, list)
@@ -51,5 +54,8 @@ def ask(python: str) -> Interpreter:
     """Another interpreter, asked in a child process that imports nothing but the stdlib."""
     try:
         return _from(child.run_json(child.resolve(python), "introspect.py", timeout=ASK_TIMEOUT))
-    except (child.ChildError, ValueError) as error:
+    except child.ChildError as error:  # the version is blamed only when the failure says so
+        hint = "; it must be CPython 3.6 or newer" if error.unsuitable else ""
+        raise InterpreterError(f"--python {python}: {error}{hint}") from None
+    except ValueError as error:
         raise InterpreterError(f"--python {python}: {error}; it must be CPython 3.6 or newer") from None

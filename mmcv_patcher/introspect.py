@@ -8,27 +8,55 @@ Runs in-process for the running interpreter and as ``python -c`` source in any o
 import importlib.util
 import os
 import sys
-from typing import Any, Dict  # noqa: F401 (the type comment's names, 3.6 syntax)
+from typing import Any, Dict, Optional  # noqa: F401 (the type comment's names, 3.6 syntax)
 
 
 def introspect():
     # type: () -> Dict[str, Any]
-    """A JSON-able dict: executable, sys_path, pycache_prefix, mmcv_dir, mmcv_problem."""
-    cwd = os.getcwd()
+    """A JSON-able dict: executable, sys_path, pycache_prefix, mmcv_dir, mmcv_problem, and
+    local_mmcv_dir.
+
+    ``sys_path`` and ``mmcv_dir`` are what a program of this interpreter sees: ``sys.path``
+    without the entry Python puts first for how it was started (the working directory for
+    ``-m`` and ``-c``, a script's own directory), which differs from program to program. An
+    mmcv in that left-out entry, which only programs started there import, is
+    ``local_mmcv_dir``. Relative entries are made absolute against the working directory, or
+    left out when it was removed (they then name nothing).
+    """
+    try:
+        cwd = os.getcwd()  # type: Optional[str]
+    except OSError:  # the working directory was removed
+        cwd = None
+    started = 1 if sys.path and _is_start_entry(sys.path[0], cwd) else 0
+    programs = [entry for entry in (_absolute(entry, cwd) for entry in sys.path[started:]) if entry is not None]
     found = {
         "executable": sys.executable,
-        "sys_path": [os.path.join(cwd, entry) if entry else cwd for entry in sys.path],
+        "sys_path": programs,
         "pycache_prefix": getattr(sys, "pycache_prefix", None),  # 3.8+
         "mmcv_dir": None,
         "mmcv_problem": None,
+        "local_mmcv_dir": None,
     }
+    own = sys.path[:]
+    sys.path[:] = programs
     try:
         spec = importlib.util.find_spec("mmcv")
     except (ImportError, ValueError) as error:
         found["mmcv_problem"] = "finding mmcv failed: %s" % error
         return found
+    finally:
+        sys.path[:] = own
+    start = _absolute(sys.path[0], cwd) if started else None
+    local_mmcv_dir = None  # type: Optional[str]
+    if start is not None and os.path.isfile(os.path.join(start, "mmcv", "__init__.py")):
+        local_mmcv_dir = found["local_mmcv_dir"] = os.path.join(start, "mmcv")
     if spec is None:
-        found["mmcv_problem"] = "no mmcv is importable by %s" % sys.executable
+        found["mmcv_problem"] = "no mmcv is importable by %s" % sys.executable + (
+            ""
+            if local_mmcv_dir is None
+            else " except %s, which only programs started in %s import (--path %s works on it)"
+            % (local_mmcv_dir, start, start)
+        )
         return found
     locations = list(spec.submodule_search_locations or [])
     if not locations or spec.origin in (None, "namespace"):
@@ -42,8 +70,31 @@ def introspect():
             % locations[0]
         )
         return found
-    found["mmcv_dir"] = os.path.abspath(locations[0])
+    mmcv_dir = os.path.abspath(locations[0])
+    found["mmcv_dir"] = mmcv_dir
+    if local_mmcv_dir is not None and os.path.realpath(local_mmcv_dir) == os.path.realpath(mmcv_dir):
+        found["local_mmcv_dir"] = None  # the same copy: nothing is left out
     return found
+
+
+def _is_start_entry(entry, cwd):
+    # type: (str, Optional[str]) -> bool
+    """Whether ``entry``, first on sys.path, is the one Python added for how it was started:
+    '' for ``-c``, the working directory for ``-m`` (none when that was removed), the
+    script's directory for a script; never under ``-P`` (the flag is 3.11+)."""
+    if getattr(sys.flags, "safe_path", False):
+        return False
+    script = sys.argv[0] if sys.argv and os.path.isabs(sys.argv[0]) else None
+    return entry == "" or entry == cwd or (script is not None and entry == os.path.dirname(os.path.realpath(script)))
+
+
+def _absolute(entry, cwd):
+    # type: (str, Optional[str]) -> Optional[str]
+    """``entry`` of sys.path as an absolute path ('' is the working directory), or None when
+    it is relative and there is no working directory."""
+    if os.path.isabs(entry):
+        return entry
+    return None if cwd is None else os.path.join(cwd, entry) if entry else cwd
 
 
 if __name__ == "__main__":

@@ -67,7 +67,13 @@ def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[
     """
     if path is not None:
         # absolute, keeping "..": after a symlink it is not the lexical parent, only the OS resolves it
-        package_dir, only_file = _package_from_path(str(Path(path).absolute()), patches)
+        try:
+            absolute = str(Path(path).absolute())
+        except FileNotFoundError:  # relative to a working directory that was removed
+            raise BadPath(
+                f"--path {path}: relative to the working directory, which was removed; give an absolute path"
+            ) from None
+        package_dir, only_file = _package_from_path(absolute, patches)
         if os.pardir in Path(package_dir).parts:  # .../mmcv/ops/.. is the package; its metadata is beside it
             package_dir = os.path.realpath(package_dir)
         installer = f"pip install --upgrade --target {shlex.quote(os.path.dirname(package_dir))}"
@@ -75,7 +81,18 @@ def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[
     python = interpreter or current()
     if python.mmcv_dir is None:
         raise NotFound(python.mmcv_problem or f"no mmcv is importable by {python.executable}")
-    return _describe(python.mmcv_dir, _distributions(python.sys_path), None, patches, _pip_of(python))
+    target = _describe(python.mmcv_dir, _distributions(python.sys_path), None, patches, _pip_of(python))
+    if python.local_mmcv_dir is None:
+        return target
+    started = os.path.dirname(python.local_mmcv_dir)
+    return target._replace(
+        notes=target.notes
+        + (
+            f"{python.local_mmcv_dir} is another mmcv, which only programs started in {started} import"
+            f" (python -m or -c there, or a script there); this run works on {python.mmcv_dir},"
+            f" the one {python.executable} imports elsewhere; --path {shlex.quote(started)} works on the other",
+        )
+    )
 
 
 def _pip_of(interpreter: Interpreter) -> str:
@@ -84,11 +101,14 @@ def _pip_of(interpreter: Interpreter) -> str:
 
 
 def every_copy(interpreter: Interpreter, patches: Sequence[Patch]) -> List[Tuple[Target, bool]]:
-    """Every mmcv package directory on the interpreter's ``sys.path``, each with whether it is
-    the one ``import mmcv`` loads (listed first); shadowed copies are easy to forget."""
+    """Every mmcv package directory on the interpreter's ``sys.path`` (and the one only
+    programs started where the tool was import), each with whether it is the one ``import
+    mmcv`` loads (listed first); shadowed copies are easy to forget."""
     directories: List[str] = []
     if interpreter.mmcv_dir is not None:
         directories.append(interpreter.mmcv_dir)
+    if interpreter.local_mmcv_dir is not None:
+        directories.append(interpreter.local_mmcv_dir)
     for entry in interpreter.sys_path:
         candidate = os.path.join(entry, "mmcv")
         if os.path.isfile(os.path.join(candidate, "__init__.py")) and all(

@@ -261,7 +261,7 @@ def test_a_python_that_hangs_is_cut_with_a_short_message(tmp_path: Path, monkeyp
     with pytest.raises(interpreter.InterpreterError) as raised:
         interpreter.ask(str(hanging))
     assert time.monotonic() - started < 10
-    assert str(raised.value) == f"--python {hanging}: it did not answer within 1 s; it must be CPython 3.6 or newer"
+    assert str(raised.value) == f"--python {hanging}: it did not answer within 1 s"
 
 
 # --- 10, 11. nothing read without a bound; what apply writes, revert can read --------------------------
