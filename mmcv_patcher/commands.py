@@ -117,13 +117,17 @@ def _locked(target: Target, groups: Dict[str, List[Patch]], options: Options, ou
         held = False
         if not options.dry_run:
             try:
-                stack.enter_context(write.locked(target.package_dir, options.lock_timeout, on_wait))
+                how = stack.enter_context(write.locked(target.package_dir, options.lock_timeout, on_wait))
             except write.LockTimeout as error:
                 outcome.error = Failure(Problem.LOCKED, target.package_dir, error.strerror or str(error))
+            except write.CannotLock as error:
+                outcome.error = Failure(Problem.CANNOT_LOCK, target.package_dir, error.strerror or str(error))
             except OSError as error:  # cannot even open the directory (another user's, mode 0711)
                 outcome.error = _write_failure(target.package_dir, error)
             else:
                 held = True
+                if how is not None:
+                    outcome.notes.append(how)
                 _remove_stale_temps(groups, options.pycache_prefixes)
         try:
             yield

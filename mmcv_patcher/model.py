@@ -288,6 +288,7 @@ class Problem(_Word):
     DRIFTED = "drifted"  # a patch's statements are not as any release has them
     UNVERIFIED = "unverified"  # a release outside the known ranges, without --force
     LOCKED = "locked"  # another run held the package's lock too long
+    CANNOT_LOCK = "cannot-lock"  # the package directory cannot be locked at all
     READ_ONLY = "read-only"  # this user cannot write the file or its directory
     STALE_BYTECODE = "stale-bytecode"  # bytecode of the file could not be removed
     OUTSIDE_PACKAGE = "outside-package"  # a file or its __pycache__ resolves outside mmcv

@@ -246,6 +246,7 @@ def _hunk_range(start: int, stop: int) -> str:
 #: How each kind of failure is said, from its path and detail; any other kind is its detail.
 _SENTENCES = {
     Problem.LOCKED: "{path}: {detail}; nothing was written (--lock-timeout waits longer)",
+    Problem.CANNOT_LOCK: "{path}: {detail}; nothing was written, since other runs could not be kept out",
     Problem.READ_ONLY: "cannot write {path}: read-only; re-run as the owner or use --python/--path on a writable copy",
     Problem.STALE_BYTECODE: "cannot remove stale bytecode {path}: {detail}; the source was left as it was",
     Problem.WRITE_FAILED: "cannot write {path}: {detail}; the file was left as it was",

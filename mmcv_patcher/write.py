@@ -38,20 +38,45 @@ class LockTimeout(Error, OSError):
     """Another run held the lock for longer than the caller was willing to wait."""
 
 
+class CannotLock(Error, OSError):
+    """The directory cannot be locked: ``flock`` failed for a reason other than another
+    run, or, where there is no ``flock``, the lock file could not be created."""
+
+
+#: What ``flock`` raises where the filesystem cannot lock: Lustre mounted without ``-o
+#: flock`` (ENOSYS), NFSv3 with no lock daemon (ENOLCK), others (EOPNOTSUPP).
+NO_FLOCK = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
+#: The lock file taken instead, in the package directory, where there is no ``flock``.
+LOCK_FILE = ".mmcv-patcher.lock"
+
+
 @contextlib.contextmanager
-def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], None]) -> Iterator[bool]:
+def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], None]) -> Iterator[Optional[str]]:
     """Holds an exclusive ``flock`` on ``directory`` itself, so no lock file is ever left.
 
     When another process holds it, calls ``on_wait`` at once with that process's id (when
     ``/proc/locks`` tells) and waits at most ``timeout`` seconds, then raises
-    :class:`LockTimeout`. Yields whether it had to wait.
+    :class:`LockTimeout`. Where the filesystem has no ``flock`` (:data:`NO_FLOCK`), holds
+    :func:`lock_file` instead. Yields None, or a line saying a lock file was used.
     """
     if fcntl is None:  # pragma: no cover
-        yield False
+        yield None
         return
     fd = os.open(directory, os.O_RDONLY)
     try:
-        waited = not _try_flock(fd)
+        try:
+            waited = not _try_flock(fd)
+        except OSError as error:
+            if error.errno not in NO_FLOCK:
+                raise CannotLock(error.errno, f"flock failed: {error.strerror}", directory) from None
+            os.close(fd)
+            fd = -1
+            with lock_file(directory, timeout, on_wait):
+                yield (
+                    f"{directory}: its filesystem cannot flock ({errno.errorcode[error.errno]}), so other runs"
+                    f" were kept out with the lock file {LOCK_FILE} there, removed when done"
+                )
+            return
         if waited:
             on_wait(_lock_holder(fd))
             deadline = time.monotonic() + timeout
@@ -61,9 +86,70 @@ def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], No
                         errno.EAGAIN, f"its lock was held by another process for over {timeout:g} s", directory
                     )
                 time.sleep(0.05)
-        yield waited
+        yield None
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        if fd >= 0:
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def lock_file(directory: str, timeout: float, on_wait: Callable[[Optional[int]], None]) -> Iterator[None]:
+    """Holds :data:`LOCK_FILE` in ``directory``, created with ``O_EXCL`` (atomic on local
+    filesystems, NFSv3 and later, Lustre) and holding this process's id and host; removes it
+    when done. Another run's lock file is waited for as a held ``flock`` is. A file a killed
+    run left is never taken over (two runs could each take it): as git does for
+    ``index.lock``, the timeout's message names it, says when its process is gone, and asks
+    for its removal."""
+    path = os.path.join(directory, LOCK_FILE)
+    deadline: Optional[float] = None
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_file_holder(path)
+        except OSError as error:
+            raise CannotLock(
+                error.errno,
+                f"its filesystem cannot flock, and the lock file {LOCK_FILE} cannot be created there: {error.strerror}",
+                directory,
+            ) from None
+        if deadline is None:
+            on_wait(holder if holder is not None and _is_our_run(holder) else None)
+            deadline = time.monotonic() + timeout
+        elif time.monotonic() >= deadline:
+            gone = holder is not None and not os.path.exists(f"/proc/{holder}")
+            raise LockTimeout(
+                errno.EAGAIN,
+                f"its lock file {LOCK_FILE} was held for over {timeout:g} s"
+                + (
+                    f"; its process {holder} is gone, so a killed run left it: remove it if no run is going"
+                    if gone
+                    else ""
+                ),
+                directory,
+            )
+        time.sleep(0.05)
+    try:
+        try:
+            os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
+        finally:
+            os.close(fd)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _lock_file_holder(path: str) -> Optional[int]:
+    """The process id in a lock file written on this host; None for another host's, or an
+    unreadable one."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            pid, _, host = handle.read(256).strip().partition(" ")
+        return int(pid) if host == os.uname().nodename else None
+    except (OSError, ValueError):
+        return None
 
 
 def _try_flock(fd: int) -> bool:

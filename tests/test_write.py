@@ -102,8 +102,8 @@ def test_lock_tells_at_once_waits_and_leaves_no_file(tmp_path: Path) -> None:
     told: List[Any] = []
 
     def hold() -> None:
-        with write.locked(str(directory), 5, told.append) as waited:
-            assert not waited
+        with write.locked(str(directory), 5, told.append) as how:
+            assert how is None, "flock: no note"
             holder_ready.set()
             released.wait(5)
 
@@ -115,8 +115,8 @@ def test_lock_tells_at_once_waits_and_leaves_no_file(tmp_path: Path) -> None:
         told.append(pid)
         released.set()
 
-    with write.locked(str(directory), 30, on_wait) as waited:
-        assert waited
+    with write.locked(str(directory), 30, on_wait):
+        assert released.is_set(), "it waited"
     thread.join()
     assert told == [None], "told at once; the holder (this test, not a run of the tool) is not named"
     assert list(directory.iterdir()) == []

@@ -6,7 +6,9 @@ call's name to FILE; ``MMCVP_FAULT=N:ACTION`` makes the Nth wrapped call (counti
 ``stop-before`` (SIGSTOP before the call, for a test to resume with SIGCONT),
 ``interrupt-before`` or ``interrupt-after`` (SIGINT, as Ctrl-C sends it), or fail with
 ``ENOSPC``, ``EACCES``, ``EROFS``, ``EIO``, ``EBUSY`` (a rename over a bind-mounted file) or
-``EPERM`` (an append-only directory) instead of running.
+``EPERM`` (an append-only directory) instead of running. ``MMCVP_FLOCK_ERRNO=NAME`` makes
+every ``fcntl.flock`` fail with that errno, as a filesystem without flock does (``ENOSYS``
+on Lustre without ``-o flock``, ``ENOLCK`` on NFSv3 without a lock daemon, ``EOPNOTSUPP``).
 """
 
 import errno
@@ -54,3 +56,13 @@ if _LOG or _AT:
     for _name in ("replace", "fsync", "fchmod", "unlink"):
         _wrap(os, _name)
     _wrap(tempfile, "mkstemp")
+
+_NO_FLOCK = os.environ.get("MMCVP_FLOCK_ERRNO")
+if _NO_FLOCK:
+    import fcntl
+
+    def _no_flock(fd: Any, operation: int) -> None:
+        code = getattr(errno, _NO_FLOCK or "")
+        raise OSError(code, os.strerror(code))
+
+    fcntl.flock = _no_flock
