@@ -272,30 +272,47 @@ def _owns(dist: Installed, package_dir: str) -> bool:
 
 def _hook_names(hook: str, package_dir: str) -> bool:
     """Whether an editable-install hook puts ``package_dir`` on the path: a ``.pth`` line
-    naming the directory it is in, or a path string in an ``__editable__`` finder naming it
-    or that directory. Paths are compared whole, never as substrings (``/x/src2`` does not
-    name ``/x/src``)."""
+    naming the directory it is in, or the ``mmcv`` entry of an ``__editable__`` finder's
+    ``MAPPING`` (a dict from top-level names to their directories) naming it. Paths are
+    compared whole, never as substrings (``/x/src2`` does not name ``/x/src``)."""
     try:
         text = read_source(hook, _MAX_HOOK_BYTES).decode("utf-8", "replace")
     except (OSError, UndecodableSource):
         return False
-    if hook.endswith(".pth"):
-        paths = [
-            line.strip()
-            for line in text.splitlines()
-            if line.strip() and not line.startswith(("#", "import ", "import\t"))
-        ]
-    else:
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError):
-            return False
-        paths = [
-            node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
-        ]
-    wanted = {os.path.realpath(package_dir), os.path.realpath(os.path.dirname(package_dir))}
     base = os.path.dirname(hook)
-    return any(os.path.realpath(os.path.join(base, path)) in wanted for path in paths)
+    if hook.endswith(".pth"):
+        lines = [line.strip() for line in text.splitlines()]
+        named = [line for line in lines if line and not line.startswith(("#", "import ", "import\t"))]
+        return os.path.realpath(os.path.dirname(package_dir)) in {
+            os.path.realpath(os.path.join(base, line)) for line in named
+        }
+    mapped = _finder_mapping(text).get("mmcv")
+    return mapped is not None and os.path.realpath(os.path.join(base, mapped)) == os.path.realpath(package_dir)
+
+
+def _finder_mapping(text: str) -> Dict[str, str]:
+    """The ``MAPPING`` a setuptools ``__editable__`` finder assigns at module level (plain or
+    annotated), as a dict literal; empty when there is none."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return {}
+    for node in tree.body:
+        value: Optional[ast.expr] = None
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "MAPPING" for t in node.targets):
+            value = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "MAPPING":
+            value = node.value
+        if value is None:
+            continue
+        try:
+            mapping = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return {}
+        if isinstance(mapping, dict):
+            return {name: path for name, path in mapping.items() if isinstance(name, str) and isinstance(path, str)}
+        return {}
+    return {}
 
 
 def _describe(

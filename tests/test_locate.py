@@ -185,6 +185,53 @@ def test_legacy_installed_files_txt_names_the_distribution(tmp_path: Path, sourc
     assert (target.release.distribution, target.release.version, target.notes) == ("mmcv", "1.7.2", ())
 
 
+def _setuptools_finder(mapping: Dict[str, str]) -> str:
+    """The ``__editable__`` finder the installed setuptools writes for a PEP 660 install."""
+    from setuptools.command import editable_wheel
+
+    return str(editable_wheel._finder_template("__editable___mmcv_1_7_2_finder", mapping, {}))
+
+
+def test_an_editable_finder_owns_the_tree_its_mapping_names(tmp_path: Path) -> None:
+    checkout = tmp_path / "src"
+    make_tree(checkout, version="1.7.2")
+    site = tmp_path / "site"
+    _editable_install(site, "__editable___mmcv_1_7_2_finder.py", _setuptools_finder({"mmcv": str(checkout / "mmcv")}))
+    target = locate.locate(
+        None, PATCHES, interpreter.Interpreter("python", (str(site),), None, str(checkout / "mmcv"), None)
+    )
+    assert (target.release.distribution, target.release.version, target.notes) == ("mmcv", "1.7.2", ())
+
+
+def test_an_editable_finder_does_not_claim_the_site_packages_beside_it(tmp_path: Path) -> None:
+    """The finder's code holds strings such as ".", which name its own directory: only its
+    MAPPING counts, so a wheel-installed mmcv there is the wheel's alone."""
+    site = tmp_path / "site"
+    make_tree(site, version="2.1.0", distribution="mmcv-full")
+    _editable_install(
+        site, "__editable___mmcv_1_7_2_finder.py", _setuptools_finder({"mmcv": str(tmp_path / "src" / "mmcv")})
+    )
+    target = locate.locate(
+        None, PATCHES, interpreter.Interpreter("python", (str(site),), None, str(site / "mmcv"), None)
+    )
+    assert (target.release.distribution, target.release.version, target.notes) == ("mmcv-full", "2.1.0", ())
+
+
+@pytest.mark.parametrize(
+    "finder",
+    ["MAPPING = {'tools': '{site}', 'mmcv_ext': '{site}/mmcv'}\n", "PATHS = ['{site}/mmcv']\n", "MAPPING = broken(\n"],
+    ids=["other-names", "no-mapping", "unparsable"],
+)
+def test_a_finder_whose_mapping_has_no_mmcv_owns_nothing(tmp_path: Path, finder: str) -> None:
+    site = tmp_path / "site"
+    make_tree(site, version="2.1.0", distribution="mmcv-full")
+    _editable_install(site, "__editable___mmcv_1_7_2_finder.py", finder.replace("{site}", str(site)))
+    target = locate.locate(
+        None, PATCHES, interpreter.Interpreter("python", (str(site),), None, str(site / "mmcv"), None)
+    )
+    assert (target.release.distribution, target.release.version, target.notes) == ("mmcv-full", "2.1.0", ())
+
+
 def _editable_install(site: Path, hook_name: str, hook_text: str) -> None:
     """A dist-info in ``site`` whose RECORD lists only an editable-install hook."""
     site.mkdir(parents=True, exist_ok=True)
