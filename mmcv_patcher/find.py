@@ -1,8 +1,8 @@
 """Where a patch's statements are in a file, read with Python's own parser.
 
 :mod:`ast` finds the definition a patch names (a module-level function, or a method of a
-module-level class: ``"RoIAlign.forward"``; the last binding definition counts, as Python
-runs that one) and, inside it, every statement shaped like one of the patch's anchors or
+module-level class: ``"RoIAlign.forward"``, or inherited from a class of the same file; the
+last binding definition counts, as Python runs that one) and, inside it, every statement shaped like one of the patch's anchors or
 fixes (compared as ``ast.dump``, so formatting, comments and parentheses do not matter).
 :mod:`tokenize` says where each such statement ends. Both ``status`` and ``apply`` use it;
 the edit itself is LibCST's job (:mod:`mmcv_patcher.codemod`), on the statements found here.
@@ -106,17 +106,67 @@ def statements(node: ast.AST) -> Iterator[ast.stmt]:
 
 def definitions(tree: ast.Module, name: str) -> List[Union[ast.FunctionDef, ast.AsyncFunctionDef]]:
     """The binding definitions of ``name`` (``function`` or ``Class.method``) at module
-    level: of a method, those in the last class of that name, which is the one Python binds."""
+    level: of a method, those in the last class of that name, which is the one Python binds,
+    or, when that class does not define it, in the class it inherits it from (:func:`_method`)."""
     *classes, function = name.split(".")
     scope: List[ast.stmt] = tree.body
+    if not classes:
+        return _functions(scope, function)
+    owner: Optional[ast.ClassDef] = None
     for class_name in classes:
         found = [node for node in scope if isinstance(node, ast.ClassDef) and node.name == class_name]
         if not found:
             return []
-        scope = found[-1].body
-    return [
-        node for node in scope if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function
-    ]
+        owner, outer, scope = found[-1], scope, found[-1].body
+    assert owner is not None
+    return _method(outer, owner, function)
+
+
+def _last_binding(body: List[ast.stmt], name: str) -> Optional[ast.stmt]:
+    """The last statement of ``body`` that binds ``name`` at its level (a ``class``, a
+    ``def``, an assignment, an import), or None."""
+    bound = None
+    for node in body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names = [node.name]
+        elif isinstance(node, ast.Assign):
+            names = [target.id for target in node.targets if isinstance(target, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names = [node.target.id]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [alias.asname or alias.name.split(".")[0] for alias in node.names]
+        else:
+            continue
+        if name in names:
+            bound = node
+    return bound
+
+
+def _functions(body: List[ast.stmt], name: str) -> List[Union[ast.FunctionDef, ast.AsyncFunctionDef]]:
+    return [node for node in body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name]
+
+
+def _method(
+    scope: List[ast.stmt], owner: ast.ClassDef, name: str
+) -> List[Union[ast.FunctionDef, ast.AsyncFunctionDef]]:
+    """The definitions of method ``name`` that ``owner`` (a class statement in ``scope``)
+    runs: its own, or else those of the first base that has them, bases read left to right
+    and depth first. A base is followed while it is a plain name bound, earlier in
+    ``scope``, to a class statement (``class X(X)`` re-wrapping included: the base is the
+    earlier ``X``); at a base from anywhere else (``nn.Module``, an import) nothing can be
+    known, so none are returned."""
+    own = _last_binding(owner.body, name)
+    if own is not None:  # bound in the class: by a def, or by something else, which is not ours to read
+        return _functions(owner.body, name) if isinstance(own, (ast.FunctionDef, ast.AsyncFunctionDef)) else []
+    before = scope[: next(index for index, node in enumerate(scope) if node is owner)]
+    for base in owner.bases:
+        bound = _last_binding(before, base.id) if isinstance(base, ast.Name) else None
+        if not isinstance(bound, ast.ClassDef):
+            return []
+        inherited = _method(before, bound, name)
+        if inherited:
+            return inherited
+    return []
 
 
 def _find(text: str, tree: ast.Module, patch: Patch) -> Found:

@@ -122,3 +122,95 @@ def test_statement_end_is_after_the_last_token(text: str, expected: str) -> None
 
 def test_a_file_python_cannot_parse_is_a_parse_failure_with_its_line() -> None:
     assert find.find("x = 1\ndef (:\n", [SEED]) == find.ParseFailure(2, "invalid syntax")
+
+
+# --- a method Python reaches through inheritance, in the same file ------------------------------------
+
+ROI_CALL = (
+    "return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.pool_mode,"
+    " self.aligned)"
+)
+INHERITED = {
+    "moved-to-a-base": f"""
+class _RoIAlignBase(nn.Module):
+    def forward(self, input, rois):
+        {ROI_CALL}
+
+
+class RoIAlign(_RoIAlignBase):
+    pass
+""",
+    "re-wrapped-by-a-subclass-of-the-same-name": f"""
+class RoIAlign(nn.Module):
+    def forward(self, input, rois):
+        {ROI_CALL}
+
+
+class RoIAlign(RoIAlign):
+    def extra_repr(self):
+        return ''
+""",
+    "through-two-bases": f"""
+class _Kernel(nn.Module):
+    def forward(self, input, rois):
+        {ROI_CALL}
+
+
+class _Named(_Kernel):
+    pass
+
+
+class RoIAlign(_Named):
+    pass
+""",
+}
+
+
+def assess_roi_align(text: str, version: str) -> plan.Finding:
+    patch = registered("roi-align-fp32-kernel")
+    return plan.assess(Source(text, "utf-8"), patch, Release("mmcv", version), need_text=True)
+
+
+@pytest.mark.parametrize("text", INHERITED.values(), ids=INHERITED.keys())
+def test_an_inherited_method_outside_the_known_releases_is_unverified(text: str) -> None:
+    finding = assess_roi_align(text, "9.0.0")
+    assert (finding.state, finding.line) == (State.UNVERIFIED, lines_of(text, ROI_CALL)[0])
+
+
+@pytest.mark.parametrize("text", INHERITED.values(), ids=INHERITED.keys())
+def test_an_inherited_method_of_a_known_release_is_patched_where_it_is_defined(text: str) -> None:
+    finding = assess_roi_align(text, "2.1.0")
+    assert finding.state is State.UNPATCHED and finding.new_text is not None
+    assert finding.new_text.count("input.to(torch.float32 if") == 1
+
+
+INHERITED_FROM_ELSEWHERE = {
+    "a-base-from-an-import": "from mmcv.ops.base import RoIAlignBase\n\n\nclass RoIAlign(RoIAlignBase):\n    pass\n",
+    "a-base-bound-by-an-assignment": f"""
+class _Base(nn.Module):
+    def forward(self, input, rois):
+        {ROI_CALL}
+
+
+_Base = make_base()
+
+
+class RoIAlign(_Base):
+    pass
+""",
+    "bound-in-the-class-by-an-assignment": f"""
+class _Base(nn.Module):
+    def forward(self, input, rois):
+        {ROI_CALL}
+
+
+class RoIAlign(_Base):
+    forward = torch.jit.ignore(_Base.forward)
+""",
+}
+
+
+@pytest.mark.parametrize("text", INHERITED_FROM_ELSEWHERE.values(), ids=INHERITED_FROM_ELSEWHERE.keys())
+def test_a_method_python_takes_from_elsewhere_is_not_guessed(text: str) -> None:
+    finding = assess_roi_align(text, "9.0.0")
+    assert finding.state is State.NOT_AFFECTED and finding.message == "no definition of RoIAlign.forward()"
