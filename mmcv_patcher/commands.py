@@ -8,6 +8,7 @@ succeeded and every new file compiles, so a failing command leaves all files as 
 import contextlib
 import errno
 import os
+import shlex
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmcv_patcher import plan, ranges, registry, write
@@ -123,7 +124,7 @@ def _locked(target: Target, groups: Dict[str, List[Patch]], options: Options, ou
             except write.CannotLock as error:
                 outcome.error = Failure(Problem.CANNOT_LOCK, target.package_dir, error.strerror or str(error))
             except OSError as error:  # cannot even open the directory (another user's, mode 0711)
-                outcome.error = _write_failure(target.package_dir, error)
+                outcome.error = _unlockable(target.package_dir, groups, error)
             else:
                 held = True
                 if how is not None:
@@ -136,6 +137,18 @@ def _locked(target: Target, groups: Dict[str, List[Patch]], options: Options, ou
                 with write.uninterrupted():
                     _remove_stale_temps(groups, options.pycache_prefixes)
             raise
+
+
+def _unlockable(package_dir: str, groups: Dict[str, List[Patch]], error: OSError) -> Failure:
+    """Why a package directory that cannot be opened to lock it is not written: a file that
+    could not be written anyway, when there is one (the directory itself never is), or else
+    the lock."""
+    for path in groups:
+        try:
+            write.check_writable(os.path.realpath(path))
+        except write.ReadOnly as read_only:
+            return _write_failure(path, read_only)
+    return Failure(Problem.CANNOT_LOCK, package_dir, f"it cannot be opened to lock it: {error.strerror}")
 
 
 def _remove_stale_temps(groups: Dict[str, List[Patch]], pycache_prefixes: Tuple[str, ...]) -> None:
@@ -279,11 +292,27 @@ def _write_failure(path: str, error: OSError) -> Failure:
 
 def _outside(path: str, real: str, package_dir: str, force: bool) -> Optional[Failure]:
     """Refuses to write through a symlink (``path`` resolving to ``real``) that leaves the
-    package (``--force`` allows it)."""
+    package (``--force`` allows it): such a link most often points into a store that other
+    environments share (uv's symlink link mode, conda's softlinks), and writing there would
+    patch every one of them. Says how to patch this install alone instead."""
     package = os.path.realpath(package_dir)
-    if force or real == package or real.startswith(package.rstrip(os.sep) + os.sep):
+
+    def inside(resolved: str) -> bool:
+        return resolved == package or resolved.startswith(package.rstrip(os.sep) + os.sep)
+
+    if force or inside(real):
         return None
-    return Failure(Problem.OUTSIDE_PACKAGE, path, f"resolves to {real}, outside the mmcv package {package}")
+    where = f"resolves to {real}, outside the mmcv package {package}"
+    if os.path.islink(path) and os.path.isfile(path) and inside(os.path.realpath(os.path.dirname(path))):
+        own_copy = f"give it a file of its own: cp --remove-destination {shlex.quote(real)} {shlex.quote(path)}, then run again"
+    else:
+        own_copy = "reinstall mmcv as copies (uv: --link-mode=copy; conda: --copy), then run again"
+    return Failure(
+        Problem.OUTSIDE_PACKAGE,
+        path,
+        f"{where}, perhaps a store other environments share (uv's or conda's cache), so writing there would patch"
+        f" every environment linked to it; to patch this one alone, {own_copy} (--force writes into the linked file)",
+    )
 
 
 def _results(

@@ -250,7 +250,7 @@ _SENTENCES = {
     Problem.READ_ONLY: "cannot write {path}: read-only; re-run as the owner or use --python/--path on a writable copy",
     Problem.STALE_BYTECODE: "cannot remove stale bytecode {path}: {detail}; the source was left as it was",
     Problem.WRITE_FAILED: "cannot write {path}: {detail}; the file was left as it was",
-    Problem.OUTSIDE_PACKAGE: "{path}: {detail}; refusing to write there (--force writes through it)",
+    Problem.OUTSIDE_PACKAGE: "{path}: {detail}; nothing was written",
     Problem.WOULD_NOT_COMPILE: "{path}: the patched file would not compile ({detail}); nothing was written",
     Problem.TOO_LARGE: "{path}: {detail}; nothing was written",
     Problem.DRIFTED: "{path}: {detail}",

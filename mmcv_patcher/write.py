@@ -212,11 +212,24 @@ def uninterrupted() -> Iterator[None]:
 
 
 def check_writable(path: str) -> None:
-    """Raises :class:`ReadOnly` unless this user may replace ``path`` (the file itself and
-    its directory, which holds the temporary file), before anything is created."""
-    for needed in (path, os.path.dirname(path)):
-        if not os.access(needed, os.W_OK):
-            raise ReadOnly(errno.EACCES, "read-only", needed)
+    """Raises :class:`ReadOnly` unless this user may replace ``path``, before anything is
+    created. Replacing takes only its directory (the temporary file is made there and renamed
+    over it), as pip's reinstall does: a read-only file, or one hardlinked from a cache of
+    another user's, is replaced and the cache's copy stays as it was. In a sticky directory
+    (``/tmp``-like) only the file's or the directory's owner may rename over it. Names the
+    file when it is not writable either, else the directory."""
+    directory = os.path.dirname(path)
+    if os.access(directory, os.W_OK | os.X_OK) and not _sticky_forbids(directory, path):
+        return
+    raise ReadOnly(errno.EACCES, "read-only", directory if os.access(path, os.W_OK) else path)
+
+
+def _sticky_forbids(directory: str, path: str) -> bool:
+    """Whether the sticky bit of ``directory`` keeps this user from replacing ``path``."""
+    info = os.stat(directory)
+    if not info.st_mode & stat.S_ISVTX or os.geteuid() == 0:
+        return False
+    return os.geteuid() not in (info.st_uid, os.lstat(path).st_uid)
 
 
 class StaleBytecode(Error, OSError):
@@ -270,7 +283,10 @@ def _write_atomically(path: str, data: bytes, like: os.stat_result) -> Optional[
     import tempfile  # only a write needs it, and it imports random and shutil: status never pays
 
     directory, name = os.path.split(path)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=TEMP_SUFFIX)
+    try:
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=TEMP_SUFFIX)
+    except OSError as error:  # it names the temporary file it could not make
+        raise OSError(error.errno, error.strerror, path) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -280,6 +296,10 @@ def _write_atomically(path: str, data: bytes, like: os.stat_result) -> Optional[
             lost = _what_was_not_kept(os.fstat(handle.fileno()), like, path)
             os.fsync(handle.fileno())
         os.replace(temp, path)
+    except OSError as error:  # named as the file it was for: the temporary file is gone
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise OSError(error.errno, error.strerror, path) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)

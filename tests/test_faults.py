@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
+from mmcv_patcher import write
 from tests.fixtures import leftovers, make_tree, patched, synthetic_files, tool, with_fault
 
 pytestmark = pytest.mark.faults
@@ -129,6 +130,7 @@ def test_fault_at_every_step_leaves_whole_files(tmp_path: Path, command: str, ac
             if done.returncode == 1:  # a failed write is no patch's result: one line on stderr
                 [line] = done.stderr.splitlines()
                 assert line.startswith("mmcv-patcher: error: ") and str(package) in line
+                assert write.TEMP_SUFFIX not in line, "a temporary file that no longer exists is never named"
                 assert contents(package) == before, "a failed run must leave every file as it was"
         assert_consistent(package)
         left = [name for file in RELEASED for name in leftovers(package / file)]

@@ -304,6 +304,39 @@ def test_only_bytecode_of_the_file_is_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in keep)
 
 
+def test_a_file_linked_from_a_shared_store_is_refused_with_the_way_to_patch_this_install_alone(
+    tmp_path: Path, patched_nms: bytes
+) -> None:
+    """uv's symlink link mode and conda's softlinks: each installed file links into a cache
+    every environment made from it shares. Following the advice patches this one alone."""
+    nms = make_tree(tmp_path / "site", distribution="mmcv")
+    stored = tmp_path / "cache" / "archive-v0" / "mmcv" / "ops" / "nms.py"
+    stored.parent.mkdir(parents=True)
+    stored.write_text(NMS)
+    nms.unlink()
+    nms.symlink_to(stored)
+    line = refused(tool("apply", "--path", str(tmp_path / "site")), file=nms)
+    advice = f"cp --remove-destination {stored} {nms}"
+    assert "writing there would patch every environment linked to it" in line and advice in line
+    assert line.endswith("(--force writes into the linked file); nothing was written")
+    subprocess.run(advice.split(), check=True)
+    assert tool("apply", "--path", str(tmp_path / "site")).returncode == 0
+    assert nms.read_bytes() == patched_nms and not nms.is_symlink() and stored.read_text() == NMS
+
+
+def test_a_directory_linked_from_a_shared_store_is_refused_with_the_way_to_reinstall_as_copies(
+    tmp_path: Path,
+) -> None:
+    nms = make_tree(tmp_path / "site", distribution="mmcv")
+    store = tmp_path / "cache" / "ops"
+    store.parent.mkdir()
+    nms.parent.rename(store)
+    nms.parent.symlink_to(store)
+    line = refused(tool("apply", "--path", str(tmp_path / "site")), file=nms)
+    assert "reinstall mmcv as copies (uv: --link-mode=copy; conda: --copy)" in line and "cp " not in line
+    assert (store / "nms.py").read_text() == NMS
+
+
 def test_a_cache_directory_outside_the_package_is_refused_unless_forced(tmp_path: Path) -> None:
     nms = make_tree(tmp_path / "site", distribution="mmcv")
     elsewhere = tmp_path / "elsewhere"

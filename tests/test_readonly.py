@@ -102,18 +102,45 @@ def test_root_owned_install_is_refused_for_another_user(shared: Path) -> None:
     assert failure == {"kind": "read-only", "path": str(nms), "detail": "read-only"}, "a kind a script can tell apart"
 
 
-def test_read_only_file_in_a_writable_directory_is_refused(shared: Path) -> None:
+def test_read_only_file_in_a_writable_directory_is_replaced_as_pip_would(shared: Path) -> None:
+    """Replacing a file takes its directory, not the file: pip's reinstall does the same."""
     nms = _tree(shared, "read-only-file")
     root = nms.parents[2]
     for path in [root, *root.rglob("*")]:
         os.chown(path, 65534, 65534)
     os.chmod(nms, 0o444)
     done = as_nobody(shared, "apply", "--path", str(root))
+    assert done.returncode == 0, done.stderr
+    assert b"mmcv-patcher" in nms.read_bytes() and stat.S_IMODE(nms.stat().st_mode) == 0o444, "its mode is kept"
+
+
+def test_a_file_hardlinked_from_another_users_cache_is_broken_out_and_the_cache_kept(shared: Path) -> None:
+    """uv's and conda's default link mode: the installed file is the cache's inode, owned by
+    the cache's user (root here); the environment's directory is the runner's own."""
+    nms = _tree(shared, "hardlinked")
+    root = nms.parents[2]
+    cache = shared / "hardlink-cache" / "nms.py"
+    cache.parent.mkdir()
+    os.link(nms, cache)  # root's file, 0644, linked into nobody's environment
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir():
+            os.chown(path, 65534, 65534)
+    done = as_nobody(shared, "apply", "--path", str(root))
+    assert done.returncode == 0, done.stderr
+    assert cache.read_text() == NMS and cache.stat().st_nlink == 1, "the cache's file is as it was, and alone"
+    assert b"mmcv-patcher" in nms.read_bytes() and nms.stat().st_uid == 65534
+    assert f"note: {nms}: could not keep its owner 0 (now 65534)" in done.stdout
+    assert as_nobody(shared, "revert", "--path", str(root)).returncode == 0 and nms.read_text() == NMS
+
+
+def test_a_file_of_another_user_in_a_sticky_directory_is_refused(shared: Path) -> None:
+    nms = _tree(shared, "sticky")
+    root = nms.parents[2]
+    os.chmod(nms.parent, 0o1777)  # anyone may create there, only owners may replace
+    done = as_nobody(shared, "apply", "--path", str(root))
     assert done.returncode == 1
     assert done.stderr.strip() == f"mmcv-patcher: error: cannot write {nms}: {MESSAGE}"
     assert nms.read_text() == NMS
-    os.chmod(nms, 0o644)
-    assert as_nobody(shared, "apply", "--path", str(root)).returncode == 0, "the owner can patch once it is writable"
 
 
 def test_read_only_directory_is_refused(shared: Path) -> None:
@@ -146,7 +173,7 @@ def test_a_package_directory_others_may_only_enter_is_refused_in_one_line(shared
     assert as_nobody(shared, "status", "--check", "--path", str(root)).returncode == 3  # reading is fine
     done = as_nobody(shared, "apply", "--path", str(root))
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip() == f"mmcv-patcher: error: cannot write {package}: {MESSAGE}"
+    assert done.stderr.strip() == f"mmcv-patcher: error: cannot write {nms}: {MESSAGE}", "the file, never written"
     assert nms.read_text() == NMS
 
 

@@ -40,7 +40,8 @@ def _wrap(owner: Any, name: str) -> None:
                 os.kill(os.getpid(), signal.SIGINT)
             if _ACTION in ("ENOSPC", "EACCES", "EROFS", "EIO", "EBUSY", "EPERM"):
                 code = getattr(errno, _ACTION)
-                raise OSError(code, os.strerror(code))
+                names = [arg for arg in args[:2] if isinstance(arg, str)]  # as the real call names them
+                raise OSError(code, os.strerror(code), *names[:1], *([None, names[1]] if len(names) > 1 else []))
             result = real(*args, **kwargs)
             if _ACTION == "kill-after":
                 os.kill(os.getpid(), signal.SIGKILL)
