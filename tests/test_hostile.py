@@ -383,3 +383,28 @@ def test_root_keeps_another_users_owner_and_setuid_bits(tmp_path: Path) -> None:
     assert done.returncode == 0 and "note:" not in done.stdout
     info = nms.stat()
     assert (info.st_uid, info.st_gid, oct(stat.S_IMODE(info.st_mode))) == (1234, 4321, oct(0o6755))
+
+
+def test_a_bind_mounted_file_that_cannot_be_renamed_over_keeps_its_code_and_bytecode(
+    tmp_path: Path, released_nms: bytes
+) -> None:
+    """A container volume of one file: rename over a mount point fails with EBUSY. The file,
+    its bytecode and the code Python loads from it all stay the released ones."""
+    import importlib.machinery
+
+    nms = make_tree(tmp_path / "site", distribution="mmcv")
+    compiled(str(nms))
+    volume = tmp_path / "volume.py"
+    volume.write_bytes(released_nms)
+    mounted = subprocess.run(["mount", "--bind", str(volume), str(nms)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.strip()}")
+    try:
+        done = tool("apply", "--path", str(tmp_path / "site"))
+        loaded = importlib.machinery.SourceFileLoader("nms", str(nms)).get_code("nms")
+        status = tool("status", "--check", "--path", str(tmp_path / "site"))
+    finally:
+        subprocess.run(["umount", str(nms)], check=True)
+    assert done.returncode == 1 and done.stderr.splitlines()[-1].startswith(f"mmcv-patcher: error: cannot write {nms}:")
+    assert volume.read_bytes() == released_nms and status.returncode == 3
+    assert loaded == compile(released_nms, str(nms), "exec", dont_inherit=True), "Python runs the file's own code"
