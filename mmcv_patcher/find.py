@@ -173,27 +173,33 @@ def _find(text: str, tree: ast.Module, patch: Patch) -> Found:
     bound = definitions(tree, patch.function)
     if not bound:
         return Found(None, 0, (), ())
-    anchors, fixes = _wanted(patch.edits)
     heads = {_head(_parsed(code)) for edit in patch.edits for code in (edit.anchor, edit.fix)}
     starts = line_starts(text)
     found: Dict[str, List[Statement]] = {"anchor": [], "fix": []}
-    for node in statements(bound[-1]):
-        if hasattr(node, "body") or _head(node) not in heads:
+    for function in patch.definitions:
+        scope = bound if function == patch.function else definitions(tree, function)
+        if not scope:  # its statements are missing, which the counts tell
             continue
-        dumped = ast.dump(node)
-        for kind, wanted in (("anchor", anchors), ("fix", fixes)):
-            if dumped in wanted:
-                start = offset(text, starts, node.lineno, node.col_offset)
-                found[kind].append(Statement(start, statement_end(text, start), node.lineno, wanted[dumped]))
+        anchors, fixes = _wanted(patch.edits, patch.function, function)
+        for node in statements(scope[-1]):
+            if hasattr(node, "body") or _head(node) not in heads:
+                continue
+            dumped = ast.dump(node)
+            for kind, wanted in (("anchor", anchors), ("fix", fixes)):
+                if dumped in wanted:
+                    start = offset(text, starts, node.lineno, node.col_offset)
+                    found[kind].append(Statement(start, statement_end(text, start), node.lineno, wanted[dumped]))
     ordered = {kind: tuple(sorted(statements)) for kind, statements in found.items()}
     return Found(bound[-1].lineno, len(bound), ordered["anchor"], ordered["fix"])
 
 
 @functools.lru_cache(maxsize=None)
-def _wanted(edits: Tuple[Edit, ...]) -> Tuple[Dict[str, int], Dict[str, int]]:
-    """The dumps of a patch's anchors and of its fixes, each to its edit's index."""
-    anchors = {dump_statement(edit.anchor): index for index, edit in enumerate(edits)}
-    fixes = {dump_statement(edit.fix): index for index, edit in enumerate(edits)}
+def _wanted(edits: Tuple[Edit, ...], default: str, function: str) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """The dumps of the anchors and of the fixes of the edits in ``function`` (an edit that
+    names none is in ``default``, the patch's), each to its edit's index."""
+    inside = [(index, edit) for index, edit in enumerate(edits) if (edit.function or default) == function]
+    anchors = {dump_statement(edit.anchor): index for index, edit in inside}
+    fixes = {dump_statement(edit.fix): index for index, edit in inside}
     return anchors, fixes
 
 

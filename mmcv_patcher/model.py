@@ -82,11 +82,15 @@ class Edit(NamedTuple):
 
     anchor: str
     fix: str
+    #: the definition the statement is in, when it is not the patch's own (a fix that spans
+    #: an autograd function's ``forward`` and its ``backward``), named as :attr:`Patch.function`
+    function: Optional[str] = None
 
     @property
     def insertions(self) -> Tuple[str, ...]:
         """The texts the fix inserts into the anchor, in order, found by aligning the two
-        statements' tokens (:mod:`tokenize`), so each is a whole run of tokens."""
+        statements' tokens (:mod:`tokenize`), so each is a whole run of tokens with the
+        spacing the fix adds around it."""
         return _insertions(self.anchor, self.fix)
 
 
@@ -95,11 +99,19 @@ def _insertions(anchor_code: str, fix_code: str) -> Tuple[str, ...]:
     anchor, fix = _tokens(anchor_code), _tokens(fix_code)
     matcher = difflib.SequenceMatcher(None, [t for t, _, _ in anchor], [t for t, _, _ in fix], autojunk=False)
     found = []
-    for tag, _, _, start, end in matcher.get_opcodes():
+    for tag, at, _, start, end in matcher.get_opcodes():
         if tag != "equal":
             if tag != "insert":
                 raise ValueError(f"{fix_code!r} is not {anchor_code!r} with insertions")
-            found.append(fix_code[fix[start][1] : fix[end - 1][2]])
+            # the whole gap between the fix's tokens around it, less the spacing the anchor
+            # has there: `x` -> `x if c else y` inserts " if c else y", the space included
+            gap = fix_code[fix[start - 1][2] if start else 0 : fix[end][1] if end < len(fix) else len(fix_code)]
+            kept = anchor_code[anchor[at - 1][2] if at else 0 : anchor[at][1] if at < len(anchor) else len(anchor_code)]
+            if kept and gap.endswith(kept):
+                gap = gap[: -len(kept)]
+            elif kept and gap.startswith(kept):
+                gap = gap[len(kept) :]
+            found.append(gap)
     return tuple(found)
 
 
@@ -211,8 +223,9 @@ class Patch(NamedTuple):
     affected: Mapping[str, Tuple[Affected, ...]]
     #: POSIX path of the file inside the ``mmcv`` package directory (any ``.py`` file)
     file: str
-    #: where the edits are: a module-level function (``nms``) or a method of a module-level
-    #: class (``RoIAlign.forward``); the last binding definition counts, as Python runs it
+    #: where the edits are (those that name none, see :attr:`Edit.function`): a module-level
+    #: function (``nms``) or a method of a module-level class (``RoIAlign.forward``); the
+    #: last binding definition counts, as Python runs it
     function: str
     #: the statements it changes; a release has some or all of them (see Affected.counts)
     edits: Tuple[Edit, ...]
@@ -228,9 +241,14 @@ class Patch(NamedTuple):
     untouched: Tuple[Untouched, ...]
 
     @property
+    def definitions(self) -> Tuple[str, ...]:
+        """Every definition the edits are in: :attr:`function` first, then those edits name."""
+        return tuple(dict.fromkeys([self.function, *(edit.function for edit in self.edits if edit.function)]))
+
+    @property
     def op(self) -> str:
-        """The op users know the fix by: the function, or the class of the method."""
-        return self.function.split(".")[0]
+        """The op users know the fix by: what ``mmcv.ops`` calls it, as its case does."""
+        return self.case.op
 
 
 class Release(NamedTuple):

@@ -2,7 +2,7 @@
 
 mmcv's RoIAlign kernels (CPU and CUDA) dispatch float, double and half only, and need the
 features and the RoIs in one dtype. Under bf16 autocast (mmengine's
-``AmpOptimWrapper(dtype='bfloat16')``, and the only dtype CPU autocast allows) mmdet's RoI
+``AmpOptimWrapper(dtype='bfloat16')``, the only dtype mmengine's CPU autocast takes) mmdet's RoI
 extractors fail with ``RuntimeError: "ROIAlign_forward" not implemented for 'BFloat16'``;
 fp16 features with the fp32 RoIs of an fp32 box head fail with "expected scalar type Half
 but found Float". ``RoIAlign.forward`` now gives the kernel fp32 copies of both in exactly

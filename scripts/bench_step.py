@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Time one step of a real detector with the release and with every patch applied.
 
-    python scripts/bench_step.py [--rounds 3] [--steps 3] [--modes predict train]
+    python scripts/bench_step.py [--rounds 3] [--steps 3] [--modes predict train] [--models faster-rcnn tood]
 
-mmdetection 3.3.0's own Faster R-CNN (``faster-rcnn_r50_fpn_1x_coco.py``, random weights) on
-one image resized to 2666x1600 (tests/faster_rcnn_step.py), on the real mmcv 2.1.0 built with
-its CPU ops (cached; the first run builds it). Two kinds of step:
+Two of mmdetection 3.3.0's own models (random weights, scripts/model_step.py), on the real
+mmcv 2.1.0 built with its CPU ops (cached; the first run builds it): the seed's Faster R-CNN
+(``faster-rcnn_r50_fpn_1x_coco.py``) on one image of 2666x1600, and TOOD
+(``tood_r50_fpn_1x_coco.py``), whose head runs mmcv's deformable convolution, on one of
+1333x800. Two kinds of step:
 
     predict   inference with the COCO test cfg (80 classes): the RPN's batched_nms over
               5 FPN levels x 1000 proposals and the box head's per-class NMS
@@ -36,14 +38,19 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
 from scripts import machine, releases  # noqa: E402  (the same cached builds the tests use)
 
-STEP = REPOSITORY / "tests" / "faster_rcnn_step.py"
+STEP = REPOSITORY / "scripts" / "model_step.py"
+#: name -> (config, input size as height x width)
+MODELS = {
+    "faster-rcnn": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", "1600x2666"),
+    "tood": ("tood/tood_r50_fpn_1x_coco.py", "800x1333"),
+}
 #: variant -> (patched?, dtype)
 VARIANTS = {"release fp32": (False, "fp32"), "patched fp32": (True, "fp32"), "patched bf16": (True, "bf16")}
 
@@ -53,9 +60,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="processes per variant, taken in turn")
     parser.add_argument("--steps", type=int, default=3, help="steps per process; the first warms up")
     parser.add_argument("--modes", nargs="+", choices=("predict", "train"), default=["predict", "train"])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     args = parser.parse_args()
     site = releases.mmdet_site()
-    times: Dict[str, Dict[str, List[float]]] = {mode: {variant: [] for variant in VARIANTS} for mode in args.modes}
+    steps = [(model, mode) for model in args.models for mode in args.modes]
+    times: Dict[Tuple[str, str], Dict[str, List[float]]] = {key: {variant: [] for variant in VARIANTS} for key in steps}
     with tempfile.TemporaryDirectory() as scratch:
         python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
         for round_ in range(args.rounds):
@@ -64,9 +73,10 @@ def main() -> int:
                 patched, dtype = VARIANTS[variant]
                 if releases.tool(python, "apply" if patched else "revert").returncode != 0:
                     raise SystemExit(f"could not {'apply' if patched else 'revert'} the patches in the benchmark venv")
-                for mode in args.modes:
+                for model, mode in steps:
+                    config, size = MODELS[model]
                     done = subprocess.run(
-                        [str(python), str(STEP), mode, dtype, str(args.steps)],
+                        [str(python), str(STEP), config, mode, dtype, "--size", size, "--rounds", str(args.steps)],
                         stdout=subprocess.PIPE,
                         universal_newlines=True,
                         env=dict(os.environ, PYTHONPATH=str(site)),
@@ -74,8 +84,8 @@ def main() -> int:
                     )
                     result = json.loads(done.stdout.strip().splitlines()[-1])
                     if "error" in result:
-                        raise SystemExit(f"{variant} {mode}: {result['error']}")
-                    times[mode][variant].extend(result["seconds"][1:])
+                        raise SystemExit(f"{variant} {model} {mode}: {result['error']}")
+                    times[(model, mode)][variant].extend(result["seconds"][1:])
         versions = subprocess.run(
             [
                 str(python),
@@ -92,14 +102,14 @@ def main() -> int:
     print(
         f"median step of {args.rounds} processes x {args.steps - 1} timed steps per variant, processes taken in turn\n"
     )
-    print("| step | release, fp32 | every patch, fp32 (target 1%) | every patch, bf16 autocast |")
-    print("| --- | ---: | ---: | ---: |")
-    for mode, by_variant in times.items():
+    print("| model | step | release, fp32 | every patch, fp32 (target 1%) | every patch, bf16 autocast |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for (model, mode), by_variant in times.items():
         medians = {variant: statistics.median(values) for variant, values in by_variant.items()}
         base = medians["release fp32"]
         fp32, bf16 = medians["patched fp32"] / base, medians["patched bf16"] / base
         print(
-            f"| {mode} | {base:.2f} s (1.000) | {medians['patched fp32']:.2f} s ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'}) | {medians['patched bf16']:.2f} s ({bf16:.3f}) |"
+            f"| {model} | {mode} | {base:.2f} s (1.000) | {medians['patched fp32']:.2f} s ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'}) | {medians['patched bf16']:.2f} s ({bf16:.3f}) |"
         )
     return 0
 

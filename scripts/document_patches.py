@@ -68,7 +68,10 @@ def releases(patch: Patch) -> str:
 def table(patches: Sequence[Patch]) -> str:
     """README's table of patches."""
     rows = ["| patch | where | what users see under AMP (fp16; bf16) | releases |", "| --- | --- | --- | --- |"]
-    rows += [f"| `{p.id}` | `{p.file}`, `{p.function}` | {p.error} | {releases(p)} |" for p in patches]
+    rows += [
+        f"| `{p.id}` | `{p.file}`, {', '.join(f'`{name}`' for name in p.definitions)} | {p.error} | {releases(p)} |"
+        for p in patches
+    ]
     return "\n".join(rows) + "\n"
 
 

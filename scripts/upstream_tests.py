@@ -5,7 +5,7 @@
 
 CHECKOUT is a clone of mmcv's repository: its op tests ship in no sdist or wheel on the
 package index, so they are not fetched here. TEST are test files relative to CHECKOUT
-(default: the RoIAlign and NMS ones). pytest runs them from CHECKOUT, as mmcv's own CI does
+(default: those of every patched op: RoIAlign, NMS, rotated NMS, the deformable convolutions). pytest runs them from CHECKOUT, as mmcv's own CI does
 (some read ./tests/data), twice: on the released files, then with every patch applied.
 
 By default the mmcv is 2.1.0 built with its CPU ops, in a throwaway venv (the tests' cached
@@ -34,7 +34,13 @@ sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
 from scripts import releases  # noqa: E402  (the same cached builds the tests use)
 
-TESTS = ("tests/test_ops/test_roi_align.py", "tests/test_ops/test_nms.py", "tests/test_ops/test_nms_rotated.py")
+TESTS = (
+    "tests/test_ops/test_roi_align.py",
+    "tests/test_ops/test_nms.py",
+    "tests/test_ops/test_nms_rotated.py",
+    "tests/test_ops/test_deform_conv.py",
+    "tests/test_ops/test_modulated_deform_conv.py",
+)
 #: pytest's exit statuses for "every test passed" and "some test failed"; any other means the run itself failed
 RAN = (0, 1)
 
@@ -56,12 +62,14 @@ def outcomes(junit: Path) -> Dict[str, str]:
 
 
 def run_tests(python: Path, checkout: Path, tests: Sequence[str], junit: Path) -> Dict[str, str]:
-    """Runs ``tests`` with ``python``'s pytest from ``checkout``; returns :func:`outcomes`."""
+    """Runs ``tests`` with ``python``'s pytest from ``checkout``; returns :func:`outcomes`.
+    The checkout's own ``mmcv/`` (sources, no compiled ops) must not shadow the installed
+    one, so the working directory is kept off ``sys.path`` (``python -m`` would put it first)."""
     done = subprocess.run(
         [
             str(python),
-            "-m",
-            "pytest",
+            "-c",
+            "import sys; del sys.path[0]; import pytest; sys.exit(pytest.main(sys.argv[1:]))",
             "-p",
             "no:cacheprovider",
             "-q",

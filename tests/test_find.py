@@ -214,3 +214,23 @@ class RoIAlign(_Base):
 def test_a_method_python_takes_from_elsewhere_is_not_guessed(text: str) -> None:
     finding = assess_roi_align(text, "9.0.0")
     assert finding.state is State.NOT_AFFECTED and finding.message == "no definition of RoIAlign.forward()"
+
+
+def test_an_edit_that_names_another_definition_is_found_there_alone() -> None:
+    """A fix spanning an autograd function's forward and backward: each statement counts
+    only in the definition its edit names."""
+    patch = registered("deform-conv-fp32-kernel")
+    text = patch.examples[0].before
+    found = find.find(text, [patch])
+    assert not isinstance(found, find.ParseFailure)
+    counts = found[patch.id].counts(found[patch.id].anchors, len(patch.edits))
+    assert counts == (1, 1, 2, 1)
+    moved = text.replace("        grad_output = grad_output.contiguous()\n", "").replace(
+        "        ctx.save_for_backward(input, offset, weight)\n",
+        "        ctx.save_for_backward(input, offset, weight)\n        grad_output = grad_output.contiguous()\n",
+    )
+    found = find.find(moved, [patch])
+    assert not isinstance(found, find.ParseFailure)
+    assert found[patch.id].counts(found[patch.id].anchors, len(patch.edits)) == (1, 1, 2, 0), (
+        "in forward, the backward's statement is not the edit's"
+    )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 import pytest
 
 from mmcv_patcher import find, ours, plan
-from mmcv_patcher.model import Release, State
+from mmcv_patcher.model import Edit, Release, State
 from mmcv_patcher.source import Source
 from tests import fixtures
 from tests.fixtures import (
@@ -151,3 +151,38 @@ def test_revert_checks_record_and_says_when_the_original_was_not_the_release() -
     assert reverted.ok and reverted.new_text == hand_edited
     assert "differ from the release's RECORD" in reverted.message
     assert "pip install --force-reinstall --no-deps mmcv==2.1.0" in reverted.message
+
+
+# --- what an edit inserts, spacing included -----------------------------------------------------
+
+INSERTIONS = {
+    "a-call-wrapped": ("return output", "return output.to(ctx.output_dtype)", (".to(ctx.output_dtype)",)),
+    "a-conditional-after-the-value": (
+        "input = input.type_as(offset)",
+        "input = input.type_as(offset) if offset.dtype != torch.bfloat16 else input.float()",
+        (" if offset.dtype != torch.bfloat16 else input.float()",),
+    ),
+    "targets-and-values-added": (
+        "weight = weight.type_as(input)",
+        "weight, offset = weight.type_as(input), offset.type_as(input)",
+        (", offset", ", offset.type_as(input)"),
+    ),
+}
+
+
+@pytest.mark.parametrize("anchor, fix, inserted", INSERTIONS.values(), ids=INSERTIONS.keys())
+def test_an_edit_inserts_whole_tokens_with_the_spacing_the_fix_adds(
+    anchor: str, fix: str, inserted: Tuple[str, ...]
+) -> None:
+    edit = Edit(anchor, fix)
+    assert edit.insertions == inserted
+    assert ours.cut(fix, _spans(fix, edit.insertions)) == anchor, "taking them out gives the anchor back exactly"
+
+
+def _spans(text: str, insertions: Tuple[str, ...]) -> List[ours.Span]:
+    spans, at = [], 0
+    for insertion in insertions:
+        at = text.index(insertion, at)
+        spans.append((at, at + len(insertion)))
+        at += len(insertion)
+    return spans

@@ -1,0 +1,215 @@
+"""One step of an mmdetection config with random weights, on one seeded image with three boxes.
+
+Run in the interpreter whose mmcv is under test, with mmdet on its path:
+
+    python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--rounds N] [--rpn-split-thr N]
+
+``CONFIG`` is a config file, or its path under mmdet's own ``configs`` (shipped in the
+package as ``.mim/configs``), e.g. ``vfnet/vfnet_r50_fpn_1x_coco.py``. Every ``init_cfg`` of
+type ``Pretrained`` is taken out (nothing is downloaded), and the inputs go through the
+model's own ``data_preprocessor``. ``train`` is forward with ``mode='loss'`` and backward;
+``predict`` is inference with the config's test cfg. ``bf16`` and ``fp16`` run under
+``torch.autocast('cpu', dtype=...)``, as ``AmpOptimWrapper`` does on a GPU (mmengine's CPU
+autocast takes bf16 only; torch's takes both). ``--rpn-split-thr`` sets the RPN's NMS
+``split_thr`` (mmcv's ``batched_nms`` runs per class id at or above it).
+
+Prints one JSON object: the losses and whether they and every gradient are finite (or the
+boxes predicted), or the error, the functions its traceback passed through and its innermost
+frames inside mmcv and overall; and the seconds of each round after the model is built. The
+image's three boxes come with masks when the model predicts masks.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def config_path(config: str) -> str:
+    """``config`` itself when it is a file, else its path under mmdet's shipped configs."""
+    if os.path.isfile(config):
+        return config
+    import mmdet
+
+    return os.path.join(os.path.dirname(mmdet.__file__), ".mim", "configs", config)
+
+
+def without_pretrained(node: Any) -> Any:
+    """The config tree with nothing to download: every ``init_cfg`` that loads a checkpoint
+    (of type ``Pretrained``, or naming a ``checkpoint``, which means the same) taken out, and
+    every ``pretrained`` (the older way, DetectoRS's ``torchvision://resnet50``) set to None."""
+    if isinstance(node, dict):
+        return {
+            key: None if key == "pretrained" else without_pretrained(value)
+            for key, value in node.items()
+            if not (key == "init_cfg" and _is_pretrained(value))
+        }
+    if isinstance(node, list):
+        return [without_pretrained(value) for value in node]
+    return node
+
+
+def _is_pretrained(init_cfg: Any) -> bool:
+    if isinstance(init_cfg, dict):
+        return init_cfg.get("type") == "Pretrained" or "checkpoint" in init_cfg
+    return isinstance(init_cfg, list) and any(_is_pretrained(each) for each in init_cfg)
+
+
+def has_masks(config: str) -> bool:
+    """Whether the model predicts masks (its config names a mask branch or loss), and so
+    trains on them; a detector given masks may take them for something else (RTMDet's
+    assigner takes their centres)."""
+    from mmengine.config import Config
+
+    return "mask" in str(Config.fromfile(config_path(config)).model.to_dict())
+
+
+def build(config: str, rpn_split_thr: Optional[int]) -> Any:
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config, ConfigDict
+
+    register_all_modules()
+    loaded = Config.fromfile(config_path(config))
+    model_cfg = ConfigDict(without_pretrained(loaded.model.to_dict()))
+    if rpn_split_thr is not None:
+        for mode in ("train_cfg", "test_cfg"):
+            rpn = model_cfg.get(mode, {}).get("rpn_proposal" if mode == "train_cfg" else "rpn")
+            if rpn is not None:
+                rpn.nms["split_thr"] = rpn_split_thr
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    from mmengine.logging import MessageHub
+
+    hub = MessageHub.get_current_instance()  # what a runner says at its first step
+    hub.update_info("epoch", 0)
+    hub.update_info("iter", 0)
+    return model
+
+
+def batch(model: Any, size: Tuple[int, int], training: bool, masks: bool) -> Any:
+    """One seeded uint8 image of ``size`` (height, width) with three boxes, and with
+    ``masks`` their masks."""
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+
+    height, width = size
+    generator = torch.Generator().manual_seed(1)
+    image = (torch.rand(3, height, width, generator=generator) * 255).to(torch.uint8)
+    sample = DetDataSample(
+        metainfo=dict(
+            img_shape=(height, width),
+            ori_shape=(height, width),
+            scale_factor=(1.0, 1.0),
+            pad_shape=(height, width),
+            batch_input_shape=(height, width),
+        )
+    )
+    fractions = torch.tensor([[0.04, 0.12, 0.34, 0.62], [0.45, 0.19, 0.68, 0.88], [0.75, 0.06, 0.98, 0.44]])
+    boxes = fractions * torch.tensor([width, height, width, height], dtype=torch.float32)
+    sample.gt_instances = InstanceData(bboxes=boxes, labels=torch.tensor([0, 2, 7]))
+    if masks:
+        filled = torch.zeros(3, height, width, dtype=torch.uint8)
+        for index, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+            filled[index, y1:y2, x1:x2] = 1
+        sample.gt_instances.masks = BitmapMasks(filled.numpy(), height, width)
+    sample.ignored_instances = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
+    return model.data_preprocessor({"inputs": [image], "data_samples": [sample]}, training=training)
+
+
+def train(model: Any, data: Any) -> Dict[str, Any]:
+    model.zero_grad()
+    losses = model(**data, mode="loss")
+    sums = {
+        key: sum(v.sum() for v in value) if isinstance(value, (list, tuple)) else value.sum()
+        for key, value in losses.items()
+        if "loss" in key
+    }
+    total: Any = sum(sums.values())
+    total.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    finite = bool(torch.isfinite(total)) and all(bool(torch.isfinite(g).all()) for g in grads)
+    return {"losses": {key: float(value.detach()) for key, value in sums.items()}, "finite": finite}
+
+
+def predict(model: Any, data: Any) -> Dict[str, Any]:
+    with torch.no_grad():
+        [result] = model(**data, mode="predict")
+    return {
+        "boxes": len(result.pred_instances.bboxes),
+        "finite": bool(torch.isfinite(result.pred_instances.scores.float()).all()),
+    }
+
+
+def failure(error: BaseException) -> Dict[str, Any]:
+    """What a training log shows of ``error``: its line, the functions it passed through,
+    and where it was raised, inside mmcv and overall (``file:line in function``, the file
+    from its package directory on)."""
+    frames = traceback.extract_tb(error.__traceback__)
+
+    def where(frame: traceback.FrameSummary) -> str:
+        path = frame.filename.replace(os.sep, "/")
+        for package in ("/mmcv/", "/mmdet/", "/mmengine/", "/torch/"):
+            if package in path:
+                path = package.strip("/") + "/" + path.rsplit(package, 1)[1]
+                break
+        return f"{path}:{frame.lineno} in {frame.name}"
+
+    inside_mmcv = [frame for frame in frames if "/mmcv/" in frame.filename.replace(os.sep, "/")]
+    message = str(error).splitlines()[0] if str(error) else ""
+    return {
+        "error": f"{type(error).__name__}: {message}",
+        "passed": [frame.name for frame in frames],
+        "mmcv_frame": where(inside_mmcv[-1]) if inside_mmcv else None,
+        "frame": where(frames[-1]) if frames else None,
+    }
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("mode", choices=("train", "predict"))
+    parser.add_argument("dtype", choices=sorted(DTYPES))
+    parser.add_argument("--size", default="512x512", help="HEIGHTxWIDTH of the image (default 512x512)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rpn-split-thr", type=int)
+    args = parser.parse_args(argv[1:])
+    height, width = (int(side) for side in args.size.split("x"))
+    out: Dict[str, Any] = {"seconds": []}
+    try:
+        model = build(args.config, args.rpn_split_thr)
+        model.train(args.mode == "train")
+        data = batch(model, (height, width), training=args.mode == "train", masks=has_masks(args.config))
+    except Exception as error:  # the config cannot be built here: not a step's failure
+        out.update(failure(error), built=False)
+        print(json.dumps(out))
+        return 0
+    step = train if args.mode == "train" else predict
+    for _ in range(args.rounds):
+        started = time.perf_counter()
+        try:
+            dtype = DTYPES[args.dtype]
+            if dtype is None:
+                out.update(step(model, data))
+            else:
+                with torch.autocast("cpu", dtype=dtype):
+                    out.update(step(model, data))
+        except Exception as error:  # what the user sees in their training log
+            out.update(failure(error))
+            break
+        out["seconds"].append(time.perf_counter() - started)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
