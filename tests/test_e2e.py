@@ -596,10 +596,10 @@ def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes
 ) -> None:
     """The seed's config in fp16, under torch's CPU autocast (mmengine's takes bf16 only).
     fp16 convolutions on these CPUs are about 25 times slower than fp32, so the step runs at
-    256x256 instead of 2666x1600, with the RPN's ``split_thr`` lowered to 100 so that its
+    160x160 instead of 2666x1600, with the RPN's ``split_thr`` lowered to 100 so that its
     ``batched_nms`` takes the per-class path the seed's 2666x1600 input takes at 10000:
     there, on the release, the fp16 boxes meet mmcv's NMS kernel, which takes fp32 only."""
-    options = ("--size", "256x256", "--rpn-split-thr", "100")
+    options = ("--size", "160x160", "--rpn-split-thr", "100")
     before = model_step(python, mmdet_site, FASTER_RCNN, "fp16", *options)
     assert before["error"] == "RuntimeError: expected scalar type Float but found Half", before
     assert {"batched_nms", "nms"} <= set(before["passed"]) and before["mmcv_frame"].startswith("mmcv/ops/nms.py:")
