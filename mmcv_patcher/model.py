@@ -164,16 +164,21 @@ class Tensor(NamedTuple):
     - ``boxes``: ``size`` boxes (x1, y1, x2, y2), corners within ``scale`` (default 1000)
     - ``scores``: ``size`` scores in [0, 1)
     - ``labels``: ``size`` class ids below ``scale``
-    - ``rotated-boxes``: ``size`` boxes (cx, cy, w, h, angle), centres within ``scale`` (default 500)
+    - ``rotated-boxes``: ``size`` boxes (cx, cy, w, h, angle), centres within ``scale`` (default
+      500); a shape for ``size`` makes a map of them (that shape, then the box)
     - ``features``: values in [0, 1) of shape ``size``
     - ``rois``: ``size`` RoIs (image index below ``images``, then a box within ``scale``)
+    - ``rotated-rois``: ``size`` rotated RoIs (image index below ``images``, then a rotated
+      box with its centre within ``scale``)
+    - ``shapes``: the (height, width) of each feature level ``size`` lists, as int64
+    - ``starts``: where each level of ``size`` starts in the flattened levels, as int64
 
     ``size`` ``"boxes"`` is ``verify --boxes``. ``amp``: the tensor comes in the AMP dtype
     (fp16 or bf16), as autocast gives it; otherwise in fp32.
     """
 
     kind: str
-    size: Union[int, str, Tuple[int, ...]]
+    size: Union[int, str, Tuple[int, ...], Tuple[Tuple[int, int], ...]]
     amp: bool = False
     scale: float = 0.0
     images: int = 1
@@ -193,6 +198,12 @@ class Case(NamedTuple):
     gave: str
     compare: str = "boxes"
     init: Optional[Tuple[Any, ...]] = None
+    #: what is called instead of ``mmcv.ops.<op>``, as a dotted path under ``mmcv.ops``: the
+    #: autograd function the op's module calls, when the module's arguments are what
+    #: autocast itself would have to make
+    call: Optional[str] = None
+    #: the devices mmcv has the op's kernel for; on any other the case is skipped
+    devices: Tuple[str, ...] = ("cpu", "cuda")
 
     def as_json(self) -> Dict[str, Any]:
         """The case as the probe reads it: JSON values, each tensor an object of its fields."""
@@ -202,6 +213,8 @@ class Case(NamedTuple):
             "gave": self.gave,
             "compare": self.compare,
             "init": None if self.init is None else _json(self.init),
+            "call": self.call or self.op,
+            "devices": list(self.devices),
         }
 
 

@@ -10,7 +10,9 @@ in: "float16", "bfloat16"), ``device`` ("cpu" or "cuda") and ``boxes`` (``--boxe
 
 Each case calls mmcv with what AMP gives it in that dtype and compares with the same values
 in fp32: it survived when it gave what fp32 gives (the same boxes; a tensor within the
-dtype's rounding, in the dtype), crashed when mmcv raised, and is wrong otherwise.
+dtype's rounding, in the dtype), crashed when mmcv raised, and is wrong otherwise. A case
+of an op mmcv has no kernel for on the device (a CUDA-only op on the CPU) is skipped, and
+counts neither way.
 """
 
 import copy
@@ -34,26 +36,45 @@ def _boxes(torch, generator, n, spread):
     return torch.cat([xy, xy + torch.rand(n, 2, generator=generator) * 100 + 1], 1)
 
 
+def _rotated_boxes(torch, generator, n, spread):
+    rows = (n,) if isinstance(n, int) else tuple(n)
+    centres = torch.rand(*rows, 2, generator=generator) * spread
+    sizes = torch.rand(*rows, 2, generator=generator) * 60 + 4
+    return torch.cat([centres, sizes, (torch.rand(*rows, 1, generator=generator) - 0.5) * 3], -1)
+
+
+def _images(torch, generator, spec, n):
+    return torch.randint(0, spec["images"], (n, 1), generator=generator).float()
+
+
+def _level_starts(torch, shapes):
+    sizes = torch.tensor([h * w for h, w in shapes], dtype=torch.int64)
+    return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+
+
+#: each kind of :class:`mmcv_patcher.model.Tensor`: (torch, generator, its fields, its rows) -> the tensor
+KINDS = {
+    "boxes": lambda torch, g, spec, n: _boxes(torch, g, n, spec["scale"] or 1000.0),
+    "scores": lambda torch, g, spec, n: torch.rand(n, generator=g),
+    "labels": lambda torch, g, spec, n: torch.randint(0, int(spec["scale"]), (n,), generator=g),
+    "rotated-boxes": lambda torch, g, spec, n: _rotated_boxes(torch, g, n, spec["scale"] or 500.0),
+    "features": lambda torch, g, spec, n: torch.rand(*spec["size"], generator=g),
+    "rois": lambda torch, g, spec, n: torch.cat(
+        [_images(torch, g, spec, n), _boxes(torch, g, n, spec["scale"] or 1000.0)], 1
+    ),
+    "rotated-rois": lambda torch, g, spec, n: torch.cat(
+        [_images(torch, g, spec, n), _rotated_boxes(torch, g, n, spec["scale"] or 500.0)], 1
+    ),
+    "shapes": lambda torch, g, spec, n: torch.tensor(spec["size"], dtype=torch.int64),
+    "starts": lambda torch, g, spec, n: _level_starts(torch, spec["size"]),
+}
+
+
 def _tensor(torch, generator, spec, boxes):
-    """The tensor a case's ``Tensor`` describes, in fp32 on the CPU."""
-    kind, size, scale = spec["kind"], spec["size"], spec["scale"]
-    n = boxes if size == "boxes" else size
-    if kind == "boxes":
-        return _boxes(torch, generator, n, scale or 1000.0)
-    if kind == "scores":
-        return torch.rand(n, generator=generator)
-    if kind == "labels":
-        return torch.randint(0, int(scale), (n,), generator=generator)
-    if kind == "rotated-boxes":
-        centres = torch.rand(n, 2, generator=generator) * (scale or 500.0)
-        sizes = torch.rand(n, 2, generator=generator) * 60 + 4
-        return torch.cat([centres, sizes, (torch.rand(n, 1, generator=generator) - 0.5) * 3], 1)
-    if kind == "features":
-        return torch.rand(*size, generator=generator)
-    if kind == "rois":
-        images = torch.randint(0, spec["images"], (n, 1), generator=generator).float()
-        return torch.cat([images, _boxes(torch, generator, n, scale or 1000.0)], 1)
-    raise ValueError("this version of verify cannot make a %r tensor" % kind)
+    """The tensor a case's ``Tensor`` describes, on the CPU (fp32 unless it holds indices)."""
+    if spec["kind"] not in KINDS:
+        raise ValueError("this version of verify cannot make a %r tensor" % spec["kind"])
+    return KINDS[spec["kind"]](torch, generator, spec, boxes if spec["size"] == "boxes" else spec["size"])
 
 
 def _same_boxes(torch, dtype, result, reference):
@@ -97,8 +118,17 @@ def _run_case(torch, ops, case, dtype, device, boxes):
     amp = getattr(torch, dtype)
     torch.manual_seed(0)  # a module's own weights
     generator = torch.Generator().manual_seed(0)
+    if device not in case["devices"]:
+        return {
+            "gave": gave,
+            "verdict": "skipped",
+            "detail": "mmcv has no %s kernel for %s; verify --device %s runs this case on a build with one"
+            % (device, case["op"], case["devices"][0]),
+        }
     try:
-        target = getattr(ops, case["op"])
+        target = ops
+        for name in case["call"].split("."):
+            target = getattr(target, name)
         if case["init"] is not None:
             target = target(*case["init"]).to(device)
         made = [
@@ -187,12 +217,17 @@ def main(argv):
     for dtype in dtypes:
         for id, case in cases.items():
             report["cases"].setdefault(id, {})[dtype] = _run_case(torch, ops, case, dtype, device, boxes)
-    ran = [(id, dtype, case) for id, by_dtype in report["cases"].items() for dtype, case in by_dtype.items()]
+    ran = [
+        (id, dtype, case)
+        for id, by_dtype in report["cases"].items()
+        for dtype, case in by_dtype.items()
+        if case["verdict"] != "skipped"
+    ]
     verdicts = [case["verdict"] for _, _, case in ran]
     survived = verdicts.count("survived")
     overall = (
         "survived"
-        if survived == len(verdicts)
+        if verdicts and survived == len(verdicts)
         else "crashed"
         if "crashed" in verdicts
         else "wrong"
@@ -202,7 +237,16 @@ def main(argv):
     failed = ", ".join(
         "%s in %s %s" % (id, dtype, case["verdict"]) for id, dtype, case in ran if case["verdict"] != "survived"
     )
-    detail = "%d of %d cases survived" % (survived, len(verdicts)) + ("; %s" % failed if failed else "")
+    skipped = sorted(
+        id
+        for id, by_dtype in report["cases"].items()
+        if all(case["verdict"] == "skipped" for case in by_dtype.values())
+    )
+    detail = (
+        "%d of %d cases survived" % (survived, len(verdicts))
+        + ("; %s" % failed if failed else "")
+        + ("; skipped, with no %s kernel in mmcv: %s" % (device, ", ".join(skipped)) if skipped else "")
+    )
     return _finish(report, overall, detail)
 
 

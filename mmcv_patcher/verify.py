@@ -31,8 +31,9 @@ def run(
     dtypes: Sequence[str] = DTYPES,
 ) -> Dict[str, Any]:
     """The probe's report: under ``cases``, for each patch id and each of ``dtypes``, its case
-    (what it gave mmcv, and its verdict: survived, crashed, wrong, or unavailable when it
-    could not run), and the overall ``verdict`` (only survived is a success) with a ``detail``.
+    (what it gave mmcv, and its verdict: survived, crashed, wrong, skipped for an op mmcv has
+    no kernel for on the device, or unavailable when it could not run), and the overall
+    ``verdict`` over the cases not skipped (only survived is a success) with a ``detail``.
 
     ``package_dir`` (from ``--path``) is put first on the child's ``sys.path`` so it imports
     that mmcv; the report's ``mmcv_dir`` says which one it actually imported.

@@ -1,11 +1,14 @@
-"""One step of an mmdetection config with random weights, on one seeded image with three boxes.
+"""One step of an mmdetection or mmrotate config with random weights, on one seeded image with three boxes.
 
-Run in the interpreter whose mmcv is under test, with mmdet on its path:
+Run in the interpreter whose mmcv is under test, with mmdet (and for its configs mmrotate) on its path:
 
     python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--rounds N] [--rpn-split-thr N]
 
-``CONFIG`` is a config file, or its path under mmdet's own ``configs`` (shipped in the
-package as ``.mim/configs``), e.g. ``vfnet/vfnet_r50_fpn_1x_coco.py``. Every ``init_cfg`` of
+``CONFIG`` is a config file, or its path under the configs a package ships (as
+``.mim/configs``), named as mmengine names them: ``mmrotate::roi_trans/roi-trans-le90_r50_fpn_1x_dota.py``,
+and mmdet's without the prefix, e.g. ``vfnet/vfnet_r50_fpn_1x_coco.py``. A config whose
+``default_scope`` is ``mmrotate`` is built with mmrotate's registry, and its three boxes
+are rotated ones (or their corners, for a config that trains on quadrilaterals). Every ``init_cfg`` of
 type ``Pretrained`` is taken out (nothing is downloaded), and the inputs go through the
 model's own ``data_preprocessor``. ``train`` is forward with ``mode='loss'`` and backward;
 ``predict`` is inference with the config's test cfg. ``bf16`` and ``fp16`` run under
@@ -20,11 +23,13 @@ image's three boxes come with masks when the model predicts masks.
 """
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import time
 import traceback
+import types
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -33,12 +38,13 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def config_path(config: str) -> str:
-    """``config`` itself when it is a file, else its path under mmdet's shipped configs."""
+    """``config`` itself when it is a file, else its path under the shipped configs of the
+    package it names (``PACKAGE::PATH``; mmdet's without a prefix)."""
     if os.path.isfile(config):
         return config
-    import mmdet
-
-    return os.path.join(os.path.dirname(mmdet.__file__), ".mim", "configs", config)
+    package, _, path = config.rpartition("::")
+    module = importlib.import_module(package or "mmdet")
+    return os.path.join(os.path.dirname(module.__file__ or ""), ".mim", "configs", path)
 
 
 def without_pretrained(node: Any) -> Any:
@@ -71,12 +77,57 @@ def has_masks(config: str) -> bool:
     return "mask" in str(Config.fromfile(config_path(config)).model.to_dict())
 
 
-def build(config: str, rpn_split_thr: Optional[int]) -> Any:
+def rotated_box_type(config: str) -> Optional[str]:
+    """The box type an mmrotate ``config`` trains on (``rbox`` or ``qbox``, what its training
+    pipeline makes of the ground truth last), or None for a config of another scope."""
+    from mmengine.config import Config
+
+    loaded = Config.fromfile(config_path(config))
+    if loaded.get("default_scope") != "mmrotate":
+        return None
+    box_type = "rbox"
+    for transform in loaded.train_dataloader.dataset.get("pipeline", []):
+        box_type = transform.get("box_type_mapping", {}).get("gt_bboxes", transform.get("box_type", box_type))
+    return str(box_type)
+
+
+def _mmrotate_models() -> Any:
+    """mmrotate's model registry, with its models and box structures registered.
+
+    onedl-mmrotate 1.2.1 (the mmrotate that installs beside mmdet 3.3.0) imports two things
+    that cannot load here and that a training step never runs; each gets a stand-in, named so,
+    only when it cannot be imported: ``mmrotate.evaluation`` (its metrics import
+    ``FasterCocoMetric``, which only onedl-mmdetection has) and torchvision (PyPI's does not load
+    beside this torch; mmrotate imports it only for H2RBox-v2's augmentations)."""
+    for name, submodules in (("torchvision", ("transforms",)), ("mmrotate.evaluation", ())):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - any failure to import: the stand-in instead
+            stand_in = sys.modules[name] = types.ModuleType(name, "a stand-in: see scripts/model_step.py")
+            for submodule in submodules:
+                setattr(stand_in, submodule, types.ModuleType(f"{name}.{submodule}", stand_in.__doc__))
+    importlib.import_module("mmrotate.models")
+    importlib.import_module("mmrotate.structures")
+    from mmengine.registry import DefaultScope
+    from mmrotate.registry import MODELS
+
+    DefaultScope.get_instance("mmrotate", scope_name="mmrotate")
+    return MODELS
+
+
+def _mmdet_models() -> Any:
+    """mmdet's model registry, with all its modules registered."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
-    from mmengine.config import Config, ConfigDict
 
     register_all_modules()
+    return MODELS
+
+
+def build(config: str, rpn_split_thr: Optional[int]) -> Any:
+    from mmengine.config import Config, ConfigDict
+
+    models = _mmrotate_models() if rotated_box_type(config) else _mmdet_models()
     loaded = Config.fromfile(config_path(config))
     model_cfg = ConfigDict(without_pretrained(loaded.model.to_dict()))
     if rpn_split_thr is not None:
@@ -85,7 +136,7 @@ def build(config: str, rpn_split_thr: Optional[int]) -> Any:
             if rpn is not None:
                 rpn.nms["split_thr"] = rpn_split_thr
     torch.manual_seed(0)
-    model = MODELS.build(model_cfg)
+    model = models.build(model_cfg)
     model.init_weights()
     from mmengine.logging import MessageHub
 
@@ -95,9 +146,10 @@ def build(config: str, rpn_split_thr: Optional[int]) -> Any:
     return model
 
 
-def batch(model: Any, size: Tuple[int, int], training: bool, masks: bool) -> Any:
+def batch(model: Any, size: Tuple[int, int], training: bool, masks: bool, box_type: Optional[str]) -> Any:
     """One seeded uint8 image of ``size`` (height, width) with three boxes, and with
-    ``masks`` their masks."""
+    ``masks`` their masks; ``box_type``: the boxes as mmrotate's of that type (``rbox``:
+    centre, size and angle; ``qbox``: the same boxes' four corners)."""
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
@@ -116,7 +168,17 @@ def batch(model: Any, size: Tuple[int, int], training: bool, masks: bool) -> Any
     )
     fractions = torch.tensor([[0.04, 0.12, 0.34, 0.62], [0.45, 0.19, 0.68, 0.88], [0.75, 0.06, 0.98, 0.44]])
     boxes = fractions * torch.tensor([width, height, width, height], dtype=torch.float32)
-    sample.gt_instances = InstanceData(bboxes=boxes, labels=torch.tensor([0, 2, 7]))
+    labels = torch.tensor([0, 2, 7])
+    if box_type:
+        from mmrotate.structures.bbox import RotatedBoxes
+
+        centres, sides = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
+        angles = torch.tensor([[0.3], [-0.5], [1.0]])
+        gt, none = RotatedBoxes(torch.cat([centres, sides, angles], 1)), RotatedBoxes(torch.zeros(0, 5))
+        sample.gt_instances = InstanceData(bboxes=gt.convert_to(box_type), labels=labels)
+        sample.ignored_instances = InstanceData(bboxes=none.convert_to(box_type), labels=labels[:0])
+        return model.data_preprocessor({"inputs": [image], "data_samples": [sample]}, training=training)
+    sample.gt_instances = InstanceData(bboxes=boxes, labels=labels)
     if masks:
         filled = torch.zeros(3, height, width, dtype=torch.uint8)
         for index, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
@@ -158,7 +220,7 @@ def failure(error: BaseException) -> Dict[str, Any]:
 
     def where(frame: traceback.FrameSummary) -> str:
         path = frame.filename.replace(os.sep, "/")
-        for package in ("/mmcv/", "/mmdet/", "/mmengine/", "/torch/"):
+        for package in ("/mmcv/", "/mmdet/", "/mmrotate/", "/mmengine/", "/torch/"):
             if package in path:
                 path = package.strip("/") + "/" + path.rsplit(package, 1)[1]
                 break
@@ -188,7 +250,13 @@ def main(argv: List[str]) -> int:
     try:
         model = build(args.config, args.rpn_split_thr)
         model.train(args.mode == "train")
-        data = batch(model, (height, width), training=args.mode == "train", masks=has_masks(args.config))
+        data = batch(
+            model,
+            (height, width),
+            training=args.mode == "train",
+            masks=has_masks(args.config),
+            box_type=rotated_box_type(args.config),
+        )
     except Exception as error:  # the config cannot be built here: not a step's failure
         out.update(failure(error), built=False)
         print(json.dumps(out))

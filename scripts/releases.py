@@ -342,6 +342,23 @@ def mmdet_site() -> Path:
     return site
 
 
+#: mmrotate, for the rotated detectors: the one release that installs beside mmdet 3.3.0 and mmcv
+#: 2.1.0 (OpenMMLab's last, 1.0.0rc1, asserts mmdet 3.1.0 or older, which asserts an older mmcv).
+MMROTATE = "onedl-mmrotate==1.2.1"
+
+
+def mmrotate_site() -> Path:
+    """A directory holding onedl-mmrotate 1.2.1 alone (``--no-deps``: it declares
+    onedl-mmdetection and onedl-mmcv, and runs on mmdet 3.3.0 and this mmcv), installed once
+    under the cache; put it on ``PYTHONPATH`` beside :func:`mmdet_site`'s."""
+    site = CACHE / "onedl-mmrotate-1.2.1"
+    if not (site / ".ready").exists():
+        with slow_step(f"installing {MMROTATE}", "1 minute") as log:
+            run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, MMROTATE], log=log)
+        (site / ".ready").write_text("ok\n")
+    return site
+
+
 def torch_venv(where: Path, wheel_file: Path) -> Path:
     """A throwaway venv with ``wheel_file`` installed for real; torch and mmcv's other
     dependencies come from the build env (added by a ``.pth`` hook, after the venv's own

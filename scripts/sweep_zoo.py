@@ -5,7 +5,9 @@ and under AMP: which train, and where the others crash.
     python scripts/sweep_zoo.py [--dtypes bf16 fp16] [--size 256x256] [--only FAMILY ...] [--json FILE]
 
 Each config of scripts/zoo.csv (a family, a config of mmdet 3.3.0, at least one per family,
-and the image size for the few that need more than the default) takes one step of scripts/model_step.py (random weights, one seeded image with three boxes),
+then rotated detectors of onedl-mmrotate 1.2.1, named ``mmrotate::PATH``, and the image size
+for the few that need more than the default) takes one step of scripts/model_step.py
+(random weights, one seeded image with three boxes),
 each in its own process with a timeout, on the real mmcv 2.1.0 built with its CPU ops
 (cached; the first run builds it) in a throwaway venv: in fp32 on the release, then in each
 AMP dtype on the release, then with every patch applied. A progress line per config goes to
@@ -57,7 +59,7 @@ def zoo(path: Path, only: Sequence[str]) -> List[Entry]:
     return [entry for entry in entries if not only or entry.family in only]
 
 
-def step(python: Path, site: Path, config: str, dtype: str, size: str, timeout: float) -> Dict[str, Any]:
+def step(python: Path, sites: Sequence[Path], config: str, dtype: str, size: str, timeout: float) -> Dict[str, Any]:
     """scripts/model_step.py's report of one training step, or why there is none."""
     started = time.monotonic()
     try:
@@ -66,7 +68,7 @@ def step(python: Path, site: Path, config: str, dtype: str, size: str, timeout: 
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             universal_newlines=True,
-            env=dict(os.environ, PYTHONPATH=str(site)),
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sites))),
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
@@ -110,7 +112,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write every step's report here")
     args = parser.parse_args()
     entries = zoo(args.configs, args.only)
-    site = releases.mmdet_site()
+    sites = [releases.mmdet_site()]
+    if any(entry.config.startswith("mmrotate::") for entry in entries):
+        sites.append(releases.mmrotate_site())
     columns = ["fp32"] + [f"{dtype} {state}" for dtype in args.dtypes for state in ("release", "patched")]
     reports: Dict[str, Dict[str, Dict[str, Any]]] = {entry.config: {} for entry in entries}
     with tempfile.TemporaryDirectory() as scratch:
@@ -126,7 +130,7 @@ def main() -> int:
                 for dtype in (["fp32"] if state == "release" else []) + list(args.dtypes):
                     column = "fp32" if dtype == "fp32" else f"{dtype} {state}"
                     reports[entry.config][column] = step(
-                        python, site, entry.config, dtype, entry.size or args.size, args.timeout
+                        python, sites, entry.config, dtype, entry.size or args.size, args.timeout
                     )
                     done.append(f"{column} {short(reports[entry.config][column])}")
                 print(

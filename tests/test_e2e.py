@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Sequence, Tuple
 
 import pytest
 
@@ -51,18 +51,39 @@ def python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return releases.torch_venv(tmp_path_factory.mktemp("ops") / "venv", releases.ops_wheel())
 
 
-def answer(python: Path, *args: str, site: Optional[Path] = None) -> Dict[str, Any]:
-    """The JSON object ``python ARGS`` prints last (``site``: mmdet's, on its path)."""
+def answer(python: Path, *args: str, sites: Sequence[Path] = ()) -> Dict[str, Any]:
+    """The JSON object ``python ARGS`` prints last (``sites``: mmdet's and mmrotate's, on its path)."""
     done = subprocess.run(
         [str(python), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         universal_newlines=True,
-        env=None if site is None else dict(os.environ, PYTHONPATH=str(site)),
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sites))) if sites else None,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     document: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return document
+
+
+#: Appended to a script that defines ``run(*args)``: runs it on each case of the JSON list in
+#: argv[1], in one process, and prints each answer (or the error it raised) in order.
+ANSWERS = r"""
+import json as _json, sys as _sys
+
+def _answer(args):
+    try:
+        return run(*args)
+    except Exception as error:
+        return {"error": "%s: %s" % (type(error).__name__, str(error).splitlines()[0])}
+
+print(_json.dumps({"answers": [_answer(args) for args in _json.loads(_sys.argv[1])]}))
+"""
+
+
+def answers(python: Path, script: str, cases: Dict[Any, Tuple[str, ...]]) -> Dict[Any, Any]:
+    """What ``script``'s ``run`` answers for each of ``cases`` (a key -> its arguments), by key."""
+    found = answer(python, "-c", script + ANSWERS, json.dumps(list(cases.values())))["answers"]
+    return dict(zip(cases, found))
 
 
 def call(python: Path, boxes: int) -> Dict[str, Any]:
@@ -115,13 +136,21 @@ def test_verify_reports_each_patchs_case_crashing_then_surviving_in_fp16_and_bf1
         (id, dtype): case["verdict"] for id, by_dtype in report["cases"].items() for dtype, case in by_dtype.items()
     }
     assert set(verdicts) == {(patch.id, dtype) for patch in registry.all_patches() for dtype in ("float16", "bfloat16")}
-    cases = verdicts  # every patch has its case
-    # every case crashes on the release (batched-nms-fp32-offsets: the kernel refuses the boxes first),
+    # the CUDA-only ops' cases are skipped on the CPU, and count neither way
+    skipped = {
+        (patch.id, dtype)
+        for patch in registry.all_patches()
+        if "cpu" not in patch.case.devices
+        for dtype in ("float16", "bfloat16")
+    }
+    assert {key for key, verdict in verdicts.items() if verdict == "skipped"} == skipped and len(skipped) >= 6
+    cases = {key: verdict for key, verdict in verdicts.items() if key not in skipped}
+    # every other case crashes on the release (batched-nms-fp32-offsets: the kernel refuses the boxes first),
     # except where its op has a kernel for the dtype here: mmcv's CPU deformable convolutions lack bf16 only
     assert {key: verdict for key, verdict in cases.items() if verdict != "crashed"} == dict.fromkeys(
         RELEASE_HAS_THE_KERNEL, "survived"
     )
-    assert len(cases) >= 16
+    assert len(cases) >= 20
     split = report["cases"]["batched-nms-amp-dtype"]
     assert split["float16"]["detail"] == "RuntimeError: " + THE_ERROR
     assert split["bfloat16"]["detail"] == "RuntimeError: " + THE_ERROR.replace("Half", "BFloat16")
@@ -164,7 +193,14 @@ def test_verify_reports_each_patchs_case_crashing_then_surviving_in_fp16_and_bf1
     assert "imports mmcv and torch in a child process" in survived.stdout
     assert "nms-rotated-fp32-kernel (bfloat16): survived: kept the same" in survived.stdout
     assert "roi-align-fp32-kernel (bfloat16): survived: gave bfloat16 the same values as fp32" in survived.stdout
-    assert f"survived: {len(cases)} of {len(cases)} cases survived" in survived.stdout
+    assert (
+        f"survived: {len(cases)} of {len(cases)} cases survived; skipped, with no cpu kernel in mmcv: "
+        in survived.stdout
+    )
+    assert (
+        "sigmoid-focal-loss-fp32-kernel (bfloat16): skipped: mmcv has no cpu kernel for sigmoid_focal_loss"
+        in survived.stdout
+    )
 
 
 def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: Path) -> None:
@@ -306,23 +342,22 @@ def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_
     assert {name: again[name].get("error") for name in errors} == errors
 
 
-# --- RoIAlign: bf16, and features and RoIs of different dtypes ---------------------------------
+# --- RoIAlign and RoIAlignRotated: bf16, and features and RoIs of different dtypes -------------
 
-#: RoIAlign (7x7, spatial scale 1/8, what mmdet's RoI extractors build) on seeded features and
-#: fp32 RoIs, in the case given. Prints the error, or the output's dtype and a digest of its
-#: bytes, its largest difference from the same values in fp32 (features' dtype rounded), the
-#: features' gradient dtype, digest and largest difference from the fp32 run's (differences
-#: relative to the fp32 run's largest value), and how many copies (``aten._to_copy``) the call made.
+#: mmcv's RoIAlign or RoIAlignRotated (7x7, spatial scale 1/8, what mmdet's and mmrotate's RoI
+#: extractors build) on seeded features and RoIs (boxes or rotated boxes) in the dtypes of
+#: each case. Answers the error, or the output's dtype, a digest of its bytes and its largest
+#: difference from the same values in fp32 (relative to the largest), the same of the
+#: features' gradient, and how many copies (``aten._to_copy``) the layer itself made.
 ROI_ALIGN = r"""
-import hashlib, json, sys, torch
+import hashlib, torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from mmcv.ops import RoIAlign
-features_dtype, rois_dtype = (getattr(torch, name) for name in sys.argv[1:3])
+from mmcv import ops
 g = torch.Generator().manual_seed(5)
 features = torch.rand(2, 16, 64, 64, generator=g)
-xy = torch.rand(300, 2, generator=g) * 400
-rois = torch.cat([torch.randint(0, 2, (300, 1), generator=g).float(), xy, xy + torch.rand(300, 2, generator=g) * 100 + 1], 1)
-layer = RoIAlign((7, 7), 0.125, 2)
+images = torch.randint(0, 2, (300, 1), generator=g).float()
+xy, sizes, angles = torch.rand(300, 2, generator=g) * 400, torch.rand(300, 2, generator=g) * 100 + 1, (torch.rand(300, 1, generator=g) - 0.5) * 3
+ROIS = {"RoIAlign": torch.cat([images, xy, xy + sizes], 1), "RoIAlignRotated": torch.cat([images, xy, sizes, angles], 1)}
 
 class Copies(TorchDispatchMode):
     count = 0
@@ -330,58 +365,67 @@ class Copies(TorchDispatchMode):
         Copies.count += func.__name__.startswith("_to_copy")
         return func(*args, **(kwargs or {}))
 
-def run(features_dtype, rois_dtype):
+def run(name, features_dtype, rois_dtype):
+    layer, rois = getattr(ops, name)((7, 7), 0.125, 2), ROIS[name]
+    features_dtype, rois_dtype = getattr(torch, features_dtype), getattr(torch, rois_dtype)
     x = features.to(features_dtype).detach().clone().requires_grad_()
     given = rois.to(rois_dtype)
+    Copies.count = 0
     with Copies():  # the layer's own copies only
         out = layer(x, given)
     out.float().sum().backward()
-    return x, out
-
-try:
-    x, out = run(features_dtype, rois_dtype)
-except Exception as error:
-    print(json.dumps({"error": "%s: %s" % (type(error).__name__, str(error).splitlines()[0])}))
-    sys.exit(0)
-copies = Copies.count
-reference_x = features.to(features_dtype).float().detach().clone().requires_grad_()
-reference = layer(reference_x, rois.to(rois_dtype).float())  # the same values: the RoIs rounded as given
-reference.sum().backward()
-print(json.dumps({
-    "dtype": str(out.dtype), "digest": hashlib.sha256(out.detach().float().numpy().tobytes()).hexdigest()[:16],
-    "difference": ((out.detach().float() - reference.detach()).abs().max() / reference.abs().max()).item(),
-    "grad_dtype": str(x.grad.dtype), "grad_difference": ((x.grad.float() - reference_x.grad).abs().max() / reference_x.grad.abs().max()).item(),
-    "grad_digest": hashlib.sha256(x.grad.float().numpy().tobytes()).hexdigest()[:16],
-    "copies": copies,
-}))
+    reference_x = features.to(features_dtype).float().detach().clone().requires_grad_()
+    reference = layer(reference_x, rois.to(rois_dtype).float())  # the same values: the RoIs rounded as given
+    reference.sum().backward()
+    return {
+        "dtype": str(out.dtype), "digest": hashlib.sha256(out.detach().float().numpy().tobytes()).hexdigest()[:16],
+        "difference": ((out.detach().float() - reference.detach()).abs().max() / reference.abs().max()).item(),
+        "grad_dtype": str(x.grad.dtype), "grad_difference": ((x.grad.float() - reference_x.grad).abs().max() / reference_x.grad.abs().max()).item(),
+        "grad_digest": hashlib.sha256(x.grad.float().numpy().tobytes()).hexdigest()[:16],
+        "copies": Copies.count,
+    }
 """
 
 
-def roi_align(python: Path, features: str, rois: str) -> Dict[str, Any]:
-    return answer(python, "-c", ROI_ALIGN, features, rois)
+def roi_align(python: Path, layer: str, cases: Iterable[Tuple[str, str]]) -> Dict[Tuple[str, str], Any]:
+    """Each case's answer, by (features, rois) dtype."""
+    return answers(python, ROI_ALIGN, {case: (layer, *case) for case in cases})
 
 
-#: (features, rois) -> what the release raises: bf16 is no kernel's dtype; fp16 features with fp32 RoIs mix dtypes
+#: layer -> its file, and (features, rois) -> what the release raises: bf16 is no kernel's
+#: dtype; fp16 features with fp32 RoIs mix dtypes
 ROI_ALIGN_ERRORS = {
-    ("bfloat16", "float32"): "NotImplementedError: \"ROIAlign_forward\" not implemented for 'BFloat16'",
-    ("bfloat16", "bfloat16"): "NotImplementedError: \"ROIAlign_forward\" not implemented for 'BFloat16'",
-    ("float16", "float32"): "RuntimeError: expected scalar type Half but found Float",
+    layer: (
+        file,
+        {
+            ("bfloat16", "float32"): f"NotImplementedError: \"{kernel}\" not implemented for 'BFloat16'",
+            ("bfloat16", "bfloat16"): f"NotImplementedError: \"{kernel}\" not implemented for 'BFloat16'",
+            ("float16", "float32"): "RuntimeError: expected scalar type Half but found Float",
+        },
+    )
+    for layer, file, kernel in [
+        ("RoIAlign", "roi_align.py", "ROIAlign_forward"),
+        ("RoIAlignRotated", "roi_align_rotated.py", "ROIAlignRotated_forward"),
+    ]
 }
 #: calls that work on the release
 ROI_ALIGN_WORKING = [("float32", "float32"), ("float64", "float64"), ("float16", "float16")]
 
 
-def test_roi_align_fails_in_bf16_and_mixed_dtypes_until_applied_and_leaves_working_calls_alone(python: Path) -> None:
-    roi_align_py = releases.site_packages(python) / "mmcv" / "ops" / "roi_align.py"
-    original = releases.released_file(releases.OPS, "mmcv/ops/roi_align.py")
-    working = {case: roi_align(python, *case) for case in ROI_ALIGN_WORKING}
-    for case, error in ROI_ALIGN_ERRORS.items():
-        assert roi_align(python, *case) == {"error": error}, case
+@pytest.mark.parametrize("layer", sorted(ROI_ALIGN_ERRORS))
+def test_roi_align_fails_in_bf16_and_mixed_dtypes_until_applied_and_leaves_working_calls_alone(
+    python: Path, layer: str
+) -> None:
+    file, errors = ROI_ALIGN_ERRORS[layer]
+    installed = releases.site_packages(python) / "mmcv" / "ops" / file
+    original = releases.released_file(releases.OPS, f"mmcv/ops/{file}")
+    working = roi_align(python, layer, ROI_ALIGN_WORKING)
+    assert roi_align(python, layer, errors) == {case: {"error": error} for case, error in errors.items()}
 
     assert tool("apply", python=python).returncode == 0
     try:
-        fixed = {case: roi_align(python, *case) for case in ROI_ALIGN_ERRORS}
-        still = {case: roi_align(python, *case) for case in ROI_ALIGN_WORKING}
+        fixed = roi_align(python, layer, errors)
+        still = roi_align(python, layer, ROI_ALIGN_WORKING)
     finally:
         assert tool("revert", python=python).returncode == 0
     for (features, _), found in fixed.items():
@@ -393,8 +437,81 @@ def test_roi_align_fails_in_bf16_and_mixed_dtypes_until_applied_and_leaves_worki
     assert still == working, "calls that work on the release: bit-identical output and gradients"
     assert all(found["copies"] == 0 for found in still.values()), "and no copies"
 
-    assert roi_align_py.read_bytes() == original
-    assert {case: roi_align(python, *case).get("error") for case in ROI_ALIGN_ERRORS} == ROI_ALIGN_ERRORS
+    assert installed.read_bytes() == original
+    assert {case: found.get("error") for case, found in roi_align(python, layer, errors).items()} == errors
+
+
+# --- rotated IoU: the kernel takes fp32 only ----------------------------------------------------
+
+#: mmcv's box_iou_rotated on seeded rotated boxes (300 against 200, and 300 aligned pairs) in the
+#: dtypes of each case. Answers the error, or the IoUs' dtype, a digest of their bytes, their
+#: largest difference from the same values in fp32, and how many copies the call made.
+BOX_IOU_ROTATED = r"""
+import hashlib, torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from mmcv.ops import box_iou_rotated
+g = torch.Generator().manual_seed(5)
+
+def rotated(n):
+    return torch.cat([torch.rand(n, 2, generator=g) * 200, torch.rand(n, 2, generator=g) * 60 + 4, (torch.rand(n, 1, generator=g) - 0.5) * 3], 1)
+
+boxes1, boxes2, pairs = rotated(300), rotated(200), rotated(300)
+
+class Copies(TorchDispatchMode):
+    count = 0
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        Copies.count += func.__name__.startswith("_to_copy")
+        return func(*args, **(kwargs or {}))
+
+def run(first, second):
+    a, b, c = boxes1.to(getattr(torch, first)), boxes2.to(getattr(torch, second)), pairs.to(getattr(torch, second))
+    Copies.count = 0
+    with Copies():
+        ious, aligned = box_iou_rotated(a, b), box_iou_rotated(a, c, aligned=True)
+    reference = box_iou_rotated(a.float(), b.float()), box_iou_rotated(a.float(), c.float(), aligned=True)
+    return {
+        "dtypes": [str(ious.dtype), str(aligned.dtype)],
+        "digest": hashlib.sha256(ious.float().numpy().tobytes() + aligned.float().numpy().tobytes()).hexdigest()[:16],
+        "difference": max((ours.float() - theirs).abs().max().item() for ours, theirs in zip((ious, aligned), reference)),
+        "copies": Copies.count,
+    }
+"""
+
+
+def box_iou(python: Path, cases: Iterable[Tuple[str, str]]) -> Dict[Tuple[str, str], Any]:
+    """Each case's answer, by the (first, second) boxes' dtypes."""
+    return answers(python, BOX_IOU_ROTATED, {case: case for case in cases})
+
+
+#: (first boxes, second boxes) -> what the release raises: its kernel takes fp32 only
+BOX_IOU_ERRORS = {
+    ("float16", "float16"): "RuntimeError: expected scalar type Float but found Half",
+    ("bfloat16", "bfloat16"): "RuntimeError: expected scalar type Float but found BFloat16",
+    ("float16", "float32"): "RuntimeError: expected scalar type Float but found Half",
+    ("float32", "bfloat16"): "RuntimeError: expected scalar type Float but found BFloat16",
+    ("float64", "float64"): "RuntimeError: expected scalar type Float but found Double",
+}
+
+
+def test_rotated_iou_fails_outside_fp32_until_applied_and_leaves_fp32_calls_alone(python: Path) -> None:
+    installed = releases.site_packages(python) / "mmcv" / "ops" / "box_iou_rotated.py"
+    original = releases.released_file(releases.OPS, "mmcv/ops/box_iou_rotated.py")
+    [working] = box_iou(python, [("float32", "float32")]).values()
+    assert box_iou(python, BOX_IOU_ERRORS) == {case: {"error": error} for case, error in BOX_IOU_ERRORS.items()}
+
+    assert tool("apply", python=python).returncode == 0
+    try:
+        fixed = box_iou(python, BOX_IOU_ERRORS)
+        [still] = box_iou(python, [("float32", "float32")]).values()
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    for (first, _), found in fixed.items():
+        assert found["dtypes"] == [f"torch.{first}"] * 2, found  # the first boxes' dtype, as the release makes it
+        assert found["difference"] <= (2**-8 if first == "bfloat16" else 2**-10), found  # one rounding of an IoU
+    assert still == working and working["copies"] == 0, "fp32 calls: bit-identical, no copies"
+
+    assert installed.read_bytes() == original
+    assert {case: found.get("error") for case, found in box_iou(python, BOX_IOU_ERRORS).items()} == BOX_IOU_ERRORS
 
 
 # --- deformable convolution (DCN, DCNv2): bf16 -------------------------------------------------
@@ -507,6 +624,220 @@ def test_deformable_convolutions_fail_in_bf16_until_applied_and_leave_working_ca
     assert {name: deform(python, name, "bfloat16").get("error") for name in DEFORM_ERRORS} == DEFORM_ERRORS
 
 
+# --- CUDA-only ops (focal losses, multi-scale deformable attention): a kernel stand-in ---------
+
+#: The real mmcv's Python around a CUDA-only kernel, run on the CPU with a stand-in for the
+#: kernel (none of these kernels is built for the CPU, and no GPU is here): the stand-in checks
+#: the dtypes as the CUDA kernels' dispatch does (float, double and half, every float tensor in
+#: the dispatched one), records them, and computes the op in PyTorch in that dtype. So this
+#: claims what the patch changes, the dtypes the kernel gets and what comes back, and nothing
+#: about the kernels themselves (``verify --device cuda`` runs those). Prints the error, or
+#: the dtypes the kernel got, the output's and the gradient's dtypes, digests and largest
+#: differences from the same values in fp32, and how many copies the call made.
+KERNEL_STAND_IN = r"""
+import hashlib, torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from mmcv.ops import focal_loss, multi_scale_deform_attn
+NAMES = {torch.bfloat16: "BFloat16", torch.float16: "Half", torch.float32: "Float", torch.float64: "Double"}
+
+class StandIn:
+    "mmcv's CUDA kernels' dtype rules, recorded, over a PyTorch computation: a stand-in, not mmcv's kernel."
+    seen = []
+
+    def _dispatch(self, name, tensors):
+        self.seen.append([str(t.dtype) for t in tensors])
+        if tensors[0].dtype not in (torch.float32, torch.float64, torch.float16):
+            raise NotImplementedError("\"%s\" not implemented for '%s'" % (name, NAMES[tensors[0].dtype]))
+        for t in tensors[1:]:
+            if t.dtype != tensors[0].dtype:
+                raise RuntimeError("expected scalar type %s but found %s" % (NAMES[tensors[0].dtype], NAMES[t.dtype]))
+
+    def _sigmoid(self, input, target, weight, gamma, alpha):
+        p = input.sigmoid()
+        hit = torch.nn.functional.one_hot(target, input.size(1) + 1)[:, :-1].to(input.dtype)
+        loss = -(alpha * hit * (1 - p) ** gamma * p.log() + (1 - alpha) * (1 - hit) * p ** gamma * (1 - p).log())
+        return loss * weight[target].unsqueeze(1) if weight.numel() else loss
+
+    def _softmax(self, p, target, weight, gamma, alpha):
+        p_t = p.gather(1, target.unsqueeze(1)).squeeze(1)
+        loss = -alpha * (1 - p_t) ** gamma * p_t.log()
+        return loss * weight[target] if weight.numel() else loss
+
+    def _grad(self, function, leaf, *args):
+        with torch.enable_grad():
+            leaf = leaf.detach().double().requires_grad_()
+            return torch.autograd.grad(function(leaf, *args).sum(), leaf)[0]
+
+    def sigmoid_focal_loss_forward(self, input, target, weight, output, gamma, alpha):
+        self._dispatch("sigmoid_focal_loss_forward_cuda_kernel", [input, weight, output])
+        output.copy_(self._sigmoid(input.double(), target, weight.double(), gamma, alpha))
+
+    def sigmoid_focal_loss_backward(self, input, target, weight, grad_input, gamma, alpha):
+        self._dispatch("sigmoid_focal_loss_backward_cuda_kernel", [input, weight, grad_input])
+        grad_input.copy_(self._grad(self._sigmoid, input, target, weight.double(), gamma, alpha))
+
+    def softmax_focal_loss_forward(self, input_softmax, target, weight, output, gamma, alpha):
+        self._dispatch("softmax_focal_loss_forward_cuda_kernel", [input_softmax, weight, output])
+        output.copy_(self._softmax(input_softmax.double(), target, weight.double(), gamma, alpha))
+
+    def softmax_focal_loss_backward(self, input_softmax, target, weight, buff, grad_input, gamma, alpha):
+        self._dispatch("softmax_focal_loss_backward_cuda_kernel", [input_softmax, weight, buff, grad_input])
+        p = input_softmax.double()
+        g = self._grad(self._softmax, p, target, weight.double(), gamma, alpha)
+        grad_input.copy_(p * (g - (g * p).sum(1, keepdim=True)))  # through the softmax, to the logits
+
+    def _attention(self, value, shapes, locations, weights):
+        return multi_scale_deform_attn.multi_scale_deformable_attn_pytorch(value, shapes, locations, weights)
+
+    def ms_deform_attn_forward(self, value, shapes, starts, locations, weights, im2col_step):
+        self._dispatch("ms_deform_attn_forward_cuda", [value, locations, weights])
+        return self._attention(value.double(), shapes, locations.double(), weights.double()).to(value.dtype)
+
+    def ms_deform_attn_backward(self, value, shapes, starts, locations, weights, grad_output, grad_value, grad_locations, grad_weights, im2col_step):
+        self._dispatch("ms_deform_attn_backward_cuda", [value, locations, weights, grad_output, grad_value, grad_locations, grad_weights])
+        with torch.enable_grad():
+            leaves = [t.detach().double().requires_grad_() for t in (value, locations, weights)]
+            out = self._attention(leaves[0], shapes, leaves[1], leaves[2])
+            grads = torch.autograd.grad(out, leaves, grad_output.double())
+        for into, grad in zip((grad_value, grad_locations, grad_weights), grads):
+            into.copy_(grad)
+
+focal_loss.ext_module = multi_scale_deform_attn.ext_module = StandIn()
+
+g = torch.Generator().manual_seed(5)
+logits, targets = torch.randn(64, 10, generator=g) * 2, torch.randint(0, 10, (64,), generator=g)
+class_weights = torch.rand(10, generator=g) + 0.5
+levels = torch.tensor([[8, 8], [4, 4]])
+starts = torch.tensor([0, 64])
+value = torch.rand(2, 80, 4, 8, generator=g)
+locations, attention = torch.rand(2, 30, 4, 2, 4, 2, generator=g), torch.rand(2, 30, 4, 2, 4, generator=g).softmax(-1)
+
+def call(op, dtype, weights):
+    "The op on inputs as autocast gives them: the logits or values in dtype, the rest in fp32."
+    x = (logits if op != "ms_deform_attn" else value).to(dtype).detach().requires_grad_()
+    if op == "sigmoid_focal_loss":
+        out = focal_loss.sigmoid_focal_loss(x, targets, 2.0, 0.25, weights, "none")  # as mmdet's FocalLoss calls it
+    elif op == "softmax_focal_loss":
+        out = focal_loss.softmax_focal_loss(x, targets, 2.0, 0.25, weights, "mean")  # its backward takes no "none"
+    else:
+        out = multi_scale_deform_attn.MultiScaleDeformableAttnFunction.apply(x, levels, starts, locations, attention, 64)
+    out.float().sum().backward()
+    return x, out
+
+class Copies(TorchDispatchMode):
+    count = 0
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        Copies.count += func.__name__.startswith("_to_copy")
+        return func(*args, **(kwargs or {}))
+
+def digest(t):
+    return hashlib.sha256(t.detach().float().numpy().tobytes()).hexdigest()[:16]
+
+def difference(ours, theirs):
+    return ((ours.detach().float() - theirs.detach().float()).abs().max() / theirs.abs().max()).item()
+
+def run(op, dtype, weighted):
+    dtype, weights = getattr(torch, dtype), class_weights if weighted == "weighted" else None
+    StandIn.seen.clear()
+    x, out = call(op, dtype, weights)
+    kernel = list(StandIn.seen)
+    Copies.count = 0
+    with Copies():
+        call(op, dtype, weights)
+    reference_x, reference = call(op, torch.float32, weights)
+    return {
+        "kernel": kernel, "dtype": str(out.dtype), "grad_dtype": str(x.grad.dtype),
+        "digests": [digest(out), digest(x.grad)],
+        "differences": [difference(out, reference), difference(x.grad, reference_x.grad)],
+        "copies": Copies.count,
+    }
+"""
+
+
+def stand_in(python: Path, op: str, cases: Iterable[Tuple[str, str]]) -> Dict[Tuple[str, str], Any]:
+    """Each case's answer, by (dtype, class weights)."""
+    return answers(python, KERNEL_STAND_IN, {case: (op, *case) for case in cases})
+
+
+#: op -> its file, and (dtype, class weights) -> what the release raises with the stand-in's
+#: dtype rules: no bf16 kernel, and fp32 class weights beside fp16 logits mix dtypes
+STAND_IN_ERRORS = {
+    "sigmoid_focal_loss": (
+        "focal_loss.py",
+        {
+            (
+                "bfloat16",
+                "unweighted",
+            ): "NotImplementedError: \"sigmoid_focal_loss_forward_cuda_kernel\" not implemented for 'BFloat16'",
+            (
+                "bfloat16",
+                "weighted",
+            ): "NotImplementedError: \"sigmoid_focal_loss_forward_cuda_kernel\" not implemented for 'BFloat16'",
+            ("float16", "weighted"): "RuntimeError: expected scalar type Half but found Float",
+        },
+    ),
+    "softmax_focal_loss": (
+        "focal_loss.py",
+        {
+            (
+                "bfloat16",
+                "unweighted",
+            ): "NotImplementedError: \"softmax_focal_loss_forward_cuda_kernel\" not implemented for 'BFloat16'",
+            (
+                "bfloat16",
+                "weighted",
+            ): "NotImplementedError: \"softmax_focal_loss_forward_cuda_kernel\" not implemented for 'BFloat16'",
+            ("float16", "weighted"): "RuntimeError: expected scalar type Half but found Float",
+        },
+    ),
+    "ms_deform_attn": (
+        "multi_scale_deform_attn.py",
+        {
+            (
+                "bfloat16",
+                "unweighted",
+            ): "NotImplementedError: \"ms_deform_attn_forward_cuda\" not implemented for 'BFloat16'"
+        },
+    ),
+}
+#: calls the release makes with the kernel's dtypes
+STAND_IN_WORKING = {
+    "sigmoid_focal_loss": [("float32", "unweighted"), ("float32", "weighted"), ("float16", "unweighted")],
+    "softmax_focal_loss": [("float32", "unweighted"), ("float32", "weighted"), ("float16", "unweighted")],
+    "ms_deform_attn": [("float32", "unweighted"), ("float16", "unweighted")],
+}
+
+
+@pytest.mark.parametrize("op", sorted(STAND_IN_ERRORS))
+def test_cuda_only_ops_give_a_kernel_stand_in_fp32_under_bf16_once_applied_and_nothing_new_otherwise(
+    python: Path, op: str
+) -> None:
+    file, errors = STAND_IN_ERRORS[op]
+    installed = releases.site_packages(python) / "mmcv" / "ops" / file
+    original = releases.released_file(releases.OPS, f"mmcv/ops/{file}")
+    working = stand_in(python, op, STAND_IN_WORKING[op])
+    assert not [found for found in working.values() if "error" in found], working
+    assert stand_in(python, op, errors) == {case: {"error": error} for case, error in errors.items()}
+
+    assert tool("apply", python=python).returncode == 0
+    try:
+        fixed = stand_in(python, op, errors)
+        still = stand_in(python, op, working)
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    for (dtype, _), found in fixed.items():
+        # the kernel gets one dtype it has, fp32 under bf16, forward and back
+        assert {each for call in found["kernel"] for each in call} == {
+            "torch.float32" if dtype == "bfloat16" else f"torch.{dtype}"
+        }, found
+        assert found["dtype"] == found["grad_dtype"] == f"torch.{dtype}", found  # the caller's, forward and back
+        assert max(found["differences"]) <= (2**-6 if dtype == "bfloat16" else 2**-9), found
+    assert still == working, "calls that work on the release: the same kernel dtypes, bit-identical, no more copies"
+
+    assert installed.read_bytes() == original
+    assert {case: found.get("error") for case, found in stand_in(python, op, errors).items()} == errors
+
+
 # --- a real client: mmdetection's YOLOX head with a soft_nms test cfg --------------------------
 
 #: YOLOXHead.predict_by_feat from the real mmdet with fp16 class and objectness outputs (what
@@ -538,7 +869,7 @@ def mmdet_site() -> Path:
 
 def test_mmdetection_yolox_with_soft_nms_under_amp_crashes_until_applied(python: Path, mmdet_site: Path) -> None:
     def predict() -> Dict[str, Any]:
-        return answer(python, "-c", YOLOX, site=mmdet_site)
+        return answer(python, "-c", YOLOX, sites=[mmdet_site])
 
     assert predict() == {"error": "expected scalar type Float but found Half"}
     assert tool("apply", python=python).returncode == 0
@@ -559,7 +890,8 @@ FASTER_RCNN, SEED_SIZE = "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", "1600x266
 
 def model_step(python: Path, mmdet_site: Path, config: str, dtype: str, *options: str) -> Dict[str, Any]:
     """A training step of ``config`` in ``dtype`` (``options``: scripts/model_step.py's)."""
-    return answer(python, str(STEP), config, "train", dtype, *options, site=mmdet_site)
+    sites = [mmdet_site, releases.mmrotate_site()] if config.startswith("mmrotate::") else [mmdet_site]
+    return answer(python, str(STEP), config, "train", dtype, *options, sites=sites)
 
 
 def _installed_files(python: Path) -> Dict[str, bytes]:
@@ -616,11 +948,25 @@ def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes
 
 #: patch id -> (config, its layer that crashes, the file of mmcv it crashes in), each at 256x256
 #: under bf16: TOOD's task alignment calls mmcv's deform_conv2d itself; CenterNet's neck is DCNv2
+#: patch -> a config whose step crashes in the op's file under bf16, and the patches that take
+#: it past earlier crashes, applied first (RoI Trans meets NMS in its RPN and RoIAlign in its
+#: first, horizontal stage before RoIAlignRotated)
 ZOO_PROOFS = {
-    "deform-conv-fp32-kernel": ("tood/tood_r50_fpn_1x_coco.py", "mmcv/ops/deform_conv.py"),
+    "deform-conv-fp32-kernel": ("tood/tood_r50_fpn_1x_coco.py", "mmcv/ops/deform_conv.py", ()),
     "modulated-deform-conv-fp32-kernel": (
         "centernet/centernet_r18-dcnv2_8xb16-crop512-140e_coco.py",
         "mmcv/ops/modulated_deform_conv.py",
+        (),
+    ),
+    "roi-align-rotated-fp32-kernel": (
+        "mmrotate::roi_trans/roi-trans-le90_r50_fpn_1x_dota.py",
+        "mmcv/ops/roi_align_rotated.py",
+        ("nms-fp32-kernel", "roi-align-fp32-kernel"),
+    ),
+    "rotated-feature-align-fp32-kernel": (
+        "mmrotate::r3det/r3det-oc_r50_fpn_1x_dota.py",
+        "mmcv/ops/rotated_feature_align.py",
+        (),
     ),
 }
 
@@ -629,13 +975,21 @@ ZOO_PROOFS = {
 def test_a_model_using_the_op_crashes_in_bf16_trains_once_applied_and_crashes_again(
     python: Path, mmdet_site: Path, patch_id: str
 ) -> None:
-    config, crashes_in = ZOO_PROOFS[patch_id]
-    before = model_step(python, mmdet_site, config, "bf16", "--size", "256x256")
-    assert before["mmcv_frame"].startswith(f"{crashes_in}:") and "BFloat16" in before["error"], before
-    assert tool("apply", "--patch", patch_id, python=python).returncode == 0
+    config, crashes_in, first = ZOO_PROOFS[patch_id]
+
+    def step() -> Dict[str, Any]:
+        return model_step(python, mmdet_site, config, "bf16", "--size", "256x256")
+
+    for each in first:
+        assert tool("apply", "--patch", each, python=python).returncode == 0
     try:
-        trained = model_step(python, mmdet_site, config, "bf16", "--size", "256x256")
+        before = step()
+        assert before["mmcv_frame"].startswith(f"{crashes_in}:") and "BFloat16" in before["error"], before
+        assert tool("apply", "--patch", patch_id, python=python).returncode == 0
+        trained = step()
+        assert tool("revert", "--patch", patch_id, python=python).returncode == 0
+        again = step()
     finally:
         assert tool("revert", python=python).returncode == 0
     assert "error" not in trained and trained["finite"], trained
-    assert model_step(python, mmdet_site, config, "bf16", "--size", "256x256")["error"] == before["error"]
+    assert again["error"] == before["error"]

@@ -5,7 +5,7 @@
 run logs the calls; then, for every call, a fresh tree is hit there with SIGKILL or SIGINT
 (Ctrl-C; before or after the call) or an ENOSPC / EACCES / EROFS / EIO / EBUSY (a rename over
 a bind-mounted file) / EPERM (an append-only directory) error. Every time, each file the
-patches change must be the whole original or the whole patched file, the code Python's own
+runs patch (:data:`FILES`) must be the whole original or the whole patched file, the code Python's own
 loader gives for it (from its bytecode) must be that file's, a failed or interrupted run must
 leave every file as it was, and no temporary file may remain (after a kill, the next run
 removes it).
@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from mmcv_patcher import write
+from mmcv_patcher import registry, write
 from tests.fixtures import leftovers, make_tree, patched, synthetic_files, tool, with_fault
 
 pytestmark = pytest.mark.faults
@@ -39,9 +39,16 @@ ACTIONS = [
     "EBUSY",
     "EPERM",
 ]
-#: each synthetic file, as installed and as apply writes it
-RELEASED = {file: text.encode() for file, text in synthetic_files().items()}
-PATCHED = {file: patched(text, file).encode() for file, text in synthetic_files().items()}
+#: the files the runs patch (``--patch`` with their patches; the tree holds every file):
+#: ``ops/nms.py`` (five patches), ``ops/deform_conv.py`` (an edit in another definition) and
+#: ``ops/focal_loss.py`` (two patches of two classes), the first, a middle and the last file
+#: of the transaction. Every other file's write takes the same steps, so a fault at each step
+#: of all of them would repeat these, in several times the time.
+FILES = ("ops/nms.py", "ops/deform_conv.py", "ops/focal_loss.py")
+PATCHES = [f"--patch={patch.id}" for patch in registry.all_patches() if patch.file in FILES]
+#: each of those files, as installed and as apply writes it
+RELEASED = {file: synthetic_files()[file].encode() for file in FILES}
+PATCHED = {file: patched(None, file).encode() for file in FILES}
 
 
 def make(tmp_path: Path, command: str) -> Path:
@@ -64,7 +71,7 @@ def _compile_unchecked(source: Path) -> None:
 def cli(
     package: Path, command: str, fault: Optional[str] = None, log: Optional[Path] = None
 ) -> subprocess.CompletedProcess[str]:
-    return tool(command, "--path", str(package.parent), env=with_fault(fault, log), cwd=package.parent)
+    return tool(command, *PATCHES, "--path", str(package.parent), env=with_fault(fault, log), cwd=package.parent)
 
 
 def contents(package: Path) -> Dict[str, bytes]:

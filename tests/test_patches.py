@@ -15,7 +15,7 @@ from typing import List, Tuple
 import pytest
 from packaging.version import Version
 
-from mmcv_patcher import plan, ranges, registry
+from mmcv_patcher import plan, probe, ranges, registry
 from mmcv_patcher.model import Affected, Edit, Example, Patch, Release, State, Tensor, Untouched
 from mmcv_patcher.source import Source, sha256_hex
 from tests.fixtures import make_tree, marked, registered, tool
@@ -76,14 +76,8 @@ def test_verify_case_is_data_the_probe_reads(patch: Patch) -> None:
     assert any(isinstance(arg, Tensor) and arg.amp for arg in patch.case.args), (
         "a case gives mmcv something in the AMP dtype"
     )
-    assert {arg.kind for arg in patch.case.args if isinstance(arg, Tensor)} <= {
-        "boxes",
-        "scores",
-        "labels",
-        "rotated-boxes",
-        "features",
-        "rois",
-    }
+    assert {arg.kind for arg in patch.case.args if isinstance(arg, Tensor)} <= set(probe.KINDS)
+    assert set(patch.case.devices) <= {"cpu", "cuda"}
     assert "{amp}" in patch.case.gave
 
 
