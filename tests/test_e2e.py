@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Iterable, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, NamedTuple, Sequence, Tuple
 
 import pytest
 
@@ -84,6 +84,40 @@ def answers(python: Path, script: str, cases: Dict[Any, Tuple[str, ...]]) -> Dic
     """What ``script``'s ``run`` answers for each of ``cases`` (a key -> its arguments), by key."""
     found = answer(python, "-c", script + ANSWERS, json.dumps(list(cases.values())))["answers"]
     return dict(zip(cases, found))
+
+
+class Cycle(NamedTuple):
+    """What one op's cases answered: those that work on the release (``working``), and with
+    every patch applied, those that failed on it (``fixed``) and the working ones (``still``)."""
+
+    working: Dict[Any, Any]
+    fixed: Dict[Any, Any]
+    still: Dict[Any, Any]
+
+
+def release_patched_release(
+    python: Path,
+    ask: Callable[[Iterable[Any]], Dict[Any, Any]],
+    file: str,
+    working: Iterable[Any],
+    errors: Dict[Any, str],
+) -> Cycle:
+    """The cycle of an op's test: on the release the ``working`` cases answer and the others
+    raise ``errors``; then every patch is applied and both are asked again; after ``revert``,
+    ``ops/FILE`` is the release's bytes and the failing cases raise the same errors again."""
+    installed = releases.site_packages(python) / "mmcv" / "ops" / file
+    original = releases.released_file(releases.OPS, f"mmcv/ops/{file}")
+    before = ask(working)
+    assert not [found for found in before.values() if "error" in found], before
+    assert ask(errors) == {case: {"error": error} for case, error in errors.items()}
+    assert tool("apply", python=python).returncode == 0
+    try:
+        cycle = Cycle(before, ask(errors), ask(before))
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    assert installed.read_bytes() == original
+    assert {case: found.get("error") for case, found in ask(errors).items()} == errors
+    return cycle
 
 
 def call(python: Path, boxes: int) -> Dict[str, Any]:
@@ -417,17 +451,9 @@ def test_roi_align_fails_in_bf16_and_mixed_dtypes_until_applied_and_leaves_worki
     python: Path, layer: str
 ) -> None:
     file, errors = ROI_ALIGN_ERRORS[layer]
-    installed = releases.site_packages(python) / "mmcv" / "ops" / file
-    original = releases.released_file(releases.OPS, f"mmcv/ops/{file}")
-    working = roi_align(python, layer, ROI_ALIGN_WORKING)
-    assert roi_align(python, layer, errors) == {case: {"error": error} for case, error in errors.items()}
-
-    assert tool("apply", python=python).returncode == 0
-    try:
-        fixed = roi_align(python, layer, errors)
-        still = roi_align(python, layer, ROI_ALIGN_WORKING)
-    finally:
-        assert tool("revert", python=python).returncode == 0
+    working, fixed, still = release_patched_release(
+        python, lambda cases: roi_align(python, layer, cases), file, ROI_ALIGN_WORKING, errors
+    )
     for (features, _), found in fixed.items():
         assert found["dtype"] == found["grad_dtype"] == f"torch.{features}", (
             found
@@ -436,9 +462,6 @@ def test_roi_align_fails_in_bf16_and_mixed_dtypes_until_applied_and_leaves_worki
         assert found["difference"] <= tolerance and found["grad_difference"] <= tolerance, found
     assert still == working, "calls that work on the release: bit-identical output and gradients"
     assert all(found["copies"] == 0 for found in still.values()), "and no copies"
-
-    assert installed.read_bytes() == original
-    assert {case: found.get("error") for case, found in roi_align(python, layer, errors).items()} == errors
 
 
 # --- rotated IoU: the kernel takes fp32 only ----------------------------------------------------
@@ -494,24 +517,14 @@ BOX_IOU_ERRORS = {
 
 
 def test_rotated_iou_fails_outside_fp32_until_applied_and_leaves_fp32_calls_alone(python: Path) -> None:
-    installed = releases.site_packages(python) / "mmcv" / "ops" / "box_iou_rotated.py"
-    original = releases.released_file(releases.OPS, "mmcv/ops/box_iou_rotated.py")
-    [working] = box_iou(python, [("float32", "float32")]).values()
-    assert box_iou(python, BOX_IOU_ERRORS) == {case: {"error": error} for case, error in BOX_IOU_ERRORS.items()}
-
-    assert tool("apply", python=python).returncode == 0
-    try:
-        fixed = box_iou(python, BOX_IOU_ERRORS)
-        [still] = box_iou(python, [("float32", "float32")]).values()
-    finally:
-        assert tool("revert", python=python).returncode == 0
+    fp32 = ("float32", "float32")
+    working, fixed, still = release_patched_release(
+        python, lambda cases: box_iou(python, cases), "box_iou_rotated.py", [fp32], BOX_IOU_ERRORS
+    )
     for (first, _), found in fixed.items():
         assert found["dtypes"] == [f"torch.{first}"] * 2, found  # the first boxes' dtype, as the release makes it
         assert found["difference"] <= (2**-8 if first == "bfloat16" else 2**-10), found  # one rounding of an IoU
-    assert still == working and working["copies"] == 0, "fp32 calls: bit-identical, no copies"
-
-    assert installed.read_bytes() == original
-    assert {case: found.get("error") for case, found in box_iou(python, BOX_IOU_ERRORS).items()} == BOX_IOU_ERRORS
+    assert still == working and working[fp32]["copies"] == 0, "fp32 calls: bit-identical, no copies"
 
 
 # --- deformable convolution (DCN, DCNv2): bf16 -------------------------------------------------
@@ -813,18 +826,9 @@ def test_cuda_only_ops_give_a_kernel_stand_in_fp32_under_bf16_once_applied_and_n
     python: Path, op: str
 ) -> None:
     file, errors = STAND_IN_ERRORS[op]
-    installed = releases.site_packages(python) / "mmcv" / "ops" / file
-    original = releases.released_file(releases.OPS, f"mmcv/ops/{file}")
-    working = stand_in(python, op, STAND_IN_WORKING[op])
-    assert not [found for found in working.values() if "error" in found], working
-    assert stand_in(python, op, errors) == {case: {"error": error} for case, error in errors.items()}
-
-    assert tool("apply", python=python).returncode == 0
-    try:
-        fixed = stand_in(python, op, errors)
-        still = stand_in(python, op, working)
-    finally:
-        assert tool("revert", python=python).returncode == 0
+    working, fixed, still = release_patched_release(
+        python, lambda cases: stand_in(python, op, cases), file, STAND_IN_WORKING[op], errors
+    )
     for (dtype, _), found in fixed.items():
         # the kernel gets one dtype it has, fp32 under bf16, forward and back
         assert {each for call in found["kernel"] for each in call} == {
@@ -833,9 +837,6 @@ def test_cuda_only_ops_give_a_kernel_stand_in_fp32_under_bf16_once_applied_and_n
         assert found["dtype"] == found["grad_dtype"] == f"torch.{dtype}", found  # the caller's, forward and back
         assert max(found["differences"]) <= (2**-6 if dtype == "bfloat16" else 2**-9), found
     assert still == working, "calls that work on the release: the same kernel dtypes, bit-identical, no more copies"
-
-    assert installed.read_bytes() == original
-    assert {case: found.get("error") for case, found in stand_in(python, op, errors).items()} == errors
 
 
 # --- a real client: mmdetection's YOLOX head with a soft_nms test cfg --------------------------

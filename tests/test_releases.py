@@ -24,9 +24,14 @@ pytestmark = pytest.mark.release
 
 def _cycle(python: Path, package: Path, release: Release, *where: str) -> None:
     """status, apply, apply again, status --check, revert; then the released bytes again, in
-    every file a patch names."""
-    files = {file: package / file for file in sorted({patch.file for patch in registry.all_patches()})}
-    original = {file: releases.released_file(release, f"mmcv/{file}") for file in files}
+    every file a patch names that the release has (1.3.3 has no ``ops/rotated_feature_align.py``)."""
+    original = {}
+    for file in sorted({patch.file for patch in registry.all_patches()}):
+        try:
+            original[file] = releases.released_file(release, f"mmcv/{file}")
+        except KeyError:
+            assert not (package / file).exists()
+    files = {file: package / file for file in original}
     assert _contents(files) == original, "the install does not hold the released files"
     expected = expected_states(release.distribution, release.version)
     assert expected["batched-nms-amp-dtype"] == release.state
@@ -36,7 +41,7 @@ def _cycle(python: Path, package: Path, release: Release, *where: str) -> None:
     assert status["target"]["version"] == release.version
     assert {p["id"]: p["state"] for p in status["patches"]} == expected
     assert {p["id"]: Path(p["file"]).resolve() for p in status["patches"]} == {
-        patch.id: files[patch.file].resolve() for patch in registry.all_patches()
+        patch.id: (package / patch.file).resolve() for patch in registry.all_patches()
     }
 
     check = tool("status", "--check", *where, python=python)
