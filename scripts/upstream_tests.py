@@ -6,8 +6,8 @@
 CHECKOUT is a clone of mmcv's repository: its op tests ship in no sdist or wheel on the
 package index, so they are not fetched here. TEST are test files relative to CHECKOUT
 (default: those of every patched op: RoIAlign, NMS, rotated NMS, the deformable
-convolutions, rotated RoIAlign, rotated IoU, the focal losses, multi-scale deformable
-attention; the last two have CUDA kernels only, so their cases skip or return early on a
+convolutions, rotated RoIAlign, rotated IoU, rotated feature alignment, the focal losses,
+multi-scale deformable attention; the last two have CUDA kernels only, so their cases skip or return early on a
 CPU build). pytest runs them from CHECKOUT, as mmcv's own CI does (some read ./tests/data),
 twice: on the released files, then with every patch applied.
 
@@ -45,6 +45,7 @@ TESTS = (
     "tests/test_ops/test_modulated_deform_conv.py",
     "tests/test_ops/test_roi_align_rotated.py",
     "tests/test_ops/test_box_iou_rotated.py",
+    "tests/test_ops/test_rotated_feature_align.py",
     "tests/test_ops/test_focal_loss.py",
     "tests/test_ops/test_ms_deformable_attn.py",
 )

@@ -81,8 +81,9 @@ print(_json.dumps({"answers": [_answer(args) for args in _json.loads(_sys.argv[1
 
 
 def answers(python: Path, script: str, cases: Dict[Any, Tuple[str, ...]]) -> Dict[Any, Any]:
-    """What ``script``'s ``run`` answers for each of ``cases`` (a key -> its arguments), by key."""
-    found = answer(python, "-c", script + ANSWERS, json.dumps(list(cases.values())))["answers"]
+    """What ``script``'s ``run`` (after :data:`COUNTING`) answers for each of ``cases`` (a key -> its
+    arguments), by key."""
+    found = answer(python, "-c", COUNTING + script + ANSWERS, json.dumps(list(cases.values())))["answers"]
     return dict(zip(cases, found))
 
 
@@ -376,6 +377,23 @@ def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_
     assert {name: again[name].get("error") for name in errors} == errors
 
 
+#: What runs before each op script below: ``Copies``, a dispatch mode that counts the copies
+#: (``aten._to_copy``) made inside it, and ``digest``, a short hash of a tensor's values.
+COUNTING = r"""
+import hashlib, torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+class Copies(TorchDispatchMode):
+    count = 0
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        Copies.count += func.__name__.startswith("_to_copy")
+        return func(*args, **(kwargs or {}))
+
+def digest(t):
+    return hashlib.sha256(t.detach().float().numpy().tobytes()).hexdigest()[:16]
+"""
+
+
 # --- RoIAlign and RoIAlignRotated: bf16, and features and RoIs of different dtypes -------------
 
 #: mmcv's RoIAlign or RoIAlignRotated (7x7, spatial scale 1/8, what mmdet's and mmrotate's RoI
@@ -384,20 +402,12 @@ def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_
 #: difference from the same values in fp32 (relative to the largest), the same of the
 #: features' gradient, and how many copies (``aten._to_copy``) the layer itself made.
 ROI_ALIGN = r"""
-import hashlib, torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from mmcv import ops
 g = torch.Generator().manual_seed(5)
 features = torch.rand(2, 16, 64, 64, generator=g)
 images = torch.randint(0, 2, (300, 1), generator=g).float()
 xy, sizes, angles = torch.rand(300, 2, generator=g) * 400, torch.rand(300, 2, generator=g) * 100 + 1, (torch.rand(300, 1, generator=g) - 0.5) * 3
 ROIS = {"RoIAlign": torch.cat([images, xy, xy + sizes], 1), "RoIAlignRotated": torch.cat([images, xy, sizes, angles], 1)}
-
-class Copies(TorchDispatchMode):
-    count = 0
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        Copies.count += func.__name__.startswith("_to_copy")
-        return func(*args, **(kwargs or {}))
 
 def run(name, features_dtype, rois_dtype):
     layer, rois = getattr(ops, name)((7, 7), 0.125, 2), ROIS[name]
@@ -412,10 +422,10 @@ def run(name, features_dtype, rois_dtype):
     reference = layer(reference_x, rois.to(rois_dtype).float())  # the same values: the RoIs rounded as given
     reference.sum().backward()
     return {
-        "dtype": str(out.dtype), "digest": hashlib.sha256(out.detach().float().numpy().tobytes()).hexdigest()[:16],
+        "dtype": str(out.dtype), "digest": digest(out),
         "difference": ((out.detach().float() - reference.detach()).abs().max() / reference.abs().max()).item(),
         "grad_dtype": str(x.grad.dtype), "grad_difference": ((x.grad.float() - reference_x.grad).abs().max() / reference_x.grad.abs().max()).item(),
-        "grad_digest": hashlib.sha256(x.grad.float().numpy().tobytes()).hexdigest()[:16],
+        "grad_digest": digest(x.grad),
         "copies": Copies.count,
     }
 """
@@ -470,8 +480,6 @@ def test_roi_align_fails_in_bf16_and_mixed_dtypes_until_applied_and_leaves_worki
 #: dtypes of each case. Answers the error, or the IoUs' dtype, a digest of their bytes, their
 #: largest difference from the same values in fp32, and how many copies the call made.
 BOX_IOU_ROTATED = r"""
-import hashlib, torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from mmcv.ops import box_iou_rotated
 g = torch.Generator().manual_seed(5)
 
@@ -479,12 +487,6 @@ def rotated(n):
     return torch.cat([torch.rand(n, 2, generator=g) * 200, torch.rand(n, 2, generator=g) * 60 + 4, (torch.rand(n, 1, generator=g) - 0.5) * 3], 1)
 
 boxes1, boxes2, pairs = rotated(300), rotated(200), rotated(300)
-
-class Copies(TorchDispatchMode):
-    count = 0
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        Copies.count += func.__name__.startswith("_to_copy")
-        return func(*args, **(kwargs or {}))
 
 def run(first, second):
     a, b, c = boxes1.to(getattr(torch, first)), boxes2.to(getattr(torch, second)), pairs.to(getattr(torch, second))
@@ -494,7 +496,7 @@ def run(first, second):
     reference = box_iou_rotated(a.float(), b.float()), box_iou_rotated(a.float(), c.float(), aligned=True)
     return {
         "dtypes": [str(ious.dtype), str(aligned.dtype)],
-        "digest": hashlib.sha256(ious.float().numpy().tobytes() + aligned.float().numpy().tobytes()).hexdigest()[:16],
+        "digest": digest(torch.cat([ious.flatten(), aligned.flatten()])),
         "difference": max((ours.float() - theirs).abs().max().item() for ours, theirs in zip((ious, aligned), reference)),
         "copies": Copies.count,
     }
@@ -536,23 +538,13 @@ def test_rotated_iou_fails_outside_fp32_until_applied_and_leaves_fp32_calls_alon
 #: fp32 run's largest value), the features' and the weight's gradient dtypes, digests and
 #: largest differences, and how many copies (``aten._to_copy``) the kernel call itself made.
 DEFORM = r"""
-import hashlib, json, sys, torch
-from torch.utils._python_dispatch import TorchDispatchMode
+import json, sys
 from mmcv import ops
 name, dtype = sys.argv[1], getattr(torch, sys.argv[2])
 torch.manual_seed(0)
 layer = getattr(ops, name)(16, 16, 3, 1, 1)
 torch.nn.init.normal_(layer.conv_offset.weight, std=0.1)  # mmcv zero-inits it: real offsets, not a grid
 features = torch.rand(2, 16, 24, 24, generator=torch.Generator().manual_seed(5))
-
-class Copies(TorchDispatchMode):
-    count = 0
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        Copies.count += func.__name__.startswith("_to_copy")
-        return func(*args, **(kwargs or {}))
-
-def digest(t):
-    return hashlib.sha256(t.detach().float().numpy().tobytes()).hexdigest()[:16]
 
 def step(dtype):
     layer.zero_grad()
@@ -591,7 +583,7 @@ print(json.dumps({
 
 
 def deform(python: Path, name: str, dtype: str) -> Dict[str, Any]:
-    return answer(python, "-c", DEFORM, name, dtype)
+    return answer(python, "-c", COUNTING + DEFORM, name, dtype)
 
 
 #: layer -> what the release raises under bf16 autocast: its kernels have no bf16
@@ -648,8 +640,6 @@ def test_deformable_convolutions_fail_in_bf16_until_applied_and_leave_working_ca
 #: the dtypes the kernel got, the output's and the gradient's dtypes, digests and largest
 #: differences from the same values in fp32, and how many copies the call made.
 KERNEL_STAND_IN = r"""
-import hashlib, torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from mmcv.ops import focal_loss, multi_scale_deform_attn
 NAMES = {torch.bfloat16: "BFloat16", torch.float16: "Half", torch.float32: "Float", torch.float64: "Double"}
 
@@ -736,15 +726,6 @@ def call(op, dtype, weights):
         out = multi_scale_deform_attn.MultiScaleDeformableAttnFunction.apply(x, levels, starts, locations, attention, 64)
     out.float().sum().backward()
     return x, out
-
-class Copies(TorchDispatchMode):
-    count = 0
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        Copies.count += func.__name__.startswith("_to_copy")
-        return func(*args, **(kwargs or {}))
-
-def digest(t):
-    return hashlib.sha256(t.detach().float().numpy().tobytes()).hexdigest()[:16]
 
 def difference(ours, theirs):
     return ((ours.detach().float() - theirs.detach().float()).abs().max() / theirs.abs().max()).item()
