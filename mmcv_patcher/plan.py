@@ -13,7 +13,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 from mmcv_patcher.find import Found, ParseFailure, find
 from mmcv_patcher.model import Patch, Release, Replacement, State
 from mmcv_patcher.ours import Ours, cut, find_ours, marker
-from mmcv_patcher.ranges import Standing, expected_counts, known_forms, standing
+from mmcv_patcher.ranges import Standing, expected_counts, first_covered, known_forms, standing
 from mmcv_patcher.source import Source, sha256_hex
 
 
@@ -115,7 +115,10 @@ def _assess_from_text(
         return Finding(State.DRIFTED, None, message, ok=False), None
     place, affected = standing(patch, release)
     if place is Standing.BELOW:
-        return Finding(State.NOT_AFFECTED, None, f"{release.describe()} predates the bug"), None
+        first = first_covered(patch, release)
+        return Finding(
+            State.NOT_AFFECTED, None, f"{release.describe()} is older than {first}, the first release this patch covers"
+        ), None
     return None, None if affected is None else expected_counts(patch, affected)
 
 

@@ -49,6 +49,13 @@ def standing(patch: Patch, release: Release) -> Tuple[Standing, Optional[Affecte
     return Standing.OUTSIDE, None
 
 
+def first_covered(patch: Patch, release: Release) -> str:
+    """The oldest release of ``release``'s distribution in the patch's ranges (which a
+    release :attr:`Standing.BELOW` them is older than)."""
+    ranges = patch.affected.get(release.distribution or "mmcv", ())
+    return str(min(Version(each.introduced) for each in ranges))
+
+
 def expected_counts(patch: Patch, affected: Affected) -> Tuple[int, ...]:
     """How many times releases in ``affected`` have each of the patch's edits."""
     return affected.counts or (1,) * len(patch.edits)

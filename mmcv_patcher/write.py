@@ -18,7 +18,7 @@ import stat
 import sys
 import time
 from types import CodeType
-from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, TypeVar
 
 from mmcv_patcher.errors import Error
 
@@ -28,6 +28,8 @@ except ImportError:  # pragma: no cover - Windows has no flock; runs there are n
     fcntl = None  # type: ignore[assignment]
 
 TEMP_SUFFIX = ".mmcv-patcher-tmp"
+#: What taking a lock gives: a lock file's descriptor, or True for an ``flock``.
+_Taken = TypeVar("_Taken")
 
 
 class ReadOnly(Error, PermissionError):
@@ -65,7 +67,7 @@ def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], No
     fd = os.open(directory, os.O_RDONLY)
     try:
         try:
-            waited = not _try_flock(fd)
+            taken = _try_flock(fd)
         except OSError as error:
             if error.errno not in NO_FLOCK:
                 raise CannotLock(error.errno, f"flock failed: {error.strerror}", directory) from None
@@ -77,15 +79,15 @@ def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], No
                     f" were kept out with the lock file {LOCK_FILE} there, removed when done"
                 )
             return
-        if waited:
-            on_wait(_lock_holder(fd))
-            deadline = time.monotonic() + timeout
-            while not _try_flock(fd):
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        errno.EAGAIN, f"its lock was held by another process for over {timeout:g} s", directory
-                    )
-                time.sleep(0.05)
+        if not taken:
+            _wait_for(
+                lambda: True if _try_flock(fd) else None,
+                timeout,
+                lambda: on_wait(_lock_holder(fd)),
+                lambda: LockTimeout(
+                    errno.EAGAIN, f"its lock was held by another process for over {timeout:g} s", directory
+                ),
+            )
         yield None
     finally:
         if fd >= 0:
@@ -101,35 +103,36 @@ def lock_file(directory: str, timeout: float, on_wait: Callable[[Optional[int]],
     ``index.lock``, the timeout's message names it, says when its process is gone, and asks
     for its removal."""
     path = os.path.join(directory, LOCK_FILE)
-    deadline: Optional[float] = None
-    while True:
+    holder: Optional[int] = None  # the process id the lock file names, as last read
+
+    def create() -> Optional[int]:
+        nonlocal holder
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            break
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             holder = _lock_file_holder(path)
+            return None
         except OSError as error:
             raise CannotLock(
                 error.errno,
                 f"its filesystem cannot flock, and the lock file {LOCK_FILE} cannot be created there: {error.strerror}",
                 directory,
             ) from None
-        if deadline is None:
-            on_wait(holder if holder is not None and _is_our_run(holder) else None)
-            deadline = time.monotonic() + timeout
-        elif time.monotonic() >= deadline:
-            gone = holder is not None and not os.path.exists(f"/proc/{holder}")
-            raise LockTimeout(
-                errno.EAGAIN,
-                f"its lock file {LOCK_FILE} was held for over {timeout:g} s"
-                + (
-                    f"; its process {holder} is gone, so a killed run left it: remove it if no run is going"
-                    if gone
-                    else ""
-                ),
-                directory,
-            )
-        time.sleep(0.05)
+
+    def timed_out() -> LockTimeout:
+        gone = holder is not None and not os.path.exists(f"/proc/{holder}")
+        return LockTimeout(
+            errno.EAGAIN,
+            f"its lock file {LOCK_FILE} was held for over {timeout:g} s"
+            + (
+                f"; its process {holder} is gone, so a killed run left it: remove it if no run is going" if gone else ""
+            ),
+            directory,
+        )
+
+    fd = _wait_for(
+        create, timeout, lambda: on_wait(holder if holder is not None and _is_our_run(holder) else None), timed_out
+    )
     try:
         try:
             os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
@@ -139,6 +142,28 @@ def lock_file(directory: str, timeout: float, on_wait: Callable[[Optional[int]],
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def _wait_for(
+    take: Callable[[], Optional[_Taken]],
+    timeout: float,
+    waiting: Callable[[], None],
+    timed_out: Callable[[], LockTimeout],
+) -> _Taken:
+    """What ``take`` returns once it returns something, tried every 50 ms: after the first
+    try fails ``waiting`` is called, and ``timeout`` seconds later ``timed_out``'s error is
+    raised."""
+    deadline: Optional[float] = None
+    while True:
+        taken = take()
+        if taken is not None:
+            return taken
+        if deadline is None:
+            waiting()
+            deadline = time.monotonic() + timeout
+        elif time.monotonic() >= deadline:
+            raise timed_out()
+        time.sleep(0.05)
 
 
 def _lock_file_holder(path: str) -> Optional[int]:

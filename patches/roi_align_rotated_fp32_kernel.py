@@ -11,7 +11,8 @@ gets ``.to()`` its own dtype, which is the tensor itself: no copy, bit-identical
 
 Releases: the statement is the same from mmcv 1.4.6 to 2.2.0 and in every onedl-mmcv, but
 the file imports torch, which the fix names, only from 1.6.0 on: 1.3.3 to 1.5.3 have the
-same kernels and are left as they are (``status`` counts them below the range).
+same kernels and are left as they are (``status`` says they are older than 1.6.0, the first
+release the patch covers, and calls them not affected).
 """
 
 from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution

@@ -138,7 +138,11 @@ def test_syntax_error_is_drifted_with_its_line() -> None:
 
 
 def test_release_below_the_range_is_not_affected_even_with_the_statement() -> None:
-    assert assess(NMS, version="1.3.3").state is State.NOT_AFFECTED
+    verdict = assess(NMS, version="1.3.3")
+    assert (verdict.state, verdict.message) == (
+        State.NOT_AFFECTED,
+        "mmcv 1.3.3 is older than 1.3.4, the first release this patch covers",
+    )
 
 
 @pytest.mark.parametrize("version", ["2.3.0", None, "2.0.0rc2", "garbage"])
