@@ -81,7 +81,7 @@ def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], No
             return
         if not taken:
             _wait_for(
-                lambda: True if _try_flock(fd) else None,
+                lambda: _try_flock(fd) or None,
                 timeout,
                 lambda: on_wait(_lock_holder(fd)),
                 lambda: LockTimeout(
