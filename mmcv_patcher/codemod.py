@@ -76,8 +76,15 @@ class _Wrap(NamedTuple):
     inner: "_Recipe"
 
 
+class _Insert(NamedTuple):
+    """A node the fix adds to a list of the anchor's (``import a`` becomes ``import a, b``)."""
+
+    node: cst.CSTNode
+
+
 #: How to turn a statement shaped like an anchor into its fix, worked out once per edit:
-#: None (keep the node), a wrap, or per changed field the recipe for its node or children.
+#: None (keep the node), a wrap, or per changed field the recipe for its node or, for a
+#: list, for each of its children, with an :class:`_Insert` for each child the fix adds.
 _Recipe = Union[None, _Wrap, Tuple[Tuple[str, Any], ...]]
 
 
@@ -125,9 +132,9 @@ def _recipe(anchor: Any, fix: Any, memo: Dict[int, Any]) -> _Recipe:
                 old, new = getattr(anchor, name), getattr(fix, name)
                 if shape(old, memo) == shape(new, memo):
                     continue
-                if isinstance(old, (list, tuple)):
-                    if len(old) != len(new):
-                        raise _Mismatch
+                if isinstance(old, (list, tuple)) and len(old) != len(new):
+                    changes.append((name, _added(old, new, memo)))
+                elif isinstance(old, (list, tuple)):
                     changes.append((name, tuple(_recipe(o, n, memo) for o, n in zip(old, new))))
                 elif isinstance(old, cst.CSTNode):
                     changes.append((name, _recipe(old, new, memo)))
@@ -151,6 +158,23 @@ def _recipe(anchor: Any, fix: Any, memo: Dict[int, Any]) -> _Recipe:
     raise _Mismatch
 
 
+def _added(old: Sequence[Any], new: Sequence[Any], memo: Dict[int, Any]) -> Tuple[Optional[_Insert], ...]:
+    """The recipe for a list the fix adds children to: each of ``new``'s children is the
+    next of ``old``'s, shaped the same (None: kept as it is), or one the fix adds. Raises
+    :class:`_Mismatch` unless ``old``'s children are all there, in order."""
+    recipe: List[Optional[_Insert]] = []
+    kept = 0
+    for node in new:
+        if kept < len(old) and shape(old[kept], memo) == shape(node, memo):
+            recipe.append(None)
+            kept += 1
+        else:
+            recipe.append(_Insert(node))
+    if kept < len(old):
+        raise _Mismatch
+    return tuple(recipe)
+
+
 def _nodes(node: cst.CSTNode) -> List[cst.CSTNode]:
     """``node`` and every node under it."""
     found = [node]
@@ -168,12 +192,14 @@ def _follow(recipe: _Recipe, actual: Any) -> Any:
     changes = {}
     for name, inner in recipe:
         mine = getattr(actual, name)
-        changes[name] = (
-            tuple(_follow(r, m) for r, m in zip(inner, mine))
-            if isinstance(mine, (list, tuple))
-            else _follow(inner, mine)
-        )
+        changes[name] = _follow_children(inner, mine) if isinstance(mine, (list, tuple)) else _follow(inner, mine)
     return actual.with_changes(**changes)
+
+
+def _follow_children(recipe: Tuple[Any, ...], actual: Sequence[Any]) -> Tuple[Any, ...]:
+    """``actual``'s children, each with its recipe's additions, and the children the fix adds."""
+    children = iter(actual)
+    return tuple(each.node if isinstance(each, _Insert) else _follow(each, next(children)) for each in recipe)
 
 
 def fixes(

@@ -3,7 +3,8 @@
 :mod:`ast` finds the definition a patch names (a module-level function, or a method of a
 module-level class: ``"RoIAlign.forward"``, or inherited from a class of the same file; the
 last binding definition counts, as Python runs that one) and, inside it, every statement shaped like one of the patch's anchors or
-fixes (compared as ``ast.dump``, so formatting, comments and parentheses do not matter).
+fixes (compared as ``ast.dump``, so formatting, comments and parentheses do not matter);
+an import a fix needs (:attr:`mmcv_patcher.model.Edit.binds`) among the module's own statements.
 :mod:`tokenize` says where each such statement ends. Both ``status`` and ``apply`` use it;
 the edit itself is LibCST's job (:mod:`mmcv_patcher.codemod`), on the statements found here.
 """
@@ -14,7 +15,7 @@ import io
 import re
 import tokenize
 import warnings
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from mmcv_patcher.model import Edit, Patch
 from mmcv_patcher.source import line_starts
@@ -47,10 +48,17 @@ class Found(NamedTuple):
     #: the statements shaped like an anchor (to fix) and like a fix (there already)
     anchors: Tuple[Statement, ...]
     fixes: Tuple[Statement, ...]
+    #: the edits not looked for: imports (:attr:`~mmcv_patcher.model.Edit.binds`) of a name
+    #: another of the module's statements binds already
+    unneeded: FrozenSet[int] = frozenset()
 
     def counts(self, statements: Tuple[Statement, ...], edits: int) -> Tuple[int, ...]:
         """How many of ``statements`` there are of each of the ``edits`` edits."""
         return tuple(sum(1 for s in statements if s.edit == index) for index in range(edits))
+
+    def needed(self, counts: Tuple[int, ...]) -> Tuple[int, ...]:
+        """A release's ``counts`` for this file: none of an edit not looked for."""
+        return tuple(0 if index in self.unneeded else count for index, count in enumerate(counts))
 
 
 @functools.lru_cache(maxsize=4)
@@ -176,12 +184,9 @@ def _find(text: str, tree: ast.Module, patch: Patch) -> Found:
     heads = {_head(_parsed(code)) for edit in patch.edits for code in (edit.anchor, edit.fix)}
     starts = line_starts(text)
     found: Dict[str, List[Statement]] = {"anchor": [], "fix": []}
-    for function in patch.definitions:
-        scope = bound if function == patch.function else definitions(tree, function)
-        if not scope:  # its statements are missing, which the counts tell
-            continue
-        anchors, fixes = _wanted(patch.edits, patch.function, function)
-        for node in statements(scope[-1]):
+
+    def collect(nodes: Iterable[ast.stmt], anchors: Dict[str, int], fixes: Dict[str, int]) -> None:
+        for node in nodes:
             if hasattr(node, "body") or _head(node) not in heads:
                 continue
             dumped = ast.dump(node)
@@ -189,18 +194,41 @@ def _find(text: str, tree: ast.Module, patch: Patch) -> Found:
                 if dumped in wanted:
                     start = offset(text, starts, node.lineno, node.col_offset)
                     found[kind].append(Statement(start, statement_end(text, start), node.lineno, wanted[dumped]))
+
+    for function in patch.definitions:
+        scope = bound if function == patch.function else definitions(tree, function)
+        if scope:  # else its statements are missing, which the counts tell
+            collect(statements(scope[-1]), *_wanted(patch.edits, patch.function, function))
+    imports = [index for index, edit in enumerate(patch.edits) if edit.binds is not None]
+    unneeded = frozenset(index for index in imports if _bound_otherwise(tree.body, patch.edits[index]))
+    for index in imports:
+        if index not in unneeded:
+            edit = patch.edits[index]
+            collect(tree.body, {dump_statement(edit.anchor): index}, {dump_statement(edit.fix): index})
     ordered = {kind: tuple(sorted(statements)) for kind, statements in found.items()}
-    return Found(bound[-1].lineno, len(bound), ordered["anchor"], ordered["fix"])
+    return Found(bound[-1].lineno, len(bound), ordered["anchor"], ordered["fix"], unneeded)
 
 
 @functools.lru_cache(maxsize=None)
 def _wanted(edits: Tuple[Edit, ...], default: str, function: str) -> Tuple[Dict[str, int], Dict[str, int]]:
     """The dumps of the anchors and of the fixes of the edits in ``function`` (an edit that
     names none is in ``default``, the patch's), each to its edit's index."""
-    inside = [(index, edit) for index, edit in enumerate(edits) if (edit.function or default) == function]
+    inside = [
+        (index, edit)
+        for index, edit in enumerate(edits)
+        if edit.binds is None and (edit.function or default) == function
+    ]
     anchors = {dump_statement(edit.anchor): index for index, edit in inside}
     fixes = {dump_statement(edit.fix): index for index, edit in inside}
     return anchors, fixes
+
+
+def _bound_otherwise(body: List[ast.stmt], edit: Edit) -> bool:
+    """Whether a statement of ``body`` (the module's own) other than one shaped like
+    ``edit``'s fix binds the name the fix binds (:attr:`Edit.binds`)."""
+    fix = _parsed(edit.fix)
+    others = [node for node in body if _head(node) != _head(fix) or ast.dump(node) != dump_statement(edit.fix)]
+    return edit.binds is not None and _last_binding(others, edit.binds) is not None
 
 
 @functools.lru_cache(maxsize=None)

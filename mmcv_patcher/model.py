@@ -85,6 +85,11 @@ class Edit(NamedTuple):
     #: the definition the statement is in, when it is not the patch's own (a fix that spans
     #: an autograd function's ``forward`` and its ``backward``), named as :attr:`Patch.function`
     function: Optional[str] = None
+    #: the name the fix binds, for an import at module level that the patch's other fixes
+    #: need (``import torch.nn as nn`` becoming ``import torch.nn as nn, torch``): the
+    #: statement is looked for among the module's own statements, and only where no other
+    #: one binds the name, so a file that imports it already is left as it is
+    binds: Optional[str] = None
 
     @property
     def insertions(self) -> Tuple[str, ...]:

@@ -242,13 +242,14 @@ def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]
         f"{patch.function}()"
         if found.definitions <= 1
         else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
-    )
+    ) + (" and the module's own statements" if any(edit.binds for edit in patch.edits) else "")
     if found.definition_line is None:
         if affected:
             return Finding(State.DRIFTED, None, f"no definition of {patch.function}(); {release.reinstall()}", ok=False)
         return Finding(State.NOT_AFFECTED, None, f"no definition of {patch.function}()")
     anchors, fixes = len(found.anchors), len(found.fixes)
     anchor_counts = found.counts(found.anchors, len(patch.edits))
+    counts = None if counts is None else found.needed(counts)
     lines = sorted(statement.line for statement in found.anchors + found.fixes)
     if anchors == 0 and fixes >= 1:
         return Finding(State.FIXED_UPSTREAM, found.fixes[0].line, "the fix is already there; nothing to do")
@@ -261,7 +262,7 @@ def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]
                 ok=False,
             )
         return Finding(State.NOT_AFFECTED, found.definition_line, f"{patch.function}() has no such statement")
-    if not affected and not fixes and anchor_counts not in known_forms(patch):
+    if not affected and not fixes and anchor_counts not in {found.needed(form) for form in known_forms(patch)}:
         return Finding(
             State.NOT_AFFECTED,
             found.definition_line,

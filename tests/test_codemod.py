@@ -7,7 +7,7 @@ from typing import Any, Dict, List
 import pytest
 
 from mmcv_patcher import codemod, find, plan
-from mmcv_patcher.model import Release, State
+from mmcv_patcher.model import Edit, Release, State
 from mmcv_patcher.source import Source
 from tests import fixtures
 from tests.fixtures import (
@@ -100,3 +100,34 @@ def test_fixes_refuses_a_statement_shaped_other_than_its_anchor() -> None:
     [statement] = located[SEED.id].anchors
     wrong = statement._replace(end=statement.end - 3)  # "dets[:, " cut short: no statement LibCST reads alone
     assert codemod.fixes(text, [(SEED, [wrong], "# MARK")]) is None
+
+
+IMPORTS = {
+    "canonical": ("import torch.nn as nn\n", "import torch.nn as nn, torch\n"),
+    "its-own-spacing-and-comment": (
+        "import  torch.nn  as  nn  # layers\n",
+        "import  torch.nn  as  nn, torch  # layers\n",
+    ),
+    "after-a-semicolon": ("import os; import torch.nn as nn\n", "import os; import torch.nn as nn, torch\n"),
+}
+
+
+@pytest.mark.parametrize("before, after", IMPORTS.values(), ids=IMPORTS.keys())
+def test_a_fix_that_adds_to_a_list_keeps_the_statements_own_formatting(before: str, after: str) -> None:
+    patch = fixtures.registered("roi-align-rotated-fp32-kernel")
+    text = before + "\n\nclass RoIAlignRotated(nn.Module):\n    def forward(self, input, rois):\n        pass\n"
+    found = find.find(text, [patch])
+    assert not isinstance(found, find.ParseFailure)
+    made = codemod.fixes(text, [(patch, found[patch.id].anchors, "# MARK")])
+    assert made is not None
+    [(start, end, fixed), _] = made[patch.id]
+    assert text[:start] + fixed + text[end:] == after + text[len(before) :]
+
+
+def test_a_fix_that_drops_one_of_the_anchors_children_is_refused() -> None:
+    edit = Edit("import a, b", "import a, c, d", binds="c")
+    patch = fixtures.SEED._replace(id="drops-a-child", edits=(edit,))
+    text = "import a, b\n\n\ndef batched_nms(boxes):\n    pass\n"
+    found = find.find(text, [patch])
+    assert not isinstance(found, find.ParseFailure) and len(found[patch.id].anchors) == 1
+    assert codemod.fixes(text, [(patch, found[patch.id].anchors, "# MARK")]) is None

@@ -474,6 +474,48 @@ def test_roi_align_fails_in_bf16_and_mixed_dtypes_until_applied_and_leaves_worki
     assert all(found["copies"] == 0 for found in still.values()), "and no copies"
 
 
+def test_roi_align_rotated_as_mmcv_1_5_3_has_it_gets_the_import_its_fix_needs_and_runs_on_the_kernels(
+    python: Path, tmp_path: Path
+) -> None:
+    """mmcv 1.5.3's file binds torch only as ``nn``. Patched by ``apply`` on a tree that says
+    1.5.3 and put in place of 2.1.0's file (with its import of ``deprecated_api_warning``
+    from mmengine, where 2.x moved it), it fails as released and runs once patched, giving
+    what 2.1.0's own file gives patched."""
+    file = "roi_align_rotated.py"
+    released = releases.released_file(releases.Release("mmcv", "1.5.3", "unpatched"), f"mmcv/ops/{file}").decode()
+    moved = released.replace(
+        "from ..utils import deprecated_api_warning, ext_loader\n",
+        "from mmengine.utils import deprecated_api_warning\nfrom ..utils import ext_loader\n",
+    )
+    assert moved != released and "\nimport torch\n" not in moved
+    tree = tmp_path / "mmcv"
+    (tree / "ops").mkdir(parents=True)
+    (tree / "__init__.py").write_text("")
+    (tree / "version.py").write_text("__version__ = '1.5.3'\n")
+    (tree / "ops" / file).write_text(moved)
+    assert tool("apply", "--path", str(tmp_path), "--patch", "roi-align-rotated-fp32-kernel").returncode == 0
+    patched = (tree / "ops" / file).read_text()
+    assert patched.split("\n")[1].startswith("import torch.nn as nn, torch  # mmcv-patcher: ")
+    _, errors = ROI_ALIGN_ERRORS["RoIAlignRotated"]
+    cases = [*ROI_ALIGN_WORKING, *errors]
+    installed = releases.site_packages(python) / "mmcv" / "ops" / file
+    original = installed.read_bytes()
+    try:
+        installed.write_text(moved)
+        as_released = roi_align(python, "RoIAlignRotated", cases)
+        installed.write_text(patched)
+        fixed = roi_align(python, "RoIAlignRotated", cases)
+    finally:
+        installed.write_bytes(original)
+    assert {case: as_released[case].get("error") for case in errors} == errors
+    assert tool("apply", "--patch", "roi-align-rotated-fp32-kernel", python=python).returncode == 0
+    try:
+        assert fixed == roi_align(python, "RoIAlignRotated", cases)
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    assert installed.read_bytes() == original
+
+
 # --- rotated IoU: the kernel takes fp32 only ----------------------------------------------------
 
 #: mmcv's box_iou_rotated on seeded rotated boxes (300 against 200, and 300 aligned pairs) in the

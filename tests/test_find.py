@@ -234,3 +234,59 @@ def test_an_edit_that_names_another_definition_is_found_there_alone() -> None:
     assert found[patch.id].counts(found[patch.id].anchors, len(patch.edits)) == (1, 1, 2, 0), (
         "in forward, the backward's statement is not the edit's"
     )
+
+
+# --- an import a fix needs, among the module's own statements ------------------------------------------
+
+ROTATED = registered("roi-align-rotated-fp32-kernel")
+IMPORT = next(index for index, edit in enumerate(ROTATED.edits) if edit.binds == "torch")
+#: mmcv 1.5.3's form: the file binds torch only as ``nn``
+BINDS_ONLY_NN = next(example for example in ROTATED.examples if example.before.startswith("import torch.nn as nn\n"))
+
+
+def found_rotated(text: str) -> find.Found:
+    """What the RoIAlignRotated patch finds in ``text``."""
+    found = find.find(text, [ROTATED])
+    assert not isinstance(found, find.ParseFailure)
+    return found[ROTATED.id]
+
+
+def assess_rotated(text: str) -> plan.Finding:
+    """The RoIAlignRotated patch's finding on ``text`` as mmcv 1.5.3's file."""
+    return plan.assess(Source(text, "utf-8"), ROTATED, Release("mmcv", "1.5.3"), need_text=True)
+
+
+def test_an_import_a_fix_needs_is_found_among_the_modules_statements() -> None:
+    located = found_rotated(BINDS_ONLY_NN.before)
+    assert [(s.line, s.edit) for s in located.anchors if s.edit == IMPORT] == [(1, IMPORT)]
+    assert located.unneeded == frozenset()
+
+
+BOUND_OTHERWISE = {
+    "import-torch": "import torch\n",
+    "from-import": "from mmcv.utils import torch\n",
+    "an-assignment": "torch = __import__('torch')\n",
+}
+
+
+@pytest.mark.parametrize("binding", BOUND_OTHERWISE.values(), ids=BOUND_OTHERWISE.keys())
+def test_an_import_of_a_name_the_module_binds_otherwise_is_not_needed(binding: str) -> None:
+    text = binding + BINDS_ONLY_NN.before
+    located = found_rotated(text)
+    assert located.unneeded == frozenset({IMPORT}) and all(s.edit != IMPORT for s in located.anchors)
+    finding = assess_rotated(text)
+    assert finding.state is State.UNPATCHED and finding.new_text is not None
+    assert finding.new_text.startswith(binding + "import torch.nn as nn\n"), "the import is left as it is"
+    reverted = plan.plan_revert(assess_rotated(finding.new_text), ROTATED, Release("mmcv", "1.5.3"), force=False)
+    assert reverted.new_text == text
+
+
+def test_an_import_inside_a_function_is_not_the_modules() -> None:
+    text = BINDS_ONLY_NN.before.replace("import torch.nn as nn\n", "def _load():\n    import torch.nn as nn\n", 1)
+    assert all(s.edit != IMPORT for s in found_rotated(text).anchors)
+    assert assess_rotated(text).state is State.DRIFTED, "1.5.3 has the import: the file was edited"
+
+
+def test_an_import_and_a_call_fixed_by_hand_are_fixed_upstream() -> None:
+    finding = assess_rotated(BINDS_ONLY_NN.after)
+    assert finding.state is State.FIXED_UPSTREAM and finding.line == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import os
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Set, Tuple
 
 import pytest
 from packaging.version import Version
@@ -65,6 +66,18 @@ def test_patch_is_well_formed(patch: Patch) -> None:
         "document the codemod with examples it patches and inputs it leaves alone"
     )
     assert all(example.why for example in patch.examples) and all(look_alike.why for look_alike in patch.untouched)
+    for edit in patch.edits:
+        if edit.binds is not None:
+            assert edit.function is None, "an import a fix needs is the module's, in no definition"
+            assert edit.binds in _imported(edit.fix) - _imported(edit.anchor), "the fix is an import that binds it"
+
+
+def _imported(statement: str) -> Set[str]:
+    """The names an import statement binds (none for any other statement)."""
+    node = ast.parse(statement).body[0]
+    if not isinstance(node, (ast.Import, ast.ImportFrom)):
+        return set()
+    return {alias.asname or alias.name.split(".")[0] for alias in node.names}
 
 
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.id)
