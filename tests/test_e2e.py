@@ -671,6 +671,100 @@ def test_deformable_convolutions_fail_in_bf16_until_applied_and_leave_working_ca
     assert {name: deform(python, name, "bfloat16").get("error") for name in DEFORM_ERRORS} == DEFORM_ERRORS
 
 
+#: mmcv's deform_conv2d or modulated_deform_conv2d called directly, as a layer whose inputs come
+#: from layers in other dtypes calls it: seeded features, offsets and (modulated) mask, each in
+#: the dtype given, an fp32 weight (and bias). Answers the error, or the output's dtype and
+#: digest, its largest difference from the same values in fp32 (relative to the largest), each
+#: input's gradient dtype, digest and largest difference, and the copies the call made.
+DEFORM_MIXED = r"""
+from mmcv import ops
+g = torch.Generator().manual_seed(5)
+INPUTS = {
+    "features": torch.rand(2, 16, 24, 24, generator=g), "offsets": torch.randn(2, 18, 24, 24, generator=g),
+    "mask": torch.rand(2, 9, 24, 24, generator=g), "weight": torch.randn(16, 16, 3, 3, generator=g) * 0.1,
+}
+bias = torch.zeros(16)
+
+def call(op, tensors):
+    if op == "deform_conv2d":
+        return ops.deform_conv2d(tensors["features"], tensors["offsets"], tensors["weight"], 1, 1, 1, 1, 1, False, 32)
+    return ops.modulated_deform_conv2d(tensors["features"], tensors["offsets"], tensors["mask"], tensors["weight"], bias, 1, 1, 1, 1, 1)
+
+def leaves(dtypes):
+    return {name: value.to(dtypes.get(name, torch.float32)).detach().clone().requires_grad_() for name, value in INPUTS.items()}
+
+def difference(ours, theirs):
+    return ((ours.detach().float() - theirs.detach().float()).abs().max() / theirs.abs().max()).item()
+
+def run(op, *dtypes):
+    dtypes = dict(zip(("features", "offsets", "mask"), (getattr(torch, dtype) for dtype in dtypes)))
+    tensors = leaves(dtypes)
+    Copies.count = 0
+    with Copies():
+        out = call(op, tensors)
+    copies = Copies.count
+    out.float().sum().backward()
+    reference_tensors = {name: tensor.detach().float().requires_grad_() for name, tensor in leaves(dtypes).items()}
+    reference = call(op, reference_tensors)  # the same values in fp32
+    reference.sum().backward()
+    used = [name for name in INPUTS if op != "deform_conv2d" or name != "mask"]
+    return {
+        "dtype": str(out.dtype), "digest": digest(out), "difference": difference(out, reference),
+        "grad_dtypes": {name: str(tensors[name].grad.dtype) for name in used},
+        "grad_digests": {name: digest(tensors[name].grad) for name in used},
+        "grad_differences": {name: difference(tensors[name].grad, reference_tensors[name].grad) for name in used},
+        "copies": copies,
+    }
+"""
+
+
+def deform_mixed(python: Path, cases: Iterable[Tuple[str, ...]]) -> Dict[Tuple[str, ...], Any]:
+    """Each case's answer, by (op, features, offsets[, mask]) dtypes."""
+    return answers(python, DEFORM_MIXED, {case: case for case in cases})
+
+
+#: (op, features, offsets[, mask]) -> what the release raises: it casts the features to the
+#: offsets' dtype, so bf16 offsets meet a kernel without bf16 whatever the features are
+DEFORM_MIXED_ERRORS = {
+    ("deform_conv2d", "float32", "bfloat16"): DEFORM_ERRORS["DeformConv2dPack"],
+    ("modulated_deform_conv2d", "float32", "bfloat16", "bfloat16"): DEFORM_ERRORS["ModulatedDeformConv2dPack"],
+    ("modulated_deform_conv2d", "bfloat16", "bfloat16", "float32"): DEFORM_ERRORS["ModulatedDeformConv2dPack"],
+}
+#: mixed calls that work on the release: fp16 features with fp32 offsets or masks, bf16
+#: features with fp32 offsets (all cast to the offsets' dtype)
+DEFORM_MIXED_WORKING = [
+    ("deform_conv2d", "float16", "float32"),
+    ("deform_conv2d", "bfloat16", "float32"),
+    ("modulated_deform_conv2d", "float16", "float32", "float32"),
+    ("modulated_deform_conv2d", "float16", "float16", "float32"),
+    ("modulated_deform_conv2d", "bfloat16", "float32", "float32"),
+]
+
+
+def test_deformable_convolutions_take_mixed_dtypes_and_bf16_offsets_once_applied_and_leave_working_calls_alone(
+    python: Path,
+) -> None:
+    for file in ("deform_conv.py", "modulated_deform_conv.py"):
+        op = file[: -len(".py")] + "2d"
+        working, fixed, still = release_patched_release(
+            python,
+            lambda cases: deform_mixed(python, cases),
+            file,
+            [case for case in DEFORM_MIXED_WORKING if case[0] == op],
+            {case: error for case, error in DEFORM_MIXED_ERRORS.items() if case[0] == op},
+        )
+        for (_, *dtypes), found in fixed.items():
+            # the output in the offsets' dtype, as the release casts it; each gradient in its input's dtype
+            assert found["dtype"] == "torch.bfloat16", found
+            assert found["grad_dtypes"] == dict(
+                zip(("features", "offsets", "mask"), (f"torch.{dtype}" for dtype in dtypes)), weight="torch.float32"
+            ), found
+            # the kernel runs in fp32 on the same values: one rounding to bf16 (8 bits) at most
+            assert found["difference"] <= 2**-7, found
+            assert all(difference <= 2**-7 for difference in found["grad_differences"].values()), found
+        assert still == working, "mixed calls that work on the release: bit-identical, no more copies"
+
+
 # --- CUDA-only ops (focal losses, multi-scale deformable attention): a kernel stand-in ---------
 
 #: The real mmcv's Python around a CUDA-only kernel, run on the CPU with a stand-in for the
