@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, NamedTuple, Sequence, Tuple
 import pytest
 
 from mmcv_patcher import registry
-from scripts import releases
+from scripts import releases, sweep_zoo
 from tests.fixtures import tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.release]
@@ -996,6 +996,21 @@ def test_mmdetection_yolox_with_soft_nms_under_amp_crashes_until_applied(python:
     finally:
         assert tool("revert", python=python).returncode == 0
     assert "error" not in after and after["boxes"] > 0, after
+
+
+def test_every_config_of_the_zoo_list_is_one_its_package_ships_and_each_family_is_named_once(
+    mmdet_site: Path,
+) -> None:
+    entries = sweep_zoo.zoo(sweep_zoo.ZOO, ())
+    shipped = {"mmdet": mmdet_site / "mmdet", "mmrotate": releases.mmrotate_site() / "mmrotate"}
+    missing = []
+    for entry in entries:
+        package, _, path = entry.config.rpartition("::")
+        if not (shipped[package or "mmdet"] / ".mim" / "configs" / path).is_file():
+            missing.append(entry.config)
+    assert missing == []
+    families = [entry.family for entry in entries]
+    assert len(set(families)) == len(families), "--only names a family: each once"
 
 
 # --- the seed's whole scenario: a training step of mmdet's Faster R-CNN at 2666x1600 in bf16 -----
