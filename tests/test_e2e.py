@@ -378,7 +378,8 @@ def test_every_amp_case_fails_before_apply_keeps_the_fp32_boxes_after_and_fails_
 
 
 #: What runs before each op script below: ``Copies``, a dispatch mode that counts the copies
-#: (``aten._to_copy``) made inside it, and ``digest``, a short hash of a tensor's values.
+#: (``aten._to_copy``) made inside it, ``digest``, a short hash of a tensor's values, and
+#: ``difference``, the largest difference of two tensors relative to the second's largest value.
 COUNTING = r"""
 import hashlib, torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -391,6 +392,9 @@ class Copies(TorchDispatchMode):
 
 def digest(t):
     return hashlib.sha256(t.detach().float().numpy().tobytes()).hexdigest()[:16]
+
+def difference(ours, theirs):
+    return ((ours.detach().float() - theirs.detach().float()).abs().max() / theirs.abs().max()).item()
 """
 
 
@@ -423,8 +427,8 @@ def run(name, features_dtype, rois_dtype):
     reference.sum().backward()
     return {
         "dtype": str(out.dtype), "digest": digest(out),
-        "difference": ((out.detach().float() - reference.detach()).abs().max() / reference.abs().max()).item(),
-        "grad_dtype": str(x.grad.dtype), "grad_difference": ((x.grad.float() - reference_x.grad).abs().max() / reference_x.grad.abs().max()).item(),
+        "difference": difference(out, reference),
+        "grad_dtype": str(x.grad.dtype), "grad_difference": difference(x.grad, reference_x.grad),
         "grad_digest": digest(x.grad),
         "copies": Copies.count,
     }
@@ -615,10 +619,10 @@ with torch.no_grad(), Copies():  # the kernel call alone
         ops.modulated_deform_conv2d(x.detach(), torch.cat((o1, o2), 1), mask.sigmoid(), layer.weight, layer.bias, 1, 1, 1, 1, 1)
 print(json.dumps({
     "dtype": str(out.dtype), "digest": digest(out),
-    "difference": ((out.detach().float() - reference.detach().float()).abs().max() / reference.abs().max()).item(),
+    "difference": difference(out, reference),
     "grad_dtypes": {key: str(grad.dtype) for key, grad in grads.items()},
     "grad_digests": {key: digest(grad) for key, grad in grads.items()},
-    "grad_differences": {key: ((grads[key].float() - reference_grads[key].float()).abs().max() / reference_grads[key].abs().max()).item() for key in grads},
+    "grad_differences": {key: difference(grads[key], reference_grads[key]) for key in grads},
     "copies": Copies.count,
 }))
 """
@@ -692,9 +696,6 @@ def call(op, tensors):
 
 def leaves(dtypes):
     return {name: value.to(dtypes.get(name, torch.float32)).detach().clone().requires_grad_() for name, value in INPUTS.items()}
-
-def difference(ours, theirs):
-    return ((ours.detach().float() - theirs.detach().float()).abs().max() / theirs.abs().max()).item()
 
 def run(op, *dtypes):
     dtypes = dict(zip(("features", "offsets", "mask"), (getattr(torch, dtype) for dtype in dtypes)))
@@ -862,9 +863,6 @@ def call(op, dtype, weights):
         out = multi_scale_deform_attn.MultiScaleDeformableAttnFunction.apply(x, levels, starts, locations, attention, 64)
     out.float().sum().backward()
     return x, out
-
-def difference(ours, theirs):
-    return ((ours.detach().float() - theirs.detach().float()).abs().max() / theirs.abs().max()).item()
 
 def run(op, dtype, weighted):
     dtype, weights = getattr(torch, dtype), class_weights if weighted == "weighted" else None
