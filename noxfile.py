@@ -23,7 +23,7 @@ def lint(session: nox.Session) -> None:
     session.run("python", "-m", "ruff", "check", *SOURCES)
     session.run("python", "-m", "ruff", "format", "--check", *SOURCES)
     session.run("python", "-m", "mypy")
-    session.run("python", "scripts/document_patches.py", "--check")
+    session.run("python", "scripts/document.py", "--check")
 
 
 @nox.session(name="format")
@@ -32,7 +32,7 @@ def format_(session: nox.Session) -> None:
     _install(session)
     session.run("python", "-m", "ruff", "check", "--fix", *SOURCES)
     session.run("python", "-m", "ruff", "format", *SOURCES)
-    session.run("python", "scripts/document_patches.py")
+    session.run("python", "scripts/document.py")
 
 
 @nox.session

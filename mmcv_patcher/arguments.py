@@ -108,14 +108,17 @@ def _count(text: str) -> int:
 
 
 def _patch_option(parser: argparse.ArgumentParser) -> None:
+    """``--patch ID``; the ids are listed in the command's epilog, one a line, so that help
+    never breaks an id at its hyphens."""
     ids = [patch.id for patch in registry.all_patches()]
     parser.add_argument(
         "--patch",
         action="append",
         choices=ids,
         metavar="ID",
-        help=f"only this patch (repeatable; default: all): {', '.join(ids)}",
+        help="only this patch (repeatable; default: all, listed below)",
     )
+    parser.epilog = "patches:\n" + "".join(f"  {id}\n" for id in ids)
 
 
 def _writing(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +136,12 @@ def _writing(parser: argparse.ArgumentParser) -> None:
 def _command(commands: "argparse._SubParsersAction[_Parser]", command: Command, help: str) -> argparse.ArgumentParser:
     """A command's parser, with the options of every command; it is kept in the parsed
     namespace (``set_defaults``) so that later checks report errors with its usage line."""
-    parser = commands.add_parser(command.value, help=help, description=help[0].upper() + help[1:] + ".")
+    parser = commands.add_parser(
+        command.value,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _target_options(parser)
     parser.set_defaults(command_parser=parser)
     return parser

@@ -7,6 +7,7 @@ installed there, and it answers with one JSON object on its last line of output.
 
 import json
 import os
+import re
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from mmcv_patcher.errors import Error
@@ -17,6 +18,8 @@ from mmcv_patcher.errors import Error
 
 #: How the last line of an interpreter's error output starts when it is too old for the script.
 _TOO_OLD = ("SyntaxError", "ImportError: No module named")
+#: The last line of what Python prints for an exception it does not catch.
+_PYTHON_ERROR = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b")
 
 
 class ChildError(Error, RuntimeError):
@@ -73,5 +76,8 @@ def run_json(
         if isinstance(answer, dict):
             return answer
         raise ChildError(f"it answered {lines[-1][:200]!r}, not the JSON object expected", unsuitable=True)
-    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    raise ChildError(f"it exited {done.returncode} ({last[:300]})", unsuitable=last.startswith(_TOO_OLD))
+    said = done.stderr.strip().splitlines() or ["no output"]
+    # Python's error ends what it prints (after a traceback or a syntax error's caret);
+    # anything else that stands in for an interpreter (a pyenv shim, a wrapper) says it first
+    line = said[-1] if _PYTHON_ERROR.match(said[-1]) else said[0]
+    raise ChildError(f"it exited {done.returncode} ({line[:300]})", unsuitable=said[-1].startswith(_TOO_OLD))

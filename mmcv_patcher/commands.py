@@ -93,7 +93,7 @@ def revert(target: Target, patches: Sequence[Patch], options: Options) -> Outcom
             planned: List[Planned] = []
             for patch in reversed(group):
                 finding = plan.assess(
-                    Source(text, source.encoding), patch, target.release, need_text=True, family=_family(group)
+                    Source(text, source.encoding), patch, target.release, need_text=False, family=_family(group)
                 )
                 action = plan.plan_revert(finding, patch, target.release, force=options.force)
                 text = action.new_text if action.new_text is not None else text

@@ -51,7 +51,7 @@ def introspect():
     if start is not None and os.path.isfile(os.path.join(start, "mmcv", "__init__.py")):
         local_mmcv_dir = found["local_mmcv_dir"] = os.path.join(start, "mmcv")
     if spec is None:
-        found["mmcv_problem"] = "no mmcv is importable by %s" % sys.executable + (
+        found["mmcv_problem"] = "no mmcv is importable" + (
             ""
             if local_mmcv_dir is None
             else " except %s, which only programs started in %s import (--path %s works on it)"

@@ -80,7 +80,7 @@ def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[
         return _describe(package_dir, _distributions([os.path.dirname(package_dir)]), only_file, patches, installer)
     python = interpreter or current()
     if python.mmcv_dir is None:
-        raise NotFound(python.mmcv_problem or f"no mmcv is importable by {python.executable}")
+        raise NotFound(f"{python.executable}: {python.mmcv_problem or 'no mmcv is importable'}")
     target = _describe(python.mmcv_dir, _distributions(python.sys_path), None, patches, _pip_of(python))
     if python.local_mmcv_dir is None:
         return target
@@ -137,7 +137,7 @@ def _package_from_path(path: str, patches: Sequence[Patch]) -> Tuple[str, Option
                     )
                 return package_dir, patch.file
         files = ", ".join(sorted({p.file for p in patches}))
-        raise BadPath(f"--path {path}: not a file any patch works on ({files} inside the mmcv package)")
+        raise BadPath(f"--path {path}: not a file the chosen patches work on ({files} inside the mmcv package)")
     for package_dir in (os.path.join(path, "mmcv"), path):
         if os.path.isdir(package_dir) and (
             os.path.basename(package_dir) == "mmcv"

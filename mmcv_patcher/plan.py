@@ -80,7 +80,7 @@ def assess_all(
     :func:`combined` merges them."""
     family = tuple(family) or tuple(patch for patch, _ in patches)
     ours = find_ours(source, family)
-    decided = [_assess_from_text(source, patch, release, ours) for patch, release in patches]
+    decided = [_assess_from_text(source, patch, release, ours, need_text=need_text) for patch, release in patches]
     pending = [
         (patch, release, counts) for (patch, release), (finding, counts) in zip(patches, decided) if finding is None
     ]
@@ -89,10 +89,13 @@ def assess_all(
 
 
 def _assess_from_text(
-    source: Source, patch: Patch, release: Release, ours: Optional[Ours]
+    source: Source, patch: Patch, release: Release, ours: Optional[Ours], *, need_text: bool
 ) -> Tuple[Optional[Finding], Optional[Tuple[int, ...]]]:
     """The finding when our markers or the release's standing decide it; otherwise None and the anchor
-    counts the release must have (None outside the known ranges)."""
+    counts the release must have (None outside the known ranges). A patch not applied to a file
+    whose other patches were edited since cannot be applied there (the file's original bytes,
+    which its marker must remember, are unknown): that decides it only when its fix is asked
+    for (``need_text``); ``status`` and ``revert`` judge it on its statements."""
     if ours is not None and ours.of(patch):
         line = ours.line(patch)
         undone = ours.without(source.text, patch)
@@ -109,7 +112,7 @@ def _assess_from_text(
         return Finding(
             State.PATCHED, line, message, new_text=undone, original_sha256=ours.sha256, differs_from_record=differs
         ), None
-    if ours is not None and not ours.exact:
+    if need_text and ours is not None and not ours.exact:
         others = ", ".join(f"{mark.patch.id} at line {mark.line}" for mark in ours.marks)
         message = f"the file was edited since mmcv-patcher patched it ({others}), so its original bytes are unknown; revert those first"
         return Finding(State.DRIFTED, None, message, ok=False), None

@@ -181,7 +181,7 @@ def main(argv):
     try:
         import torch
     except Exception as error:  # any import failure means: cannot check here
-        torch_problem = "torch cannot be imported (%s: %s)" % (type(error).__name__, error)
+        torch_problem = "torch cannot be imported (%s: %s): install torch" % (type(error).__name__, error)
     # What matters first: mmcv-lite (or a build without MMCV_WITH_OPS) has no compiled ops,
     # so there is nothing to run whatever torch does. Told from the files, importing nothing.
     spec = importlib.util.find_spec("mmcv")
@@ -192,8 +192,9 @@ def main(argv):
         and not any(name.startswith("_ext") for name in os.listdir(locations[0]))
     ):
         detail = (
-            "mmcv at %s has no compiled ops (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no %s to run"
-            % (locations[0], _ops_named(cases))
+            "mmcv at %s has no compiled ops (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no %s to run:"
+            " install mmcv of the same version in its place (mim install mmcv==VERSION takes a wheel built for your"
+            " torch and CUDA; pip install mmcv==VERSION builds the ops)" % (locations[0], _ops_named(cases))
         )
         return _finish(report, "unavailable", detail + ("; %s too" % torch_problem if torch_problem else ""))
     if torch_problem is not None:

@@ -38,5 +38,5 @@ def ops(patches: Sequence[Patch]) -> Tuple[str, ...]:
 
 def description() -> str:
     """What the tool does, naming every op a registered patch fixes: ``--help``'s first
-    line, and (written by ``scripts/document_patches.py``) the package's description."""
+    line, and (written by ``scripts/document.py``) the package's description."""
     return f"Fix mmcv's ops ({', '.join(ops(all_patches()))}) under mixed precision (fp16 and bf16), in place and reversibly."

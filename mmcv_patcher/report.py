@@ -111,8 +111,8 @@ def as_text(target: Optional[Target], outcome: Optional[Outcome]) -> List[str]:
         lines.append(f"{target.release.describe()} at {target.package_dir}")
         lines.extend(f"note: {note}" for note in target.notes)
     if outcome is not None:
-        if outcome.waited:
-            lines.append("note: waited for another mmcv-patcher run on this package to finish")
+        if outcome.waited and (outcome.error is None or outcome.error.kind is not Problem.LOCKED):
+            lines.append("note: waited for another process to release this package's lock")
         alike: Dict[Tuple[str, State, str], List[str]] = {}  # patches with the same result share a line
         for result in outcome.results:
             alike.setdefault((_file_line(result), result.state, result.message), []).append(result.id)

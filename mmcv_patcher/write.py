@@ -85,13 +85,18 @@ def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], No
                 timeout,
                 lambda: on_wait(_lock_holder(fd)),
                 lambda: LockTimeout(
-                    errno.EAGAIN, f"its lock was held by another process for over {timeout:g} s", directory
+                    errno.EAGAIN, f"its lock was held by another process{_for_over(timeout)}", directory
                 ),
             )
         yield None
     finally:
         if fd >= 0:
             os.close(fd)  # closing the descriptor releases the lock
+
+
+def _for_over(timeout: float) -> str:
+    """How long a lock was waited for, in a timeout's message: nothing for ``--lock-timeout 0``."""
+    return f" for over {timeout:g} s" if timeout > 0 else ""
 
 
 @contextlib.contextmanager
@@ -123,7 +128,7 @@ def lock_file(directory: str, timeout: float, on_wait: Callable[[Optional[int]],
         gone = holder is not None and not os.path.exists(f"/proc/{holder}")
         return LockTimeout(
             errno.EAGAIN,
-            f"its lock file {LOCK_FILE} was held for over {timeout:g} s"
+            f"its lock file {LOCK_FILE} was held{_for_over(timeout)}"
             + (
                 f"; its process {holder} is gone, so a killed run left it: remove it if no run is going" if gone else ""
             ),

@@ -11,9 +11,11 @@ for the few that need more than the default) takes one step of scripts/model_ste
 each in its own process with a timeout, on the real mmcv 2.1.0 built with its CPU ops
 (cached; the first run builds it) in a throwaway venv: in fp32 on the release, then in each
 AMP dtype on the release, then with every patch applied. A progress line per config goes to
-stderr; stdout gets the Markdown table README keeps: per config and dtype, ``trains`` or the
-crash with its innermost frame inside mmcv (or, for a crash outside mmcv, its innermost
-frame: this tool patches mmcv only). ``--json`` also writes every step's report.
+stderr. Each config's row (per column ``trains`` or the crash with its innermost frame inside
+mmcv, or, for a crash outside mmcv, its innermost frame) goes into the dtype's result file
+(:mod:`scripts.results`) as soon as the config is done, with the run's date, machine and
+versions; ``python scripts/document.py`` then makes docs/zoo.md's tables from them.
+``--json`` also writes every step's report.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Sequence
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
-from scripts import releases  # noqa: E402  (the same cached builds the tests use)
+from scripts import machine, releases, results  # noqa: E402  (the same cached builds the tests use)
 
 ZOO = REPOSITORY / "scripts" / "zoo.csv"
 STEP = REPOSITORY / "scripts" / "model_step.py"
@@ -102,6 +105,35 @@ def short(report: Dict[str, Any]) -> str:
     return "in mmcv" if report.get("mmcv_frame") else "crashes" if report.get("built", True) else "not built"
 
 
+#: What the run's header says of the packages the steps ran on, by distribution name.
+VERSIONED = ("torch", "mmcv", "mmengine", "mmdet", "onedl-mmrotate")
+VERSIONS = f"""
+import json, platform
+from importlib.metadata import version, PackageNotFoundError
+def of(name):
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+found = {{name: of(name) for name in {VERSIONED!r}}}
+found["python"] = platform.python_version()
+print(json.dumps(found))
+"""
+
+
+def versions(python: Path, sites: Sequence[Path]) -> Dict[str, Any]:
+    """The versions of :data:`VERSIONED` (and Python) that ``python`` imports with ``sites``."""
+    done = subprocess.run(
+        [str(python), "-c", VERSIONS],
+        stdout=subprocess.PIPE,
+        universal_newlines=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sites))),
+        check=True,
+    )
+    found: Dict[str, Any] = json.loads(done.stdout)
+    return {name: each for name, each in found.items() if each is not None}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--dtypes", nargs="+", choices=("bf16", "fp16"), default=["bf16", "fp16"])
@@ -109,45 +141,56 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=[], metavar="FAMILY", help="only these families of the list")
     parser.add_argument("--configs", type=Path, default=ZOO, help=f"the list (default {ZOO.relative_to(REPOSITORY)})")
     parser.add_argument("--timeout", type=float, default=900, help="seconds a step may take (default 900)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=results.RESULTS,
+        help=f"where the result files are (default {results.RESULTS.relative_to(REPOSITORY)})",
+    )
     parser.add_argument("--json", type=Path, help="write every step's report here")
     args = parser.parse_args()
     entries = zoo(args.configs, args.only)
+    order = [entry.config for entry in zoo(args.configs, ())]
     sites = [releases.mmdet_site()]
     if any(entry.config.startswith("mmrotate::") for entry in entries):
         sites.append(releases.mmrotate_site())
-    columns = ["fp32"] + [f"{dtype} {state}" for dtype in args.dtypes for state in ("release", "patched")]
     reports: Dict[str, Dict[str, Dict[str, Any]]] = {entry.config: {} for entry in entries}
     with tempfile.TemporaryDirectory() as scratch:
         python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
         releases.pip_install(python, *EXTRAS, deps=True)
-        for state in ("release", "patched"):
-            if releases.tool(python, "apply" if state == "patched" else "revert").returncode != 0:
-                raise SystemExit(
-                    f"could not {'apply' if state == 'patched' else 'revert'} the patches in the sweep's venv"
-                )
-            for index, entry in enumerate(entries, 1):
-                done = []
+        header = {
+            "command": " ".join(["python scripts/sweep_zoo.py", *sys.argv[1:]]),
+            "date": datetime.now(timezone.utc).date().isoformat(),
+            "size": args.size,
+            "machine": machine.cpu(),
+            "versions": versions(python, sites),
+        }
+        documents = {dtype: results.load(dtype, args.results) for dtype in args.dtypes}
+        runs = {dtype: results.start_run(document, dict(header)) for dtype, document in documents.items()}
+        for index, entry in enumerate(entries, 1):
+            report = reports[entry.config]
+            for state in ("release", "patched"):
+                command = "apply" if state == "patched" else "revert"
+                if releases.tool(python, command).returncode != 0:
+                    raise SystemExit(f"could not {command} the patches in the sweep's venv")
                 for dtype in (["fp32"] if state == "release" else []) + list(args.dtypes):
                     column = "fp32" if dtype == "fp32" else f"{dtype} {state}"
-                    reports[entry.config][column] = step(
-                        python, sites, entry.config, dtype, entry.size or args.size, args.timeout
-                    )
-                    done.append(f"{column} {short(reports[entry.config][column])}")
-                print(
-                    f"[{state} {index}/{len(entries)}] {entry.family}: {', '.join(done)}", file=sys.stderr, flush=True
+                    report[column] = step(python, sites, entry.config, dtype, entry.size or args.size, args.timeout)
+            for dtype, document in documents.items():
+                cells = {"fp32": report["fp32"], "release": report[f"{dtype} release"]}
+                cells["patched"] = report[f"{dtype} patched"]
+                row = {"family": entry.family, "config": entry.config, "size": entry.size, "run": runs[dtype]}
+                runs[dtype] = results.put(
+                    document, dict(row, **{key: verdict(each) for key, each in cells.items()}), order
                 )
+                results.save(document, args.results)
+            done = ", ".join(f"{column} {short(each)}" for column, each in report.items())
+            print(f"[{index}/{len(entries)}] {entry.family}: {done}", file=sys.stderr, flush=True)
     if args.json:
         args.json.write_text(json.dumps({"size": args.size, "reports": reports}, indent=1) + "\n")
     print(
-        f"One training step at {args.size} (or the size given), {releases.MMDET}, mmcv 2.1.0 with CPU ops,"
-        " CPU autocast for the AMP dtypes.\n"
+        f"wrote {', '.join(str(results.path(dtype, args.results)) for dtype in args.dtypes)}; run python scripts/document.py"
     )
-    print("| family | config | " + " | ".join(columns) + " |")
-    print("| --- | --- | " + " | ".join("---" for _ in columns) + " |")
-    for entry in entries:
-        cells = [verdict(reports[entry.config][column]).replace("|", "\\|") for column in columns]
-        sized = f" at {entry.size}" if entry.size else ""
-        print(f"| {entry.family} | `{entry.config}`{sized} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -253,10 +253,11 @@ def revert(text: str, **kwargs: Any) -> str:
     return action.new_text
 
 
-def assess_family(text: str, patches: Sequence[Patch] = FAMILY) -> Dict[str, plan.Finding]:
-    """Each patch's finding on ``text`` (mmcv 2.1.0), with every patch of nms.py as the family."""
+def assess_family(text: str, patches: Sequence[Patch] = FAMILY, *, need_text: bool = True) -> Dict[str, plan.Finding]:
+    """Each patch's finding on ``text`` (mmcv 2.1.0), with every patch of nms.py as the family
+    (``need_text``: as apply asks, with each fix's text; False: as status and revert ask)."""
     every = plan.assess_all(
-        Source(text, "utf-8"), [(p, Release("mmcv", "2.1.0")) for p in patches], need_text=True, family=FAMILY
+        Source(text, "utf-8"), [(p, Release("mmcv", "2.1.0")) for p in patches], need_text=need_text, family=FAMILY
     )
     return {p.id: finding for p, finding in zip(patches, every)}
 
@@ -265,7 +266,8 @@ def revert_family(text: str, *, force: bool) -> Tuple[bool, str]:
     """What revert of every patch gives, as the CLI runs it: each on the text the one after it left."""
     ok = True
     for patch in reversed(FAMILY):
-        action = plan.plan_revert(assess_family(text, [patch])[patch.id], patch, Release("mmcv", "2.1.0"), force=force)
+        finding = assess_family(text, [patch], need_text=False)[patch.id]
+        action = plan.plan_revert(finding, patch, Release("mmcv", "2.1.0"), force=force)
         ok = ok and action.ok
         text = action.new_text if action.new_text is not None else text
     return ok, text

@@ -195,10 +195,48 @@ def test_patch_option_selects_by_id(tree: Path) -> None:
     assert nms_of(tree).read_text() == NMS
 
 
+def _keys(document: Any) -> Any:
+    """The shape of a JSON document: its objects' keys, all the way down (a list by its first item)."""
+    if isinstance(document, dict):
+        return {key: _keys(value) for key, value in document.items()}
+    if isinstance(document, list):
+        return [_keys(document[0])] if document else []
+    return None
+
+
+def test_the_documented_json_example_has_exactly_the_keys_the_tool_prints(tree: Path) -> None:
+    page = (releases.REPOSITORY / "docs" / "json.md").read_text()
+    example = json.loads(page.split("```json\n", 1)[1].split("```", 1)[0])
+    printed = as_json("status", "--path", str(tree))
+    assert _keys(example) == _keys(printed)
+
+
 def test_version_and_help() -> None:
     assert tool("--version").stdout.startswith("mmcv-patcher ")
     help_text = tool("--help").stdout
     assert all(word in help_text for word in ("apply", "status", "revert"))
+
+
+@pytest.mark.parametrize("command", ["apply", "status", "revert", "verify"])
+def test_help_lists_every_patch_id_whole_on_a_line_of_its_own(command: str) -> None:
+    shown = tool(command, "--help", env={"COLUMNS": "40"}).stdout.splitlines()
+    assert all(f"  {patch.id}" in shown for patch in registry.all_patches()), "copyable, never broken at a hyphen"
+
+
+def test_no_mmcv_names_the_interpreter_once(tmp_path: Path) -> None:
+    bare = releases.make_venv(tmp_path / "bare", with_tool=False)
+    done = tool("apply", "--python", str(bare))
+    assert done.returncode == 1
+    assert done.stderr.count(str(bare)) == 1 and f"{bare}: no mmcv is importable" in done.stderr
+
+
+def test_a_file_of_other_patches_is_named_as_not_one_the_chosen_patches_work_on(tree: Path) -> None:
+    roi_align = tree / "mmcv" / "ops" / "roi_align.py"
+    done = tool("status", "--patch", "batched-nms-amp-dtype", "--path", str(roi_align))
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"mmcv-patcher: error: --path {roi_align}: not a file the chosen patches work on (ops/nms.py inside the mmcv package)"
+    )
 
 
 _MODULES_AT_EXIT = """
@@ -394,7 +432,7 @@ def test_status_all_lists_every_interpreter_asked_about_once(tmp_path: Path) -> 
     ]
     assert found["python"] == str(with_mmcv) and found["imported"] and found["target"]["version"] == "2.1.0"
     text = tool("status", "--all", "--python", str(without), "--python", str(with_mmcv)).stdout.splitlines()
-    assert text[0].startswith(f"{without}: no mmcv") and text[0].endswith("; nothing to patch")
+    assert text[0] == f"{without}: no mmcv is importable; nothing to patch", "the interpreter named once"
     assert text[1] == f"{with_mmcv} imports:"
 
 

@@ -84,7 +84,7 @@ def test_a_run_that_must_wait_says_so_at_once_and_then_finishes(tmp_path: Path) 
         == f"mmcv-patcher: another process holds the lock on {tmp_path / 'mmcv'}; waiting for it, at most 60 s (--lock-timeout)\n"
     )
     assert waiting.returncode == 0
-    assert "note: waited for another mmcv-patcher run on this package to finish" in out
+    assert "note: waited for another process to release this package's lock" in out
 
 
 def test_a_run_gives_up_after_lock_timeout_and_writes_nothing(tmp_path: Path, released_nms: bytes) -> None:
@@ -99,7 +99,24 @@ def test_a_run_gives_up_after_lock_timeout_and_writes_nothing(tmp_path: Path, re
     assert done.stderr.splitlines()[-1] == (
         f"mmcv-patcher: error: {tmp_path / 'mmcv'}: its lock was held by another process for over 0.5 s; nothing was written (--lock-timeout waits longer)"
     )
+    assert "waited" not in done.stdout, (
+        "it gave up: the error says so, and no note says it waited for anything to finish"
+    )
     assert nms.read_bytes() == released_nms
+
+
+def test_a_run_that_may_not_wait_says_the_lock_was_held_without_a_time(tmp_path: Path) -> None:
+    make_tree(tmp_path, distribution="mmcv")
+    release, holder = _held(tmp_path / "mmcv")
+    try:
+        done = tool("apply", "--lock-timeout", "0", "--path", str(tmp_path))
+    finally:
+        release.set()
+        holder.join()
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"mmcv-patcher: error: {tmp_path / 'mmcv'}: its lock was held by another process; nothing was written (--lock-timeout waits longer)"
+    )
 
 
 def test_a_run_that_gave_up_waiting_still_says_it_waited(tmp_path: Path) -> None:

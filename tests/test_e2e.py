@@ -246,10 +246,10 @@ def test_verify_on_mmcv_lite_says_ops_are_missing_without_a_traceback(tmp_path: 
     mmcv_dir = releases.site_packages(python) / "mmcv"
     *others, last = registry.ops(registry.all_patches())
     every_op = f"{', '.join(others)} or {last}" if others else last
-    reason = f"unavailable: mmcv at {mmcv_dir} has no compiled ops (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no {every_op} to run"
+    reason = f"unavailable: mmcv at {mmcv_dir} has no compiled ops (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no {every_op} to run: install mmcv of the same version in its place (mim install mmcv==VERSION takes a wheel built for your torch and CUDA; pip install mmcv==VERSION builds the ops)"
     assert done.stdout.splitlines()[-1] == reason and done.stdout.count(reason) == 1
     one = tool("verify", "--patch", "roi-align-fp32-kernel", python=python)
-    assert one.stdout.splitlines()[-1].endswith("so there is no RoIAlign to run"), "the patch's own op"
+    assert "so there is no RoIAlign to run: install mmcv" in one.stdout.splitlines()[-1], "the patch's own op"
 
 
 def test_verify_without_torch_says_first_that_there_are_no_ops_then_no_torch(tmp_path: Path) -> None:
@@ -261,7 +261,9 @@ def test_verify_without_torch_says_first_that_there_are_no_ops_then_no_torch(tmp
     report = json.loads(done.stdout)["verify"]
     assert report["verdict"] == "unavailable"
     assert report["detail"].startswith(f"mmcv at {releases.site_packages(python) / 'mmcv'} has no compiled ops")
-    assert report["detail"].endswith("; torch cannot be imported (ModuleNotFoundError: No module named 'torch') too")
+    assert report["detail"].endswith(
+        "; torch cannot be imported (ModuleNotFoundError: No module named 'torch'): install torch too"
+    )
 
 
 def test_verify_with_ops_but_without_torch_says_torch_is_missing(tmp_path: Path) -> None:
@@ -272,7 +274,7 @@ def test_verify_with_ops_but_without_torch_says_torch_is_missing(tmp_path: Path)
     report = json.loads(done.stdout)["verify"]
     assert (report["verdict"], report["detail"]) == (
         "unavailable",
-        "torch cannot be imported (ModuleNotFoundError: No module named 'torch')",
+        "torch cannot be imported (ModuleNotFoundError: No module named 'torch'): install torch",
     )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 
 from mmcv_patcher import find, plan
-from mmcv_patcher.model import Release, State
+from mmcv_patcher.model import Example, Patch, Release, State
 from mmcv_patcher.source import Source
 from tests.fixtures import (
     ANCHOR,
@@ -238,27 +240,39 @@ def test_an_edit_that_names_another_definition_is_found_there_alone() -> None:
 
 # --- an import a fix needs, among the module's own statements ------------------------------------------
 
-ROTATED = registered("roi-align-rotated-fp32-kernel")
-IMPORT = next(index for index, edit in enumerate(ROTATED.edits) if edit.binds == "torch")
-#: mmcv 1.5.3's form: the file binds torch only as ``nn``
-BINDS_ONLY_NN = next(example for example in ROTATED.examples if example.before.startswith("import torch.nn as nn\n"))
+
+class Rotated(NamedTuple):
+    """The RoIAlignRotated patch, the index of its edit that adds the ``torch`` import, and
+    its example of mmcv 1.5.3's form, whose file binds torch only as ``nn``."""
+
+    patch: Patch
+    edit: int
+    binds_only_nn: Example
 
 
-def found_rotated(text: str) -> find.Found:
+@pytest.fixture
+def rotated() -> Rotated:
+    patch = registered("roi-align-rotated-fp32-kernel")
+    edit = next(index for index, each in enumerate(patch.edits) if each.binds == "torch")
+    example = next(each for each in patch.examples if each.before.startswith("import torch.nn as nn\n"))
+    return Rotated(patch, edit, example)
+
+
+def found_rotated(rotated: Rotated, text: str) -> find.Found:
     """What the RoIAlignRotated patch finds in ``text``."""
-    found = find.find(text, [ROTATED])
+    found = find.find(text, [rotated.patch])
     assert not isinstance(found, find.ParseFailure)
-    return found[ROTATED.id]
+    return found[rotated.patch.id]
 
 
-def assess_rotated(text: str) -> plan.Finding:
+def assess_rotated(rotated: Rotated, text: str) -> plan.Finding:
     """The RoIAlignRotated patch's finding on ``text`` as mmcv 1.5.3's file."""
-    return plan.assess(Source(text, "utf-8"), ROTATED, Release("mmcv", "1.5.3"), need_text=True)
+    return plan.assess(Source(text, "utf-8"), rotated.patch, Release("mmcv", "1.5.3"), need_text=True)
 
 
-def test_an_import_a_fix_needs_is_found_among_the_modules_statements() -> None:
-    located = found_rotated(BINDS_ONLY_NN.before)
-    assert [(s.line, s.edit) for s in located.anchors if s.edit == IMPORT] == [(1, IMPORT)]
+def test_an_import_a_fix_needs_is_found_among_the_modules_statements(rotated: Rotated) -> None:
+    located = found_rotated(rotated, rotated.binds_only_nn.before)
+    assert [(s.line, s.edit) for s in located.anchors if s.edit == rotated.edit] == [(1, rotated.edit)]
     assert located.unneeded == frozenset()
 
 
@@ -270,23 +284,26 @@ BOUND_OTHERWISE = {
 
 
 @pytest.mark.parametrize("binding", BOUND_OTHERWISE.values(), ids=BOUND_OTHERWISE.keys())
-def test_an_import_of_a_name_the_module_binds_otherwise_is_not_needed(binding: str) -> None:
-    text = binding + BINDS_ONLY_NN.before
-    located = found_rotated(text)
-    assert located.unneeded == frozenset({IMPORT}) and all(s.edit != IMPORT for s in located.anchors)
-    finding = assess_rotated(text)
+def test_an_import_of_a_name_the_module_binds_otherwise_is_not_needed(rotated: Rotated, binding: str) -> None:
+    text = binding + rotated.binds_only_nn.before
+    located = found_rotated(rotated, text)
+    assert located.unneeded == frozenset({rotated.edit}) and all(s.edit != rotated.edit for s in located.anchors)
+    finding = assess_rotated(rotated, text)
     assert finding.state is State.UNPATCHED and finding.new_text is not None
     assert finding.new_text.startswith(binding + "import torch.nn as nn\n"), "the import is left as it is"
-    reverted = plan.plan_revert(assess_rotated(finding.new_text), ROTATED, Release("mmcv", "1.5.3"), force=False)
+    again = assess_rotated(rotated, finding.new_text)
+    reverted = plan.plan_revert(again, rotated.patch, Release("mmcv", "1.5.3"), force=False)
     assert reverted.new_text == text
 
 
-def test_an_import_inside_a_function_is_not_the_modules() -> None:
-    text = BINDS_ONLY_NN.before.replace("import torch.nn as nn\n", "def _load():\n    import torch.nn as nn\n", 1)
-    assert all(s.edit != IMPORT for s in found_rotated(text).anchors)
-    assert assess_rotated(text).state is State.DRIFTED, "1.5.3 has the import: the file was edited"
+def test_an_import_inside_a_function_is_not_the_modules(rotated: Rotated) -> None:
+    text = rotated.binds_only_nn.before.replace(
+        "import torch.nn as nn\n", "def _load():\n    import torch.nn as nn\n", 1
+    )
+    assert all(s.edit != rotated.edit for s in found_rotated(rotated, text).anchors)
+    assert assess_rotated(rotated, text).state is State.DRIFTED, "1.5.3 has the import: the file was edited"
 
 
-def test_an_import_and_a_call_fixed_by_hand_are_fixed_upstream() -> None:
-    finding = assess_rotated(BINDS_ONLY_NN.after)
+def test_an_import_and_a_call_fixed_by_hand_are_fixed_upstream(rotated: Rotated) -> None:
+    finding = assess_rotated(rotated, rotated.binds_only_nn.after)
     assert finding.state is State.FIXED_UPSTREAM and finding.line == 1

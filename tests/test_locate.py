@@ -94,7 +94,7 @@ def test_two_distributions_claiming_the_tree_are_both_reported(tmp_path: Path) -
     [
         (lambda root: root / "missing", "no such file or directory"),
         (lambda root: root, "no mmcv/ in it"),
-        (lambda root: root / "mmcv" / "version.py", "not a file any patch works on"),
+        (lambda root: root / "mmcv" / "version.py", "not a file the chosen patches work on"),
     ],
 )
 def test_bad_paths_are_refused_with_a_reason(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]

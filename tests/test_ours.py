@@ -77,6 +77,28 @@ def test_text_after_our_marker_makes_it_drifted_and_force_keeps_what_was_added()
     assert ok and reverted == NMS.replace(ANCHOR + "\n", ANCHOR + "  # noqa: E501\n")
 
 
+def test_patches_never_applied_beside_an_edited_one_are_unpatched_and_revert_force_takes_out_ours() -> None:
+    kernel = registered("nms-fp32-kernel")
+    applied = plan.plan_apply(assess_family(NMS, [kernel])[kernel.id], force=False).new_text
+    assert applied is not None
+    edited = "".join(
+        line.replace("\n", "  # noqa\n") if f"# mmcv-patcher: {kernel.id} " in line else line
+        for line in applied.splitlines(True)
+    )
+    others = [patch for patch in FAMILY if patch is not kernel]
+    states = {id: verdict.state for id, verdict in assess_family(edited, need_text=False).items()}
+    assert states == {**dict.fromkeys(states, State.UNPATCHED), kernel.id: State.DRIFTED}
+    refused = assess_family(edited, others)  # apply: their marker could not remember the original
+    assert all(
+        verdict.state is State.DRIFTED and "revert those first" in verdict.message for verdict in refused.values()
+    )
+    ok, reverted = revert_family(edited, force=True)
+    assert ok and reverted == "".join(
+        line.replace("\n", "  # noqa\n") if " = NMSop.apply(boxes, scores," in line else line
+        for line in NMS.splitlines(True)
+    )
+
+
 def test_one_insertion_undone_by_hand_flags_its_patch_and_force_gives_back_the_original() -> None:
     registered("nms-fp32-kernel")
     undone = fixtures.patched().replace(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -33,17 +34,27 @@ def test_twine_check_strict_passes_on_both(dist: Path) -> None:
     assert done.stdout.count("PASSED") == 2, done.stdout
 
 
-def test_the_sdist_holds_the_patches_and_the_readme(dist: Path) -> None:
+def test_the_sdist_holds_the_patches_the_readme_and_the_license(dist: Path) -> None:
     [sdist] = dist.glob("*.tar.gz")
     with tarfile.open(sdist) as tarred:
         names = {name.split("/", 1)[1] for name in tarred.getnames() if "/" in name}
     assert {
         "README.md",
+        "LICENSE",
         "setup.cfg",
         "pyproject.toml",
         "patches/batched_nms_amp_dtype.py",
         "mmcv_patcher/cli.py",
     } <= names
+
+
+def test_the_wheel_carries_the_license_text(dist: Path) -> None:
+    [wheel] = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as zipped:
+        [license] = [name for name in zipped.namelist() if name.split("/")[-1] == "LICENSE"]
+        text = zipped.read(license).decode()
+    assert ".dist-info/" in license and text == (releases.REPOSITORY / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License\n") and "Version 2.0, January 2004" in text
 
 
 def test_the_wheel_built_from_the_sdist_installs_and_patches(dist: Path, tmp_path: Path) -> None:

@@ -207,7 +207,7 @@ PATCH = Patch(
 def checkout(tmp_path: Path) -> Path:
     """A copy of this checkout's package, patches, scripts and generated files."""
     copy = tmp_path / "checkout"
-    for name in ("mmcv_patcher", "patches", "scripts"):
+    for name in ("mmcv_patcher", "patches", "scripts", "docs"):
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("README.md", "setup.cfg"):
         shutil.copy(ROOT / name, copy / name)
@@ -216,7 +216,7 @@ def checkout(tmp_path: Path) -> Path:
 
 def _document(checkout: Path, *args: str) -> "subprocess.CompletedProcess[str]":
     return subprocess.run(
-        [sys.executable, str(checkout / "scripts" / "document_patches.py"), *args],
+        [sys.executable, str(checkout / "scripts" / "document.py"), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         universal_newlines=True,
@@ -230,10 +230,11 @@ def test_a_new_patch_module_is_the_whole_change(checkout: Path, tmp_path: Path) 
     stale = _document(checkout, "--check")
     assert (
         stale.returncode == 1
-        and "README.md, setup.cfg, mmcv_patcher/__init__.py: not what the registry" in stale.stderr
+        and "README.md, docs/patches.md, setup.cfg, mmcv_patcher/__init__.py: not what the registry" in stale.stderr
     )
     assert _document(checkout).returncode == 0 and _document(checkout, "--check").returncode == 0
-    assert "| `box-iou-example` | `ops/box_iou_example.py`, `BoxIoU.compute` |" in (checkout / "README.md").read_text()
+    page = (checkout / "docs" / "patches.md").read_text()
+    assert "| `box-iou-example` | `ops/box_iou_example.py`, `BoxIoU.compute` |" in page
     assert "BoxIoU" in (checkout / "setup.cfg").read_text()
 
     make_tree(tmp_path / "site", distribution="mmcv")
@@ -251,9 +252,9 @@ def test_a_new_patch_module_is_the_whole_change(checkout: Path, tmp_path: Path) 
 
 
 def test_a_missing_row_of_the_table_of_patches_fails_the_docs_check(checkout: Path) -> None:
-    readme = checkout / "README.md"
-    readme.write_text(
-        "".join(line for line in readme.read_text().splitlines(True) if not line.startswith(f"| `{PATCHES[-1].id}`"))
+    page = checkout / "docs" / "patches.md"
+    page.write_text(
+        "".join(line for line in page.read_text().splitlines(True) if not line.startswith(f"| `{PATCHES[-1].id}`"))
     )
     stale = _document(checkout, "--check")
     assert stale.returncode == 1 and f"+| `{PATCHES[-1].id}`" in stale.stdout

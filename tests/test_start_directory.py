@@ -126,6 +126,27 @@ def test_python_is_not_blamed_for_an_unrelated_failure(tmp_path: Path) -> None:
     )
 
 
+def test_a_python_that_is_no_interpreter_is_named_by_the_first_line_it_says(tmp_path: Path) -> None:
+    shim = tmp_path / "python2"
+    shim.write_text(
+        "#!/bin/sh\n"
+        "echo 'pyenv: python2: command not found' >&2\n"
+        "echo >&2\n"
+        "echo 'Note: See pyenv help global for tips on allowing both' >&2\n"
+        "echo '      Python versions to be found at the same time.' >&2\n"
+        "exit 127\n"
+    )
+    shim.chmod(0o755)
+    done = tool("status", "--python", str(shim))
+    assert done.returncode == 2
+    assert done.stderr == f"mmcv-patcher: error: --python {shim}: it exited 127 (pyenv: python2: command not found)\n"
+
+
+def test_a_python_that_fails_silently_is_exit_2_in_one_line_without_a_usage_line() -> None:
+    done = tool("status", "--python", "/bin/false")
+    assert (done.returncode, done.stderr) == (2, "mmcv-patcher: error: --python /bin/false: it exited 1 (no output)\n")
+
+
 def test_python_too_old_for_the_script_is_told_so(tmp_path: Path) -> None:
     old = tmp_path / "python2"
     old.write_text("#!/bin/sh\necho 'SyntaxError: invalid syntax' >&2\nexit 1\n")

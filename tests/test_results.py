@@ -1,0 +1,72 @@
+"""The sweep's result files and the zoo page made from them: rows merge by config, each row
+names the run that made it, and every number the page says is counted from the rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+from scripts import document, results
+
+RUN = {"command": "python scripts/sweep_zoo.py", "date": "2026-12-01", "size": "256x256", "machine": "cpu x2"}
+
+
+def row(config: str, fp32: str = "trains", release: str = "trains", patched: str = "trains") -> Dict[str, Any]:
+    return {
+        "family": config.title(),
+        "config": config,
+        "size": "",
+        "fp32": fp32,
+        "release": release,
+        "patched": patched,
+    }
+
+
+def swept(*rows: Dict[str, Any]) -> Dict[str, Any]:
+    """A bf16 result file that one run made, holding ``rows``."""
+    return {"dtype": "bf16", "runs": [dict(RUN, versions={"mmcv": "2.1.0"})], "rows": [dict(r, run=0) for r in rows]}
+
+
+def test_a_rerun_row_replaces_the_old_one_in_the_lists_order_and_names_its_own_run() -> None:
+    made = swept(row("a"), row("b"))
+    later = results.start_run(made, dict(RUN, date="2026-12-05", versions={}))
+    index = results.put(made, dict(row("a", release="crashes in mmcv: X"), run=later), ["a", "b"])
+    assert [r["config"] for r in made["rows"]] == ["a", "b"]
+    assert made["rows"][0]["release"] == "crashes in mmcv: X" and made["rows"][0]["run"] == index == 1
+    assert [run["date"] for run in made["runs"]] == ["2026-12-01", "2026-12-05"]
+
+
+def test_a_run_no_row_names_any_more_is_dropped_and_the_others_renumbered() -> None:
+    made = swept(row("a"))
+    later = results.start_run(made, dict(RUN, date="2026-12-05", versions={}))
+    assert results.put(made, dict(row("a"), run=later), ["a"]) == 0
+    assert [run["date"] for run in made["runs"]] == ["2026-12-05"]
+
+
+def test_a_result_file_is_written_whole_and_read_back(tmp_path: Path) -> None:
+    made = swept(row("a"))
+    results.save(made, tmp_path)
+    assert results.load("bf16", tmp_path) == made
+    assert [path.name for path in tmp_path.iterdir()] == ["zoo-bf16.json"], "no temporary left behind"
+    assert results.load("fp16", tmp_path) == {"dtype": "fp16", "runs": [], "rows": []}
+
+
+def test_the_summary_counts_the_rows() -> None:
+    made = swept(
+        row("fixed", release="crashes in mmcv: E (mmcv/ops/nms.py:27 in forward)"),
+        row("outside", patched="crashes outside mmcv: E (mmdet/x.py:1 in f)"),
+        row("no-kernel", fp32="crashes in mmcv: no cpu kernel"),
+        row("fine"),
+    )
+    assert document.summary(made).splitlines() == [
+        "- 4 configs; 1 do not train in fp32, so their rows say nothing about AMP.",
+        "- Of the 3 that train in fp32, 1 crash inside mmcv under bf16 on the release;"
+        " with every patch applied 1 of them train, and 0 of the 3 crash inside mmcv.",
+        "- 1 crash outside mmcv with every patch applied: Outside.",
+    ]
+
+
+def test_a_table_row_names_its_run_and_the_run_its_date_machine_and_versions() -> None:
+    table = document.zoo_table(swept(row("a", release="crashes in mmcv: x | y")))
+    assert "| A | `a` | trains | crashes in mmcv: x \\| y | trains | 1 |" in table.splitlines()
+    assert "1. `python scripts/sweep_zoo.py`, 2026-12-01, 256x256, cpu x2: mmcv 2.1.0" in table
