@@ -209,6 +209,8 @@ class Case(NamedTuple):
     call: Optional[str] = None
     #: the devices mmcv has the op's kernel for; on any other the case is skipped
     devices: Tuple[str, ...] = ("cpu", "cuda")
+    #: the AMP dtypes mmcv's CPU kernel takes as released, so the case survives there unpatched
+    cpu_kernel_takes: Tuple[str, ...] = ()
 
     def as_json(self) -> Dict[str, Any]:
         """The case as the probe reads it: JSON values, each tensor an object of its fields."""
@@ -230,6 +232,68 @@ def _json(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _json(each) for key, each in value.items()}
     return value
+
+
+#: The AMP dtypes, each with the name torch's messages give it.
+AMP_DTYPES = (("float16", "Half"), ("bfloat16", "BFloat16"))
+#: A case of an op's grid: the arguments its runner's ``run`` takes (dtype names, op names).
+GridCase = Tuple[str, ...]
+
+
+class Fails(NamedTuple):
+    """A case of a :class:`Grid` that fails as released, and what it gives once patched.
+
+    ``error`` is what the release raises (``"Type: first line"``), or None where the release
+    runs but gives a wrong result: a difference from the fp32 run over ``tolerance``. Once
+    patched the case runs, each output and gradient in ``dtypes`` (in the runner's order),
+    each within ``tolerance`` of the same values in fp32 and, for an op run around a kernel
+    stand-in, the kernel given only ``kernel``'s dtype.
+    """
+
+    case: GridCase
+    error: Optional[str]
+    dtypes: Tuple[str, ...]
+    tolerance: float
+    kernel: Optional[str] = None
+
+
+class Grid(NamedTuple):
+    """An op called on the real mmcv build in every dtype that matters (the e2e suite runs it):
+    ``runner`` names a module of ``tests/e2e_ops`` whose ``run(*case)`` answers one case. The
+    ``works`` cases run as released and give bit-identical results, with no more copies, once
+    patched; the ``fails`` cases fail as released and run once patched; after ``revert`` the
+    files are the release's bytes and the failures come back. ``after``: patches applied
+    first, on the release and patched alike, that take the cases to this patch's statements
+    (the grid is skipped where one is not registered)."""
+
+    runner: str
+    works: Tuple[GridCase, ...]
+    fails: Tuple[Fails, ...]
+    after: Tuple[str, ...] = ()
+
+
+class Step(NamedTuple):
+    """One training step of a real model that shows the patch (``scripts/model_step.py``, on
+    the real build, random weights): on the release it crashes in mmcv's ``crashes_in`` with
+    the AMP dtype in its message, once the patch is applied it trains with finite losses and
+    gradients, and after its revert it crashes again. ``config`` is a config of mmdet 3.3.0,
+    or of onedl-mmrotate as ``mmrotate::PATH``; ``after`` as for :class:`Grid`."""
+
+    config: str
+    crashes_in: str
+    dtype: str = "bf16"
+    size: str = "256x256"
+    after: Tuple[str, ...] = ()
+
+
+class Proofs(NamedTuple):
+    """How a patch is proven beyond its examples and its ``verify`` case."""
+
+    grids: Tuple[Grid, ...] = ()
+    steps: Tuple[Step, ...] = ()
+    #: the op's tests in mmcv's own repository (paths in its tree), which must pass patched
+    #: wherever they pass on the release (``scripts/upstream_tests.py``)
+    upstream: Tuple[str, ...] = ()
 
 
 class Patch(NamedTuple):
@@ -257,6 +321,8 @@ class Patch(NamedTuple):
     examples: Tuple[Example, ...]
     #: sources that look alike but that the patch must leave as they are
     untouched: Tuple[Untouched, ...]
+    #: the e2e grids, model steps and upstream tests that prove it on the real mmcv
+    proofs: Proofs = Proofs()
 
     @property
     def definitions(self) -> Tuple[str, ...]:

@@ -11,7 +11,20 @@ torch.tensor(1).to(boxes)`` from 1.2.1, once up to 1.5.2 and twice (the rotated-
 too) from 1.5.3 to 2.2.0 and in every onedl-mmcv.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import (
+    AMP_DTYPES,
+    Affected,
+    Case,
+    Edit,
+    Example,
+    Fails,
+    Grid,
+    Patch,
+    Proofs,
+    Tensor,
+    Untouched,
+    per_distribution,
+)
 
 _PLAIN = Edit(
     "offsets = idxs.to(boxes) * (max_coordinate + 1)", "offsets = idxs.to(boxes.float()) * (max_coordinate.float() + 1)"
@@ -102,5 +115,20 @@ PATCH = Patch(
             """,
             why="the statement in another function",
         ),
+    ),
+    proofs=Proofs(
+        grids=(
+            # with the kernel fixed, the class offsets of 80 classes overflow fp16 (and lose bf16's
+            # low bits): boxes of other classes suppress each other, with no error
+            Grid(
+                "nms_ops",
+                works=(("batched_nms(80 classes)", "float32"),),
+                fails=tuple(
+                    Fails(("batched_nms(80 classes)", dtype), None, ("torch.float32",), 0.0) for dtype, _ in AMP_DTYPES
+                ),
+                after=("nms-fp32-kernel",),
+            ),
+        ),
+        upstream=("tests/test_ops/test_nms.py",),
     ),
 )

@@ -13,7 +13,19 @@ onedl-mmcv. 1.2.1 and 1.2.2 had another function, whose kernel made the result i
 different failure this fix does not take on, so they are not affected by it.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import (
+    Affected,
+    Case,
+    Edit,
+    Example,
+    Fails,
+    Grid,
+    Patch,
+    Proofs,
+    Tensor,
+    Untouched,
+    per_distribution,
+)
 
 PATCH = Patch(
     id="box-iou-rotated-fp32-kernel",
@@ -90,5 +102,30 @@ PATCH = Patch(
             """,
             why="the same statements in the quadrilateral IoU beside it",
         ),
+    ),
+    proofs=Proofs(
+        grids=(
+            Grid(
+                "box_iou_rotated",
+                works=(("float32", "float32"),),
+                # the kernel takes fp32 only; once patched, the first boxes' dtype within one rounding of an IoU
+                fails=tuple(
+                    Fails(
+                        (first, second),
+                        f"RuntimeError: expected scalar type Float but found {found}",
+                        (f"torch.{first}",) * 2,
+                        2**-8 if first == "bfloat16" else 2**-10,
+                    )
+                    for first, second, found in (
+                        ("float16", "float16", "Half"),
+                        ("bfloat16", "bfloat16", "BFloat16"),
+                        ("float16", "float32", "Half"),
+                        ("float32", "bfloat16", "BFloat16"),
+                        ("float64", "float64", "Double"),
+                    )
+                ),
+            ),
+        ),
+        upstream=("tests/test_ops/test_box_iou_rotated.py",),
     ),
 )

@@ -19,9 +19,10 @@ whatever the features are), a different failure this fix does not take on: they 
 affected by it.
 """
 
-from mmcv_patcher.model import Affected, Case, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import Affected, Case, Example, Patch, Proofs, Step, Tensor, Untouched, per_distribution
 
 from ._bf16_offsets import fp32_kernel_edits
+from ._grids import deform_grids
 
 _FUNCTION = "DeformConv2dFunction"
 
@@ -42,6 +43,7 @@ PATCH = Patch(
         args=(Tensor("features", (2, 16, 32, 32), amp=True), Tensor("features", (2, 18, 32, 32), amp=True)),
         gave="DeformConv2d 3x3: {amp} features 2x16x32x32 and offsets",
         compare="values",
+        cpu_kernel_takes=("float16",),
     ),
     examples=(
         Example.of(
@@ -118,5 +120,10 @@ PATCH = Patch(
             """,
             why="the same statements in another autograd function",
         ),
+    ),
+    proofs=Proofs(
+        grids=deform_grids("DeformConv2dPack", "deform_conv2d", "deformable_im2col_cpu"),
+        steps=(Step("tood/tood_r50_fpn_1x_coco.py", "mmcv/ops/deform_conv.py"),),
+        upstream=("tests/test_ops/test_deform_conv.py",),
     ),
 )

@@ -17,9 +17,10 @@ whatever the features are), a different failure this fix does not take on: they 
 affected by it.
 """
 
-from mmcv_patcher.model import Affected, Case, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import Affected, Case, Example, Patch, Proofs, Step, Tensor, Untouched, per_distribution
 
 from ._bf16_offsets import fp32_kernel_edits
+from ._grids import deform_grids
 
 _FUNCTION = "ModulatedDeformConv2dFunction"
 
@@ -47,6 +48,7 @@ PATCH = Patch(
         ),
         gave="ModulatedDeformConv2d 3x3: {amp} features 2x16x32x32, offsets and mask",
         compare="values",
+        cpu_kernel_takes=("float16",),
     ),
     examples=(
         Example.of(
@@ -125,5 +127,10 @@ PATCH = Patch(
             """,
             why="the NPU helper's own return, which forward's NPU branch returns through",
         ),
+    ),
+    proofs=Proofs(
+        grids=deform_grids("ModulatedDeformConv2dPack", "modulated_deform_conv2d", "modulated_deformable_im2col_cpu"),
+        steps=(Step("centernet/centernet_r18-dcnv2_8xb16-crop512-140e_coco.py", "mmcv/ops/modulated_deform_conv.py"),),
+        upstream=("tests/test_ops/test_modulated_deform_conv.py",),
     ),
 )

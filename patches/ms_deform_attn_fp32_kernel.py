@@ -21,7 +21,9 @@ serves direct calls of the function). 1.3.3 and 1.3.4 had another ``backward``: 
 affected by this fix.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Proofs, Tensor, Untouched, per_distribution
+
+from ._grids import stand_in_grid
 
 _FUNCTION = "MultiScaleDeformableAttnFunction"
 _LEVELS = ((16, 16), (8, 8))
@@ -128,5 +130,9 @@ PATCH = Patch(
             """,
             why="the PyTorch fallback beside it",
         ),
+    ),
+    proofs=Proofs(
+        grids=(stand_in_grid("ms_deform_attn", "ms_deform_attn_forward_cuda", weighted=False),),
+        upstream=("tests/test_ops/test_ms_deformable_attn.py",),
     ),
 )

@@ -11,7 +11,21 @@ threshold and max_num) from 1.3.6 to 2.2.0 and in every onedl-mmcv; 1.0.0 to 1.0
 the extension differently.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import (
+    AMP_DTYPES,
+    Affected,
+    Case,
+    Edit,
+    Example,
+    Fails,
+    Grid,
+    Patch,
+    Proofs,
+    Step,
+    Tensor,
+    Untouched,
+    per_distribution,
+)
 
 _OLD = Edit(
     "inds = NMSop.apply(boxes, scores, iou_threshold, offset)",
@@ -82,5 +96,27 @@ PATCH = Patch(
             """,
             why="mmcv 1.0.0 to 1.0.2 call the extension another way",
         ),
+    ),
+    proofs=Proofs(
+        grids=(
+            Grid(
+                "nms_ops",
+                works=(("nms", "float32"),),
+                fails=tuple(
+                    Fails(
+                        ("nms", dtype),
+                        f"RuntimeError: expected scalar type Float but found {name}",
+                        (f"torch.{dtype}",),
+                        0.0,
+                    )
+                    for dtype, name in AMP_DTYPES
+                ),
+            ),
+        ),
+        # its RPN's proposals meet the kernel; once they pass, its RoI head needs RoIAlign's fix
+        steps=(
+            Step("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", "mmcv/ops/nms.py", after=("roi-align-fp32-kernel",)),
+        ),
+        upstream=("tests/test_ops/test_nms.py",),
     ),
 )

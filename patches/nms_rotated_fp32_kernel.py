@@ -10,7 +10,20 @@ Releases: from mmcv 1.2.1 (when ``nms_rotated`` arrived) to 1.7.1 without labels
 1.7.2 to 2.2.0 and in every onedl-mmcv with ``input_labels``.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import (
+    AMP_DTYPES,
+    Affected,
+    Case,
+    Edit,
+    Example,
+    Fails,
+    Grid,
+    Patch,
+    Proofs,
+    Tensor,
+    Untouched,
+    per_distribution,
+)
 
 _NO_LABELS = Edit(
     "keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)",
@@ -78,5 +91,23 @@ PATCH = Patch(
             """,
             why="the statement outside nms_rotated",
         ),
+    ),
+    proofs=Proofs(
+        grids=(
+            Grid(
+                "nms_ops",
+                works=(("nms_rotated", "float32"),),
+                fails=tuple(
+                    Fails(
+                        ("nms_rotated", dtype),
+                        f"NotImplementedError: \"nms_rotated\" not implemented for '{name}'",
+                        (f"torch.{dtype}",),
+                        0.0,
+                    )
+                    for dtype, name in AMP_DTYPES
+                ),
+            ),
+        ),
+        upstream=("tests/test_ops/test_nms_rotated.py",),
     ),
 )

@@ -14,7 +14,9 @@ Releases: the statement is byte for byte the same in every mmcv release from 1.0
 and in every onedl-mmcv; none has a bf16 kernel.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Proofs, Tensor, Untouched, per_distribution
+
+from ._grids import roi_align_grid
 
 _NEEDS_FP32 = "input.dtype == torch.bfloat16 or rois.dtype != input.dtype"
 
@@ -98,5 +100,9 @@ PATCH = Patch(
             """,
             why="a module-level function of the method's name",
         ),
+    ),
+    proofs=Proofs(
+        grids=(roi_align_grid("RoIAlign", "ROIAlign_forward"),),
+        upstream=("tests/test_ops/test_roi_align.py",),
     ),
 )

@@ -16,7 +16,9 @@ op, to 1.4.5; the kernels are the same throughout. Until 1.5.3 the file binds on
 ``import torch.nn as nn, torch``, for the name ``torch`` the fix uses.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Proofs, Step, Tensor, Untouched, per_distribution
+
+from ._grids import roi_align_grid
 
 
 def _needs_fp32(features: str) -> str:
@@ -173,5 +175,17 @@ PATCH = Patch(
             """,
             why="the import in a file without the forward that needs torch",
         ),
+    ),
+    proofs=Proofs(
+        grids=(roi_align_grid("RoIAlignRotated", "ROIAlignRotated_forward"),),
+        # RoI Trans meets NMS in its RPN and RoIAlign in its first, horizontal stage first
+        steps=(
+            Step(
+                "mmrotate::roi_trans/roi-trans-le90_r50_fpn_1x_dota.py",
+                "mmcv/ops/roi_align_rotated.py",
+                after=("nms-fp32-kernel", "roi-align-fp32-kernel"),
+            ),
+        ),
+        upstream=("tests/test_ops/test_roi_align_rotated.py",),
     ),
 )

@@ -14,7 +14,7 @@ Releases: the statement is the same in every mmcv release from 1.4.2 (when the o
 to 2.2.0 and in every onedl-mmcv; none has a bf16 kernel.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Proofs, Step, Tensor, Untouched, per_distribution
 
 _NEEDS_FP32 = (
     "features.dtype == torch.bfloat16 or best_rbboxes.dtype != features.dtype"
@@ -84,5 +84,10 @@ PATCH = Patch(
             """,
             why="the same call in a method, not the module-level function",
         ),
+    ),
+    proofs=Proofs(
+        steps=(Step("mmrotate::r3det/r3det-oc_r50_fpn_1x_dota.py", "mmcv/ops/rotated_feature_align.py"),),
+        # its CPU case is marked as needing CUDA upstream: on a CPU build it proves nothing
+        upstream=("tests/test_ops/test_rotated_feature_align.py",),
     ),
 )

@@ -15,9 +15,10 @@ Releases: the statements are the same in every mmcv release from 1.0.0 to 2.2.0 
 every onedl-mmcv; none has a bf16 kernel.
 """
 
-from mmcv_patcher.model import Affected, Case, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import Affected, Case, Example, Patch, Proofs, Tensor, Untouched, per_distribution
 
 from ._focal_loss import FP32_KERNEL_EDITS
+from ._grids import stand_in_grid
 
 PATCH = Patch(
     id="sigmoid-focal-loss-fp32-kernel",
@@ -87,5 +88,9 @@ PATCH = Patch(
             """,
             why="the same statements in the softmax loss beside it",
         ),
+    ),
+    proofs=Proofs(
+        grids=(stand_in_grid("sigmoid_focal_loss", "sigmoid_focal_loss_forward_cuda_kernel"),),
+        upstream=("tests/test_ops/test_focal_loss.py",),
     ),
 )

@@ -12,7 +12,20 @@ directly (not affected here). Both statements are byte for byte the same up to 2
 every onedl-mmcv.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import (
+    AMP_DTYPES,
+    Affected,
+    Case,
+    Edit,
+    Example,
+    Fails,
+    Grid,
+    Patch,
+    Proofs,
+    Tensor,
+    Untouched,
+    per_distribution,
+)
 
 _MMCV = (Affected("1.2.3", "2.2.0"),)
 
@@ -79,5 +92,24 @@ PATCH = Patch(
             """,
             why="the fix already there",
         ),
+    ),
+    proofs=Proofs(
+        grids=(
+            Grid(
+                "nms_ops",
+                works=(("soft_nms", "float32"), ("batched_nms(soft_nms)", "float32")),
+                fails=tuple(
+                    Fails(
+                        (op, dtype),
+                        f"RuntimeError: expected scalar type Float but found {name}",
+                        ("torch.float32",),
+                        0.0,
+                    )
+                    for op in ("soft_nms", "batched_nms(soft_nms)")
+                    for dtype, name in AMP_DTYPES
+                ),
+            ),
+        ),
+        upstream=("tests/test_ops/test_nms.py",),
     ),
 )

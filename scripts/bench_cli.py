@@ -29,7 +29,8 @@ from typing import Dict, List, Sequence
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
-from scripts import releases  # noqa: E402  (the same cached builds the tests use)
+from mmcv_patcher import registry  # noqa: E402
+from scripts import releases, results  # noqa: E402  (the same cached builds the tests use)
 
 MMCV = next(r for r in releases.INSTALLED if r.id == "mmcv-1.7.2")
 
@@ -83,21 +84,25 @@ def main() -> int:
         assert nms.read_bytes() == releases.released_file(MMCV), "the benchmark must leave the release as it was"
     medians = {name: statistics.median(values) for name, values in samples.items()}
     bare, floor = medians["bare"], medians["libcst"]
-    print(f"median of {args.runs} interleaved runs; mmcv {MMCV.version} in a venv, Python {sys.version.split()[0]}\n")
-    print("| command | median | x bare start | x LibCST floor | target |")
-    print("| --- | ---: | ---: | ---: | --- |")
     targets = {
         "status (release file)": 0.5,
         "status (patched file)": 0.5,
         "apply --patch batched-nms-amp-dtype": 1.25,
         "apply": 1.25,
     }
+    rows = []
     for name, value in medians.items():
         target = ""
         if name in targets:
             limit = targets[name]
             target = f"{'met' if value / floor <= limit else 'missed'}: <= {limit}x LibCST"
-        print(f"| {name} | {value * 1e3:.0f} ms | {value / bare:.2f} | {value / floor:.2f} | {target} |")
+        rows.append([name, f"{value * 1e3:.0f} ms", f"{value / bare:.2f}", f"{value / floor:.2f}", target])
+    about = (
+        f"The median of {args.runs} interleaved runs, with every registered patch, on mmcv {MMCV.version} in a venv."
+    )
+    columns = ["command", "median", "x bare start", "x LibCST floor", "target"]
+    versions = {"python": sys.version.split()[0], "mmcv": MMCV.version, "patches": str(len(registry.all_patches()))}
+    results.record("bench_cli", sys.argv[1:], versions, [results.Table(about, columns, rows)])
     return 0
 
 

@@ -113,7 +113,7 @@ def main() -> int:
     if args.child:
         print(json.dumps(measure((height, width), args.child, args.repeats)))
         return 0
-    from scripts import machine, releases
+    from scripts import releases, results
 
     with tempfile.TemporaryDirectory() as scratch:
         python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
@@ -139,13 +139,17 @@ def main() -> int:
             check=True,
         )
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"machine: {machine.cpu()}; {releases.MMDET}, mmcv 2.1.0 (CPU ops); TOOD at {args.size}, fp32")
-    print(f"{result['calls']} calls a step, a step {result['step']:.2f} s; the fastest of {args.repeats} runs a call\n")
-    print("| class | the calls of a step | difference | difference / step (target 1%) |")
-    print("| --- | ---: | ---: | ---: |")
+    rows = []
     for name in ("release", "release again", "patched"):
         extra = result[name] - result["release"]
-        print(f"| {name} | {result[name] * 1e3:.2f} ms | {extra * 1e3:+.3f} ms | {extra / result['step']:+.4%} |")
+        rows.append([name, f"{result[name] * 1e3:.2f} ms", f"{extra * 1e3:+.3f} ms", f"{extra / result['step']:+.4%}"])
+    about = (
+        f"TOOD at {args.size} in fp32: {result['calls']} calls a step, a step {result['step']:.2f} s;"
+        f" the fastest of {args.repeats} runs a call."
+    )
+    columns = ["class", "the calls of a step", "difference", "difference / step (target 1%)"]
+    versions = {"mmdet": releases.MMDET.partition("==")[2], "mmcv": "2.1.0 (CPU ops)"}
+    results.record("bench_deform_conv", sys.argv[1:], versions, [results.Table(about, columns, rows)])
     return 0
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
-from scripts import machine, releases  # noqa: E402  (the same cached builds the tests use)
+from scripts import releases, results  # noqa: E402  (the same cached builds the tests use)
 
 MEASURE = r"""
 import json, statistics, sys, time, torch, mmcv
@@ -189,7 +189,7 @@ def main() -> int:
             universal_newlines=True,
             check=True,
         )
-        results = json.loads(done.stdout.strip().splitlines()[-1])
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
         if releases.tool(python, "apply").returncode != 0:
             raise SystemExit("could not apply every patch in the benchmark venv")
         released = Path(scratch) / "released_nms.py"
@@ -216,50 +216,60 @@ def main() -> int:
             check=True,
         )
         pack = json.loads(done.stdout.strip().splitlines()[-1])
-    print(
-        f"machine: {machine.cpu()}, {results['threads']} torch threads; Python {platform.python_version()}, torch {results['torch']}, mmcv {results['mmcv']} (CPU ops)"
-    )
-    print(f"median of {args.rounds} round-robin rounds ({args.workaround_rounds} for split_thr raised), iou 0.5\n")
-    print("| classes | boxes | fp32 (AMP off) | fp16 + this patch | fp16 + split_thr raised |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    for row in results["rows"]:
+    rows = []
+    for row in measured["rows"]:
         m = row["medians"]
         base = m["fp32"]
-        print(
-            f"| {row['classes']} | {row['boxes']} | {base * 1e3:.1f} ms (1.000) | {m['fp16+patch'] * 1e3:.1f} ms ({m['fp16+patch'] / base:.3f})"
-            f" | {m['fp16+no-split'] * 1e3:.1f} ms ({m['fp16+no-split'] / base:.2f}) |"
+        rows.append(
+            [
+                str(row["classes"]),
+                str(row["boxes"]),
+                f"{base * 1e3:.1f} ms (1.000)",
+                f"{m['fp16+patch'] * 1e3:.1f} ms ({m['fp16+patch'] / base:.3f})",
+                f"{m['fp16+no-split'] * 1e3:.1f} ms ({m['fp16+no-split'] / base:.2f})",
+            ]
         )
-    ratios = [
-        (row["classes"], row["boxes"], row["medians"]["fp16+patch"] / row["medians"]["fp32"]) for row in results["rows"]
-    ]
-    for verdict, rows in (("met", [r for r in ratios if r[2] <= 1.01]), ("missed", [r for r in ratios if r[2] > 1.01])):
-        if rows:
-            print(
-                f"\ntarget (fp16 + this patch within 1% of fp32) {verdict} at: "
-                + ", ".join(f"{c} classes x {b} boxes ({x:.3f})" for c, b, x in rows)
-            )
-    part = results["per_class"]
-    print(
-        f"\nper class ({part['boxes']} boxes, one of {part['classes']}): mmcv nms with fp16 scores"
-        f" {(part['nms_fp16'] - part['nms_fp32']) * 1e6:+.1f} us over fp32; the patch's cast {part['cast'] * 1e6:.1f} us"
+    part = measured["per_class"]
+    seed = results.Table(
+        f"`batched-nms-amp-dtype` alone: the median of {args.rounds} round-robin rounds ({args.workaround_rounds}"
+        f" for `split_thr` raised), iou 0.5, {measured['threads']} torch threads. Per class ({part['boxes']} boxes,"
+        f" one of {part['classes']}): mmcv's nms with fp16 scores {(part['nms_fp16'] - part['nms_fp32']) * 1e6:+.1f} us"
+        f" over fp32; the patch's cast {part['cast'] * 1e6:.1f} us.",
+        ["classes", "boxes", "fp32 scores (AMP off)", "fp16 + this patch", "fp16 + `split_thr` raised"],
+        rows,
     )
-    print(
-        f"\nthe patch pack: median of round-robin rounds in one process ({args.pack_seconds:g} s a row, at least {args.pack_rounds} rounds), iou 0.5 (batched_nms: 80 classes)\n"
-    )
-    print(
-        "| call | boxes | rounds | released, fp32 | every patch, fp32 | every patch but the `.to()`, fp32 | every patch, AMP's fp16 inputs | every patch, bf16 inputs |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    rows = []
     for row in pack:
         m = row["medians"]
         base = m["released fp32"]
         fp32, amp, bf16 = m["patched fp32"] / base, m["patched AMP"] / base, m["patched bf16"] / base
         but_to = f"{m['but the .to()'] * 1e3:.1f} ms ({m['but the .to()'] / base:.3f})" if "but the .to()" in m else "-"
-        print(
-            f"| {row['op']} | {row['boxes']} | {row['rounds']} | {base * 1e3:.1f} ms (1.000) | {m['patched fp32'] * 1e3:.1f} ms ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'})"
-            f" | {but_to} | {m['patched AMP'] * 1e3:.1f} ms ({amp:.3f}{'' if amp <= 1.05 else ', missed 5%'})"
-            f" | {m['patched bf16'] * 1e3:.1f} ms ({bf16:.3f}{'' if bf16 <= 1.05 else ', missed 5%'}) |"
+        rows.append(
+            [
+                f"`{row['op']}`",
+                str(row["boxes"]),
+                str(row["rounds"]),
+                f"{base * 1e3:.1f} ms (1.000)",
+                f"{m['patched fp32'] * 1e3:.1f} ms ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'})",
+                but_to,
+                f"{m['patched AMP'] * 1e3:.1f} ms ({amp:.3f}{'' if amp <= 1.05 else ', missed 5%'})",
+                f"{m['patched bf16'] * 1e3:.1f} ms ({bf16:.3f}{'' if bf16 <= 1.05 else ', missed 5%'})",
+            ]
         )
+    columns = ["call", "boxes", "rounds", "released, fp32", "every patch, fp32", "every patch but the `.to()`, fp32"]
+    columns += ["every patch, AMP's fp16 inputs", "every patch, bf16 inputs"]
+    every = results.Table(
+        f"Every patch of `nms.py`: the median of round-robin rounds in one process ({args.pack_seconds:g} s a row,"
+        f" at least {args.pack_rounds} rounds), iou 0.5 (`batched_nms`: 80 classes).",
+        columns,
+        rows,
+    )
+    versions = {
+        "python": platform.python_version(),
+        "torch": measured["torch"],
+        "mmcv": f"{measured['mmcv']} (CPU ops)",
+    }
+    results.record("bench_nms", sys.argv[1:], versions, [seed, every])
     return 0
 
 

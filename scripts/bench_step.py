@@ -43,7 +43,7 @@ from typing import Dict, List, Tuple
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
-from scripts import machine, releases  # noqa: E402  (the same cached builds the tests use)
+from scripts import releases, results  # noqa: E402  (the same cached builds the tests use)
 
 STEP = REPOSITORY / "scripts" / "model_step.py"
 #: name -> (config, input size as height x width)
@@ -96,21 +96,28 @@ def main() -> int:
             universal_newlines=True,
             check=True,
         ).stdout.split()
-    print(
-        f"machine: {machine.cpu()}, {versions[2]} torch threads; Python {platform.python_version()}, torch {versions[0]}, mmcv {versions[1]} (CPU ops), {releases.MMDET}"
-    )
-    print(
-        f"median step of {args.rounds} processes x {args.steps - 1} timed steps per variant, processes taken in turn\n"
-    )
-    print("| model | step | release, fp32 | every patch, fp32 (target 1%) | every patch, bf16 autocast |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    rows = []
     for (model, mode), by_variant in times.items():
         medians = {variant: statistics.median(values) for variant, values in by_variant.items()}
         base = medians["release fp32"]
         fp32, bf16 = medians["patched fp32"] / base, medians["patched bf16"] / base
-        print(
-            f"| {model} | {mode} | {base:.2f} s (1.000) | {medians['patched fp32']:.2f} s ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'}) | {medians['patched bf16']:.2f} s ({bf16:.3f}) |"
+        rows.append(
+            [
+                model,
+                mode,
+                f"{base:.2f} s (1.000)",
+                f"{medians['patched fp32']:.2f} s ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'})",
+                f"{medians['patched bf16']:.2f} s ({bf16:.3f})",
+            ]
         )
+    about = (
+        f"The median step of {args.rounds} processes x {args.steps - 1} timed steps a variant, processes"
+        f" taken in turn; {versions[2]} torch threads."
+    )
+    columns = ["model", "step", "release, fp32", "every patch, fp32 (target 1%)", "every patch, bf16 autocast"]
+    found = {"python": platform.python_version(), "torch": versions[0], "mmcv": f"{versions[1]} (CPU ops)"}
+    found["mmdet"] = releases.MMDET.partition("==")[2]
+    results.record("bench_step", sys.argv[1:], found, [results.Table(about, columns, rows)])
     return 0
 
 

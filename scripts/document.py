@@ -8,6 +8,7 @@ Generated, each between its two ``<!-- ... -->`` marker lines where it is part o
   of cases ``verify`` runs;
 - docs/zoo.md: the sweep's tables, one per AMP dtype, with what each shows in numbers and
   the runs that made the rows, from docs/results/zoo-DTYPE.json (:mod:`scripts.results`);
+- docs/benchmarks.md: each benchmark's runs and tables, from docs/results/bench_NAME.json;
 - setup.cfg: the package's ``description``;
 - mmcv_patcher/__init__.py: the package docstring.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import re
 import sys
 from pathlib import Path
@@ -44,8 +46,13 @@ _SURVIVED = {
 }
 
 
+#: The benchmarks whose result files docs/benchmarks.md shows, each a block named for its script.
+BENCHMARKS = ("bench_step", "bench_deform_conv", "bench_nms", "bench_cli")
 #: Where each generated block's content comes from, as its marker line says.
-_SOURCES = {"zoo tables": "docs/results/zoo-*.json; run scripts/sweep_zoo.py"}
+_SOURCES = {
+    "zoo tables": "docs/results/zoo-*.json; run scripts/sweep_zoo.py",
+    **{name: f"docs/results/{name}.json; run scripts/{name}.py" for name in BENCHMARKS},
+}
 
 
 def _block(name: str) -> Tuple[str, str]:
@@ -110,13 +117,52 @@ def _readme(text: str, path: Path) -> str:
     return _between(text, "what it fixes", fixes(registry.all_patches()), path)
 
 
+def _markdown(docstring: str) -> str:
+    """A patch module's docstring as Markdown: its reStructuredText literals as code spans."""
+    return docstring.replace("``", "`")
+
+
+def proofs(patch: Patch) -> str:
+    """What proves a patch on the real mmcv, in words, from its :class:`Proofs`."""
+    said = [f"its `verify` case ({patch.case.gave.format(amp=_SHORT_DTYPES, boxes=verify.DEFAULT_BOXES)})"]
+    for grid in patch.proofs.grids:
+        said.append(
+            f"`tests/e2e_ops/{grid.runner}.py` on {len(grid.fails)} calls that fail as released"
+            f" and {len(grid.works)} that {'work' if len(grid.works) > 1 else 'works'} and must stay bit-identical"
+        )
+    said += [f"a {step.dtype} training step of `{step.config}` at {step.size}" for step in patch.proofs.steps]
+    said += [f"mmcv's own `{test}`" for test in patch.proofs.upstream]
+    return "Proven by " + "; ".join(said) + "."
+
+
+def sections(patches: Sequence[Patch]) -> str:
+    """docs/patches.md's section of each patch: its module's docstring, and what proves it."""
+    parts = []
+    for patch in patches:
+        docstring = importlib.import_module(f"mmcv_patcher.patches.{patch.id.replace('-', '_')}").__doc__ or ""
+        title, _, body = docstring.partition("\n")
+        summary = title.split(": ", 1)[-1]
+        parts.append(
+            f"### `{patch.id}`\n\n{_markdown(summary[:1].upper() + summary[1:])}\n{_markdown(body)}\n{proofs(patch)}\n"
+        )
+    return "\n".join(parts)
+
+
 def _patches_page(text: str, path: Path) -> str:
     patches = registry.all_patches()
-    return _between(_between(text, "table of patches", table(patches), path), "verify cases", cases(patches), path)
+    text = _between(text, "table of patches", table(patches), path)
+    return _between(_between(text, "each patch", sections(patches), path), "verify cases", cases(patches), path)
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+def _run_header(run: Dict[str, Any]) -> str:
+    """Which run made a table: its command, date, machine and versions."""
+    versions = ", ".join(f"{name} {version}" for name, version in run["versions"].items())
+    source = f"; {run['source']}" if run.get("source") else ""
+    return f"`{run['command']}`, {run['date']}, {run['machine']}: {versions}{source}"
 
 
 def summary(document: Dict[str, Any]) -> str:
@@ -156,12 +202,23 @@ def zoo_table(document: Dict[str, Any]) -> str:
         lines.append(f"| {row['family']} | `{row['config']}`{sized} | {cells} | {row['run'] + 1} |")
     lines += ["", "Runs:", ""]
     for number, run in enumerate(document["runs"], 1):
-        versions = ", ".join(f"{name} {version}" for name, version in run["versions"].items())
-        source = f"; {run['source']}" if run.get("source") else ""
-        lines.append(
-            f"{number}. `{run['command']}`, {run['date']}, {run['size']}, {run['machine']}: {versions}{source}"
-        )
+        lines.append(f"{number}. {_run_header(dict(run, machine=run['size'] + ', ' + run['machine']))}")
     return "\n".join(lines) + "\n"
+
+
+def bench_runs(runs: Sequence[Dict[str, Any]]) -> str:
+    """A benchmark's runs: each run's header, then each of its tables with what it measured."""
+    parts = []
+    for run in runs:
+        tables = [f"{table['about']}\n\n" + results.Table(**table).markdown() for table in run["tables"]]
+        parts.append(f"Run: {_run_header(run)}.\n\n" + "\n".join(tables))
+    return "\n".join(parts)
+
+
+def _benchmarks_page(text: str, path: Path) -> str:
+    for name in BENCHMARKS:
+        text = _between(text, name, bench_runs(results.load_bench(name)), path)
+    return text
 
 
 def _zoo_page(text: str, path: Path) -> str:
@@ -182,6 +239,7 @@ GENERATED: Dict[str, Callable[[str, Path], str]] = {
     "README.md": _readme,
     "docs/patches.md": _patches_page,
     "docs/zoo.md": _zoo_page,
+    "docs/benchmarks.md": _benchmarks_page,
     "setup.cfg": _setup_cfg,
     "mmcv_patcher/__init__.py": _package_docstring,
 }

@@ -5,10 +5,9 @@
 
 CHECKOUT is a clone of mmcv's repository: its op tests ship in no sdist or wheel on the
 package index, so they are not fetched here. TEST are test files relative to CHECKOUT
-(default: those of every patched op: RoIAlign, NMS, rotated NMS, the deformable
-convolutions, rotated RoIAlign, rotated IoU, rotated feature alignment, the focal losses,
-multi-scale deformable attention; the last two have CUDA kernels only, so their cases skip or return early on a
-CPU build). pytest runs them from CHECKOUT, as mmcv's own CI does (some read ./tests/data),
+(default: every registered patch's ``proofs.upstream``, in registry order; the ops with CUDA
+kernels only, the focal losses and multi-scale deformable attention, skip or return early on
+a CPU build). pytest runs them from CHECKOUT, as mmcv's own CI does (some read ./tests/data),
 twice: on the released files, then with every patch applied.
 
 By default the mmcv is 2.1.0 built with its CPU ops, in a throwaway venv (the tests' cached
@@ -29,26 +28,21 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 from xml.etree import ElementTree
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
+from mmcv_patcher import registry  # noqa: E402
 from scripts import releases  # noqa: E402  (the same cached builds the tests use)
 
-TESTS = (
-    "tests/test_ops/test_roi_align.py",
-    "tests/test_ops/test_nms.py",
-    "tests/test_ops/test_nms_rotated.py",
-    "tests/test_ops/test_deform_conv.py",
-    "tests/test_ops/test_modulated_deform_conv.py",
-    "tests/test_ops/test_roi_align_rotated.py",
-    "tests/test_ops/test_box_iou_rotated.py",
-    "tests/test_ops/test_rotated_feature_align.py",
-    "tests/test_ops/test_focal_loss.py",
-    "tests/test_ops/test_ms_deformable_attn.py",
-)
+
+def tests() -> Tuple[str, ...]:
+    """Every registered patch's upstream tests, each once, in registry order."""
+    return tuple(dict.fromkeys(test for patch in registry.all_patches() for test in patch.proofs.upstream))
+
+
 #: pytest's exit statuses for "every test passed" and "some test failed"; any other means the run itself failed
 RAN = (0, 1)
 
@@ -132,7 +126,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("checkout", type=Path, help="a clone of mmcv's repository")
     parser.add_argument(
-        "tests", nargs="*", default=list(TESTS), help=f"test files relative to CHECKOUT (default: {' '.join(TESTS)})"
+        "tests",
+        nargs="*",
+        default=list(tests()),
+        help=f"test files relative to CHECKOUT (default: {' '.join(tests())})",
     )
     parser.add_argument(
         "--python",

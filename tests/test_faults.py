@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from mmcv_patcher import registry, write
+from mmcv_patcher.model import Patch
 from tests.fixtures import leftovers, make_tree, patched, synthetic_files, tool, with_fault
 
 pytestmark = pytest.mark.faults
@@ -39,12 +40,30 @@ ACTIONS = [
     "EBUSY",
     "EPERM",
 ]
-#: the files the runs patch (``--patch`` with their patches; the tree holds every file):
-#: ``ops/nms.py`` (five patches), ``ops/deform_conv.py`` (an edit in another definition) and
-#: ``ops/focal_loss.py`` (two patches of two classes), the first, a middle and the last file
-#: of the transaction. Every other file's write takes the same steps, so a fault at each step
-#: of all of them would repeat these, in several times the time.
-FILES = ("ops/nms.py", "ops/deform_conv.py", "ops/focal_loss.py")
+
+
+def _files() -> Tuple[str, ...]:
+    """The files the runs patch (``--patch`` with their patches; the tree holds every file), in
+    the order of the transaction: one of each kind of write, picked from the registry: the file
+    with the most patches (``ops/nms.py``), the first with an edit in another definition (an
+    autograd function's ``backward``) and the first with patches of two classes
+    (``ops/focal_loss.py``). Every other file's write takes the same steps, so a fault at each
+    step of all of them would repeat these, in several times the time."""
+    by_file: Dict[str, List[Patch]] = {}
+    for patch in registry.all_patches():
+        by_file.setdefault(patch.file, []).append(patch)
+    most = max(by_file, key=lambda file: len(by_file[file]))
+    elsewhere = [file for file, patches in by_file.items() if any(e.function for p in patches for e in p.edits)]
+    classes = [
+        file
+        for file, patches in by_file.items()
+        if len({p.function.split(".")[0] for p in patches if "." in p.function}) > 1
+    ]
+    chosen = {most, *elsewhere[:1], *classes[:1]}
+    return tuple(file for file in by_file if file in chosen)
+
+
+FILES = _files()
 PATCHES = [f"--patch={patch.id}" for patch in registry.all_patches() if patch.file in FILES]
 #: each of those files, as installed and as apply writes it
 RELEASED = {file: synthetic_files()[file].encode() for file in FILES}

@@ -251,6 +251,50 @@ def test_a_new_patch_module_is_the_whole_change(checkout: Path, tmp_path: Path) 
     assert "BoxIoU" in tool("--help", env=env).stdout
 
 
+#: A patch of each kind the engine takes, by the module that declares it: a statement edit, a
+#: method of a class, an autograd Function's forward and backward, a module-level import.
+KINDS = {
+    "a-statement": "nms_fp32_kernel",
+    "a-method": "roi_align_fp32_kernel",
+    "forward-and-backward": "deform_conv_fp32_kernel",
+    "a-module-level-import": "roi_align_rotated_fp32_kernel",
+}
+
+
+def _pytest(checkout: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+    """pytest run in ``checkout`` on its own package, also where its tests run the CLI elsewhere."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        cwd=str(checkout),
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        universal_newlines=True,
+    )
+
+
+@pytest.mark.parametrize("module", KINDS.values(), ids=KINDS.keys())
+def test_removing_a_patch_module_and_regenerating_the_docs_leaves_every_suite_green(
+    checkout: Path, module: str
+) -> None:
+    """The module is the patch: with it gone, the docs regenerate, every test module collects
+    (the e2e and release suites included, which then neither run nor name it), and the suites
+    that read the registry pass."""
+    shutil.copytree(ROOT / "tests", checkout / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", checkout / "pyproject.toml")
+    gone = registered(module.replace("_", "-")).id
+    (checkout / "patches" / f"{module}.py").unlink()
+    assert _document(checkout).returncode == 0 and _document(checkout, "--check").returncode == 0
+    assert f"`{gone}`" not in (checkout / "docs" / "patches.md").read_text()
+    collected = _pytest(checkout, "--collect-only", "tests")
+    assert collected.returncode == 0, collected.stdout[-3000:]
+    assert f"[{gone}" not in collected.stdout and gone in (ROOT / "docs" / "patches.md").read_text()
+    fast = "not release and not e2e and not interpreters and not package and not faults and not concurrency"
+    registry_driven = ["tests/test_patches.py", "tests/test_find.py", "tests/test_ours.py", "tests/test_plan.py"]
+    ran = _pytest(checkout, "-x", "-m", fast, "-k", "not removing_a_patch_module", *registry_driven)
+    assert ran.returncode == 0, ran.stdout[-3000:]
+
+
 def test_a_missing_row_of_the_table_of_patches_fails_the_docs_check(checkout: Path) -> None:
     page = checkout / "docs" / "patches.md"
     page.write_text(

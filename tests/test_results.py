@@ -70,3 +70,36 @@ def test_a_table_row_names_its_run_and_the_run_its_date_machine_and_versions() -
     table = document.zoo_table(swept(row("a", release="crashes in mmcv: x | y")))
     assert "| A | `a` | trains | crashes in mmcv: x \\| y | trains | 1 |" in table.splitlines()
     assert "1. `python scripts/sweep_zoo.py`, 2026-12-01, 256x256, cpu x2: mmcv 2.1.0" in table
+
+
+TABLE = results.Table("What was timed.", ["call", "median"], [["`nms`", "221.6 ms"], ["`soft_nms`", "-"]])
+
+
+def test_a_benchmark_run_replaces_the_run_of_the_same_command_and_keeps_the_others(tmp_path: Path) -> None:
+    results.record("bench_x", [], {"mmcv": "2.1.0"}, [TABLE], tmp_path)
+    results.record("bench_x", ["--rounds", "8"], {"mmcv": "2.1.0"}, [TABLE], tmp_path)
+    results.record("bench_x", [], {"mmcv": "2.2.0"}, [TABLE], tmp_path)
+    runs = results.load_bench("bench_x", tmp_path)
+    assert [(run["command"], run["versions"]["mmcv"]) for run in runs] == [
+        ("python scripts/bench_x.py --rounds 8", "2.1.0"),
+        ("python scripts/bench_x.py", "2.2.0"),
+    ]
+    assert runs[0]["tables"] == [TABLE._asdict()] and runs[0]["date"] and runs[0]["machine"]
+
+
+def test_a_benchmark_table_right_aligns_only_its_numbers() -> None:
+    assert TABLE.markdown().splitlines() == [
+        "| call | median |",
+        "| --- | ---: |",
+        "| `nms` | 221.6 ms |",
+        "| `soft_nms` | - |",
+    ]
+
+
+def test_the_benchmarks_page_says_which_run_made_each_table() -> None:
+    run = dict(RUN, versions={"torch": "2.13.0"}, tables=[TABLE._asdict()])
+    assert document.bench_runs([run]).splitlines()[:3] == [
+        "Run: `python scripts/sweep_zoo.py`, 2026-12-01, cpu x2: torch 2.13.0.",
+        "",
+        "What was timed.",
+    ]

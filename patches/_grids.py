@@ -1,0 +1,86 @@
+"""The e2e grids that patches of one kind share (a helper, not a patch: the registry skips
+modules whose name starts with ``_``): each says which dtypes crash the op as released, what
+the patched op gives for them, and which calls work today and must stay bit-identical."""
+
+from typing import List, Tuple
+
+from mmcv_patcher.model import AMP_DTYPES, Fails, Grid
+
+
+def roi_align_grid(layer: str, kernel: str) -> Grid:
+    """RoIAlign or RoIAlignRotated (``tests/e2e_ops/roi_align.py``): bf16 is no kernel's dtype,
+    and fp16 features beside fp32 RoIs mix dtypes; once patched, the output and the features'
+    gradient come in the features' dtype, within a few roundings of it (11 and 8 bits)."""
+    bf16 = f"NotImplementedError: \"{kernel}\" not implemented for 'BFloat16'"
+    return Grid(
+        "roi_align",
+        works=tuple((layer, dtype, dtype) for dtype in ("float32", "float64", "float16")),
+        fails=(
+            Fails((layer, "bfloat16", "float32"), bf16, ("torch.bfloat16",) * 2, 2**-6),
+            Fails((layer, "bfloat16", "bfloat16"), bf16, ("torch.bfloat16",) * 2, 2**-6),
+            Fails(
+                (layer, "float16", "float32"),
+                "RuntimeError: expected scalar type Half but found Float",
+                ("torch.float16",) * 2,
+                2**-9,
+            ),
+        ),
+    )
+
+
+def deform_grids(layer: str, op: str, kernel: str) -> Tuple[Grid, Grid]:
+    """A deformable convolution: its layer with its own offset conv under autocast
+    (``tests/e2e_ops/deform_pack.py``), and the op called with features, offsets and mask in
+    different dtypes (``tests/e2e_ops/deform_call.py``). The kernels lack bf16, and the release
+    casts the features to the offsets' dtype, so bf16 offsets fail whatever the features are.
+    Once patched the output comes in the offsets' dtype and each gradient in its input's."""
+    error = f"NotImplementedError: \"{kernel}\" not implemented for '{dict(AMP_DTYPES)['bfloat16']}'"
+    modulated = op == "modulated_deform_conv2d"
+    # (features, offsets[, mask]) dtypes of direct calls that work as released (all cast to the
+    # offsets' dtype), and of those that fail
+    works: List[Tuple[str, ...]] = [("float16", "float32"), ("bfloat16", "float32")]
+    fails: List[Tuple[str, ...]] = [("float32", "bfloat16")]
+    if modulated:
+        works = [(*each, "float32") for each in works] + [("float16", "float16", "float32")]
+        fails = [("float32", "bfloat16", "bfloat16"), ("bfloat16", "bfloat16", "float32")]
+    gradients = ("features", "offsets", "mask")[: 3 if modulated else 2]
+    return (
+        # the gradient through the offsets differs from the fp32 step's by about 0.12 in fp16
+        # on the release too (the offset conv runs in the low dtype): the tolerance is the step's
+        Grid(
+            "deform_pack",
+            works=((layer, "float32"), (layer, "float16")),
+            fails=(Fails((layer, "bfloat16"), error, ("torch.bfloat16", "torch.bfloat16", "torch.float32"), 2**-2),),
+        ),
+        # the kernel runs in fp32 on the same values: one rounding to bf16 (8 bits) at most
+        Grid(
+            "deform_call",
+            works=tuple((op, *dtypes) for dtypes in works),
+            fails=tuple(
+                Fails(
+                    (op, *dtypes),
+                    error,
+                    ("torch.bfloat16", *(f"torch.{dtype}" for dtype in dtypes[: len(gradients)]), "torch.float32"),
+                    2**-7,
+                )
+                for dtypes in fails
+            ),
+        ),
+    )
+
+
+def stand_in_grid(op: str, kernel: str, *, weighted: bool = True) -> Grid:
+    """An op mmcv builds for CUDA only, around a kernel stand-in with the CUDA kernels' dtype
+    rules (``tests/e2e_ops/kernel_stand_in.py``): no bf16, and fp32 class weights beside fp16
+    logits mix dtypes. Once patched the kernel gets fp32 under bf16 and the caller's dtype
+    comes back, forward and back, within a few roundings of it."""
+    bf16 = f"NotImplementedError: \"{kernel}\" not implemented for 'BFloat16'"
+    weights = ("unweighted", "weighted") if weighted else ("unweighted",)
+    fails = [
+        Fails((op, "bfloat16", each), bf16, ("torch.bfloat16",) * 2, 2**-6, kernel="torch.float32") for each in weights
+    ]
+    if weighted:
+        mixed = "RuntimeError: expected scalar type Half but found Float"
+        fails.append(Fails((op, "float16", "weighted"), mixed, ("torch.float16",) * 2, 2**-9, kernel="torch.float16"))
+    works = [(op, "float32", each) for each in weights] + [(op, "float16", "unweighted")]
+    return Grid("kernel_stand_in", works=tuple(works), fails=tuple(fails))
