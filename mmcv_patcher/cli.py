@@ -13,7 +13,9 @@ files untouched, 2 usage, 3 ``status --check`` found an affected install that is
 
 import gc
 import os
+import signal
 import sys
+from types import FrameType
 from typing import List, NoReturn, Optional, Sequence
 
 from mmcv_patcher import arguments, commands, interpreter, locate, registry, report, verify
@@ -21,28 +23,49 @@ from mmcv_patcher.arguments import Request
 from mmcv_patcher.model import Command, Failure, Outcome, Patch, Problem, State
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNPATCHED = 0, 1, 2, 3
-#: A run stopped by Ctrl-C exits as a shell reports a process ended by SIGINT.
-EXIT_INTERRUPTED = 130
-INTERRUPTED = Failure(
-    Problem.INTERRUPTED,
-    None,
-    "interrupted (Ctrl-C); every file is whole, as it was or as this run finished it: `status` says which",
-)
+#: A run stopped by Ctrl-C, or by SIGTERM (``docker stop``, a cancelled CI job, ``timeout``),
+#: exits as a shell reports a process ended by that signal.
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+_WHOLE = "every file is whole, as it was or as this run finished it: `status` says which"
+INTERRUPTED = Failure(Problem.INTERRUPTED, None, f"interrupted (Ctrl-C); {_WHOLE}")
+TERMINATED = Failure(Problem.INTERRUPTED, None, f"terminated (SIGTERM); {_WHOLE}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so that it stops as Ctrl-C stops it: every file it
+    wrote put back, its temporary files and its lock file removed."""
+
+
+def _terminate(signum: int, frame: Optional[FrameType]) -> None:
+    raise Terminated()
 
 
 def run() -> NoReturn:
     """The ``mmcv-patcher`` script and ``python -m mmcv_patcher``: :func:`main`, then exit.
 
-    The process ends here, so everything it made (LibCST's modules and trees among them) is
-    frozen first (:func:`gc.freeze`): the interpreter's last garbage collection then skips
-    it instead of walking it all. Called in-process, :func:`main` freezes nothing.
+    SIGTERM stops a run as Ctrl-C does. Both are held back from the entry point's first line
+    (:mod:`mmcv_patcher.__main__`) until :func:`main` can answer them, so one that comes while
+    the tool starts is answered in one line too. The process ends here, so everything it made
+    (LibCST's modules and trees among them) is frozen first (:func:`gc.freeze`): the
+    interpreter's last garbage collection then skips it instead of walking it all. Called
+    in-process, :func:`main` freezes nothing.
     """
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = main()
-    except KeyboardInterrupt:  # after main said what it did, before the exit
+    except Terminated:  # after main said what it did, before the exit
+        code = EXIT_TERMINATED
+    except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     gc.freeze()
     sys.exit(code)
+
+
+def deliver_held_signals() -> None:
+    """Lets SIGINT and SIGTERM in, as the entry point held them back; one that came meanwhile
+    is raised here."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -51,9 +74,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report.safe_streams()
     report.begin()
     try:
+        deliver_held_signals()
         request = arguments.parse(argv)
-    except KeyboardInterrupt:
-        return _interrupted("--json" in argv)
+    except KeyboardInterrupt as stopped:
+        return _interrupted("--json" in argv, stopped)
     except arguments.UsageError as error:
         failure = Failure(Problem.USAGE, None, error.message)
         if "--json" in argv:
@@ -64,8 +88,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     try:
         return _run(request)
-    except KeyboardInterrupt:
-        return _interrupted(request.json)
+    except KeyboardInterrupt as stopped:
+        return _interrupted(request.json, stopped)
     except Exception as error:  # the promise: one line, never a traceback
         return _fail(
             request,
@@ -209,15 +233,18 @@ def _verify(request: Request, target: locate.Target, python: interpreter.Interpr
     return EXIT_OK if failure is None else EXIT_FAILED
 
 
-def _interrupted(json: bool) -> int:
-    """Ctrl-C: one line on stderr, or with ``--json`` one JSON object, unless the run had
-    already printed its one; exit 130. Every file is whole (a write rolls back, see
-    :mod:`commands`)."""
+def _interrupted(json: bool, stopped: KeyboardInterrupt) -> int:
+    """Ctrl-C or SIGTERM: one line on stderr, or with ``--json`` one JSON object, unless the
+    run had already printed its one; exit 130 or 143. Every file is whole (a write rolls
+    back, see :mod:`commands`)."""
+    failure, code = (
+        (TERMINATED, EXIT_TERMINATED) if isinstance(stopped, Terminated) else (INTERRUPTED, EXIT_INTERRUPTED)
+    )
     if not json:
-        report.print_error(INTERRUPTED)
+        report.print_error(failure)
     elif not report.said():
-        report.out(report.as_json(None, INTERRUPTED))
-    return EXIT_INTERRUPTED
+        report.out(report.as_json(None, failure))
+    return code
 
 
 def _fail(request: Request, failure: Failure, code: int) -> int:

@@ -51,6 +51,10 @@ class Found(NamedTuple):
     #: the edits not looked for: imports (:attr:`~mmcv_patcher.model.Edit.binds`) of a name
     #: another of the module's statements binds already
     unneeded: FrozenSet[int] = frozenset()
+    #: where the file makes the definition its callers reach ambiguous: the lines of the
+    #: first and the last definition of the patch's module-level name, and of a statement
+    #: between them that uses the first (``f = Function.apply``), or None
+    ambiguous: Optional[Tuple[int, int, int]] = None
 
     def counts(self, statements: Tuple[Statement, ...], edits: int) -> Tuple[int, ...]:
         """How many of ``statements`` there are of each of the ``edits`` edits."""
@@ -130,24 +134,59 @@ def definitions(tree: ast.Module, name: str) -> List[Union[ast.FunctionDef, ast.
     return _method(outer, owner, function)
 
 
+def _binds(node: ast.stmt) -> List[str]:
+    """The names ``node`` binds at its own level (a ``class``, a ``def``, an assignment with a
+    value, an import); a bare annotation (``torch: ModuleType``) binds none."""
+    if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [target.id for target in node.targets if isinstance(target, ast.Name)]
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+        return [node.target.id]
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [alias.asname or alias.name.split(".")[0] for alias in node.names]
+    return []
+
+
 def _last_binding(body: List[ast.stmt], name: str) -> Optional[ast.stmt]:
-    """The last statement of ``body`` that binds ``name`` at its level (a ``class``, a
-    ``def``, an assignment, an import), or None."""
+    """The last statement of ``body`` that binds ``name`` at its level (:func:`_binds`), or
+    None, also when a ``del`` of the name follows it."""
     bound = None
     for node in body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            names = [node.name]
-        elif isinstance(node, ast.Assign):
-            names = [target.id for target in node.targets if isinstance(target, ast.Name)]
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            names = [node.target.id]
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [alias.asname or alias.name.split(".")[0] for alias in node.names]
-        else:
-            continue
-        if name in names:
+        if name in _binds(node):
             bound = node
+        elif isinstance(node, ast.Delete) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            bound = None
     return bound
+
+
+def _ambiguous(body: List[ast.stmt], name: str) -> Optional[Tuple[int, int, int]]:
+    """Whether the module binds ``name`` more than once and, between the first and the last
+    binding, runs a statement that uses it (an alias such as ``f = Function.apply``, a
+    decorator, a call): code that holds on to the first. Function bodies look the name up
+    when they run, so they do not count. Returns (first, use, last) lines, or None."""
+    bindings = [index for index, node in enumerate(body) if name in _binds(node)]
+    if len(bindings) < 2:
+        return None
+    first, last = bindings[0], bindings[-1]
+    for node in body[first + 1 : last]:
+        if any(
+            isinstance(each, ast.Name) and each.id == name and isinstance(each.ctx, ast.Load) for each in _run_now(node)
+        ):
+            return body[first].lineno, node.lineno, body[last].lineno
+    return None
+
+
+def _run_now(node: ast.AST) -> Iterator[ast.AST]:
+    """The nodes of ``node`` that run when the module does: all but the bodies of functions
+    and lambdas (their decorators, defaults and annotations do run)."""
+    yield node
+    for name, child in ast.iter_fields(node):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and name == "body":
+            continue
+        for each in child if isinstance(child, list) else [child]:
+            if isinstance(each, ast.AST):
+                yield from _run_now(each)
 
 
 def _functions(body: List[ast.stmt], name: str) -> List[Union[ast.FunctionDef, ast.AsyncFunctionDef]]:
@@ -206,7 +245,8 @@ def _find(text: str, tree: ast.Module, patch: Patch) -> Found:
             edit = patch.edits[index]
             collect(tree.body, {dump_statement(edit.anchor): index}, {dump_statement(edit.fix): index})
     ordered = {kind: tuple(sorted(statements)) for kind, statements in found.items()}
-    return Found(bound[-1].lineno, len(bound), ordered["anchor"], ordered["fix"], unneeded)
+    ambiguous = _ambiguous(tree.body, patch.function.split(".")[0])
+    return Found(bound[-1].lineno, len(bound), ordered["anchor"], ordered["fix"], unneeded, ambiguous)
 
 
 @functools.lru_cache(maxsize=None)

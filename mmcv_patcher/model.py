@@ -398,7 +398,7 @@ class Problem(_Word):
     TOO_LARGE = "too-large"  # the new text would be over the size the tool reads
     WRITE_FAILED = "write-failed"  # the file could not be written for another reason
     VERIFY_FAILED = "verify-failed"  # a verify case did not survive, or none could run
-    INTERRUPTED = "interrupted"  # Ctrl-C (SIGINT): exit 130
+    INTERRUPTED = "interrupted"  # Ctrl-C (SIGINT): exit 130; SIGTERM: exit 143
     INTERNAL = "internal"  # a bug: anything else
 
 

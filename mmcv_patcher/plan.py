@@ -102,6 +102,9 @@ def _assess_from_text(
         if not ours.intact(patch):
             message = f"the statement mmcv-patcher patched was edited since; {release.reinstall()}"
             return Finding(State.DRIFTED, line, message, new_text=undone, ok=False), None
+        not_run = _fix_not_run(source, patch, release)
+        if not_run is not None:
+            return Finding(State.DRIFTED, not_run[0] or line, not_run[1], new_text=undone, ok=False), None
         if not ours.exact:
             message = "patched by mmcv-patcher; other lines of the file were edited since, so a revert takes out only our edits"
             return Finding(State.PATCHED, line, message, new_text=undone), None
@@ -238,18 +241,77 @@ def _cannot_edit(patch: Patch, line: Optional[int]) -> Finding:
     )
 
 
-def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], found: Found) -> Finding:
-    """The state from the statements found for ``patch``."""
-    affected = counts is not None
-    which = (
+def _which(patch: Patch, found: Found) -> str:
+    """Where the patch's statements were looked for, in words."""
+    return (
         f"{patch.function}()"
         if found.definitions <= 1
         else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
     ) + (" and the module's own statements" if any(edit.binds for edit in patch.edits) else "")
+
+
+def _ambiguity(patch: Patch, found: Found, release: Release) -> Optional[Finding]:
+    """Drifted where the file makes the definition the callers reach ambiguous."""
+    if found.ambiguous is None:
+        return None
+    first, use, last = found.ambiguous
+    name = patch.function.split(".")[0]
+    return Finding(
+        State.DRIFTED,
+        use,
+        f"{name} is defined at lines {first} and {last}, and line {use} uses the first before the second replaces it,"
+        f" so which one its callers run cannot be told; refusing to guess: {release.reinstall()}",
+        ok=False,
+    )
+
+
+def _fix_not_run(source: Source, patch: Patch, release: Release) -> Optional[Tuple[Optional[int], str]]:
+    """Why the code Python runs is not ``patch``'s fix although its markers are intact (a
+    statement put back as released, a definition added after the patched one, an import the
+    fix needs taken out), as (line, message); None when every statement of the patch, in the
+    definition Python runs, is the fix."""
+    found = find(source.text, [patch])
+    if isinstance(found, ParseFailure):
+        return found.line, f"cannot parse the file: {found.reason}; {release.reinstall()}"
+    here = found[patch.id]
+    ambiguous = _ambiguity(patch, here, release)
+    if ambiguous is not None:
+        return ambiguous.line, ambiguous.message
+    again = "revert --force takes out what is left of mmcv-patcher's edit, then apply patches it again"
+    if here.anchors:
+        standing_still = here.anchors[0]
+        return (
+            standing_still.line,
+            f"`{patch.edits[standing_still.edit].anchor}` stands as released at line {standing_still.line}, in {_which(patch, here)}, the code Python runs, although mmcv-patcher's markers are there; {again}",
+        )
+    place, affected = standing(patch, release)
+    have = here.counts(here.fixes, len(patch.edits))
+    if affected is not None:
+        missing = [
+            index for index, count in enumerate(here.needed(expected_counts(patch, affected))) if have[index] < count
+        ]
+    else:
+        missing = [] if here.fixes else [0]
+    if here.definition_line is None or missing:
+        what = " or ".join(f"`{patch.edits[index].fix}`" for index in missing) or "the fix"
+        return (
+            here.definition_line,
+            f"{what} is not in {_which(patch, here)}, the code Python runs, although mmcv-patcher's markers are there; {again}",
+        )
+    return None
+
+
+def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], found: Found) -> Finding:
+    """The state from the statements found for ``patch``."""
+    affected = counts is not None
+    which = _which(patch, found)
     if found.definition_line is None:
         if affected:
             return Finding(State.DRIFTED, None, f"no definition of {patch.function}(); {release.reinstall()}", ok=False)
         return Finding(State.NOT_AFFECTED, None, f"no definition of {patch.function}()")
+    ambiguous = _ambiguity(patch, found, release)
+    if ambiguous is not None:
+        return ambiguous
     anchors, fixes = len(found.anchors), len(found.fixes)
     anchor_counts = found.counts(found.anchors, len(patch.edits))
     counts = None if counts is None else found.needed(counts)
@@ -271,12 +333,19 @@ def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]
             found.definition_line,
             f"{patch.function}() does not have {_statements(patch)} as any known release does",
         )
-    if fixes or (affected and anchor_counts != counts):
-        expected = f"; {release.describe()} has it {_times(sum(counts or ()))}" if affected else ""
+    if fixes:
         return Finding(
             State.DRIFTED,
             lines[0],
-            f"{_statements(patch)} found {_times(anchors + fixes)} in {which} (lines {', '.join(map(str, lines))}){expected}; refusing to guess which to patch: {release.reinstall()}",
+            f"{_statements(patch)} stands as released {_times(anchors)} and fixed without mmcv-patcher's marker {_times(fixes)} in {which} (lines {', '.join(map(str, lines))}): part of the fix was made by hand; refusing to guess which to patch: {release.reinstall()}",
+            ok=False,
+        )
+    if affected and counts is not None and anchor_counts != counts:
+        index = next(index for index, count in enumerate(counts) if anchor_counts[index] != count)
+        return Finding(
+            State.DRIFTED,
+            lines[0],
+            f"`{patch.edits[index].anchor}` found {_times(anchor_counts[index])} in {which} (lines {', '.join(map(str, lines))}); {release.describe()} has it {_times(counts[index])}; refusing to guess which to patch: {release.reinstall()}",
             ok=False,
         )
     line = found.anchors[0].line

@@ -108,7 +108,7 @@ def lock_file(directory: str, timeout: float, on_wait: Callable[[Optional[int]],
     ``index.lock``, the timeout's message names it, says when its process is gone, and asks
     for its removal."""
     path = os.path.join(directory, LOCK_FILE)
-    holder: Optional[int] = None  # the process id the lock file names, as last read
+    holder = _Holder(None, None, "")  # what stands at the lock file's path, as last read
 
     def create() -> Optional[int]:
         nonlocal holder
@@ -125,19 +125,11 @@ def lock_file(directory: str, timeout: float, on_wait: Callable[[Optional[int]],
             ) from None
 
     def timed_out() -> LockTimeout:
-        gone = holder is not None and not os.path.exists(f"/proc/{holder}")
         return LockTimeout(
-            errno.EAGAIN,
-            f"its lock file {LOCK_FILE} was held{_for_over(timeout)}"
-            + (
-                f"; its process {holder} is gone, so a killed run left it: remove it if no run is going" if gone else ""
-            ),
-            directory,
+            errno.EAGAIN, f"its lock file {LOCK_FILE} was held{_for_over(timeout)}{holder.why}", directory
         )
 
-    fd = _wait_for(
-        create, timeout, lambda: on_wait(holder if holder is not None and _is_our_run(holder) else None), timed_out
-    )
+    fd = _wait_for(create, timeout, lambda: on_wait(holder.pid if holder.ours else None), timed_out)
     try:
         try:
             os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
@@ -171,15 +163,63 @@ def _wait_for(
         time.sleep(0.05)
 
 
-def _lock_file_holder(path: str) -> Optional[int]:
-    """The process id in a lock file written on this host; None for another host's, or an
-    unreadable one."""
+class _Holder(NamedTuple):
+    """What stands at the lock file's path: the process id it names on this host (None when
+    it names none here), whether that process is a run of this tool, and what the timeout's
+    message adds about it (empty when nothing is known)."""
+
+    pid: Optional[int]
+    ours: Optional[bool]
+    why: str
+
+
+def _lock_file_holder(path: str) -> _Holder:
+    """What the lock file at ``path`` says of its holder. Anything but a regular file (a
+    directory, a FIFO, a socket, a symlink to one) is named and never opened, so nothing
+    here waits for a writer; a file is read without blocking, 256 bytes at most."""
+    remove = "remove it if no run is going"
     try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            pid, _, host = handle.read(256).strip().partition(" ")
-        return int(pid) if host == os.uname().nodename else None
-    except (OSError, ValueError):
-        return None
+        found = os.stat(path)
+        if not stat.S_ISREG(found.st_mode):
+            return _Holder(
+                None,
+                None,
+                f"; it is not a file but {_kind(found.st_mode)}, which no run of mmcv-patcher makes: {remove}",
+            )
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the stat
+                return _Holder(None, None, "")
+            said = os.read(fd, 256).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+    except OSError:
+        return _Holder(None, None, "")
+    pid_text, _, host = said.partition(" ")
+    if not said:
+        return _Holder(None, None, f"; it is empty (a run killed as it made it, or not made by mmcv-patcher): {remove}")
+    if not pid_text.isdigit() or not host:
+        return _Holder(
+            None, None, f"; it holds {said[:60]!r}, not the process id and host a run of mmcv-patcher writes: {remove}"
+        )
+    pid = int(pid_text)
+    if host != os.uname().nodename:
+        return _Holder(None, None, f"; it was made by process {pid} on another host, {host}: {remove} there")
+    if not os.path.exists(f"/proc/{pid}"):
+        return _Holder(pid, False, f"; its process {pid} is gone, so a killed run left it: {remove}")
+    if not _is_our_run(pid):
+        return _Holder(
+            pid,
+            False,
+            f"; its process {pid} is not a run of mmcv-patcher (the id was reused), so a killed run left it: {remove}",
+        )
+    return _Holder(pid, True, f"; its process {pid} is a run of mmcv-patcher that is still going")
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a device")
 
 
 def _try_flock(fd: int) -> bool:

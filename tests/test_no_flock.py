@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -80,12 +80,92 @@ def test_a_lock_file_a_killed_run_left_is_named_never_taken_over(tmp_path: Path,
     )
 
 
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _fifo_behind_a_symlink(path: Path) -> None:
+    os.mkfifo(path.with_name("elsewhere"))
+    path.symlink_to(path.with_name("elsewhere"))
+
+
+def _socket(path: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as bound:
+        bound.bind(str(path))
+
+
+def _reused_pid(path: Path) -> None:
+    path.write_text(f"{os.getpid()} {os.uname().nodename}\n")  # this test's process: alive, not a run of ours
+
+
+#: what stands at the lock file's path -> how it is made, and what the timeout's message says of it
+STANDING = {
+    "a-fifo": (
+        _fifo,
+        "; it is not a file but a FIFO, which no run of mmcv-patcher makes: remove it if no run is going",
+    ),
+    "a-symlink-to-a-fifo": (
+        _fifo_behind_a_symlink,
+        "; it is not a file but a FIFO, which no run of mmcv-patcher makes: remove it if no run is going",
+    ),
+    "a-socket": (
+        _socket,
+        "; it is not a file but a socket, which no run of mmcv-patcher makes: remove it if no run is going",
+    ),
+    "a-directory": (
+        lambda path: path.mkdir(),
+        "; it is not a file but a directory, which no run of mmcv-patcher makes: remove it if no run is going",
+    ),
+    "empty": (
+        lambda path: path.write_text(""),
+        "; it is empty (a run killed as it made it, or not made by mmcv-patcher): remove it if no run is going",
+    ),
+    "another-hosts": (
+        lambda path: path.write_text("4242 build-node-7\n"),
+        "; it was made by process 4242 on another host, build-node-7: remove it if no run is going there",
+    ),
+    "a-reused-pid": (_reused_pid, None),
+}
+
+
+@pytest.mark.parametrize("make, said", STANDING.values(), ids=STANDING.keys())
+def test_whatever_stands_at_the_lock_files_path_is_named_and_never_waited_on(
+    tmp_path: Path, released_nms: bytes, make: Callable[[Path], None], said: Optional[str]
+) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    make(lock_file(tmp_path))
+    done = tool("apply", "--lock-timeout", "0.3", "--path", str(tmp_path), env=without_flock(), timeout=30)
+    assert done.returncode == 1 and nms.read_bytes() == released_nms
+    expected = said or (
+        f"; its process {os.getpid()} is not a run of mmcv-patcher (the id was reused), so a killed run left it:"
+        " remove it if no run is going"
+    )
+    assert done.stderr.splitlines()[-1] == (
+        f"mmcv-patcher: error: {tmp_path / 'mmcv'}: its lock file {write.LOCK_FILE} was held for over 0.3 s"
+        f"{expected}; nothing was written (--lock-timeout waits longer)"
+    )
+    assert "waited" not in done.stdout
+
+
 def test_ctrl_c_removes_the_lock_file(tmp_path: Path, released_nms: bytes) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
     env = dict(without_flock(), MMCVP_FAULT="1:interrupt-before")
     done = tool("apply", "--path", str(tmp_path), env=env)
     assert done.returncode == 130 and nms.read_bytes() == released_nms
     assert not lock_file(tmp_path).exists()
+
+
+@pytest.mark.parametrize("step", [1, 4, 8], ids=["first-step", "a-middle-step", "a-later-step"])
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_removes_the_lock_file(
+    tmp_path: Path, released_nms: bytes, step: int
+) -> None:
+    nms = make_tree(tmp_path, distribution="mmcv")
+    done = tool("apply", "--path", str(tmp_path), env=dict(without_flock(), MMCVP_FAULT=f"{step}:terminate-before"))
+    assert done.returncode == 143 and nms.read_bytes() == released_nms and not lock_file(tmp_path).exists()
+    assert done.stderr.splitlines()[-1].startswith("mmcv-patcher: error: terminated (SIGTERM); every file is whole")
+    assert tool("apply", "--lock-timeout", "0", "--path", str(tmp_path), env=without_flock()).returncode == 0
 
 
 @contextlib.contextmanager
@@ -122,3 +202,15 @@ def test_a_failing_flock_is_not_called_a_read_only_directory(tmp_path: Path, rel
         f"mmcv-patcher: error: {tmp_path / 'mmcv'}: flock failed: Input/output error;"
         " nothing was written, since other runs could not be kept out"
     )
+
+
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
+def test_ctrl_c_while_the_tool_starts_is_one_line_and_exit_130(tmp_path: Path, json_output: bool) -> None:
+    make_tree(tmp_path, distribution="mmcv")
+    env = {"PYTHONPATH": str(INJECTOR), "MMCVP_SIGNAL_ON_IMPORT": "mmcv_patcher.report:SIGINT"}
+    done = tool("status", *(["--json"] if json_output else []), "--path", str(tmp_path), env=env)
+    assert done.returncode == 130 and "Traceback" not in done.stderr
+    if json_output:
+        assert done.stderr == "" and json.loads(done.stdout)["failure"]["kind"] == "interrupted"
+    else:
+        assert done.stderr.startswith("mmcv-patcher: error: interrupted (Ctrl-C)") and done.stderr.count("\n") == 1

@@ -4,11 +4,14 @@ Wraps the file-system calls a write goes through. ``MMCVP_FAULT_LOG=FILE`` appen
 call's name to FILE; ``MMCVP_FAULT=N:ACTION`` makes the Nth wrapped call (counting from 1)
 ``kill-before`` (SIGKILL before the call), ``kill-after`` (SIGKILL after it returns),
 ``stop-before`` (SIGSTOP before the call, for a test to resume with SIGCONT),
-``interrupt-before`` or ``interrupt-after`` (SIGINT, as Ctrl-C sends it), or fail with
+``interrupt-before`` or ``interrupt-after`` (SIGINT, as Ctrl-C sends it), ``terminate-before``
+(SIGTERM, as ``docker stop`` or a cancelled CI job sends it), or fail with
 ``ENOSPC``, ``EACCES``, ``EROFS``, ``EIO``, ``EBUSY`` (a rename over a bind-mounted file) or
 ``EPERM`` (an append-only directory) instead of running. ``MMCVP_FLOCK_ERRNO=NAME`` makes
 every ``fcntl.flock`` fail with that errno, as a filesystem without flock does (``ENOSYS``
 on Lustre without ``-o flock``, ``ENOLCK`` on NFSv3 without a lock daemon, ``EOPNOTSUPP``).
+``MMCVP_SIGNAL_ON_IMPORT=MODULE:SIGNAL`` sends the process that signal as MODULE is first
+imported (Ctrl-C while the tool starts).
 """
 
 import errno
@@ -38,6 +41,8 @@ def _wrap(owner: Any, name: str) -> None:
                 os.kill(os.getpid(), signal.SIGSTOP)
             if _ACTION == "interrupt-before":
                 os.kill(os.getpid(), signal.SIGINT)
+            if _ACTION == "terminate-before":
+                os.kill(os.getpid(), signal.SIGTERM)
             if _ACTION in ("ENOSPC", "EACCES", "EROFS", "EIO", "EBUSY", "EPERM"):
                 code = getattr(errno, _ACTION)
                 names = [arg for arg in args[:2] if isinstance(arg, str)]  # as the real call names them
@@ -67,3 +72,19 @@ if _NO_FLOCK:
         raise OSError(code, os.strerror(code))
 
     fcntl.flock = _no_flock
+
+_ON_IMPORT = os.environ.get("MMCVP_SIGNAL_ON_IMPORT")
+if _ON_IMPORT:
+    import importlib.abc
+    import sys
+
+    _MODULE, _, _SIGNAL = _ON_IMPORT.partition(":")
+
+    class _SignalOnImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+            if fullname == _MODULE:
+                sys.meta_path.remove(self)
+                os.kill(os.getpid(), getattr(signal, _SIGNAL))
+            return None
+
+    sys.meta_path.insert(0, _SignalOnImport())
