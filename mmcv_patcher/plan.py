@@ -301,6 +301,24 @@ def _fix_not_run(source: Source, patch: Patch, release: Release) -> Optional[Tup
     return None
 
 
+def _unmarked_fixes(text: Optional[str], patch: Patch, release: Release) -> Optional[Tuple[Optional[int], str]]:
+    """Where ``text``, a revert's result, still holds a fix of ``patch`` without our marker
+    (a formatter that joined or moved the marked lines leaves some fixes unmarked), as (line,
+    message) for a refusal; None when it holds none, or cannot be read."""
+    if text is None:
+        return None
+    found = find(text, [patch])
+    if isinstance(found, ParseFailure) or not found[patch.id].fixes:
+        return None
+    lines = ", ".join(str(statement.line) for statement in found[patch.id].fixes)
+    return (
+        found[patch.id].fixes[0].line,
+        f"taking out mmcv-patcher's marked edits would leave its fix without a marker at line {lines}"
+        f" (a formatter moved or joined the marked lines?), which no revert can tell from a hand edit;"
+        f" {release.reinstall()}",
+    )
+
+
 def _from_found(patch: Patch, release: Release, counts: Optional[Tuple[int, ...]], found: Found) -> Finding:
     """The state from the statements found for ``patch``."""
     affected = counts is not None
@@ -382,6 +400,9 @@ def plan_revert(finding: Finding, patch: Patch, release: Release, *, force: bool
     alone unless ``--force``, which takes out whatever of ours is left in it; files we did
     not patch are never touched."""
     state = finding.state
+    leftover = _unmarked_fixes(finding.new_text, patch, release) if state in (State.PATCHED, State.DRIFTED) else None
+    if leftover is not None:
+        return Action(state, leftover[0], leftover[1], ok=False)
     if state is State.PATCHED:
         after = State.UNPATCHED if standing(patch, release)[0] is Standing.AFFECTED else State.UNVERIFIED
         if finding.original_sha256 is None:

@@ -69,18 +69,42 @@ def deform_grids(layer: str, op: str, kernel: str) -> Tuple[Grid, Grid]:
     )
 
 
-def stand_in_grid(op: str, kernel: str, *, weighted: bool = True) -> Grid:
+def stand_in_grid(op: str, kernel: str, *, reductions: Tuple[str, ...] = ("none",), weighted: bool = True) -> Grid:
     """An op mmcv builds for CUDA only, around a kernel stand-in with the CUDA kernels' dtype
-    rules (``tests/e2e_ops/kernel_stand_in.py``): no bf16, and fp32 class weights beside fp16
-    logits mix dtypes. Once patched the kernel gets fp32 under bf16 and the caller's dtype
-    comes back, forward and back, within a few roundings of it."""
+    rules and CUDA autocast's fp32 ``sum`` (``tests/e2e_ops/kernel_stand_in.py``), with each
+    of ``reductions``: no bf16, and fp32 class weights beside fp16 logits mix dtypes. Once
+    patched the kernel gets fp32 under bf16 and the caller's dtype comes back, forward and
+    back, within a few roundings of it; every call that works as released (fp32, fp16, whose
+    reduced loss CUDA's ``sum`` gives in fp32) returns exactly what it returned."""
     bf16 = f"NotImplementedError: \"{kernel}\" not implemented for 'BFloat16'"
     weights = ("unweighted", "weighted") if weighted else ("unweighted",)
     fails = [
-        Fails((op, "bfloat16", each), bf16, ("torch.bfloat16",) * 2, 2**-6, kernel="torch.float32") for each in weights
+        Fails((op, "bfloat16", each, reduction), bf16, ("torch.bfloat16",) * 2, 2**-6, kernel="torch.float32")
+        for each in weights
+        for reduction in reductions
     ]
     if weighted:
         mixed = "RuntimeError: expected scalar type Half but found Float"
-        fails.append(Fails((op, "float16", "weighted"), mixed, ("torch.float16",) * 2, 2**-9, kernel="torch.float16"))
-    works = [(op, "float32", each) for each in weights] + [(op, "float16", "unweighted")]
+        fails += [
+            Fails(
+                (op, "float16", "weighted", reduction),
+                mixed,
+                (f"torch.{_fp16_loss(reduction)}", "torch.float16"),
+                2**-9,
+                kernel="torch.float16",
+            )
+            for reduction in reductions
+        ]
+    works = [
+        (op, dtype, each, reduction)
+        for dtype in ("float32", "float16")
+        for each in weights[:1]
+        for reduction in reductions
+    ]
+    works += [(op, "float32", "weighted", reduction) for reduction in reductions if weighted]
     return Grid("kernel_stand_in", works=tuple(works), fails=tuple(fails))
+
+
+def _fp16_loss(reduction: str) -> str:
+    """The dtype of fp16 logits' loss under CUDA's autocast: its ``sum`` runs in fp32."""
+    return "float16" if reduction == "none" else "float32"

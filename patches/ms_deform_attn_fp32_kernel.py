@@ -15,10 +15,13 @@ dtype, which are the tensors themselves: no copy, bit-identical.
 Not run on a GPU here: the tests check the Python around the kernel with a stand-in for it
 that records the dtypes it is given; ``verify --device cuda`` runs the case on a CUDA build.
 
-Releases: the function has these statements from mmcv 1.3.5 to 2.2.0 and in every
-onedl-mmcv (from 2.3.5 its module sends bf16 to the fallback instead, so there the fix
-serves direct calls of the function). 1.3.3 and 1.3.4 had another ``backward``: not
-affected by this fix.
+Releases: the fix covers mmcv 1.7.2 to 2.2.0 and every onedl-mmcv (from 2.3.5 its module
+sends bf16 to the fallback instead, so there the fix serves direct calls of the function).
+The function has these statements from 1.3.5 on, but until 1.7.1 it does not cast the
+sampling locations and attention weights to the values' dtype, so bf16 locations beside the
+fp32 values the fix gives the kernel would still fail there ("expected scalar type Float but
+found BFloat16"): those releases are older than the first this fix covers. 1.3.3 and 1.3.4
+had another ``backward``.
 """
 
 from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Proofs, Tensor, Untouched, per_distribution
@@ -31,7 +34,7 @@ _LEVELS = ((16, 16), (8, 8))
 PATCH = Patch(
     id="ms-deform-attn-fp32-kernel",
     summary="MultiScaleDeformableAttention (CUDA only): fp32 kernel for bf16 values; output and gradients in bf16",
-    affected=per_distribution((Affected("1.3.5", "2.2.0"),), (Affected("2.3.0", "2.3.6"),)),
+    affected=per_distribution((Affected("1.7.2", "2.2.0"),), (Affected("2.3.0", "2.3.6"),)),
     file="ops/multi_scale_deform_attn.py",
     function=f"{_FUNCTION}.forward",
     edits=(

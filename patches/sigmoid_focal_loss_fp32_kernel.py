@@ -5,8 +5,8 @@ half. Under bf16 autocast on a GPU, mmdet's ``FocalLoss`` (RetinaNet, FCOS, ATSS
 calls it with bf16 logits and fails with ``NotImplementedError:
 "sigmoid_focal_loss_forward_cuda_kernel" not implemented for 'BFloat16'`` (mmcv #3061). The
 function now gives the kernel fp32 logits and class weights and returns the loss in bf16;
-its gradient comes back in bf16. Every call that works today gets ``.type_as()`` and
-``.to()`` its own dtype: no copy, bit-identical. See ``patches/_focal_loss.py``.
+its gradient comes back in bf16. Every call that works today returns what it returned (the
+loss is cast back only under bf16): no copy, bit-identical. See ``patches/_focal_loss.py``.
 
 Not run on a GPU here: the tests check the Python around the kernel with a stand-in for it
 that records the dtypes it is given; ``verify --device cuda`` runs the case on a CUDA build.
@@ -66,12 +66,12 @@ PATCH = Patch(
                     if weight is None:
                         weight = input.new_empty(0)
                     ctx.gamma = float(gamma)
-                    ctx.alpha, ctx.output_dtype, input, weight = float(alpha), input.dtype, input.float() if input.dtype == torch.bfloat16 else input, weight.float() if input.dtype == torch.bfloat16 else weight.type_as(input)
+                    ctx.alpha, ctx.output_dtype, input, weight = float(alpha), input.dtype if input.dtype == torch.bfloat16 else None, input.float() if input.dtype == torch.bfloat16 else input, weight.float() if input.dtype == torch.bfloat16 else weight.type_as(input)
                     ctx.reduction = ctx.reduction_dict[reduction]
                     output = input.new_zeros(input.size())
                     ext_module.sigmoid_focal_loss_forward(input, target, weight, output, gamma=ctx.gamma, alpha=ctx.alpha)
                     ctx.save_for_backward(input, target, weight)
-                    return output.to(ctx.output_dtype)
+                    return output if ctx.output_dtype is None else output.to(ctx.output_dtype)
             """,
             why="as released: forward",
         ),
@@ -90,7 +90,11 @@ PATCH = Patch(
         ),
     ),
     proofs=Proofs(
-        grids=(stand_in_grid("sigmoid_focal_loss", "sigmoid_focal_loss_forward_cuda_kernel"),),
+        grids=(
+            stand_in_grid(
+                "sigmoid_focal_loss", "sigmoid_focal_loss_forward_cuda_kernel", reductions=("none", "mean", "sum")
+            ),
+        ),
         upstream=("tests/test_ops/test_focal_loss.py",),
     ),
 )

@@ -4,8 +4,8 @@ mmcv's softmax focal loss has CUDA (and NPU, MLU) kernels only, built for float,
 half. Under bf16 autocast on a GPU it fails with ``NotImplementedError:
 "softmax_focal_loss_forward_cuda_kernel" not implemented for 'BFloat16'`` (mmcv #3061). The
 function now takes the softmax and runs the kernel in fp32 and returns the loss in bf16;
-its gradient comes back in bf16. Every call that works today gets ``.type_as()`` and
-``.to()`` its own dtype: no copy, bit-identical. See ``patches/_focal_loss.py``.
+its gradient comes back in bf16. Every call that works today returns what it returned (the
+loss is cast back only under bf16): no copy, bit-identical. See ``patches/_focal_loss.py``.
 
 Not run on a GPU here: the tests check the Python around the kernel with a stand-in for it
 that records the dtypes it is given; ``verify --device cuda`` runs the case on a CUDA build.
@@ -61,12 +61,12 @@ PATCH = Patch(
                 @staticmethod
                 def forward(ctx, input, target, gamma=2.0, alpha=0.25, weight=None, reduction='mean'):
                     ctx.gamma = float(gamma)
-                    ctx.alpha, ctx.output_dtype, input, weight = float(alpha), input.dtype, input.float() if input.dtype == torch.bfloat16 else input, weight.float() if input.dtype == torch.bfloat16 else weight.type_as(input)
+                    ctx.alpha, ctx.output_dtype, input, weight = float(alpha), input.dtype if input.dtype == torch.bfloat16 else None, input.float() if input.dtype == torch.bfloat16 else input, weight.float() if input.dtype == torch.bfloat16 else weight.type_as(input)
                     channel_stats, _ = torch.max(input, dim=1)
                     input_softmax = input - channel_stats.unsqueeze(1).expand_as(input)
                     output = input.new_zeros(input.size(0))
                     ext_module.softmax_focal_loss_forward(input_softmax, target, weight, output, gamma=ctx.gamma, alpha=ctx.alpha)
-                    return output.to(ctx.output_dtype)
+                    return output if ctx.output_dtype is None else output.to(ctx.output_dtype)
             """,
             why="as released: forward",
         ),
@@ -85,7 +85,9 @@ PATCH = Patch(
         ),
     ),
     proofs=Proofs(
-        grids=(stand_in_grid("softmax_focal_loss", "softmax_focal_loss_forward_cuda_kernel"),),
+        grids=(
+            stand_in_grid("softmax_focal_loss", "softmax_focal_loss_forward_cuda_kernel", reductions=("mean", "sum")),
+        ),
         upstream=("tests/test_ops/test_focal_loss.py",),
     ),
 )

@@ -1,6 +1,8 @@
 """Fixtures every test module may ask for; long downloads and builds announce themselves on
 pytest's terminal (scripts/releases.py)."""
 
+import signal
+
 import pytest
 
 from scripts import releases
@@ -20,6 +22,12 @@ def released_nms() -> bytes:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background without job control (`nohup ... &`) inherits SIGINT
+    # ignored, and so would every CLI process it starts: the Ctrl-C tests could not reach
+    # them. A handled signal is reset to its default in a child, an ignored one is not.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def announce(line: str) -> None:
         """Writes past pytest's output capture, as pytest's own progress lines are."""
         reporter = config.pluginmanager.get_plugin("terminalreporter")

@@ -282,3 +282,21 @@ def test_the_real_deform_conv_with_its_class_copied_below_its_alias_is_refused(t
     status = tool("status", "--patch", "deform-conv-fp32-kernel", "--path", str(tmp_path))
     assert "deform-conv-fp32-kernel: drifted" in status.stdout and "uses the first before the second" in status.stdout
     assert tool("apply", "--path", str(tmp_path)).returncode == 1 and installed.read_bytes() == edited
+
+
+def test_revert_force_refuses_to_leave_a_fix_whose_marker_a_formatter_moved() -> None:
+    patch = registered("deform-conv-fp32-kernel")
+    before = first_example(patch).before
+    patched = applied(patch, before)
+    lines = patched.splitlines(True)
+    index = next(i for i, line in enumerate(lines) if "grad_output.contiguous().type_as(input)" in line)
+    marker = re.search(r"  # mmcv-patcher: \S+ sha256=[0-9a-f]{64}", lines[index])
+    assert marker is not None
+    lines[index] = lines[index].replace(marker.group(0), "")
+    lines[index - 1] = lines[index - 1].rstrip("\n") + marker.group(0) + "\n"  # onto the line above
+    moved = "".join(lines)
+    finding = assess(patch, moved)
+    assert finding.state is State.DRIFTED
+    refused = plan.plan_revert(finding, patch, release_of(patch), force=True)
+    assert not refused.ok and refused.new_text is None
+    assert f"would leave its fix without a marker at line {index + 1}" in refused.message
