@@ -90,6 +90,10 @@ class Edit(NamedTuple):
     #: statement is looked for among the module's own statements, and only where no other
     #: one binds the name, so a file that imports it already is left as it is
     binds: Optional[str] = None
+    #: the fixes earlier versions of this tool wrote for the statement, each the anchor with
+    #: insertions too: a statement that is one of them (with our marker) is ours, so
+    #: ``revert`` takes it out exactly, but not the fix this version writes
+    was: Tuple[str, ...] = ()
 
     @property
     def insertions(self) -> Tuple[str, ...]:
@@ -211,6 +215,9 @@ class Case(NamedTuple):
     devices: Tuple[str, ...] = ("cpu", "cuda")
     #: the AMP dtypes mmcv's CPU kernel takes as released, so the case survives there unpatched
     cpu_kernel_takes: Tuple[str, ...] = ()
+    #: whether training takes the gradient through the op (a layer, a loss), so ``verify``
+    #: runs backward too; NMS and IoUs run on detached boxes
+    backward: bool = False
 
     def as_json(self) -> Dict[str, Any]:
         """The case as the probe reads it: JSON values, each tensor an object of its fields."""
@@ -222,6 +229,7 @@ class Case(NamedTuple):
             "init": None if self.init is None else _json(self.init),
             "call": self.call or self.op,
             "devices": list(self.devices),
+            "backward": self.backward,
         }
 
 

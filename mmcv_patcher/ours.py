@@ -44,6 +44,8 @@ class Mark(NamedTuple):
     spans: Tuple[Span, ...]
     #: whether the statement is exactly as we left it
     intact: bool
+    #: whether it is exactly as an earlier version of this tool left it (:attr:`Edit.was`)
+    earlier: bool = False
 
 
 class Ours(NamedTuple):
@@ -64,6 +66,12 @@ class Ours(NamedTuple):
         """Whether ``patch`` has markers and every one of its statements is as we left it."""
         marks = self.of(patch)
         return bool(marks) and all(mark.intact for mark in marks)
+
+    def earlier(self, patch: Patch) -> bool:
+        """Whether ``patch``'s statements are as this version or an earlier one left them, at
+        least one of them an earlier version's fix: ours, to take out exactly."""
+        marks = self.of(patch)
+        return any(mark.earlier for mark in marks) and all(mark.intact or mark.earlier for mark in marks)
 
     def line(self, patch: Patch) -> int:
         """The first line of ``patch``'s first statement that is not intact, else of its first."""
@@ -141,6 +149,11 @@ def _judge(
             continue
         segment = text[statement.start : start]
         for edit in patch.edits:
+            earlier = _earlier_fix(segment, edit) if alone else None
+            if earlier is not None:  # exactly as an earlier version of this tool left it
+                shifted = tuple((statement.start + a, statement.start + b) for a, b in earlier)
+                claimed.add(statement.start)
+                return Mark(patch, statement.line, sha256, shifted + ((start, end),), False, True)
             found = _our_insertions(segment, edit)
             if found is not None:
                 spans, complete = found
@@ -162,6 +175,17 @@ def _judge(
         tuple((statement.start + a, statement.start + b) for a, b in left) + ((start, end),),
         False,
     )
+
+
+def _earlier_fix(segment: str, edit: Edit) -> Optional[Tuple[Span, ...]]:
+    """Where the insertions of one of ``edit``'s earlier fixes (:attr:`Edit.was`) stand in
+    ``segment``, when the statement is exactly that fix; None otherwise."""
+    for earlier in edit.was:
+        older = Edit(edit.anchor, earlier)
+        found = _our_insertions(segment, older)
+        if found is not None and found[1] and dumps(segment)[:1] == [dump_statement(earlier)]:
+            return found[0]
+    return None
 
 
 def _only_placement(segment: str, patch: Patch) -> Tuple[Span, ...]:

@@ -37,6 +37,9 @@ class Finding(NamedTuple):
     #: with ``new_text`` after apply: the replacements that make it from the file, so the
     #: changes of several patches merge
     replacements: Tuple[Replacement, ...] = ()
+    #: for a file patched by an earlier version of this tool, whose fix this one replaces:
+    #: ``new_text`` takes that fix out exactly, and a revert needs no ``--force``
+    earlier: bool = False
 
 
 class Action(NamedTuple):
@@ -99,6 +102,12 @@ def _assess_from_text(
     if ours is not None and ours.of(patch):
         line = ours.line(patch)
         undone = ours.without(source.text, patch)
+        if ours.earlier(patch):
+            message = (
+                "patched by an earlier version of mmcv-patcher, whose fix this version replaces:"
+                " revert takes that fix out, then apply writes this one"
+            )
+            return Finding(State.DRIFTED, line, message, new_text=undone, ok=False, earlier=True), None
         if not ours.intact(patch):
             message = f"the statement mmcv-patcher patched was edited since; {release.reinstall()}"
             return Finding(State.DRIFTED, line, message, new_text=undone, ok=False), None
@@ -413,6 +422,9 @@ def plan_revert(finding: Finding, patch: Patch, release: Release, *, force: bool
             message = f"reverted to the bytes from before patching, which differ from the release's RECORD (edited before it was patched); {release.reinstall()}"
             return Action(after, finding.line, message, new_text=finding.new_text)
         return Action(after, finding.line, "reverted to the original bytes", new_text=finding.new_text)
+    if state is State.DRIFTED and finding.earlier:
+        after = State.UNPATCHED if standing(patch, release)[0] is Standing.AFFECTED else State.UNVERIFIED
+        return Action(after, finding.line, "took out the fix of an earlier mmcv-patcher", new_text=finding.new_text)
     if state is State.DRIFTED and finding.new_text is not None:
         if force:
             return Action(

@@ -8,13 +8,17 @@ argv[1] is one JSON object: ``cases`` (patch id -> its case, as
 :meth:`mmcv_patcher.model.Case.as_json` writes it), ``dtypes`` (the AMP dtypes to run each
 in: "float16", "bfloat16"), ``device`` ("cpu" or "cuda") and ``boxes`` (``--boxes``).
 
-Each case calls mmcv with what AMP gives it in that dtype and compares with the same values
+Each case calls mmcv as training does under AMP: with what autocast gives it in that dtype,
+inside ``torch.autocast`` on the device (where the installed torch has it), and then, when
+the result carries a gradient, backward. It compares the forward result with the same values
 in fp32: it survived when it gave what fp32 gives (the same boxes; a tensor within the
-dtype's rounding, in the dtype), crashed when mmcv raised, and is wrong otherwise. A case
+dtype's rounding, in the dtype), crashed when mmcv raised, forward or backward, and is wrong
+otherwise. A case
 of an op mmcv has no kernel for on the device (a CUDA-only op on the CPU) is skipped, and
 counts neither way.
 """
 
+import contextlib
 import copy
 import importlib.util
 import json
@@ -151,17 +155,54 @@ def _run_case(torch, ops, case, dtype, device, boxes):
         ]
         return target(*args)
 
+    def train(t):
+        """What autocast gives the op: the AMP dtype; for a layer or a loss, a leaf that takes a gradient."""
+        t = t.to(amp)
+        return t.detach().requires_grad_() if case.get("backward") and t.is_floating_point() else t
+
+    where = "forward"
     try:
-        result = call(lambda t: t.to(amp))
+        with _autocast(torch, device, amp):
+            result = call(train)
+        first = result[0] if isinstance(result, tuple) else result
+        if case.get("backward") and torch.is_tensor(first) and first.requires_grad:
+            where = "backward"
+            first.float().sum().backward()
     except Exception as error:  # what the user would see under AMP
         return {
             "gave": gave,
             "verdict": "crashed",
-            "detail": "%s: %s" % (type(error).__name__, str(error).splitlines()[0] if str(error) else ""),
+            "detail": "%s%s: %s"
+            % (
+                "" if where == "forward" else "in backward: ",
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            ),
         }
-    reference = call(lambda t: t.to(amp).float())  # the same values in fp32
+    with torch.no_grad():
+        result = call(lambda t: t.to(amp))
+        reference = call(lambda t: t.to(amp).float())  # the same values in fp32
     survived, detail = _COMPARE[case["compare"]](torch, dtype, result, reference)
     return {"gave": gave, "verdict": "survived" if survived else "wrong", "detail": detail}
+
+
+def _autocast(torch, device, amp):
+    """``torch.autocast`` on ``device`` in ``amp``, as AmpOptimWrapper enters it; nothing
+    where the installed torch has none for it (older than 1.10, or no such device type)."""
+    try:
+        return torch.autocast(device, dtype=amp)
+    except (AttributeError, RuntimeError, ValueError):
+        return contextlib.nullcontext() if hasattr(contextlib, "nullcontext") else _Nothing()
+
+
+class _Nothing(object):
+    """A context that does nothing (``contextlib.nullcontext`` came in Python 3.7)."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _ops_named(cases):

@@ -21,6 +21,15 @@ FP32_KERNEL_EDITS = (
         " input.dtype if input.dtype == torch.bfloat16 else None,"
         " input.float() if input.dtype == torch.bfloat16 else input,"
         " weight.float() if input.dtype == torch.bfloat16 else weight.type_as(input)",
+        was=(
+            "ctx.alpha, ctx.output_dtype, input, weight = float(alpha), input.dtype,"
+            " input.float() if input.dtype == torch.bfloat16 else input,"
+            " weight.float() if input.dtype == torch.bfloat16 else weight.type_as(input)",
+        ),
     ),
-    Edit("return output", "return output if ctx.output_dtype is None else output.to(ctx.output_dtype)"),
+    Edit(
+        "return output",
+        "return output if ctx.output_dtype is None else output.to(ctx.output_dtype)",
+        was=("return output.to(ctx.output_dtype)",),
+    ),
 )

@@ -44,6 +44,7 @@ PATCH = Patch(
         gave="DeformConv2d 3x3: {amp} features 2x16x32x32 and offsets",
         compare="values",
         cpu_kernel_takes=("float16",),
+        backward=True,
     ),
     examples=(
         Example.of(

@@ -49,6 +49,7 @@ PATCH = Patch(
         gave="ModulatedDeformConv2d 3x3: {amp} features 2x16x32x32, offsets and mask",
         compare="values",
         cpu_kernel_takes=("float16",),
+        backward=True,
     ),
     examples=(
         Example.of(

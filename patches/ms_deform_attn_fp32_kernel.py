@@ -68,6 +68,7 @@ PATCH = Patch(
         gave="MultiScaleDeformableAttnFunction: {amp} values, fp32 sampling locations and weights (a CUDA-only kernel)",
         compare="values",
         devices=("cuda",),
+        backward=True,
     ),
     examples=(
         Example.of(

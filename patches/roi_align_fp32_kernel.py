@@ -47,6 +47,7 @@ PATCH = Patch(
         args=(Tensor("features", (2, 16, 64, 64), amp=True), Tensor("rois", 200, scale=400, images=2)),
         gave="RoIAlign 7x7: {amp} features 2x16x64x64, 200 fp32 RoIs",
         compare="values",
+        backward=True,
     ),
     examples=(
         Example.of(

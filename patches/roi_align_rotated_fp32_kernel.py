@@ -65,6 +65,7 @@ PATCH = Patch(
         args=(Tensor("features", (2, 16, 64, 64), amp=True), Tensor("rotated-rois", 200, scale=400, images=2)),
         gave="RoIAlignRotated 7x7: {amp} features 2x16x64x64, 200 fp32 rotated RoIs",
         compare="values",
+        backward=True,
     ),
     examples=(
         Example.of(

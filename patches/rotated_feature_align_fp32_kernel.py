@@ -46,6 +46,7 @@ PATCH = Patch(
         args=(Tensor("features", (2, 16, 32, 32), amp=True), Tensor("rotated-boxes", (2, 32, 32), scale=256), 0.125, 5),
         gave="rotated_feature_align: {amp} features 2x16x32x32, fp32 rotated boxes 2x32x32, 5 points",
         compare="values",
+        backward=True,
     ),
     examples=(
         Example.of(

@@ -34,6 +34,7 @@ PATCH = Patch(
         gave="sigmoid_focal_loss: {amp} logits 500x80 (a CUDA-only kernel)",
         compare="values",
         devices=("cuda",),
+        backward=True,
     ),
     examples=(
         Example.of(

@@ -33,6 +33,7 @@ PATCH = Patch(
         gave="softmax_focal_loss: {amp} logits 500x80 (a CUDA-only kernel)",
         compare="values",
         devices=("cuda",),
+        backward=True,
     ),
     examples=(
         Example.of(

@@ -278,6 +278,21 @@ def test_status_never_imports_libcst_and_only_a_write_of_a_fix_does(tree: Path) 
     assert not _libcst(_imported_by("revert", "--dry-run", "--path", str(tree))), "a revert takes out text it finds"
 
 
+def test_revert_of_an_unpatched_install_never_builds_a_fix(tree: Path) -> None:
+    assert not _libcst(_imported_by("revert", "--path", str(tree))), "nothing of ours to take out: no fix to make"
+
+
+def test_revert_of_a_file_whose_fix_libcst_cannot_make_is_nothing_to_do(tree: Path) -> None:
+    deform = tree / "mmcv" / "ops" / "deform_conv.py"
+    spaced = deform.read_text().replace("grad_output.contiguous()", "grad_output.contiguous( )")
+    assert spaced != deform.read_text()
+    deform.write_text(spaced)
+    assert "deform-conv-fp32-kernel: drifted" in tool("apply", "--dry-run", "--path", str(tree)).stdout
+    reverted = tool("revert", "--patch", "deform-conv-fp32-kernel", "--path", str(tree))
+    assert reverted.returncode == 0 and "deform-conv-fp32-kernel: unpatched" in reverted.stdout
+    assert deform.read_text() == spaced
+
+
 # --- the command line itself ----------------------------------------------------------------
 
 

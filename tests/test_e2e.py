@@ -449,3 +449,23 @@ def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes
         assert tool("revert", python=python).returncode == 0
     assert "error" not in trained and trained["finite"], trained
     assert model_step(python, mmdet_site, FASTER_RCNN, "fp16", *options)["error"] == before["error"]
+
+
+def test_verify_runs_each_case_as_training_does_and_catches_a_crash_in_backward(python: Path) -> None:
+    """With the fix of deform_conv's ``backward`` taken out by hand, forward works in bf16 and
+    backward fails: verify, which runs the case under autocast and then backward, says so."""
+    patch = registered("deform-conv-fp32-kernel")
+    installed = releases.site_packages(python) / "mmcv" / patch.file
+    original = installed.read_bytes()
+    assert tool("apply", "--patch", patch.id, python=python).returncode == 0
+    try:
+        lines = installed.read_text().splitlines(True)
+        index = next(i for i, line in enumerate(lines) if "grad_output.contiguous().type_as(input)" in line)
+        lines[index] = lines[index].split("  # mmcv-patcher:")[0].replace(".type_as(input)", "") + "\n"
+        installed.write_text("".join(lines))
+        report = json.loads(tool("verify", "--patch", patch.id, "--json", python=python).stdout)["verify"]
+    finally:
+        installed.write_bytes(original)
+    bf16 = report["cases"][patch.id]["bfloat16"]
+    assert (bf16["verdict"], bf16["detail"].split(":")[0]) == ("crashed", "in backward"), bf16
+    assert report["cases"][patch.id]["float16"]["verdict"] == "survived"

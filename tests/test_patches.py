@@ -312,3 +312,18 @@ def test_the_generated_docs_are_what_the_registry_says() -> None:
 def test_help_names_every_op_the_registry_fixes() -> None:
     shown = " ".join(tool("--help").stdout.split())
     assert all(op in shown for op in registry.ops(PATCHES)) and registry.description() in shown
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(edit, id=f"{patch.id}-{index}")
+        for patch in PATCHES
+        for index, edit in enumerate(patch.edits)
+        if edit.was
+    ],
+)
+def test_each_earlier_fix_is_its_anchor_with_insertions(edit: Edit) -> None:
+    for earlier in edit.was:
+        assert Edit(edit.anchor, earlier).insertions, "an earlier fix is the released statement with text inserted"
+        assert earlier != edit.fix

@@ -300,3 +300,23 @@ def test_revert_force_refuses_to_leave_a_fix_whose_marker_a_formatter_moved() ->
     refused = plan.plan_revert(finding, patch, release_of(patch), force=True)
     assert not refused.ok and refused.new_text is None
     assert f"would leave its fix without a marker at line {index + 1}" in refused.message
+
+
+EARLIER = [pytest.param(patch, id=patch.id) for patch in registry.all_patches() if any(e.was for e in patch.edits)]
+
+
+@pytest.mark.parametrize("patch", EARLIER)
+def test_a_file_an_earlier_version_patched_is_not_patched_and_revert_takes_its_fix_out_exactly(patch: Patch) -> None:
+    before = first_example(patch).before
+    older = patch._replace(edits=tuple(e._replace(fix=e.was[0], was=()) if e.was else e for e in patch.edits))
+    finding = plan.assess(Source(before, "utf-8"), older, release_of(patch), need_text=True, family=[older])
+    earlier = plan.plan_apply(finding, force=False).new_text
+    assert earlier is not None and earlier != applied(patch, before)
+    found = assess(patch, earlier)
+    assert found.state is State.DRIFTED and "an earlier version of mmcv-patcher" in found.message
+    assert not plan.plan_apply(
+        plan.assess(Source(earlier, "utf-8"), patch, release_of(patch), need_text=True, family=[patch]), force=False
+    ).ok
+    reverted = plan.plan_revert(found, patch, release_of(patch), force=False)
+    assert reverted.ok and reverted.new_text == before, "no --force: it is exactly ours"
+    assert assess(patch, applied(patch, reverted.new_text)).state is State.PATCHED
