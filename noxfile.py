@@ -37,7 +37,7 @@ def format_(session: nox.Session) -> None:
 
 @nox.session
 def unit(session: nox.Session) -> None:
-    """The fast suite (about 2 minutes): everything but real releases, builds and other Pythons."""
+    """The fast suite: everything but real releases, builds and other Pythons (its time: CONTRIBUTING.md)."""
     _install(session)
     session.run("python", "-m", "pytest", "-m", UNIT, *session.posargs)
 

@@ -2,9 +2,29 @@
 modules whose name starts with ``_``): each says which dtypes crash the op as released, what
 the patched op gives for them, and which calls work today and must stay bit-identical."""
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from mmcv_patcher.model import AMP_DTYPES, Fails, Grid
+
+
+def nms_grid(
+    calls: Tuple[str, ...], error: Optional[str], dets: Optional[str] = None, after: Tuple[str, ...] = ()
+) -> Grid:
+    """NMS ops as AMP calls them (``tests/e2e_ops/nms_ops.py``, ``calls`` its names): each works
+    in fp32 and fails in each AMP dtype with ``error`` (``{name}``: the dtype as torch's
+    messages name it; None: it runs but keeps other boxes than fp32 keeps); once patched it
+    keeps exactly the boxes the same values keep in fp32, its dets in ``dets`` (None: the AMP
+    dtype)."""
+    return Grid(
+        "nms_ops",
+        works=tuple((call, "float32") for call in calls),
+        fails=tuple(
+            Fails((call, dtype), error and error.format(name=name), (f"torch.{dets or dtype}",), 0.0)
+            for call in calls
+            for dtype, name in AMP_DTYPES
+        ),
+        after=after,
+    )
 
 
 def roi_align_grid(layer: str, kernel: str) -> Grid:

@@ -13,19 +13,18 @@ onedl-mmcv has it up to 2.3.5 and the fix (split over two lines) from 2.3.6.
 """
 
 from mmcv_patcher.model import (
-    AMP_DTYPES,
     Affected,
     Case,
     Edit,
     Example,
-    Fails,
-    Grid,
     Patch,
     Proofs,
     Tensor,
     Untouched,
     per_distribution,
 )
+
+from ._grids import nms_grid
 
 _MMCV_RANGE = (Affected(introduced="1.3.4", last_affected="2.2.0"),)  # upstream never fixed it
 
@@ -109,18 +108,10 @@ PATCH = Patch(
     ),
     proofs=Proofs(
         grids=(
-            Grid(
-                "nms_ops",
-                works=(("batched_nms(split)", "float32"),),
-                fails=tuple(
-                    Fails(
-                        ("batched_nms(split)", dtype),
-                        f"RuntimeError: Index put requires the source and destination dtypes match, got {name} for the destination and Float for the source.",
-                        ("torch.float32",),
-                        0.0,
-                    )
-                    for dtype, name in AMP_DTYPES
-                ),
+            nms_grid(
+                ("batched_nms(split)",),
+                "RuntimeError: Index put requires the source and destination dtypes match, got {name} for the destination and Float for the source.",
+                dets="float32",
             ),
         ),
         upstream=("tests/test_ops/test_nms.py",),

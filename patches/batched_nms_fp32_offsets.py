@@ -12,19 +12,18 @@ too) from 1.5.3 to 2.2.0 and in every onedl-mmcv.
 """
 
 from mmcv_patcher.model import (
-    AMP_DTYPES,
     Affected,
     Case,
     Edit,
     Example,
-    Fails,
-    Grid,
     Patch,
     Proofs,
     Tensor,
     Untouched,
     per_distribution,
 )
+
+from ._grids import nms_grid
 
 _PLAIN = Edit(
     "offsets = idxs.to(boxes) * (max_coordinate + 1)", "offsets = idxs.to(boxes.float()) * (max_coordinate.float() + 1)"
@@ -120,14 +119,7 @@ PATCH = Patch(
         grids=(
             # with the kernel fixed, the class offsets of 80 classes overflow fp16 (and lose bf16's
             # low bits): boxes of other classes suppress each other, with no error
-            Grid(
-                "nms_ops",
-                works=(("batched_nms(80 classes)", "float32"),),
-                fails=tuple(
-                    Fails(("batched_nms(80 classes)", dtype), None, ("torch.float32",), 0.0) for dtype, _ in AMP_DTYPES
-                ),
-                after=("nms-fp32-kernel",),
-            ),
+            nms_grid(("batched_nms(80 classes)",), None, dets="float32", after=("nms-fp32-kernel",)),
         ),
         upstream=("tests/test_ops/test_nms.py",),
     ),

@@ -12,13 +12,10 @@ the extension differently.
 """
 
 from mmcv_patcher.model import (
-    AMP_DTYPES,
     Affected,
     Case,
     Edit,
     Example,
-    Fails,
-    Grid,
     Patch,
     Proofs,
     Step,
@@ -26,6 +23,8 @@ from mmcv_patcher.model import (
     Untouched,
     per_distribution,
 )
+
+from ._grids import nms_grid
 
 _OLD = Edit(
     "inds = NMSop.apply(boxes, scores, iou_threshold, offset)",
@@ -98,21 +97,7 @@ PATCH = Patch(
         ),
     ),
     proofs=Proofs(
-        grids=(
-            Grid(
-                "nms_ops",
-                works=(("nms", "float32"),),
-                fails=tuple(
-                    Fails(
-                        ("nms", dtype),
-                        f"RuntimeError: expected scalar type Float but found {name}",
-                        (f"torch.{dtype}",),
-                        0.0,
-                    )
-                    for dtype, name in AMP_DTYPES
-                ),
-            ),
-        ),
+        grids=(nms_grid(("nms",), "RuntimeError: expected scalar type Float but found {name}"),),
         # its RPN's proposals meet the kernel; once they pass, its RoI head needs RoIAlign's fix
         steps=(
             Step("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", "mmcv/ops/nms.py", after=("roi-align-fp32-kernel",)),

@@ -11,19 +11,18 @@ Releases: from mmcv 1.2.1 (when ``nms_rotated`` arrived) to 1.7.1 without labels
 """
 
 from mmcv_patcher.model import (
-    AMP_DTYPES,
     Affected,
     Case,
     Edit,
     Example,
-    Fails,
-    Grid,
     Patch,
     Proofs,
     Tensor,
     Untouched,
     per_distribution,
 )
+
+from ._grids import nms_grid
 
 _NO_LABELS = Edit(
     "keep_inds = ext_module.nms_rotated(dets_wl, scores, order, dets_sorted, iou_threshold, multi_label)",
@@ -93,21 +92,7 @@ PATCH = Patch(
         ),
     ),
     proofs=Proofs(
-        grids=(
-            Grid(
-                "nms_ops",
-                works=(("nms_rotated", "float32"),),
-                fails=tuple(
-                    Fails(
-                        ("nms_rotated", dtype),
-                        f"NotImplementedError: \"nms_rotated\" not implemented for '{name}'",
-                        (f"torch.{dtype}",),
-                        0.0,
-                    )
-                    for dtype, name in AMP_DTYPES
-                ),
-            ),
-        ),
+        grids=(nms_grid(("nms_rotated",), "NotImplementedError: \"nms_rotated\" not implemented for '{name}'"),),
         upstream=("tests/test_ops/test_nms_rotated.py",),
     ),
 )

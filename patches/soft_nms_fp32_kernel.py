@@ -13,19 +13,18 @@ every onedl-mmcv.
 """
 
 from mmcv_patcher.model import (
-    AMP_DTYPES,
     Affected,
     Case,
     Edit,
     Example,
-    Fails,
-    Grid,
     Patch,
     Proofs,
     Tensor,
     Untouched,
     per_distribution,
 )
+
+from ._grids import nms_grid
 
 _MMCV = (Affected("1.2.3", "2.2.0"),)
 
@@ -95,19 +94,10 @@ PATCH = Patch(
     ),
     proofs=Proofs(
         grids=(
-            Grid(
-                "nms_ops",
-                works=(("soft_nms", "float32"), ("batched_nms(soft_nms)", "float32")),
-                fails=tuple(
-                    Fails(
-                        (op, dtype),
-                        f"RuntimeError: expected scalar type Float but found {name}",
-                        ("torch.float32",),
-                        0.0,
-                    )
-                    for op in ("soft_nms", "batched_nms(soft_nms)")
-                    for dtype, name in AMP_DTYPES
-                ),
+            nms_grid(
+                ("soft_nms", "batched_nms(soft_nms)"),
+                "RuntimeError: expected scalar type Float but found {name}",
+                dets="float32",
             ),
         ),
         upstream=("tests/test_ops/test_nms.py",),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,7 +119,7 @@ def record(
     command (a run with other arguments is kept beside it)."""
     from scripts import machine
 
-    command = " ".join([f"python scripts/{name}.py", *argv])
+    command = shlex.join(["python", f"scripts/{name}.py", *argv])
     for table in tables:
         print(f"{table.about}\n\n{table.markdown()}")
     run = {

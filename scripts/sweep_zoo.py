@@ -24,6 +24,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -41,8 +42,9 @@ ZOO = REPOSITORY / "scripts" / "zoo.csv"
 STEP = REPOSITORY / "scripts" / "model_step.py"
 
 
-#: What a config of the list imports that mmdet does not declare: PAA's head, scikit-learn.
-EXTRAS = ("scikit-learn",)
+#: What configs of the list import that mmdet does not declare: PAA's and LAD's heads,
+#: scikit-learn; BoxInst's pipeline, scikit-image.
+EXTRAS = ("scikit-learn", "scikit-image")
 
 
 class Entry(NamedTuple):
@@ -159,7 +161,7 @@ def main() -> int:
         python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
         releases.pip_install(python, *EXTRAS, deps=True)
         header = {
-            "command": " ".join(["python scripts/sweep_zoo.py", *sys.argv[1:]]),
+            "command": shlex.join(["python", "scripts/sweep_zoo.py", *sys.argv[1:]]),
             "date": datetime.now(timezone.utc).date().isoformat(),
             "size": args.size,
             "machine": machine.cpu(),
