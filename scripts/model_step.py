@@ -9,8 +9,11 @@ Run in the interpreter whose mmcv is under test, with mmdet (and for its configs
 and mmdet's without the prefix, e.g. ``vfnet/vfnet_r50_fpn_1x_coco.py``. A config whose
 ``default_scope`` is ``mmrotate`` is built with mmrotate's registry, and its three boxes
 are rotated ones (or their corners, for a config that trains on quadrilaterals). Every ``init_cfg`` of
-type ``Pretrained`` is taken out (nothing is downloaded), and the inputs go through the
-model's own ``data_preprocessor``. ``train`` is forward with ``mode='loss'`` and backward;
+type ``Pretrained`` is taken out, and so is a distilling detector's teacher checkpoint
+(nothing is downloaded; its teacher config is read from the configs the package ships);
+SyncBN becomes BN (one process); and the inputs go through the model's own
+``data_preprocessor``, with a semantic map for a model with a semantic head and proposals
+for a two-stage detector without an RPN. ``train`` is forward with ``mode='loss'`` and backward;
 ``predict`` is inference with the config's test cfg. ``bf16`` and ``fp16`` run under
 ``torch.autocast('cpu', dtype=...)``, as ``AmpOptimWrapper`` does on a GPU (mmengine's CPU
 autocast takes bf16 only; torch's takes both). ``--rpn-split-thr`` sets the RPN's NMS
@@ -50,15 +53,28 @@ def config_path(config: str) -> str:
 def without_pretrained(node: Any) -> Any:
     """The config tree with nothing to download: every ``init_cfg`` that loads a checkpoint
     (of type ``Pretrained``, or naming a ``checkpoint``, which means the same) taken out, and
-    every ``pretrained`` (the older way, DetectoRS's ``torchvision://resnet50``) set to None."""
+    every ``pretrained`` (the older way, DetectoRS's ``torchvision://resnet50``) and
+    ``teacher_ckpt`` (LD's and LAD's teacher) set to None."""
     if isinstance(node, dict):
         return {
-            key: None if key == "pretrained" else without_pretrained(value)
+            key: None if key in ("pretrained", "teacher_ckpt") else without_pretrained(value)
             for key, value in node.items()
             if not (key == "init_cfg" and _is_pretrained(value))
         }
     if isinstance(node, list):
         return [without_pretrained(value) for value in node]
+    return node
+
+
+def one_process(node: Any) -> Any:
+    """The config tree for one process: SyncBN (which needs a process group) as BN."""
+    if isinstance(node, dict):
+        synced = node.get("type") in ("SyncBN", "MMSyncBN")
+        return type(node)(
+            {key: "BN" if synced and key == "type" else one_process(value) for key, value in node.items()}
+        )
+    if isinstance(node, list):
+        return [one_process(value) for value in node]
     return node
 
 
@@ -136,7 +152,13 @@ def build(config: str, rpn_split_thr: Optional[int]) -> Any:
             if rpn is not None:
                 rpn.nms["split_thr"] = rpn_split_thr
     torch.manual_seed(0)
-    model = models.build(model_cfg)
+    path, here = config_path(config), os.getcwd()
+    shipped = path.split(os.sep + "configs" + os.sep)[0]  # .mim: what a teacher's "configs/gfl/..." names
+    os.chdir(shipped if os.path.basename(shipped) == ".mim" else here)
+    try:
+        model = models.build(one_process(model_cfg))
+    finally:
+        os.chdir(here)
     model.init_weights()
     from mmengine.logging import MessageHub
 
@@ -185,6 +207,18 @@ def batch(model: Any, size: Tuple[int, int], training: bool, masks: bool, box_ty
             filled[index, y1:y2, x1:x2] = 1
         sample.gt_instances.masks = BitmapMasks(filled.numpy(), height, width)
     sample.ignored_instances = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
+    heads = (model, getattr(model, "roi_head", None))
+    if any(getattr(head, name, False) for head in heads for name in ("with_semantic", "with_semantic_head")):
+        from mmengine.structures import PixelData
+
+        semantic = torch.zeros(1, height, width, dtype=torch.long)
+        for label, (x1, y1, x2, y2) in zip(labels.tolist(), boxes.int().tolist()):
+            semantic[0, y1:y2, x1:x2] = label + 1
+        sample.gt_sem_seg = PixelData(sem_seg=semantic)
+    if hasattr(model, "with_rpn") and not model.with_rpn:  # Fast R-CNN: proposals come with the image
+        jitter = torch.tensor([[-4.0, -4.0, 4.0, 4.0], [3.0, -2.0, -3.0, 2.0]])
+        proposals = torch.cat([boxes + shift for shift in jitter] + [boxes])
+        sample.proposals = InstanceData(bboxes=proposals, scores=torch.linspace(0.9, 0.3, len(proposals)))
     return model.data_preprocessor({"inputs": [image], "data_samples": [sample]}, training=training)
 
 
