@@ -197,7 +197,7 @@ def zoo_table(document: Dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | ---: |",
     ]
     for row in document["rows"]:
-        sized = f" at {row['size']}" if row["size"] else ""
+        sized = (f" at {row['size']}" if row["size"] else "") + (f", {row['batch']} images" if row.get("batch") else "")
         cells = " | ".join(_cell(row[column]) for column in results.COLUMNS)
         lines.append(f"| {row['family']} | `{row['config']}`{sized} | {cells} | {row['run'] + 1} |")
     lines += ["", "Runs:", ""]

@@ -2,7 +2,7 @@
 
 Run in the interpreter whose mmcv is under test, with mmdet (and for its configs mmrotate) on its path:
 
-    python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--rounds N] [--rpn-split-thr N]
+    python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--batch N] [--rounds N] [--rpn-split-thr N]
 
 ``CONFIG`` is a config file, or its path under the configs a package ships (as
 ``.mim/configs``), named as mmengine names them: ``mmrotate::roi_trans/roi-trans-le90_r50_fpn_1x_dota.py``,
@@ -168,10 +168,12 @@ def build(config: str, rpn_split_thr: Optional[int]) -> Any:
     return model
 
 
-def batch(model: Any, size: Tuple[int, int], training: bool, masks: bool, box_type: Optional[str]) -> Any:
-    """One seeded uint8 image of ``size`` (height, width) with three boxes, and with
-    ``masks`` their masks; ``box_type``: the boxes as mmrotate's of that type (``rbox``:
-    centre, size and angle; ``qbox``: the same boxes' four corners)."""
+def batch(
+    model: Any, size: Tuple[int, int], training: bool, masks: bool, box_type: Optional[str], images: int = 1
+) -> Any:
+    """``images`` copies of one seeded uint8 image of ``size`` (height, width) with three
+    boxes, and with ``masks`` their masks; ``box_type``: the boxes as mmrotate's of that type
+    (``rbox``: centre, size and angle; ``qbox``: the same boxes' four corners)."""
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
@@ -199,7 +201,9 @@ def batch(model: Any, size: Tuple[int, int], training: bool, masks: bool, box_ty
         gt, none = RotatedBoxes(torch.cat([centres, sides, angles], 1)), RotatedBoxes(torch.zeros(0, 5))
         sample.gt_instances = InstanceData(bboxes=gt.convert_to(box_type), labels=labels)
         sample.ignored_instances = InstanceData(bboxes=none.convert_to(box_type), labels=labels[:0])
-        return model.data_preprocessor({"inputs": [image], "data_samples": [sample]}, training=training)
+        return model.data_preprocessor(
+            {"inputs": [image] * images, "data_samples": [sample] * images}, training=training
+        )
     sample.gt_instances = InstanceData(bboxes=boxes, labels=labels)
     if masks:
         filled = torch.zeros(3, height, width, dtype=torch.uint8)
@@ -219,7 +223,7 @@ def batch(model: Any, size: Tuple[int, int], training: bool, masks: bool, box_ty
         jitter = torch.tensor([[-4.0, -4.0, 4.0, 4.0], [3.0, -2.0, -3.0, 2.0]])
         proposals = torch.cat([boxes + shift for shift in jitter] + [boxes])
         sample.proposals = InstanceData(bboxes=proposals, scores=torch.linspace(0.9, 0.3, len(proposals)))
-    return model.data_preprocessor({"inputs": [image], "data_samples": [sample]}, training=training)
+    return model.data_preprocessor({"inputs": [image] * images, "data_samples": [sample] * images}, training=training)
 
 
 def train(model: Any, data: Any) -> Dict[str, Any]:
@@ -276,6 +280,7 @@ def main(argv: List[str]) -> int:
     parser.add_argument("mode", choices=("train", "predict"))
     parser.add_argument("dtype", choices=sorted(DTYPES))
     parser.add_argument("--size", default="512x512", help="HEIGHTxWIDTH of the image (default 512x512)")
+    parser.add_argument("--batch", type=int, default=1, help="images in the batch, copies of one (default 1)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--rpn-split-thr", type=int)
     args = parser.parse_args(argv[1:])
@@ -290,6 +295,7 @@ def main(argv: List[str]) -> int:
             training=args.mode == "train",
             masks=has_masks(args.config),
             box_type=rotated_box_type(args.config),
+            images=args.batch,
         )
     except Exception as error:  # the config cannot be built here: not a step's failure
         out.update(failure(error), built=False)

@@ -8,7 +8,7 @@ the command).
     {"dtype": "bf16",
      "runs": [{"command": "...", "date": "2026-12-04", "size": "256x256", "machine": "...",
                "versions": {"mmcv": "...", ...}, "source": "..."}],
-     "rows": [{"family": "...", "config": "...", "size": "", "fp32": "trains",
+     "rows": [{"family": "...", "config": "...", "size": "", "batch": "", "fp32": "trains",
                "release": "...", "patched": "...", "run": 0}]}
 
 ``scripts/sweep_zoo.py`` writes them as it goes.

@@ -5,7 +5,8 @@ and under AMP: which train, and where the others crash.
     python scripts/sweep_zoo.py [--dtypes bf16 fp16] [--size 256x256] [--only FAMILY ...] [--json FILE]
 
 Each config of scripts/zoo.csv (a family, a config of mmdet 3.3.0, at least one per family,
-then rotated detectors of onedl-mmrotate 1.2.1, named ``mmrotate::PATH``, and the image size
+then rotated detectors of onedl-mmrotate 1.2.1, named ``mmrotate::PATH``, the image size
+and the number of images
 for the few that need more than the default) takes one step of scripts/model_step.py
 (random weights, one seeded image with three boxes),
 each in its own process with a timeout, on the real mmcv 2.1.0 built with its CPU ops
@@ -52,24 +53,29 @@ class Entry(NamedTuple):
     config: str
     #: the image size this config needs, when the default is too small for it (an empty cell)
     size: str
+    #: how many images a step takes, when one is too few (an empty cell: one): a BatchNorm over
+    #: a 1x1 map, as ResNeSt's split attention and SSDLite's last layers have, needs two
+    batch: str = ""
 
 
 def zoo(path: Path, only: Sequence[str]) -> List[Entry]:
     """The configs of ``path`` (a CSV of family, config and size), those of ``only`` when given."""
     with open(path, newline="", encoding="utf-8") as handle:
-        entries = [Entry(row["family"], row["config"], row["size"]) for row in csv.DictReader(handle)]
+        entries = [Entry(row["family"], row["config"], row["size"], row["batch"]) for row in csv.DictReader(handle)]
     unknown = set(only) - {entry.family for entry in entries}
     if unknown:
         raise SystemExit(f"no such family in {path}: {', '.join(sorted(unknown))}")
     return [entry for entry in entries if not only or entry.family in only]
 
 
-def step(python: Path, sites: Sequence[Path], config: str, dtype: str, size: str, timeout: float) -> Dict[str, Any]:
+def step(
+    python: Path, sites: Sequence[Path], config: str, dtype: str, size: str, timeout: float, batch: str = ""
+) -> Dict[str, Any]:
     """scripts/model_step.py's report of one training step, or why there is none."""
     started = time.monotonic()
     try:
         done = subprocess.run(
-            [str(python), str(STEP), config, "train", dtype, "--size", size],
+            [str(python), str(STEP), config, "train", dtype, "--size", size, *(["--batch", batch] if batch else [])],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             universal_newlines=True,
@@ -177,11 +183,14 @@ def main() -> int:
                     raise SystemExit(f"could not {command} the patches in the sweep's venv")
                 for dtype in (["fp32"] if state == "release" else []) + list(args.dtypes):
                     column = "fp32" if dtype == "fp32" else f"{dtype} {state}"
-                    report[column] = step(python, sites, entry.config, dtype, entry.size or args.size, args.timeout)
+                    size = entry.size or args.size
+                    report[column] = step(python, sites, entry.config, dtype, size, args.timeout, entry.batch)
             for dtype, document in documents.items():
                 cells = {"fp32": report["fp32"], "release": report[f"{dtype} release"]}
                 cells["patched"] = report[f"{dtype} patched"]
-                row = {"family": entry.family, "config": entry.config, "size": entry.size, "run": runs[dtype]}
+                row: Dict[str, Any] = {"family": entry.family, "config": entry.config, "size": entry.size}
+                row["batch"] = entry.batch
+                row["run"] = runs[dtype]
                 runs[dtype] = results.put(
                     document, dict(row, **{key: verdict(each) for key, each in cells.items()}), order
                 )
