@@ -293,7 +293,7 @@ def _fix_not_run(source: Source, patch: Patch, release: Release) -> Optional[Tup
             standing_still.line,
             f"`{patch.edits[standing_still.edit].anchor}` stands as released at line {standing_still.line}, in {_which(patch, here)}, the code Python runs, although mmcv-patcher's markers are there; {again}",
         )
-    place, affected = standing(patch, release)
+    _, affected = standing(patch, release)
     have = here.counts(here.fixes, len(patch.edits))
     if affected is not None:
         missing = [
