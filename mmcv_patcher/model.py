@@ -319,7 +319,7 @@ class Patch(NamedTuple):
     function: str
     #: the statements it changes; a release has some or all of them (see Affected.counts)
     edits: Tuple[Edit, ...]
-    #: what users see without the fix (Markdown), for README's table of patches
+    #: what users see without the fix (Markdown), for README's list of what the tool fixes and the table of patches (docs/patches.md)
     error: str
     #: what ``verify`` runs to prove it on the real mmcv, in each AMP dtype
     case: Case

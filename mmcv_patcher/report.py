@@ -34,7 +34,7 @@ def as_json(
     verify: Optional[Dict[str, Any]] = None,
     copies: Optional[List[Copy]] = None,
 ) -> str:
-    """The ``--json`` document (schema in README): one object with the same keys whatever
+    """The ``--json`` document (schema in docs/json.md): one object with the same keys whatever
     happened, plus ``verify`` for that command and ``copies`` for ``status --all``.
     ``failure`` is the one that is no patch's (``error`` says it in words); ``failure``
     in the document is also a patch's, when one made the command fail."""
