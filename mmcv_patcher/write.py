@@ -13,6 +13,7 @@ import errno
 import importlib.util
 import marshal
 import os
+import platform
 import re
 import stat
 import sys
@@ -24,7 +25,7 @@ from mmcv_patcher.errors import Error
 
 try:
     import fcntl
-except ImportError:  # pragma: no cover - Windows has no flock; runs there are not serialised
+except ImportError:  # Windows has no flock: runs there are kept apart by the lock file
     fcntl = None  # type: ignore[assignment]
 
 TEMP_SUFFIX = ".mmcv-patcher-tmp"
@@ -58,11 +59,16 @@ def locked(directory: str, timeout: float, on_wait: Callable[[Optional[int]], No
 
     When another process holds it, calls ``on_wait`` at once with that process's id (when
     ``/proc/locks`` tells) and waits at most ``timeout`` seconds, then raises
-    :class:`LockTimeout`. Where the filesystem has no ``flock`` (:data:`NO_FLOCK`), holds
-    :func:`lock_file` instead. Yields None, or a line saying a lock file was used.
+    :class:`LockTimeout`. Where the filesystem has no ``flock`` (:data:`NO_FLOCK`), or the
+    platform none at all (no :mod:`fcntl`: Windows), holds :func:`lock_file` instead. Yields
+    None, or a line saying a lock file was used.
     """
-    if fcntl is None:  # pragma: no cover
-        yield None
+    if fcntl is None:
+        with lock_file(directory, timeout, on_wait):
+            yield (
+                f"{directory}: this platform has no flock, so other runs were kept out with the lock file"
+                f" {LOCK_FILE} there, removed when done"
+            )
         return
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -132,7 +138,7 @@ def lock_file(directory: str, timeout: float, on_wait: Callable[[Optional[int]],
     fd = _wait_for(create, timeout, lambda: on_wait(holder.pid if holder.ours else None), timed_out)
     try:
         try:
-            os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
+            os.write(fd, f"{os.getpid()} {platform.node()}\n".encode())
         finally:
             os.close(fd)
         yield
@@ -203,7 +209,7 @@ def _lock_file_holder(path: str) -> _Holder:
             None, None, f"; it holds {said[:60]!r}, not the process id and host a run of mmcv-patcher writes: {remove}"
         )
     pid = int(pid_text)
-    if host != os.uname().nodename:
+    if host != platform.node():
         return _Holder(None, None, f"; it was made by process {pid} on another host, {host}: {remove} there")
     if not os.path.exists(f"/proc/{pid}"):
         return _Holder(pid, False, f"; its process {pid} is gone, so a killed run left it: {remove}")

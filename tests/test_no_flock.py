@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import platform
 import subprocess
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
@@ -214,3 +215,19 @@ def test_ctrl_c_while_the_tool_starts_is_one_line_and_exit_130(tmp_path: Path, j
         assert done.stderr == "" and json.loads(done.stdout)["failure"]["kind"] == "interrupted"
     else:
         assert done.stderr.startswith("mmcv-patcher: error: interrupted (Ctrl-C)") and done.stderr.count("\n") == 1
+
+
+def test_a_platform_without_fcntl_keeps_runs_apart_with_the_lock_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows has no fcntl: the lock file keeps runs apart there, as on a filesystem without flock."""
+    monkeypatch.setattr(write, "fcntl", None)
+    waited: List[Optional[int]] = []
+    with write.locked(str(tmp_path), 1, waited.append) as how:
+        assert how is not None and "this platform has no flock" in how
+        assert (tmp_path / write.LOCK_FILE).read_text() == f"{os.getpid()} {platform.node()}\n"
+        with pytest.raises(write.LockTimeout) as timed_out:
+            with write.locked(str(tmp_path), 0.1, waited.append):
+                pass
+    assert f"its lock file {write.LOCK_FILE} was held for over 0.1 s" in str(timed_out.value)
+    assert not (tmp_path / write.LOCK_FILE).exists() and waited == [None]
