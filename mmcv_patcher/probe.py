@@ -180,7 +180,6 @@ def _run_case(torch, ops, case, dtype, device, boxes):
             ),
         }
     with torch.no_grad():
-        result = call(lambda t: t.to(amp))
         reference = call(lambda t: t.to(amp).float())  # the same values in fp32
     survived, detail = _COMPARE[case["compare"]](torch, dtype, result, reference)
     return {"gave": gave, "verdict": "survived" if survived else "wrong", "detail": detail}
