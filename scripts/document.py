@@ -154,10 +154,6 @@ def _patches_page(text: str, path: Path) -> str:
     return _between(_between(text, "each patch", sections(patches), path), "verify cases", cases(patches), path)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def _run_header(run: Dict[str, Any]) -> str:
     """Which run made a table: its command, date, machine and versions."""
     versions = ", ".join(f"{name} {version}" for name, version in run["versions"].items())
@@ -189,17 +185,14 @@ def summary(document: Dict[str, Any]) -> str:
 def zoo_table(document: Dict[str, Any]) -> str:
     """One dtype's table, each row with the run that made it, then the runs."""
     amp = document["dtype"]
-    lines = [
-        f"### {amp}",
-        "",
-        summary(document),
-        f"| family | config | fp32 | {amp} release | {amp} patched | run |",
-        "| --- | --- | --- | --- | --- | ---: |",
-    ]
+    rows = []
     for row in document["rows"]:
         sized = (f" at {row['size']}" if row["size"] else "") + (f", {row['batch']} images" if row.get("batch") else "")
-        cells = " | ".join(_cell(row[column]) for column in results.COLUMNS)
-        lines.append(f"| {row['family']} | `{row['config']}`{sized} | {cells} | {row['run'] + 1} |")
+        rows.append(
+            [row["family"], f"`{row['config']}`{sized}", *(row[c] for c in results.COLUMNS), str(row["run"] + 1)]
+        )
+    columns = ["family", "config", "fp32", f"{amp} release", f"{amp} patched", "run"]
+    lines = [f"### {amp}", "", summary(document), results.Table("", columns, rows).markdown().rstrip("\n")]
     lines += ["", "Runs:", ""]
     for number, run in enumerate(document["runs"], 1):
         lines.append(f"{number}. {_run_header(dict(run, machine=run['size'] + ', ' + run['machine']))}")
