@@ -20,7 +20,7 @@ from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Unio
 import pytest
 
 from mmcv_patcher import plan, ranges, registry, write
-from mmcv_patcher.model import Example, Patch, Release
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Release, per_distribution
 from mmcv_patcher.source import Source, record_hash, sha256_hex
 
 ANCHOR = "scores_after_nms[mask[keep]] = dets[:, -1]"
@@ -96,11 +96,11 @@ def synthetic_files() -> Dict[str, str]:
     return files
 
 
-def patched(text: Optional[str] = None, file: str = "ops/nms.py") -> str:
-    """``file``'s synthetic text (or ``text``) after apply with every registered patch of
-    that file (mmcv 2.1.0), as the CLI writes it."""
+def patched(text: Optional[str] = None, file: str = "ops/nms.py", family: Optional[Sequence[Patch]] = None) -> str:
+    """``file``'s synthetic text (or ``text``) after apply with each of ``family`` (default:
+    every registered patch of that file, as the CLI writes it; mmcv 2.1.0)."""
     text = synthetic_files()[file] if text is None else text
-    family = patches_of(file)
+    family = patches_of(file) if family is None else family
     for patch in family:
         action = plan.plan_apply(
             plan.assess(Source(text, "utf-8"), patch, Release("mmcv", "2.1.0"), need_text=True, family=family),
@@ -205,11 +205,27 @@ def expected_states(distribution: str, version: str) -> Dict[str, str]:
 
 # --- the state table on strings: the seed patch, and the family of nms.py --------------------
 
-#: The seed's patch, which every test may name: ``batched_nms``'s index_put under AMP.
-SEED = next(patch for patch in registry.all_patches() if patch.id == "batched-nms-amp-dtype")
+#: The engine's worked example, owned by the tests so that they stand without any one patch
+#: module: ``batched_nms``'s index_put under AMP (the seed's crash), as a patch declares it.
+#: Only the fields the engine reads carry data.
+SEED = Patch(
+    id="batched-nms-amp-dtype",
+    summary="batched_nms: cast dets[:, -1] to the score buffer's dtype",
+    affected=per_distribution((Affected(introduced="1.3.4", last_affected="2.2.0"),), (Affected(fixed="2.3.6"),)),
+    file="ops/nms.py",
+    function="batched_nms",
+    edits=(Edit(ANCHOR, FIXED),),
+    error="",
+    case=Case(op="batched_nms", args=(), gave=""),
+    examples=(),
+    untouched=(),
+)
 [INSERTED] = SEED.edits[0].insertions
-#: Every registered patch of ops/nms.py, whose markers that file shares.
-FAMILY = patches_of("ops/nms.py")
+#: The patches of ops/nms.py whose markers that file shares in the string tests: the
+#: registered ones, with :data:`SEED` in place of (or beside) a registered patch of its id.
+FAMILY = sorted(
+    [SEED, *(patch for patch in patches_of("ops/nms.py") if patch.id != SEED.id)], key=lambda patch: patch.id
+)
 
 
 def registered(id: str) -> Patch:

@@ -14,7 +14,7 @@ import pytest
 from mmcv_patcher import registry
 from scripts import releases
 from tests import fixtures
-from tests.fixtures import ANCHOR, ANCHOR_LINE, NMS, lines_of, make_tree, nms_with, tool
+from tests.fixtures import ANCHOR, ANCHOR_LINE, NMS, SEED, lines_of, make_tree, nms_with, registered, tool
 
 
 def as_json(*args: str) -> Dict[str, Any]:
@@ -37,6 +37,7 @@ OTHERS = [patch.id for patch in registry.all_patches() if patch.id != "batched-n
 
 
 def test_status_json_schema(tree: Path) -> None:
+    registered(SEED.id)
     document = as_json("status", "--patch", "batched-nms-amp-dtype", "--path", str(tree))
     assert document == {
         "schema_version": 2,
@@ -74,6 +75,7 @@ def test_status_json_schema(tree: Path) -> None:
 
 
 def test_status_human_line_names_state_file_and_line(tree: Path) -> None:
+    registered(SEED.id)
     done = tool("status", "--path", str(tree))
     assert done.returncode == 0
     assert f"batched-nms-amp-dtype: unpatched at {nms_of(tree)}:{ANCHOR_LINE}" in done.stdout
@@ -86,6 +88,7 @@ def test_check_exits_3_until_patched(tree: Path) -> None:
 
 
 def test_dry_run_prints_a_diff_and_writes_nothing(tree: Path) -> None:
+    registered(SEED.id)
     done = tool("apply", "--dry-run", "--path", str(tree))
     assert done.returncode == 0
     assert f"-            {ANCHOR}\n+            {ANCHOR}.to(scores_after_nms.dtype)  # mmcv-patcher" in done.stdout
@@ -106,6 +109,7 @@ def test_apply_twice_then_revert(tree: Path) -> None:
 
 
 def test_drifted_file_fails_with_one_line_naming_file_and_line_and_is_untouched(tmp_path: Path) -> None:
+    registered(SEED.id)
     make_tree(tmp_path, nms_with(f"{ANCHOR}\n            {ANCHOR}"), distribution="mmcv")
     before = nms_of(tmp_path).read_bytes()
     for command in ("apply", "status"):
@@ -140,6 +144,7 @@ def test_revert_of_a_file_edited_elsewhere_takes_out_only_our_edits(tree: Path) 
 
 
 def test_revert_of_a_statement_edited_since_needs_force(tree: Path) -> None:
+    registered(SEED.id)
     tool("apply", "--path", str(tree))
     nms = nms_of(tree)
     nms.write_text(nms.read_text().replace(".to(scores_after_nms.dtype)", ".to(scores_after_nms.dtype) * 1"))
@@ -152,6 +157,7 @@ def test_revert_of_a_statement_edited_since_needs_force(tree: Path) -> None:
 
 
 def test_fixed_upstream_is_left_alone_by_apply_and_revert(tmp_path: Path) -> None:
+    registered(SEED.id)
     make_tree(tmp_path, nms_with(ANCHOR + ".to(scores_after_nms.dtype)"), version="2.3.6", distribution="onedl-mmcv")
     before = nms_of(tmp_path).read_bytes()
     for command in ("apply", "revert", "status"):
@@ -181,6 +187,7 @@ def test_usage_errors_exit_2(args: List[Any]) -> None:
 
 
 def test_patch_option_selects_by_id(tree: Path) -> None:
+    registered(SEED.id)
     assert tool("apply", "--patch", "batched-nms-amp-dtype", "--path", str(tree)).returncode == 0
     assert nms_of(tree).read_text().count("# mmcv-patcher: ") == 1, "only the selected patch"
     assert tool("status", "--check", "--patch", "batched-nms-amp-dtype", "--path", str(tree)).returncode == 0
@@ -231,6 +238,7 @@ def test_no_mmcv_names_the_interpreter_once(tmp_path: Path) -> None:
 
 
 def test_a_file_of_other_patches_is_named_as_not_one_the_chosen_patches_work_on(tree: Path) -> None:
+    registered(SEED.id)
     roi_align = tree / "mmcv" / "ops" / "roi_align.py"
     done = tool("status", "--patch", "batched-nms-amp-dtype", "--path", str(roi_align))
     assert done.returncode == 2
@@ -337,6 +345,7 @@ def test_the_entry_point_freezes_its_objects_before_exit_and_main_in_process_doe
     # The interpreter's last garbage collection would walk every object the run made
     # (LibCST's modules and trees); the entry point freezes them first. main() called
     # in-process must leave the caller's collector alone.
+    registered(SEED.id)
     import gc
 
     from mmcv_patcher import cli as entry
@@ -452,6 +461,7 @@ def test_status_all_lists_every_interpreter_asked_about_once(tmp_path: Path) -> 
 
 
 def test_the_advice_to_reinstall_names_where_the_file_is(tmp_path: Path) -> None:
+    registered(SEED.id)
     nms = make_tree(tmp_path / "site", distribution="mmcv")
     nms.write_text(nms.read_text().replace(ANCHOR, "pass"))
     by_path = as_json("status", "--path", str(tmp_path / "site"))["patches"][0]["message"]

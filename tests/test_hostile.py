@@ -21,6 +21,7 @@ from tests.fixtures import (
     ANCHOR,
     ANCHOR_IN_NMS_TOO,
     NMS,
+    SEED,
     compiled,
     dist_info,
     make_tree,
@@ -44,6 +45,7 @@ from tests.fixtures import (
     ids=["crlf", "bom", "tabs", "latin-1-cookie"],
 )
 def test_accepted_encodings_round_trip_on_disk(tmp_path: Path, data: bytes) -> None:
+    registered(SEED.id)
     nms = make_tree(tmp_path, distribution="mmcv")
     nms.write_bytes(data)
     assert tool("apply", "--path", str(tmp_path)).returncode == 0
@@ -65,6 +67,7 @@ def test_accepted_encodings_round_trip_on_disk(tmp_path: Path, data: bytes) -> N
     ids=["syntax-error", "anchor-twice", "anchor-in-another-function", "empty-file"],
 )
 def test_refused_sources_are_left_byte_for_byte(tmp_path: Path, text: str, reason: str) -> None:
+    registered(SEED.id)
     nms = make_tree(tmp_path, distribution="mmcv")
     nms.write_text(text)  # edited after the install, so its hash no longer matches RECORD
     before = snapshot(tmp_path)
@@ -200,6 +203,7 @@ def _states(root: Path) -> Dict[str, str]:
 
 
 def test_a_linters_comment_after_our_marker_makes_that_patch_drifted_and_force_keeps_it(tmp_path: Path) -> None:
+    registered(SEED.id)
     nms = _patched_tree(tmp_path)
     lines = nms.read_text().splitlines(True)
     [at] = [i for i, line in enumerate(lines) if "batched-nms-amp-dtype sha256=" in line]
@@ -213,6 +217,7 @@ def test_a_linters_comment_after_our_marker_makes_that_patch_drifted_and_force_k
 
 
 def test_one_insertion_taken_out_by_hand_flags_only_its_patch(tmp_path: Path) -> None:
+    registered(SEED.id)
     registered("nms-fp32-kernel")
     nms = _patched_tree(tmp_path)
     nms.write_text(nms.read_text().replace("NMSop.apply(boxes.float(), scores.float(),", "NMSop.apply(boxes, scores,"))

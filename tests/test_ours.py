@@ -57,7 +57,7 @@ def test_a_marked_line_copied_elsewhere_is_ours_too_and_revert_takes_out_both_in
 
 
 def test_one_edited_statement_flags_its_own_patch_only() -> None:
-    edited = fixtures.patched().replace(
+    edited = fixtures.patched(family=FAMILY).replace(
         "dets[:, -1].to(scores_after_nms.dtype)", "dets[:, -1].to(scores_after_nms.dtype) * 1"
     )
     states = {id: verdict.state for id, verdict in assess_family(edited).items()}
@@ -66,7 +66,7 @@ def test_one_edited_statement_flags_its_own_patch_only() -> None:
 
 
 def test_text_after_our_marker_makes_it_drifted_and_force_keeps_what_was_added() -> None:
-    patched = fixtures.patched()
+    patched = fixtures.patched(family=FAMILY)
     lines = patched.splitlines(True)
     lines[ANCHOR_LINE - 1] = lines[ANCHOR_LINE - 1].replace("\n", "  # noqa: E501\n")
     edited = "".join(lines)
@@ -101,7 +101,7 @@ def test_patches_never_applied_beside_an_edited_one_are_unpatched_and_revert_for
 
 def test_one_insertion_undone_by_hand_flags_its_patch_and_force_gives_back_the_original() -> None:
     registered("nms-fp32-kernel")
-    undone = fixtures.patched().replace(
+    undone = fixtures.patched(family=FAMILY).replace(
         "NMSop.apply(boxes.float(), scores.float(),", "NMSop.apply(boxes, scores.float(),"
     )
     states = {id: verdict.state for id, verdict in assess_family(undone).items()}
@@ -112,7 +112,7 @@ def test_one_insertion_undone_by_hand_flags_its_patch_and_force_gives_back_the_o
 
 def test_an_intact_patch_beside_an_undone_one_reverts_on_its_own() -> None:
     registered("nms-fp32-kernel")
-    undone = fixtures.patched().replace(
+    undone = fixtures.patched(family=FAMILY).replace(
         "NMSop.apply(boxes.float(), scores.float(),", "NMSop.apply(boxes, scores.float(),"
     )
     verdict = assess_family(undone, [SEED])[SEED.id]

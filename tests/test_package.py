@@ -38,14 +38,10 @@ def test_the_sdist_holds_the_patches_the_readme_and_the_license(dist: Path) -> N
     [sdist] = dist.glob("*.tar.gz")
     with tarfile.open(sdist) as tarred:
         names = {name.split("/", 1)[1] for name in tarred.getnames() if "/" in name}
-    assert {
-        "README.md",
-        "LICENSE",
-        "setup.cfg",
-        "pyproject.toml",
-        "patches/batched_nms_amp_dtype.py",
-        "mmcv_patcher/cli.py",
-    } <= names
+    patches = {
+        path.relative_to(releases.REPOSITORY).as_posix() for path in (releases.REPOSITORY / "patches").glob("*.py")
+    }
+    assert {"README.md", "LICENSE", "setup.cfg", "pyproject.toml", "mmcv_patcher/cli.py", *patches} <= names
 
 
 def test_the_wheel_carries_the_license_text(dist: Path) -> None:

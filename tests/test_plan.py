@@ -167,10 +167,10 @@ def test_the_state_of_a_release_file_or_a_patched_file_is_found_without_libcst()
     patched = apply(NMS)
     program = f"""
 import sys
-from mmcv_patcher import plan, registry
+from mmcv_patcher import plan
 from mmcv_patcher.model import Release
 from mmcv_patcher.source import Source, record_hash
-[seed] = [patch for patch in registry.all_patches() if patch.id == {SEED.id!r}]
+from tests.fixtures import SEED as seed
 nms = {NMS!r}
 release = Release("mmcv", "2.1.0", {{seed.file: record_hash(nms.encode())}})
 first = plan.assess(Source(nms, "utf-8"), seed, release, need_text=False)
