@@ -113,7 +113,7 @@ def _run(request: Request) -> int:
     if request.all:
         return _status_all(request, interpreters, patches)
     try:
-        target = locate.locate(request.path, patches, interpreters[0])
+        located = locate.locate_all(request.path, patches, interpreters[0])
     except locate.BadPath as error:
         if not request.json:
             report.err(request.usage.rstrip("\n"))
@@ -124,25 +124,37 @@ def _run(request: Request) -> int:
             return EXIT_OK
         return _fail(
             request,
-            Failure(Problem.NO_MMCV, None, f"{error}; install mmcv first, or pass --path or --python"),
+            Failure(Problem.NO_MMCV, None, f"{error}; install {_names(patches)} first, or pass --path or --python"),
             EXIT_FAILED,
         )
-    patches = registry.select(patches, None, target.only_file)
+    targets = located.targets
+    patches = tuple(
+        patch
+        for target in targets
+        for patch in registry.select(patches, None, target.only_file)
+        if patch.package == target.package
+    )
     if request.command is Command.VERIFY:
-        return _verify(request, target, interpreters[0], patches)
+        return _verify(request, targets, interpreters[0], patches)
     if request.command is Command.STATUS:
-        outcome = commands.status(target, patches)
+        outcome = commands.status(targets, patches)
     elif request.command is Command.APPLY:
-        outcome = commands.apply(target, patches, _options(request, interpreters[0]))
+        outcome = commands.apply(targets, patches, _options(request, interpreters[0]))
     else:
-        outcome = commands.revert(target, patches, _options(request, interpreters[0]))
+        outcome = commands.revert(targets, patches, _options(request, interpreters[0]))
+    outcome.notes[:0] = [f"{absent}; nothing to patch there" for absent in located.absent]
     if request.json:
-        report.out(report.as_json(request.command, outcome.error, target=target, outcome=outcome))
+        report.out(report.as_json(request.command, outcome.error, targets=targets, outcome=outcome))
     else:
-        report.out("\n".join(report.as_text(target, outcome)))
+        report.out("\n".join(report.as_text(targets, outcome)))
         if outcome.error:
             report.print_error(outcome.error)
     return _exit_code([outcome], request.check)
+
+
+def _names(patches: Sequence[Patch]) -> str:
+    """The packages ``patches`` edit, for a message: "mmcv", or "mmcv or mmdet"."""
+    return " or ".join(dict.fromkeys(patch.package for patch in patches))
 
 
 def _options(request: Request, python: interpreter.Interpreter) -> commands.Options:
@@ -172,25 +184,21 @@ def _exit_code(outcomes: Sequence[Outcome], check: bool) -> int:
 
 
 def _status_all(request: Request, interpreters: Sequence[interpreter.Interpreter], patches: Sequence[Patch]) -> int:
-    """``status`` of every mmcv copy on each interpreter's sys.path, the imported one first;
-    an interpreter with none is listed too. The same interpreter asked twice counts once."""
+    """``status`` of every copy of each package with patches on each interpreter's sys.path,
+    the imported one first; an interpreter with none of a package is listed too. The same
+    interpreter asked twice counts once."""
     copies: List[report.Copy] = []
     for each in dict.fromkeys(interpreters):  # asked twice (two names of one python), listed once
-        found = locate.every_copy(each, patches)
-        copies.extend(
-            report.Copy(each.executable, imported, target, commands.status(target, patches))
-            for target, imported in found
-        )
-        if not found:
-            copies.append(
-                report.Copy(
-                    each.executable,
-                    False,
-                    None,
-                    None,
-                    each.mmcv_problem or f"no mmcv on the sys.path of {each.executable}",
-                )
+        for package in dict.fromkeys(patch.package for patch in patches):
+            chosen = [patch for patch in patches if patch.package == package]
+            found = locate.every_copy(each, chosen)
+            copies.extend(
+                report.Copy(each.executable, imported, target, commands.status([target], chosen))
+                for target, imported in found
             )
+            if not found:
+                why = each.found(package).problem or f"no {package} on the sys.path of {each.executable}"
+                copies.append(report.Copy(each.executable, False, None, None, why))
     problems = [copy.outcome.error for copy in copies if copy.outcome is not None and copy.outcome.error]
     if request.json:
         report.out(report.copies_json(copies, problems[0] if problems else None))
@@ -201,25 +209,31 @@ def _status_all(request: Request, interpreters: Sequence[interpreter.Interpreter
     return _exit_code([copy.outcome for copy in copies if copy.outcome is not None], request.check)
 
 
-def _verify(request: Request, target: locate.Target, python: interpreter.Interpreter, patches: Sequence[Patch]) -> int:
-    """Each patch's state, then its AMP case run on the real mmcv in a child of the target
-    interpreter: 0 if every case survives."""
-    outcome = commands.status(target, patches)
+def _verify(
+    request: Request,
+    targets: Sequence[locate.Target],
+    python: interpreter.Interpreter,
+    patches: Sequence[Patch],
+) -> int:
+    """Each patch's state, then the AMP case of each mmcv patch run on the real mmcv in a
+    child of the target interpreter: 0 if every case survives."""
+    outcome = commands.status(targets, patches)
     if not request.json:
-        report.out("\n".join(report.as_text(target, outcome)))
+        report.out("\n".join(report.as_text(targets, outcome)))
         report.out(
             f"verify imports mmcv and torch in a child process of {python.executable} (the only command that does)"
         )
+    target = next((each for each in targets if each.package == "mmcv"), None)
     result = verify.run(
         python.executable,
-        patches,
-        package_dir=target.package_dir if request.path else None,
+        [patch for patch in patches if patch.package == "mmcv"],
+        package_dir=target.package_dir if request.path and target else None,
         boxes=request.boxes,
         device=request.device,
         dtypes=request.dtypes,
     )
     imported = result.get("mmcv_dir")
-    if imported and os.path.realpath(imported) != os.path.realpath(target.package_dir):
+    if imported and target and os.path.realpath(imported) != os.path.realpath(target.package_dir):
         result["detail"] += f" (note: it imported mmcv from {imported}, not {target.package_dir})"
     failure = (
         None
@@ -227,7 +241,7 @@ def _verify(request: Request, target: locate.Target, python: interpreter.Interpr
         else Failure(Problem.VERIFY_FAILED, None, f"verify: {result['verdict']}: {result['detail']}")
     )
     if request.json:
-        report.out(report.as_json(Command.VERIFY, failure, target=target, outcome=outcome, verify=result))
+        report.out(report.as_json(Command.VERIFY, failure, targets=targets, outcome=outcome, verify=result))
     else:
         report.out("\n".join(report.verify_text(result)))
     return EXIT_OK if failure is None else EXIT_FAILED

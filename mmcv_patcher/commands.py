@@ -1,8 +1,10 @@
-"""``status``, ``apply`` and ``revert`` on one located target, each one function read top to
-bottom: (lock,) read every file, plan every patch, check, write all or nothing, the results.
+"""``status``, ``apply`` and ``revert`` on the located targets (a package each), each one
+function read top to bottom: (lock,) read every file, plan every patch, check, write all or
+nothing, the results.
 
-Every file is planned before any is written, and nothing is written unless every patch
-succeeded and every new file compiles, so a failing command leaves all files as they were.
+Every file of every target is planned before any is written, and nothing is written unless
+every patch succeeded and every new file compiles, so a failing command leaves all files of
+all packages as they were.
 """
 
 import contextlib
@@ -31,29 +33,40 @@ class Options(NamedTuple):
     pycache_prefixes: Tuple[str, ...] = ()
 
 
+#: The files a command works on: path -> its package's target and its patches.
+Groups = Dict[str, Tuple[Target, List[Patch]]]
+
+
 class _File:
-    """One file of the target: its source as read (None when unreadable), each of its
-    patches as planned, and the text the command would write (None: no change)."""
+    """One file of a target: its source as read (None when unreadable), each of its patches
+    as planned, and the text the command would write (None: no change)."""
 
     def __init__(
-        self, path: str, source: Optional[Source], planned: List[Planned], new_text: Optional[str] = None
+        self,
+        path: str,
+        target: Target,
+        source: Optional[Source],
+        planned: List[Planned],
+        new_text: Optional[str] = None,
     ) -> None:
         self.path = path
+        self.target = target
         self.source = source
         self.planned = planned
         self.new_text = new_text if source is not None and new_text != source.text else None
 
 
-def status(target: Target, patches: Sequence[Patch]) -> Outcome:
+def status(targets: Sequence[Target], patches: Sequence[Patch]) -> Outcome:
     """Each patch's state in the files as they are; reads, never writes, never locks."""
-    files, readable = _read_all(target, _by_file(target, patches))
-    for path, group, source in readable:
+    files, readable = _read_all(_by_file(targets, patches))
+    for path, target, group, source in readable:
         findings = plan.assess_all(
             source, [(patch, target.release) for patch in group], need_text=False, family=_family(group)
         )
         files.append(
             _File(
                 path,
+                target,
                 source,
                 [Planned(patch, finding, plan.plan_status(finding)) for patch, finding in zip(group, findings)],
             )
@@ -61,14 +74,14 @@ def status(target: Target, patches: Sequence[Patch]) -> Outcome:
     return _results(Outcome(), files, patches, written=False, dry_run=False)
 
 
-def apply(target: Target, patches: Sequence[Patch], options: Options) -> Outcome:
+def apply(targets: Sequence[Target], patches: Sequence[Patch], options: Options) -> Outcome:
     """Patches every file, each patch judged on the file as it is and their changes merged;
     writes nothing unless every patch succeeds."""
     outcome = Outcome()
-    groups = _by_file(target, patches)
-    with _locked(target, groups, options, outcome):
-        files, readable = _read_all(target, groups)
-        for path, group, source in readable:
+    groups = _by_file(targets, patches)
+    with _locked(targets, groups, options, outcome):
+        files, readable = _read_all(groups)
+        for path, target, group, source in readable:
             findings = plan.assess_all(
                 source, [(patch, target.release) for patch in group], need_text=True, family=_family(group)
             )
@@ -76,19 +89,19 @@ def apply(target: Target, patches: Sequence[Patch], options: Options) -> Outcome
                 Planned(patch, finding, plan.plan_apply(finding, force=options.force))
                 for patch, finding in zip(group, findings)
             ]
-            files.append(_File(path, source, planned, plan.combined(source, [each.action for each in planned])))
-        written = _write_if_all_ok(files, outcome, target.package_dir, options)
+            files.append(_File(path, target, source, planned, plan.combined(source, [each.action for each in planned])))
+        written = _write_if_all_ok(files, outcome, options)
     return _results(outcome, files, patches, written=written, dry_run=options.dry_run)
 
 
-def revert(target: Target, patches: Sequence[Patch], options: Options) -> Outcome:
+def revert(targets: Sequence[Target], patches: Sequence[Patch], options: Options) -> Outcome:
     """Takes our edits out of every file, each patch its own from the text the one after it
     left; writes nothing unless every patch succeeds."""
     outcome = Outcome()
-    groups = _by_file(target, patches)
-    with _locked(target, groups, options, outcome):
-        files, readable = _read_all(target, groups)
-        for path, group, source in readable:
+    groups = _by_file(targets, patches)
+    with _locked(targets, groups, options, outcome):
+        files, readable = _read_all(groups)
+        for path, target, group, source in readable:
             text = source.text
             planned: List[Planned] = []
             for patch in reversed(group):
@@ -98,37 +111,27 @@ def revert(target: Target, patches: Sequence[Patch], options: Options) -> Outcom
                 action = plan.plan_revert(finding, patch, target.release, force=options.force)
                 text = action.new_text if action.new_text is not None else text
                 planned.insert(0, Planned(patch, finding, action))
-            files.append(_File(path, source, planned, text))
-        written = _write_if_all_ok(files, outcome, target.package_dir, options)
+            files.append(_File(path, target, source, planned, text))
+        written = _write_if_all_ok(files, outcome, options)
     return _results(outcome, files, patches, written=written, dry_run=options.dry_run)
 
 
 @contextlib.contextmanager
-def _locked(target: Target, groups: Dict[str, List[Patch]], options: Options, outcome: Outcome) -> Iterator[None]:
-    """Holds the package's lock for a writing run (a dry run takes none), and removes the
-    leftovers of a killed run, and of this one when Ctrl-C stops it mid-write; when the lock
+def _locked(targets: Sequence[Target], groups: Groups, options: Options, outcome: Outcome) -> Iterator[None]:
+    """Holds every package's lock for a writing run (a dry run takes none; packages in
+    :data:`~mmcv_patcher.model.PACKAGES` order, as every run takes them), and removes the
+    leftovers of a killed run, and of this one when Ctrl-C stops it mid-write; when a lock
     cannot be had, ``outcome.error`` says why and the body still runs, to report each
     patch's state."""
-
-    def on_wait(pid: Optional[int]) -> None:
-        outcome.waited = True
-        options.on_wait(target.package_dir, pid)
-
     with contextlib.ExitStack() as stack:
         held = False
         if not options.dry_run:
-            try:
-                how = stack.enter_context(write.locked(target.package_dir, options.lock_timeout, on_wait))
-            except write.LockTimeout as error:
-                outcome.error = Failure(Problem.LOCKED, target.package_dir, error.strerror or str(error))
-            except write.CannotLock as error:
-                outcome.error = Failure(Problem.CANNOT_LOCK, target.package_dir, error.strerror or str(error))
-            except OSError as error:  # cannot even open the directory (another user's, mode 0711)
-                outcome.error = _unlockable(target.package_dir, groups, error)
+            for target in targets:
+                outcome.error = _lock(stack, target, groups, options, outcome)
+                if outcome.error is not None:
+                    break
             else:
                 held = True
-                if how is not None:
-                    outcome.notes.append(how)
                 _remove_stale_temps(groups, options.pycache_prefixes)
         try:
             yield
@@ -139,11 +142,35 @@ def _locked(target: Target, groups: Dict[str, List[Patch]], options: Options, ou
             raise
 
 
-def _unlockable(package_dir: str, groups: Dict[str, List[Patch]], error: OSError) -> Failure:
+def _lock(
+    stack: contextlib.ExitStack, target: Target, groups: Groups, options: Options, outcome: Outcome
+) -> Optional[Failure]:
+    """Takes ``target``'s lock into ``stack``: None, or why it cannot be had."""
+
+    def on_wait(pid: Optional[int]) -> None:
+        outcome.waited = True
+        options.on_wait(target.package_dir, pid)
+
+    try:
+        how = stack.enter_context(write.locked(target.package_dir, options.lock_timeout, on_wait))
+    except write.LockTimeout as error:
+        return Failure(Problem.LOCKED, target.package_dir, error.strerror or str(error))
+    except write.CannotLock as error:
+        return Failure(Problem.CANNOT_LOCK, target.package_dir, error.strerror or str(error))
+    except OSError as error:  # cannot even open the directory (another user's, mode 0711)
+        return _unlockable(target.package_dir, groups, error)
+    if how is not None:
+        outcome.notes.append(how)
+    return None
+
+
+def _unlockable(package_dir: str, groups: Groups, error: OSError) -> Failure:
     """Why a package directory that cannot be opened to lock it is not written: a file that
     could not be written anyway, when there is one (the directory itself never is), or else
     the lock."""
-    for path in groups:
+    for path, (target, _) in groups.items():
+        if target.package_dir != package_dir:
+            continue
         try:
             write.check_writable(os.path.realpath(path))
         except write.ReadOnly as read_only:
@@ -151,7 +178,7 @@ def _unlockable(package_dir: str, groups: Dict[str, List[Patch]], error: OSError
     return Failure(Problem.CANNOT_LOCK, package_dir, f"it cannot be opened to lock it: {error.strerror}")
 
 
-def _remove_stale_temps(groups: Dict[str, List[Patch]], pycache_prefixes: Tuple[str, ...]) -> None:
+def _remove_stale_temps(groups: Groups, pycache_prefixes: Tuple[str, ...]) -> None:
     """Temporary files a killed run left beside the files we write, in their ``__pycache__``
     or under a pycache prefix (we hold the lock, so no live run owns them); done by every
     writing run, even one with nothing to write."""
@@ -161,11 +188,15 @@ def _remove_stale_temps(groups: Dict[str, List[Patch]], pycache_prefixes: Tuple[
                 write.remove_stale_temps(directory)
 
 
-def _by_file(target: Target, patches: Sequence[Patch]) -> Dict[str, List[Patch]]:
-    """Patches grouped by the file they change, files and patches in registry order."""
-    groups: Dict[str, List[Patch]] = {}
+def _by_file(targets: Sequence[Target], patches: Sequence[Patch]) -> Groups:
+    """Patches grouped by the file they change in their package's target, files and patches
+    in registry order; a patch whose package has no target is left out."""
+    target_of = {target.package: target for target in targets}
+    groups: Groups = {}
     for patch in patches:
-        groups.setdefault(target.file_of(patch), []).append(patch)
+        target = target_of.get(patch.package)
+        if target is not None:
+            groups.setdefault(target.file_of(patch), (target, []))[1].append(patch)
     return groups
 
 
@@ -173,22 +204,23 @@ def _family(patches: List[Patch]) -> List[Patch]:
     """Every registered patch of the file, the selected ones first: our edits in a file are
     checked together (each marker remembers the file from before all of them)."""
     chosen = {patch.id for patch in patches}
-    return list(patches) + [p for p in registry.all_patches() if p.file == patches[0].file and p.id not in chosen]
+    first = patches[0]
+    return list(patches) + [
+        p for p in registry.all_patches() if (p.package, p.file) == (first.package, first.file) and p.id not in chosen
+    ]
 
 
-def _read_all(
-    target: Target, groups: Dict[str, List[Patch]]
-) -> Tuple[List[_File], List[Tuple[str, List[Patch], Source]]]:
+def _read_all(groups: Groups) -> Tuple[List[_File], List[Tuple[str, Target, List[Patch], Source]]]:
     """Every file read: those missing or unreadable as Python source already planned as such
-    (a finding for each patch, nothing to write), and (path, patches, source) of the rest."""
+    (a finding for each patch, nothing to write), and (path, target, patches, source) of the rest."""
     unreadable, readable = [], []
-    for path, patches in groups.items():
+    for path, (target, patches) in groups.items():
         try:
-            readable.append((path, patches, decode(read_source(path))))
+            readable.append((path, target, patches, decode(read_source(path))))
         except (OSError, UndecodableSource) as error:
             findings = [(patch, _unreadable(patch, target, error)) for patch in patches]
             unreadable.append(
-                _File(path, None, [Planned(patch, found, plan.plan_status(found)) for patch, found in findings])
+                _File(path, target, None, [Planned(patch, found, plan.plan_status(found)) for patch, found in findings])
             )
     return unreadable, readable
 
@@ -202,7 +234,7 @@ def _unreadable(patch: Patch, target: Target, error: Exception) -> Finding:
     return Finding(State.DRIFTED, None, f"cannot read the file: {reason}; {release.reinstall()}", ok=False)
 
 
-def _write_if_all_ok(files: List[_File], outcome: Outcome, package_dir: str, options: Options) -> bool:
+def _write_if_all_ok(files: List[_File], outcome: Outcome, options: Options) -> bool:
     """Writes (or, for a dry run, diffs) every changed file when nothing failed so far and
     every patch succeeded; returns whether the files were written.
 
@@ -235,7 +267,7 @@ def _write_if_all_ok(files: List[_File], outcome: Outcome, package_dir: str, opt
         for place, resolved in [(file.path, real)] + [
             (cache, os.path.realpath(cache)) for cache in caches if os.path.lexists(cache)
         ]:
-            outcome.error = _outside(place, resolved, package_dir, options.force)
+            outcome.error = _outside(place, resolved, file.target, options.force)
             if outcome.error is not None:
                 return False
         ready.append((file, real, data, code))
@@ -290,23 +322,23 @@ def _write_failure(path: str, error: OSError) -> Failure:
     return Failure(Problem.WRITE_FAILED, failed, error.strerror or str(error))
 
 
-def _outside(path: str, real: str, package_dir: str, force: bool) -> Optional[Failure]:
+def _outside(path: str, real: str, target: Target, force: bool) -> Optional[Failure]:
     """Refuses to write through a symlink (``path`` resolving to ``real``) that leaves the
     package (``--force`` allows it): such a link most often points into a store that other
     environments share (uv's symlink link mode, conda's softlinks), and writing there would
     patch every one of them. Says how to patch this install alone instead."""
-    package = os.path.realpath(package_dir)
+    package = os.path.realpath(target.package_dir)
 
     def inside(resolved: str) -> bool:
         return resolved == package or resolved.startswith(package.rstrip(os.sep) + os.sep)
 
     if force or inside(real):
         return None
-    where = f"resolves to {real}, outside the mmcv package {package}"
+    where = f"resolves to {real}, outside the {target.package} package {package}"
     if os.path.islink(path) and os.path.isfile(path) and inside(os.path.realpath(os.path.dirname(path))):
         own_copy = f"give it a file of its own: cp --remove-destination {shlex.quote(real)} {shlex.quote(path)}, then run again"
     else:
-        own_copy = "reinstall mmcv as copies (uv: --link-mode=copy; conda: --copy), then run again"
+        own_copy = f"reinstall {target.package} as copies (uv: --link-mode=copy; conda: --copy), then run again"
     return Failure(
         Problem.OUTSIDE_PACKAGE,
         path,
@@ -318,13 +350,13 @@ def _outside(path: str, real: str, package_dir: str, force: bool) -> Optional[Fa
 def _results(
     outcome: Outcome, files: List[_File], patches: Sequence[Patch], *, written: bool, dry_run: bool
 ) -> Outcome:
-    """``outcome`` with one result per patch, in the order they apply."""
+    """``outcome`` with one result per patch that has a target, in the order they apply."""
     results = {
         each.patch.id: _result(file.path, each, written=written, dry_run=dry_run)
         for file in files
         for each in file.planned
     }
-    outcome.results = [results[patch.id] for patch in patches]
+    outcome.results = [results[patch.id] for patch in patches if patch.id in results]
     return outcome
 
 

@@ -1,4 +1,5 @@
-"""Where an interpreter would import mmcv from, and its sys.path, without importing mmcv.
+"""Where an interpreter would import each package from, and its sys.path, without importing
+any of them.
 
 Runs in-process for the running interpreter and as ``python -c`` source in any other
 (CPython 3.6 and newer), so it keeps to 3.6 syntax and imports nothing of this package.
@@ -8,19 +9,19 @@ Runs in-process for the running interpreter and as ``python -c`` source in any o
 import importlib.util
 import os
 import sys
-from typing import Any, Dict, Optional  # noqa: F401 (the type comment's names, 3.6 syntax)
+from typing import Any, Dict, List, Optional, Sequence  # noqa: F401 (the type comments' names, 3.6 syntax)
 
 
-def introspect():
-    # type: () -> Dict[str, Any]
-    """A JSON-able dict: executable, sys_path, pycache_prefix, mmcv_dir, mmcv_problem, and
-    local_mmcv_dir.
+def introspect(packages):
+    # type: (Sequence[str]) -> Dict[str, Any]
+    """A JSON-able dict: executable, sys_path, pycache_prefix, and ``packages``: for each
+    top-level package name, where it is (``dir``, or None with ``problem``) and ``local_dir``.
 
-    ``sys_path`` and ``mmcv_dir`` are what a program of this interpreter sees: ``sys.path``
+    ``sys_path`` and ``dir`` are what a program of this interpreter sees: ``sys.path``
     without the entry Python puts first for how it was started (the working directory for
-    ``-m`` and ``-c``, a script's own directory), which differs from program to program. An
-    mmcv in that left-out entry, which only programs started there import, is
-    ``local_mmcv_dir``. Relative entries are made absolute against the working directory, or
+    ``-m`` and ``-c``, a script's own directory), which differs from program to program. A
+    copy in that left-out entry, which only programs started there import, is
+    ``local_dir``. Relative entries are made absolute against the working directory, or
     left out when it was removed (they then name nothing).
     """
     try:
@@ -29,51 +30,58 @@ def introspect():
         cwd = None
     started = 1 if sys.path and _is_start_entry(sys.path[0], cwd) else 0
     programs = [entry for entry in (_absolute(entry, cwd) for entry in sys.path[started:]) if entry is not None]
-    found = {
+    start = _absolute(sys.path[0], cwd) if started else None
+    return {
         "executable": sys.executable,
         "sys_path": programs,
         "pycache_prefix": getattr(sys, "pycache_prefix", None),  # 3.8+
-        "mmcv_dir": None,
-        "mmcv_problem": None,
-        "local_mmcv_dir": None,
+        "packages": dict((name, _find(name, programs, start)) for name in packages),
     }
+
+
+def _find(name, programs, start):
+    # type: (str, List[str], Optional[str]) -> Dict[str, Optional[str]]
+    """Where ``import name`` loads the package from with ``programs`` as sys.path (``dir``),
+    or why not (``problem``), and the copy in ``start`` that only programs started there
+    import (``local_dir``)."""
+    found = {"dir": None, "problem": None, "local_dir": None}  # type: Dict[str, Optional[str]]
     own = sys.path[:]
     sys.path[:] = programs
     try:
-        spec = importlib.util.find_spec("mmcv")
+        spec = importlib.util.find_spec(name)
     except (ImportError, ValueError) as error:
-        found["mmcv_problem"] = "finding mmcv failed: %s" % error
+        found["problem"] = "finding %s failed: %s" % (name, error)
         return found
     finally:
         sys.path[:] = own
-    start = _absolute(sys.path[0], cwd) if started else None
-    local_mmcv_dir = None  # type: Optional[str]
-    if start is not None and os.path.isfile(os.path.join(start, "mmcv", "__init__.py")):
-        local_mmcv_dir = found["local_mmcv_dir"] = os.path.join(start, "mmcv")
+    local_dir = None  # type: Optional[str]
+    if start is not None and os.path.isfile(os.path.join(start, name, "__init__.py")):
+        local_dir = found["local_dir"] = os.path.join(start, name)
     if spec is None:
-        found["mmcv_problem"] = "no mmcv is importable" + (
+        found["problem"] = "no %s is importable" % name + (
             ""
-            if local_mmcv_dir is None
+            if local_dir is None
             else " except %s, which only programs started in %s import (--path %s works on it)"
-            % (local_mmcv_dir, start, start)
+            % (local_dir, start, start)
         )
         return found
     locations = list(spec.submodule_search_locations or [])
     if not locations or spec.origin in (None, "namespace"):
-        found["mmcv_problem"] = (
-            "mmcv at %s is not a regular package (no __init__.py)" % (locations or [str(spec.origin)])[0]
+        found["problem"] = "%s at %s is not a regular package (no __init__.py)" % (
+            name,
+            (locations or [str(spec.origin)])[0],
         )
         return found
     if not os.path.isdir(locations[0]):
-        found["mmcv_problem"] = (
-            "mmcv is imported from %s, inside an archive, which cannot be patched in place; install mmcv as a directory"
-            % locations[0]
+        found["problem"] = (
+            "%s is imported from %s, inside an archive, which cannot be patched in place; install %s as a directory"
+            % (name, locations[0], name)
         )
         return found
-    mmcv_dir = os.path.abspath(locations[0])
-    found["mmcv_dir"] = mmcv_dir
-    if local_mmcv_dir is not None and os.path.realpath(local_mmcv_dir) == os.path.realpath(mmcv_dir):
-        found["local_mmcv_dir"] = None  # the same copy: nothing is left out
+    package_dir = os.path.abspath(locations[0])
+    found["dir"] = package_dir
+    if local_dir is not None and os.path.realpath(local_dir) == os.path.realpath(package_dir):
+        found["local_dir"] = None  # the same copy: nothing is left out
     return found
 
 
@@ -100,4 +108,4 @@ def _absolute(entry, cwd):
 if __name__ == "__main__":
     import json  # only the child process answering --python prints JSON
 
-    print(json.dumps(introspect()))
+    print(json.dumps(introspect(sys.argv[1:])))

@@ -1,6 +1,7 @@
-"""Which ``mmcv`` package directory, owned by which distribution, at which version.
+"""Which directory of each package a patch edits (``mmcv``, ``mmdet``, ``mmrotate``), owned
+by which distribution, at which version.
 
-Never imports mmcv: ``find_spec`` of a top-level name reads no package code, metadata comes
+Never imports them: ``find_spec`` of a top-level name reads no package code, metadata comes
 from :mod:`importlib.metadata`, and a source checkout's ``version.py`` is parsed, not run.
 """
 
@@ -16,7 +17,7 @@ from packaging.version import InvalidVersion, Version
 
 from mmcv_patcher.errors import Error
 from mmcv_patcher.interpreter import Interpreter, current
-from mmcv_patcher.model import MMCV_DISTRIBUTIONS, Patch, Release
+from mmcv_patcher.model import PACKAGES, Patch, Release
 from mmcv_patcher.ours import find_ours
 from mmcv_patcher.source import UndecodableSource, decode, matches_record, read_source
 
@@ -34,7 +35,7 @@ _MAX_METADATA_BYTES = 16 * 2**20
 
 
 class NotFound(Error, LookupError):
-    """No mmcv package where we looked."""
+    """No package with patches where we looked."""
 
 
 class BadPath(Error, ValueError):
@@ -42,7 +43,7 @@ class BadPath(Error, ValueError):
 
 
 class Target(NamedTuple):
-    """An mmcv package directory and the release that installed it."""
+    """A package directory and the release that installed it."""
 
     package_dir: str
     release: Release
@@ -51,45 +52,118 @@ class Target(NamedTuple):
     #: set when ``--path`` named one file: only that file's patches run
     only_file: Optional[str] = None
 
+    @property
+    def package(self) -> str:
+        """The top-level package it is (a key of :data:`PACKAGES`)."""
+        return self.release.package
+
     def file_of(self, patch: Patch) -> str:
         """Where ``patch``'s file is in this package directory."""
         return _inside(self.package_dir, patch.file)
+
+
+class Located(NamedTuple):
+    """The packages a run works on: one target per package found, in :data:`PACKAGES`
+    order, and for each package with patches that is not there, why (one line each)."""
+
+    targets: Tuple[Target, ...]
+    absent: Tuple[str, ...]
 
 
 def _inside(package_dir: str, posix_path: str) -> str:
     return os.path.join(package_dir, *posix_path.split("/"))
 
 
-def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[Interpreter] = None) -> Target:
-    """The mmcv that ``interpreter`` (default: the running one) imports, or the one ``path``
-    points at: a directory containing ``mmcv/`` (site-packages, a source checkout, an
-    unpacked sdist), the ``mmcv`` package directory, or a file a patch works on.
-    """
+def locate_all(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[Interpreter] = None) -> Located:
+    """Every package the patches edit, found as :func:`locate` finds one. ``path`` may name
+    a directory holding packages (site-packages, a source checkout: each package there),
+    one package's directory, or a file a patch works on. Raises :class:`NotFound` when none
+    of the packages is there, and :class:`BadPath` for a ``path`` that names nothing."""
+    packages = list(dict.fromkeys(patch.package for patch in patches))
+    absent: List[str] = []
     if path is not None:
-        # absolute, keeping "..": after a symlink it is not the lexical parent, only the OS resolves it
-        try:
-            absolute = str(Path(path).absolute())
-        except FileNotFoundError:  # relative to a working directory that was removed
+        absolute = _absolute(path)
+        chosen = _packages_at(absolute, packages, patches)
+        held = [package for package in packages if os.path.isdir(os.path.join(absolute, package))]
+        if chosen is not None:
+            packages = [chosen]
+        elif held:  # a directory holding packages: each one there
+            absent.extend(f"--path {path}: no {package}/ in it" for package in packages if package not in held)
+            packages = held
+        elif len(packages) > 1 and os.path.isdir(absolute):
             raise BadPath(
-                f"--path {path}: relative to the working directory, which was removed; give an absolute path"
-            ) from None
-        package_dir, only_file = _package_from_path(absolute, patches)
+                f"--path {path}: no {' or '.join(package + '/' for package in packages)} in it, and it is not one of"
+                " those packages; point it at site-packages, a checkout, or a package's directory"
+            )
+    targets: List[Target] = []
+    for package in packages:
+        try:
+            targets.append(locate(path, [patch for patch in patches if patch.package == package], interpreter))
+        except NotFound as error:
+            absent.append(str(error))
+    if not targets:
+        raise NotFound("; ".join(absent))
+    return Located(tuple(targets), tuple(absent))
+
+
+def _packages_at(absolute: str, packages: Sequence[str], patches: Sequence[Patch]) -> Optional[str]:
+    """The one package ``--path`` names when it is a package's directory or a file in one
+    (None: a directory that may hold several)."""
+    if os.path.isfile(absolute):
+        for patch in patches:  # its own package's directory first, then any directory holding its file
+            if absolute.endswith(os.sep + _inside(patch.package, patch.file)):
+                return patch.package
+        for patch in patches:
+            if absolute.endswith(os.sep + _inside("", patch.file)):
+                return patch.package
+        return None
+    if os.path.basename(absolute) in packages:
+        return os.path.basename(absolute)
+    if any(os.path.isdir(os.path.join(absolute, package)) for package in packages):
+        return None
+    for patch in patches:
+        if os.path.exists(_inside(absolute, patch.file)):
+            return patch.package
+    return None
+
+
+def _absolute(path: str) -> str:
+    """``path`` made absolute, keeping "..": after a symlink it is not the lexical parent, only the OS resolves it."""
+    try:
+        return str(Path(path).absolute())
+    except FileNotFoundError:  # relative to a working directory that was removed
+        raise BadPath(
+            f"--path {path}: relative to the working directory, which was removed; give an absolute path"
+        ) from None
+
+
+def locate(path: Optional[str], patches: Sequence[Patch], interpreter: Optional[Interpreter] = None) -> Target:
+    """The package the patches edit (all of one package) that ``interpreter`` (default: the
+    running one) imports, or the one ``path`` points at: a directory containing it
+    (site-packages, a source checkout, an unpacked sdist), the package directory, or a file
+    a patch works on.
+    """
+    package = patches[0].package
+    if path is not None:
+        package_dir, only_file = _package_from_path(_absolute(path), package, patches)
         if os.pardir in Path(package_dir).parts:  # .../mmcv/ops/.. is the package; its metadata is beside it
             package_dir = os.path.realpath(package_dir)
         installer = f"pip install --upgrade --target {shlex.quote(os.path.dirname(package_dir))}"
-        return _describe(package_dir, _distributions([os.path.dirname(package_dir)]), only_file, patches, installer)
+        candidates = _distributions([os.path.dirname(package_dir)], package)
+        return _describe(package_dir, package, candidates, only_file, patches, installer)
     python = interpreter or current()
-    if python.mmcv_dir is None:
-        raise NotFound(f"{python.executable}: {python.mmcv_problem or 'no mmcv is importable'}")
-    target = _describe(python.mmcv_dir, _distributions(python.sys_path), None, patches, _pip_of(python))
-    if python.local_mmcv_dir is None:
+    found = python.found(package)
+    if found.dir is None:
+        raise NotFound(f"{python.executable}: {found.problem or f'no {package} is importable'}")
+    target = _describe(found.dir, package, _distributions(python.sys_path, package), None, patches, _pip_of(python))
+    if found.local_dir is None:
         return target
-    started = os.path.dirname(python.local_mmcv_dir)
+    started = os.path.dirname(found.local_dir)
     return target._replace(
         notes=target.notes
         + (
-            f"{python.local_mmcv_dir} is another mmcv, which only programs started in {started} import"
-            f" (python -m or -c there, or a script there); this run works on {python.mmcv_dir},"
+            f"{found.local_dir} is another {package}, which only programs started in {started} import"
+            f" (python -m or -c there, or a script there); this run works on {found.dir},"
             f" the one {python.executable} imports elsewhere; --path {shlex.quote(started)} works on the other",
         )
     )
@@ -101,29 +175,31 @@ def _pip_of(interpreter: Interpreter) -> str:
 
 
 def every_copy(interpreter: Interpreter, patches: Sequence[Patch]) -> List[Tuple[Target, bool]]:
-    """Every mmcv package directory on the interpreter's ``sys.path`` (and the one only
-    programs started where the tool was import), each with whether it is the one ``import
-    mmcv`` loads (listed first); shadowed copies are easy to forget."""
+    """Every copy of the patches' package (all of one package) on the interpreter's
+    ``sys.path`` (and the one only programs started where the tool was import), each with
+    whether it is the one ``import`` loads (listed first); shadowed copies are easy to forget."""
+    package = patches[0].package
+    found = interpreter.found(package)
     directories: List[str] = []
-    if interpreter.mmcv_dir is not None:
-        directories.append(interpreter.mmcv_dir)
-    if interpreter.local_mmcv_dir is not None:
-        directories.append(interpreter.local_mmcv_dir)
+    if found.dir is not None:
+        directories.append(found.dir)
+    if found.local_dir is not None:
+        directories.append(found.local_dir)
     for entry in interpreter.sys_path:
-        candidate = os.path.join(entry, "mmcv")
+        candidate = os.path.join(entry, package)
         if os.path.isfile(os.path.join(candidate, "__init__.py")) and all(
             os.path.realpath(candidate) != os.path.realpath(d) for d in directories
         ):
             directories.append(candidate)
-    candidates = _distributions(interpreter.sys_path)
-    imported = interpreter.mmcv_dir is not None
+    candidates = _distributions(interpreter.sys_path, package)
+    imported = found.dir is not None
     return [
-        (_describe(d, candidates, None, patches, _pip_of(interpreter)), imported and i == 0)
+        (_describe(d, package, candidates, None, patches, _pip_of(interpreter)), imported and i == 0)
         for i, d in enumerate(directories)
     ]
 
 
-def _package_from_path(path: str, patches: Sequence[Patch]) -> Tuple[str, Optional[str]]:
+def _package_from_path(path: str, package: str, patches: Sequence[Patch]) -> Tuple[str, Optional[str]]:
     if not os.path.exists(path):
         raise BadPath(f"--path {path}: no such file or directory")
     if os.path.isfile(path):
@@ -137,10 +213,10 @@ def _package_from_path(path: str, patches: Sequence[Patch]) -> Tuple[str, Option
                     )
                 return package_dir, patch.file
         files = ", ".join(sorted({p.file for p in patches}))
-        raise BadPath(f"--path {path}: not a file the chosen patches work on ({files} inside the mmcv package)")
-    for package_dir in (os.path.join(path, "mmcv"), path):
+        raise BadPath(f"--path {path}: not a file the chosen patches work on ({files} inside the {package} package)")
+    for package_dir in (os.path.join(path, package), path):
         if os.path.isdir(package_dir) and (
-            os.path.basename(package_dir) == "mmcv"
+            os.path.basename(package_dir) == package
             or any(os.path.exists(_inside(package_dir, p.file)) for p in patches)
         ):
             if not os.path.isfile(os.path.join(package_dir, "__init__.py")):
@@ -149,19 +225,19 @@ def _package_from_path(path: str, patches: Sequence[Patch]) -> Tuple[str, Option
                 )
             return package_dir, None
     raise BadPath(
-        f"--path {path}: no mmcv/ in it, and it is not the mmcv package; point it at site-packages, a checkout, or mmcv/"
+        f"--path {path}: no {package}/ in it, and it is not the {package} package; point it at site-packages, a checkout, or {package}/"
     )
 
 
 class Installed(NamedTuple):
-    """One installed distribution of mmcv (any of :data:`MMCV_DISTRIBUTIONS`), as :mod:`importlib.metadata` reads it:
-    the part of its file list that matters here."""
+    """One installed distribution of a package (one of its :data:`PACKAGES`), as
+    :mod:`importlib.metadata` reads it: the part of its file list that matters here."""
 
     name: str
     version: Optional[str]
     #: the directory its file list is relative to (``locate_file("")``)
     root: str
-    #: POSIX paths inside ``mmcv/`` -> RECORD's hash field as written ("" when none)
+    #: POSIX paths inside the package (``mmcv/...``) -> RECORD's hash field as written ("" when none)
     package_files: Mapping[str, str]
     #: editable-install hooks it installed (``.pth`` files, ``__editable__`` finders)
     hooks: Tuple[str, ...]
@@ -170,19 +246,19 @@ class Installed(NamedTuple):
 
 
 class Candidates(NamedTuple):
-    """The installed mmcv distributions on a path, and what was skipped, for the target's notes."""
+    """The installed distributions of a package on a path, and what was skipped, for the target's notes."""
 
     found: List[Installed]
     skipped: Tuple[str, ...]
 
 
-def _distributions(path: Sequence[str]) -> Candidates:
-    """The installed mmcv distributions on ``path``, by name as listed, then by path entry; the
+def _distributions(path: Sequence[str], package: str) -> Candidates:
+    """The installed distributions of ``package`` on ``path``, by name as listed, then by path entry; the
     same metadata reached through two path entries counts once. Metadata that is not a
     regular file of sane size is skipped (and said so) before importlib.metadata reads it."""
     found: Dict[Tuple[str, str, Optional[str]], Installed] = {}
     skipped = []
-    for name in MMCV_DISTRIBUTIONS:
+    for name in PACKAGES[package]:
         for dist in metadata.distributions(name=name, path=list(path)):
             problem = _metadata_problem(getattr(dist, "_path", None))
             if problem is not None:
@@ -197,7 +273,7 @@ def _distributions(path: Sequence[str]) -> Candidates:
             hooks = []
             for entry in _files(dist) or ():
                 posix = "/".join(entry.parts)
-                if posix.startswith("mmcv/"):
+                if posix.startswith(f"{package}/"):
                     package_files[posix] = f"{entry.hash.mode}={entry.hash.value}" if entry.hash else ""
                 elif posix.endswith(".pth") or entry.parts[-1].startswith("__editable__"):
                     hook = str(entry.locate())
@@ -259,20 +335,20 @@ def _metadata_problem(info: object) -> Optional[str]:
     return None
 
 
-def _owns(dist: Installed, package_dir: str) -> bool:
+def _owns(dist: Installed, package_dir: str, package: str) -> bool:
     """Whether the distribution's file list is about this very package directory, directly
     or through an editable install's ``.pth`` or ``__editable__`` finder."""
-    if "mmcv/__init__.py" in dist.package_files:
-        if os.path.realpath(os.path.join(dist.root, "mmcv", "__init__.py")) == os.path.realpath(
+    if f"{package}/__init__.py" in dist.package_files:
+        if os.path.realpath(os.path.join(dist.root, package, "__init__.py")) == os.path.realpath(
             os.path.join(package_dir, "__init__.py")
         ):
             return True
-    return any(_hook_names(hook, package_dir) for hook in dist.hooks)
+    return any(_hook_names(hook, package_dir, package) for hook in dist.hooks)
 
 
-def _hook_names(hook: str, package_dir: str) -> bool:
+def _hook_names(hook: str, package_dir: str, package: str) -> bool:
     """Whether an editable-install hook puts ``package_dir`` on the path: a ``.pth`` line
-    naming the directory it is in, or the ``mmcv`` entry of an ``__editable__`` finder's
+    naming the directory it is in, or the ``package`` entry of an ``__editable__`` finder's
     ``MAPPING`` (a dict from top-level names to their directories) naming it. Paths are
     compared whole, never as substrings (``/x/src2`` does not name ``/x/src``)."""
     try:
@@ -286,7 +362,7 @@ def _hook_names(hook: str, package_dir: str) -> bool:
         return os.path.realpath(os.path.dirname(package_dir)) in {
             os.path.realpath(os.path.join(base, line)) for line in named
         }
-    mapped = _finder_mapping(text).get("mmcv")
+    mapped = _finder_mapping(text).get(package)
     return mapped is not None and os.path.realpath(os.path.join(base, mapped)) == os.path.realpath(package_dir)
 
 
@@ -316,16 +392,21 @@ def _finder_mapping(text: str) -> Dict[str, str]:
 
 
 def _describe(
-    package_dir: str, candidates: Candidates, only_file: Optional[str], patches: Sequence[Patch], installer: str
+    package_dir: str,
+    package: str,
+    candidates: Candidates,
+    only_file: Optional[str],
+    patches: Sequence[Patch],
+    installer: str,
 ) -> Target:
     """The target for ``package_dir``: the distribution whose file list owns it, with notes
     whenever that is not clear-cut, so nothing is decided silently. ``installer`` is the pip
     command that installs where the package is: the interpreter's own pip, or ``--target``
     the directory that holds it (for ``--path``)."""
-    owners = [dist for dist in candidates.found if _owns(dist, package_dir)]
+    owners = [dist for dist in candidates.found if _owns(dist, package_dir, package)]
     notes: List[str] = list(candidates.skipped)
     if len(owners) > 1:
-        owner, how = _current_owner(owners, package_dir, patches)
+        owner, how = _current_owner(owners, package_dir, package, patches)
         names = ", ".join(f"{dist.name} {dist.version}" for dist in owners)
         stale = ", ".join(f"{dist.name} {dist.version}" for dist in owners if dist is not owner)
         notes.append(
@@ -340,14 +421,14 @@ def _describe(
             )
         return Target(
             package_dir,
-            Release(None, literal_version(os.path.join(package_dir, "version.py")), {}, installer),
+            Release(None, literal_version(os.path.join(package_dir, "version.py")), {}, installer, package),
             tuple(notes),
             only_file,
         )
-    record = {path[len("mmcv/") :]: digest for path, digest in owner.package_files.items() if digest}
+    record = {path[len(package) + 1 :]: digest for path, digest in owner.package_files.items() if digest}
     if owner.version is not None and not _valid(owner.version):
         notes.append(f"invalid version {owner.version!r} in {owner.metadata}: no patch's known releases can include it")
-    return Target(package_dir, Release(owner.name, owner.version, record, installer), tuple(notes), only_file)
+    return Target(package_dir, Release(owner.name, owner.version, record, installer, package), tuple(notes), only_file)
 
 
 def _valid(version: str) -> bool:
@@ -358,7 +439,9 @@ def _valid(version: str) -> bool:
     return True
 
 
-def _current_owner(owners: List[Installed], package_dir: str, patches: Sequence[Patch]) -> Tuple[Installed, str]:
+def _current_owner(
+    owners: List[Installed], package_dir: str, package: str, patches: Sequence[Patch]
+) -> Tuple[Installed, str]:
     """Of several owners (two releases' metadata after ``pip install --target --upgrade``,
     or two distributions over one tree), the one that installed what is there now: the one
     whose RECORD alone matches a patch file as it is, or as it was before we patched it (our
@@ -377,14 +460,14 @@ def _current_owner(owners: List[Installed], package_dir: str, patches: Sequence[
         matching = [
             dist
             for dist in owners
-            if any(matches_record(dist.package_files.get(f"mmcv/{file}", ""), each) for each in versions)
+            if any(matches_record(dist.package_files.get(f"{package}/{file}", ""), each) for each in versions)
         ]
         if len(matching) == 1:
-            return matching[0], f"mmcv/{file} there is the one {matching[0].name} {matching[0].version} installed"
+            return matching[0], f"{package}/{file} there is the one {matching[0].name} {matching[0].version} installed"
     version = literal_version(os.path.join(package_dir, "version.py"))
     named = [dist for dist in owners if dist.version == version]
     if len(named) == 1:
-        return named[0], f"mmcv/version.py there says {version}"
+        return named[0], f"{package}/version.py there says {version}"
     return owners[0], "no RECORD tells which installed the files there"
 
 

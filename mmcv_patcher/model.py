@@ -13,8 +13,13 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from mmcv_patcher.source import matches_record
 
-#: Distributions that install the top-level package ``mmcv``.
-MMCV_DISTRIBUTIONS = ("mmcv", "mmcv-full", "mmcv-lite", "onedl-mmcv")
+#: The top-level packages a patch can edit, in the order runs take them, each with the
+#: distributions that install it (upstream's and the OneDL forks').
+PACKAGES: Mapping[str, Tuple[str, ...]] = {
+    "mmcv": ("mmcv", "mmcv-full", "mmcv-lite", "onedl-mmcv"),
+    "mmdet": ("mmdet", "onedl-mmdetection"),
+    "mmrotate": ("mmrotate", "onedl-mmrotate"),
+}
 
 
 class _Word(str, enum.Enum):
@@ -48,7 +53,8 @@ class Affected(NamedTuple):
     """A range of one distribution's releases that have a bug, as an OSV range: from
     ``introduced`` on, up to and including ``last_affected`` or up to but not including
     ``fixed`` (exactly one of the two). Versions are PEP 440; a local label (``2.1.0+cu118``)
-    does not change the source, and pre-releases never count as affected (none was checked).
+    does not change the source, and pre-releases count as affected only inside a range with
+    a pre-release as a bound (which names the ones that were checked).
 
     ``counts`` says how many times every release in the range has each of the patch's
     edits (by position in :attr:`Patch.edits`; empty means each once): the number the
@@ -66,7 +72,7 @@ class Affected(NamedTuple):
 
 
 def per_distribution(mmcv: Tuple[Affected, ...], onedl_mmcv: Tuple[Affected, ...]) -> Dict[str, Tuple[Affected, ...]]:
-    """A patch's ranges for every distribution of :data:`MMCV_DISTRIBUTIONS`: mmcv-full (1.x)
+    """An mmcv patch's ranges for every distribution of ``mmcv`` (:data:`PACKAGES`): mmcv-full (1.x)
     and mmcv-lite (2.x) are built from the same tagged source as mmcv of the same version,
     so they share its ranges; the onedl-mmcv fork has its own."""
     return {"mmcv": mmcv, "mmcv-full": mmcv, "mmcv-lite": mmcv, "onedl-mmcv": onedl_mmcv}
@@ -311,7 +317,7 @@ class Patch(NamedTuple):
     summary: str
     #: distribution name -> the ranges of its releases that have the bug
     affected: Mapping[str, Tuple[Affected, ...]]
-    #: POSIX path of the file inside the ``mmcv`` package directory (any ``.py`` file)
+    #: POSIX path of the file inside the :attr:`package`'s directory (any ``.py`` file)
     file: str
     #: where the edits are (those that name none, see :attr:`Edit.function`): a module-level
     #: function (``nms``) or a method of a module-level class (``RoIAlign.forward``); the
@@ -331,6 +337,9 @@ class Patch(NamedTuple):
     untouched: Tuple[Untouched, ...]
     #: the e2e grids, model steps and upstream tests that prove it on the real mmcv
     proofs: Proofs = Proofs()
+    #: the top-level package whose file it edits (a key of :data:`PACKAGES`); its ranges name
+    #: that package's distributions
+    package: str = "mmcv"
 
     @property
     def definitions(self) -> Tuple[str, ...]:
@@ -344,7 +353,7 @@ class Patch(NamedTuple):
 
 
 class Release(NamedTuple):
-    """Which distribution and version installed an mmcv package (either may be unknown),
+    """Which distribution and version installed a package (either may be unknown),
     what its RECORD says of each file, and the pip command that installs where it is."""
 
     distribution: Optional[str]
@@ -354,15 +363,17 @@ class Release(NamedTuple):
     record: Mapping[str, str] = {}
     #: the pip command that installs into the environment the package is in
     installer: str = "pip install"
+    #: the top-level package it installed (a key of :data:`PACKAGES`)
+    package: str = "mmcv"
 
     def describe(self) -> str:
-        return f"{self.distribution or 'mmcv (no metadata)'} {self.version or '(unknown version)'}"
+        return f"{self.distribution or f'{self.package} (no metadata)'} {self.version or '(unknown version)'}"
 
     def reinstall(self) -> str:
         """What to do about a damaged file: the command that puts the release back."""
         if self.distribution and self.version:
             return f"restore it with `{self.installer} --force-reinstall --no-deps {self.distribution}=={self.version}`"
-        return "restore it from a fresh copy of mmcv"
+        return f"restore it from a fresh copy of {self.package}"
 
     def installed(self, file: str, data: bytes) -> Optional[bool]:
         """Whether RECORD lists ``file`` (a POSIX path inside the package) with these bytes;

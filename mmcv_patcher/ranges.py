@@ -25,9 +25,10 @@ def standing(patch: Patch, release: Release) -> Tuple[Standing, Optional[Affecte
 
     A local label (``+cu118``) is a build of the same source, so it is ignored. A pre- or
     dev release is below the ranges when its release number is, and otherwise outside them,
-    even of the first affected release (``1.3.4rc1``): no pre-release was checked.
+    even of the first affected release (``1.3.4rc1``): no pre-release was checked, unless a
+    range names one as a bound (``Affected("1.0.0rc0", "1.0.0rc1")``), which checked those.
     """
-    ranges = patch.affected.get(release.distribution or "mmcv", ())
+    ranges = patch.affected.get(release.distribution or patch.package, ())
     if not ranges or release.version is None:
         return Standing.OUTSIDE, None
     try:
@@ -36,10 +37,10 @@ def standing(patch: Patch, release: Release) -> Tuple[Standing, Optional[Affecte
         return Standing.OUTSIDE, None
     if all(Version(version.base_version) < Version(each.introduced) for each in ranges):
         return Standing.BELOW, None
-    if version.is_prerelease:
-        return Standing.OUTSIDE, None
     public = Version(version.public)
     for each in ranges:
+        if version.is_prerelease and not _names_prereleases(each):
+            continue
         if public < Version(each.introduced):
             continue
         if each.last_affected is not None and public <= Version(each.last_affected):
@@ -49,10 +50,18 @@ def standing(patch: Patch, release: Release) -> Tuple[Standing, Optional[Affecte
     return Standing.OUTSIDE, None
 
 
+def _names_prereleases(affected: Affected) -> bool:
+    """Whether a bound of the range is itself a pre-release: then the pre-releases inside it
+    count, as a PEP 440 specifier that names one admits them (mmrotate's 1.x on the index is
+    1.0.0rc0 and 1.0.0rc1)."""
+    bounds = (affected.introduced, affected.last_affected, affected.fixed)
+    return any(Version(bound).is_prerelease for bound in bounds if bound is not None)
+
+
 def first_covered(patch: Patch, release: Release) -> str:
     """The oldest release of ``release``'s distribution in the patch's ranges (which a
     release :attr:`Standing.BELOW` them is older than)."""
-    ranges = patch.affected.get(release.distribution or "mmcv", ())
+    ranges = patch.affected.get(release.distribution or patch.package, ())
     return str(min(Version(each.introduced) for each in ranges))
 
 

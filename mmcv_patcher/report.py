@@ -4,19 +4,20 @@ import io
 import json
 import os
 import sys
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmcv_patcher.locate import Target
 from mmcv_patcher.model import Command, Failure, Outcome, Problem, Result, State
 
 #: Bumped when a key changes meaning or disappears; adding keys does not bump it
-#: (2: the target's ``path`` is ``package_dir``; ``failure`` was added later).
-SCHEMA_VERSION = 2
+#: (2: the target's ``path`` is ``package_dir``; ``failure`` was added later; 3: ``target``
+#: became ``targets``, one per package, each naming its ``package``).
+SCHEMA_VERSION = 3
 
 
 class Copy(NamedTuple):
-    """What ``status --all`` found on one interpreter: an mmcv copy and its status, or,
-    where it has none, why (``problem``)."""
+    """What ``status --all`` found on one interpreter: a copy of a package and its status,
+    or, where it has none, why (``problem``)."""
 
     python: str
     imported: bool
@@ -29,7 +30,7 @@ def as_json(
     command: Optional[str],
     failure: Optional[Failure],
     *,
-    target: Optional[Target] = None,
+    targets: Sequence[Target] = (),
     outcome: Optional[Outcome] = None,
     verify: Optional[Dict[str, Any]] = None,
     copies: Optional[List[Copy]] = None,
@@ -42,7 +43,7 @@ def as_json(
     document: Dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "command": None if command is None else str(command),
-        "target": None if target is None else _target_object(target),
+        "targets": [_target_object(target) for target in targets],
         "patches": [] if outcome is None else [_result_object(r) for r in outcome.results],
         "waited": bool(outcome and outcome.waited),
         "diff": "" if outcome is None else "".join(unified_diff(path, old, new) for path, old, new in outcome.previews),
@@ -79,12 +80,13 @@ def copies_text(copies: List[Copy]) -> List[str]:
             continue
         how = "imports" if copy.imported else "also has on sys.path (not imported)"
         lines.append(f"{copy.python} {how}:")
-        lines.extend("  " + line for line in as_text(copy.target, copy.outcome))
+        lines.extend("  " + line for line in as_text([copy.target], copy.outcome))
     return lines
 
 
 def _target_object(target: Target) -> Dict[str, Any]:
     return {
+        "package": target.package,
         "package_dir": target.package_dir,
         "distribution": target.release.distribution,
         "version": target.release.version,
@@ -104,10 +106,10 @@ def _result_object(result: Result) -> Dict[str, Any]:
     }
 
 
-def as_text(target: Optional[Target], outcome: Optional[Outcome]) -> List[str]:
-    """Lines for stdout: the target, then one line per patch."""
+def as_text(targets: Sequence[Target], outcome: Optional[Outcome]) -> List[str]:
+    """Lines for stdout: the targets, then one line per patch."""
     lines = []
-    if target is not None:
+    for target in targets:
         lines.append(f"{target.release.describe()} at {target.package_dir}")
         lines.extend(f"note: {note}" for note in target.notes)
     if outcome is not None:

@@ -20,7 +20,8 @@ from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Unio
 import pytest
 
 from mmcv_patcher import plan, ranges, registry, write
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Release, per_distribution
+from mmcv_patcher.interpreter import Found, Interpreter
+from mmcv_patcher.model import PACKAGES, Affected, Case, Edit, Example, Patch, Release, per_distribution
 from mmcv_patcher.source import Source, record_hash, sha256_hex
 
 ANCHOR = "scores_after_nms[mask[keep]] = dets[:, -1]"
@@ -226,6 +227,16 @@ SEED = Patch(
 FAMILY = sorted(
     [SEED, *(patch for patch in patches_of("ops/nms.py") if patch.id != SEED.id)], key=lambda patch: patch.id
 )
+
+
+def seeing(sys_path: Sequence[Path], mmcv_dir: Path) -> Interpreter:
+    """An interpreter (as asked) with ``sys_path`` whose programs import mmcv from ``mmcv_dir``
+    and find no other package with patches."""
+    packages = tuple(
+        (package, Found(str(mmcv_dir), None) if package == "mmcv" else Found(None, f"no {package} is importable"))
+        for package in PACKAGES
+    )
+    return Interpreter("python", tuple(str(entry) for entry in sys_path), None, packages)
 
 
 def registered(id: str) -> Patch:

@@ -40,9 +40,17 @@ def test_status_json_schema(tree: Path) -> None:
     registered(SEED.id)
     document = as_json("status", "--patch", "batched-nms-amp-dtype", "--path", str(tree))
     assert document == {
-        "schema_version": 2,
+        "schema_version": 3,
         "command": "status",
-        "target": {"package_dir": str(tree / "mmcv"), "distribution": "mmcv", "version": "2.1.0", "notes": []},
+        "targets": [
+            {
+                "package": "mmcv",
+                "package_dir": str(tree / "mmcv"),
+                "distribution": "mmcv",
+                "version": "2.1.0",
+                "notes": [],
+            }
+        ],
         "patches": [
             {
                 "id": "batched-nms-amp-dtype",
@@ -337,7 +345,7 @@ def test_with_json_every_failure_is_one_json_object(args: List[Any], command: Op
     done = tool(*args, "--json") if args[0] != "frobnicate" else tool("--json", *args)
     assert done.returncode == 2, done.stderr
     document = json.loads(done.stdout)
-    assert document["command"] == command and document["error"] and document["target"] is None
+    assert document["command"] == command and document["error"] and document["targets"] == []
     assert done.stderr == ""
 
 
@@ -441,7 +449,7 @@ def test_status_all_lists_every_interpreter_asked_about_once(tmp_path: Path) -> 
     assert set(document) == {
         "schema_version",
         "command",
-        "target",
+        "targets",
         "patches",
         "waited",
         "diff",

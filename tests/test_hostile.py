@@ -145,7 +145,7 @@ def test_metadata_with_an_invalid_version_is_unverified(tmp_path: Path) -> None:
     metadata = next(tmp_path.glob("*.dist-info")) / "METADATA"
     metadata.write_text(metadata.read_text().replace("Version: 2.1.0", "Version: two point one"))
     status = json.loads(tool("status", "--json", "--path", str(tmp_path)).stdout)
-    assert status["target"]["version"] == "two point one" and status["patches"][0]["state"] == "unverified"
+    assert status["targets"][0]["version"] == "two point one" and status["patches"][0]["state"] == "unverified"
     assert tool("apply", "--path", str(tmp_path)).returncode == 1
     assert tool("apply", "--force", "--path", str(tmp_path)).returncode == 0
 
@@ -271,7 +271,7 @@ def test_a_record_line_naming_a_fifo_never_blocks_and_gets_a_note(tmp_path: Path
         lines = [line for line in lines if not line.startswith("mmcv/")]
     record.write_text("\n".join(lines + ["zz_mmcv.pth,,"]) + "\n")
     done = tool("status", "--json", "--path", str(tmp_path), timeout=60)
-    notes = json.loads(done.stdout)["target"]["notes"]
+    notes = json.loads(done.stdout)["targets"][0]["notes"]
     assert f"ignored the editable-install hook {hook}: not a regular file" in notes
 
 
@@ -291,7 +291,7 @@ def test_an_invalid_version_in_metadata_says_so(tmp_path: Path) -> None:
     info = next(tmp_path.glob("*.dist-info"))
     assert (
         f"invalid version 'not.a.version' in {info}: no patch's known releases can include it"
-        in document["target"]["notes"]
+        in document["targets"][0]["notes"]
     )
 
 

@@ -138,9 +138,9 @@ def test_left_over_metadata_of_an_older_release_never_gates(tmp_path: Path, edit
     if edited:
         nms.write_text(NMS.replace("import torch\n", "import torch  # edited\n"))
     document = json.loads(tool("status", "--json", "--path", str(tmp_path)).stdout)
-    assert (document["target"]["distribution"], document["target"]["version"]) == ("mmcv", "2.1.0")
+    assert (document["targets"][0]["distribution"], document["targets"][0]["version"]) == ("mmcv", "2.1.0")
     assert document["patches"][0]["state"] == "unpatched"
-    [note] = document["target"]["notes"]
+    [note] = document["targets"][0]["notes"]
     assert "gating by mmcv 2.1.0 (mmcv 1.3.3: left-over metadata?)" in note
     # the first file RECORD vouches for: nms.py, or another (the older metadata lists only nms.py)
     chosen = re.search(r"(mmcv/\S+) there is the one mmcv 2\.1\.0 installed", note)
@@ -151,7 +151,11 @@ def test_a_path_through_dot_dot_keeps_its_metadata(tmp_path: Path) -> None:
     make_tree(tmp_path / "site", distribution="mmcv")
     dotted = tmp_path / "site" / "mmcv" / "ops" / ".." / "ops" / "nms.py"
     document = json.loads(tool("status", "--json", "--path", str(dotted)).stdout)
-    assert (document["target"]["package_dir"], document["target"]["distribution"], document["target"]["version"]) == (
+    assert (
+        document["targets"][0]["package_dir"],
+        document["targets"][0]["distribution"],
+        document["targets"][0]["version"],
+    ) == (
         str(tmp_path / "site" / "mmcv"),
         "mmcv",
         "2.1.0",
@@ -245,7 +249,7 @@ def test_a_python_found_on_path_by_name(tmp_path: Path) -> None:
     (bin_dir / "trainpython").symlink_to(sys.executable)
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(tmp_path / "site")}
     document = json.loads(tool("status", "--json", "--python", "trainpython", env=env).stdout)
-    assert document["target"]["package_dir"] == str(tmp_path / "site" / "mmcv")
+    assert document["targets"][0]["package_dir"] == str(tmp_path / "site" / "mmcv")
     missing = tool("status", "--python", "no-such-python-anywhere")
     assert missing.returncode == 2 and missing.stderr.startswith(
         "mmcv-patcher: error: --python no-such-python-anywhere: not found on PATH"
@@ -298,7 +302,7 @@ def test_a_version_py_that_is_not_a_sane_file_gives_no_version_at_once(tmp_path:
     done = tool("status", "--json", "--path", str(tmp_path), timeout=30)
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
-    assert document["target"]["version"] is None and document["patches"][0]["state"] == "unverified"
+    assert document["targets"][0]["version"] is None and document["patches"][0]["state"] == "unverified"
 
 
 @pytest.mark.parametrize("kind", ["fifo", "huge"])
@@ -315,8 +319,8 @@ def test_metadata_that_is_not_a_sane_file_is_skipped_with_a_note(tmp_path: Path,
     done = tool("status", "--json", "--path", str(tmp_path), timeout=60)
     assert time.monotonic() - started < 20 and done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
-    assert document["target"]["version"] == "2.1.0", "from version.py, the metadata being skipped"
-    assert any(note.startswith(f"ignored the metadata {metadata}") for note in document["target"]["notes"])
+    assert document["targets"][0]["version"] == "2.1.0", "from version.py, the metadata being skipped"
+    assert any(note.startswith(f"ignored the metadata {metadata}") for note in document["targets"][0]["notes"])
 
 
 def test_apply_never_writes_what_revert_could_not_read(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def test_apply_and_revert_on_another_python(version: str, tmp_path: Path) -> Non
         return tool(*args, python=venv_python, cwd=tmp_path)
 
     status = json.loads(cli("status", "--json").stdout)
-    assert status["target"]["distribution"] == "mmcv" and status["target"]["version"] == "1.7.2"
+    assert status["targets"][0]["distribution"] == "mmcv" and status["targets"][0]["version"] == "1.7.2"
     assert status["patches"][0]["state"] == "unpatched"
     assert cli("status", "--check").returncode == 3
     assert cli("apply").returncode == 0

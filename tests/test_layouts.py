@@ -48,7 +48,7 @@ def cycle(
         return document
 
     status = run("status")
-    assert (status["target"]["distribution"], status["target"]["version"]) == (distribution, version), status
+    assert (status["targets"][0]["distribution"], status["targets"][0]["version"]) == (distribution, version), status
     assert Path(status["patches"][0]["file"]).resolve() == nms.resolve()
     assert status["patches"][0]["state"] == "unpatched"
     assert run("apply")["patches"][0]["state"] == "patched"
@@ -177,7 +177,7 @@ def test_two_distributions_claiming_one_tree_are_reported(tmp_path: Path) -> Non
     releases.pip_install(python, "--no-index", releases.wheel(LITE))  # overwrites mmcv/
     nms = releases.site_packages(python) / "mmcv" / "ops" / "nms.py"
     status = cycle(python, nms, distribution="mmcv-lite", version="2.2.0", release=LITE)
-    [note] = status["target"]["notes"]
+    [note] = status["targets"][0]["notes"]
     assert "several distributions claim" in note and "mmcv 1.7.2" in note and "mmcv-lite 2.2.0" in note
     assert "gating by mmcv-lite 2.2.0" in note
 
@@ -194,7 +194,7 @@ def test_a_copy_shadowing_the_installed_one_is_reported_and_status_all_shows_bot
     status = cycle(
         python, shadow / "mmcv" / "ops" / "nms.py", env=env, distribution=None, version="2.0.0", release=newer
     )
-    [note] = status["target"]["notes"]
+    [note] = status["targets"][0]["notes"]
     assert "mmcv 1.7.2 is installed, but its metadata" in note and str(shadow / "mmcv") in note
 
     done = tool("status", "--all", "--json", env=env, python=python)
@@ -235,7 +235,7 @@ def test_target_directory_upgraded_in_place_gates_by_the_new_release(tmp_path: P
     assert sorted(p.name for p in target.glob("mmcv-*.dist-info")) == ["mmcv-1.3.3.dist-info", "mmcv-1.7.2.dist-info"]
     python = releases.make_venv(tmp_path / "venv")
     status = cycle(python, target / "mmcv" / "ops" / "nms.py", env={"PYTHONPATH": str(target)})
-    [note] = status["target"]["notes"]
+    [note] = status["targets"][0]["notes"]
     assert (
         "mmcv/ops/nms.py there is the one mmcv 1.7.2 installed, so gating by mmcv 1.7.2 (mmcv 1.3.3: left-over metadata?)"
         in note

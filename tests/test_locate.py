@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 import pytest
 
 from mmcv_patcher import interpreter, locate, registry
-from tests.fixtures import dist_info, egg_info, make_tree, tool
+from tests.fixtures import dist_info, egg_info, make_tree, seeing, tool
 
 PATCHES = registry.all_patches()
 
@@ -148,12 +148,11 @@ def _pyenv_pythons() -> List[Any]:
 def test_every_supported_interpreter_answers_where_mmcv_is(
     tmp_path: Path, python: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mmcv_patcher import interpreter
 
     make_tree(tmp_path, version="1.7.2", distribution="mmcv")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     seen = interpreter.ask(python)
-    assert seen.mmcv_dir == str(tmp_path / "mmcv") and str(tmp_path) in seen.sys_path
+    assert seen.found("mmcv").dir == str(tmp_path / "mmcv") and str(tmp_path) in seen.sys_path
     target = locate.locate(None, PATCHES, seen)
     assert (target.release.distribution, target.release.version) == ("mmcv", "1.7.2")
 
@@ -197,9 +196,7 @@ def test_an_editable_finder_owns_the_tree_its_mapping_names(tmp_path: Path) -> N
     make_tree(checkout, version="1.7.2")
     site = tmp_path / "site"
     _editable_install(site, "__editable___mmcv_1_7_2_finder.py", _setuptools_finder({"mmcv": str(checkout / "mmcv")}))
-    target = locate.locate(
-        None, PATCHES, interpreter.Interpreter("python", (str(site),), None, str(checkout / "mmcv"), None)
-    )
+    target = locate.locate(None, PATCHES, seeing([site], checkout / "mmcv"))
     assert (target.release.distribution, target.release.version, target.notes) == ("mmcv", "1.7.2", ())
 
 
@@ -211,9 +208,7 @@ def test_an_editable_finder_does_not_claim_the_site_packages_beside_it(tmp_path:
     _editable_install(
         site, "__editable___mmcv_1_7_2_finder.py", _setuptools_finder({"mmcv": str(tmp_path / "src" / "mmcv")})
     )
-    target = locate.locate(
-        None, PATCHES, interpreter.Interpreter("python", (str(site),), None, str(site / "mmcv"), None)
-    )
+    target = locate.locate(None, PATCHES, seeing([site], site / "mmcv"))
     assert (target.release.distribution, target.release.version, target.notes) == ("mmcv-full", "2.1.0", ())
 
 
@@ -226,9 +221,7 @@ def test_a_finder_whose_mapping_has_no_mmcv_owns_nothing(tmp_path: Path, finder:
     site = tmp_path / "site"
     make_tree(site, version="2.1.0", distribution="mmcv-full")
     _editable_install(site, "__editable___mmcv_1_7_2_finder.py", finder.replace("{site}", str(site)))
-    target = locate.locate(
-        None, PATCHES, interpreter.Interpreter("python", (str(site),), None, str(site / "mmcv"), None)
-    )
+    target = locate.locate(None, PATCHES, seeing([site], site / "mmcv"))
     assert (target.release.distribution, target.release.version, target.notes) == ("mmcv-full", "2.1.0", ())
 
 
@@ -260,6 +253,6 @@ def test_an_editable_hook_owns_only_the_checkout_it_names_whole(
     _editable_install(owned, hook_name, names_src.format(src=checkout))
     _editable_install(other, hook_name, names_src2.format(src=checkout))  # /x/src2 contains "/x/src"
     for site, distribution in ((owned, "mmcv"), (other, None)):
-        seen = interpreter.Interpreter("python", (str(site),), None, str(checkout / "mmcv"), None)
+        seen = seeing([site], checkout / "mmcv")
         target = locate.locate(None, PATCHES, seen)
         assert (target.release.distribution, target.release.version) == (distribution, "1.7.2"), site

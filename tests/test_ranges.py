@@ -7,7 +7,7 @@ from typing import Optional
 import pytest
 
 from mmcv_patcher import ranges
-from mmcv_patcher.model import Release
+from mmcv_patcher.model import Affected, Release
 from tests.fixtures import (
     SEED,
 )
@@ -61,3 +61,27 @@ from tests.fixtures import (
 )
 def test_standing(distribution: Optional[str], version: Optional[str], expected: ranges.Standing) -> None:
     assert ranges.standing(SEED, Release(distribution, version))[0] is expected
+
+
+#: mmrotate 1.x as the index has it: two pre-releases, named by the range itself.
+PRERELEASES = SEED._replace(
+    package="mmrotate", affected={"mmrotate": (Affected(introduced="1.0.0rc0", last_affected="1.0.0rc1"),)}
+)
+
+
+@pytest.mark.parametrize(
+    "distribution, version, expected",
+    [
+        ("mmrotate", "1.0.0rc0", ranges.Standing.AFFECTED),
+        ("mmrotate", "1.0.0rc1", ranges.Standing.AFFECTED),
+        ("mmrotate", "1.0.0rc2", ranges.Standing.OUTSIDE),
+        ("mmrotate", "1.0.0", ranges.Standing.OUTSIDE),
+        ("mmrotate", "0.3.4", ranges.Standing.BELOW),
+        (None, "1.0.0rc1", ranges.Standing.AFFECTED),
+        ("mmcv", "1.0.0rc1", ranges.Standing.OUTSIDE),
+    ],
+)
+def test_a_range_bounded_by_pre_releases_covers_those_it_names(
+    distribution: Optional[str], version: str, expected: ranges.Standing
+) -> None:
+    assert ranges.standing(PRERELEASES, Release(distribution, version, package="mmrotate"))[0] is expected

@@ -37,8 +37,8 @@ def _cycle(python: Path, package: Path, release: Release, *where: str) -> None:
     assert expected["batched-nms-amp-dtype"] == release.state
 
     status = _json(python, "status", *where)
-    assert status["target"]["distribution"] == release.distribution
-    assert status["target"]["version"] == release.version
+    assert status["targets"][0]["distribution"] == release.distribution
+    assert status["targets"][0]["version"] == release.version
     assert {p["id"]: p["state"] for p in status["patches"]} == expected
     assert {p["id"]: Path(p["file"]).resolve() for p in status["patches"]} == {
         patch.id: (package / patch.file).resolve() for patch in registry.all_patches()

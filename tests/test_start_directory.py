@@ -58,8 +58,8 @@ def test_python_asked_from_a_directory_holding_mmcv_answers_for_its_programs(tmp
     installed, local, env = installed_and_local(tmp_path)
     done = tool("status", "--json", "--python", sys.executable, cwd=tmp_path / "src", env=env)
     document = json.loads(done.stdout)
-    assert document["target"]["package_dir"] == str(installed.parents[1])
-    assert any(str(local.parents[1]) in note for note in document["target"]["notes"])
+    assert document["targets"][0]["package_dir"] == str(installed.parents[1])
+    assert any(str(local.parents[1]) in note for note in document["targets"][0]["notes"])
 
 
 def test_status_check_fails_while_the_installed_mmcv_is_unpatched(tmp_path: Path) -> None:
