@@ -6,6 +6,8 @@ Everything slow is kept under ``$MMCV_PATCHER_CACHE`` (default ``~/.cache/mmcv-p
     wheels/    wheels built from those sdists (lite builds; the CPU-ops build of 2.1.0)
     buildenv/  the virtualenv that prepares and builds old setup.py sdists
     logs/      the output of each download and build, named in the lines that announce them
+    locks/     one lock file per artefact, so that test processes running side by side
+               (pytest-xdist) make each artefact once
 
 so a second run needs no network. No mmcv code is kept in this repository.
 """
@@ -13,6 +15,7 @@ so a second run needs no network. No mmcv code is kept in this repository.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import os
 import re
@@ -222,12 +225,25 @@ def slow_step(what: str, expected: str) -> Iterator[Path]:
     announce(f"mmcv-patcher tests: {what}: done in {time.monotonic() - started:.0f} s")
 
 
+@contextlib.contextmanager
+def made_once(artefact: str) -> Iterator[None]:
+    """Holds the lock of one cached artefact while it is looked for and made: another test
+    process (a pytest-xdist worker) that needs it waits, then finds it made."""
+    locks = CACHE / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / (re.sub(r"[^\w.=-]+", "-", artefact) + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def buildenv() -> Path:
     """The python of a virtualenv with torch, numpy and setuptools<70: old mmcv setup.py
     files import them (pkg_resources, torch.utils.cpp_extension) even to report metadata."""
     python = BUILDENV / "bin" / "python"
     ready = BUILDENV / ".ready"
-    if not ready.exists():
+    with made_once("buildenv"):
+        if ready.exists():
+            return python
         with slow_step("making the build environment (torch, numpy, setuptools<70)", "2 minutes") as log:
             venv.EnvBuilder(with_pip=True, clear=True).create(str(BUILDENV))
             run([python, "-m", "pip", "install", "-q", TORCH], log=log)
@@ -246,6 +262,11 @@ def _pip(release: Release, command: str) -> List[object]:
 
 def download(release: Release) -> Path:
     """The release's file from the package index (sdist, or the wheel for wheel-only ones)."""
+    with made_once(f"download-{release.id}"):
+        return _download(release)
+
+
+def _download(release: Release) -> Path:
     found = _find(DISTS, release, (".tar.gz", ".zip", ".whl"))
     if found is not None:
         return found
@@ -295,6 +316,13 @@ def _built(
     release: Release, directory: Path, env: Dict[str, str], what: str, expected: str, *, verbose: bool = False
 ) -> Path:
     """The wheel built from the release's sdist with ``env``, cached in ``directory``."""
+    with made_once(f"{directory.name}-{release.id}"):
+        return _build(release, directory, env, what, expected, verbose=verbose)
+
+
+def _build(
+    release: Release, directory: Path, env: Dict[str, str], what: str, expected: str, *, verbose: bool
+) -> Path:
     built = _find(directory, release, (".whl",))
     if built is not None:
         return built
@@ -316,7 +344,9 @@ def mmdet_site() -> Path:
     """A directory holding mmdet 3.3.0 and what it needs beyond the build environment (which
     has torch and mmengine), installed once under the cache; put it on ``PYTHONPATH``."""
     site = CACHE / "mmdet-3.3.0"
-    if not (site / ".ready").exists():
+    with made_once(site.name):
+        if (site / ".ready").exists():
+            return site
         with slow_step(f"installing {MMDET} and its dependencies", "1 minute") as log:
             run(
                 [
@@ -352,7 +382,9 @@ def mmrotate_site() -> Path:
     onedl-mmdetection and onedl-mmcv, and runs on mmdet 3.3.0 and this mmcv), installed once
     under the cache; put it on ``PYTHONPATH`` beside :func:`mmdet_site`'s."""
     site = CACHE / "onedl-mmrotate-1.2.1"
-    if not (site / ".ready").exists():
+    with made_once(site.name):
+        if (site / ".ready").exists():
+            return site
         with slow_step(f"installing {MMROTATE}", "1 minute") as log:
             run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, MMROTATE], log=log)
         (site / ".ready").write_text("ok\n")

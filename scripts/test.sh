@@ -17,7 +17,9 @@ echo "ruff: pyflakes, pycodestyle errors, isort, bugbear; and the formatter" >&2
 echo "mypy --strict: the package, its patches, tests and scripts" >&2
 .venv/bin/python -m mypy --no-incremental
 set +e
-.venv/bin/python -m pytest "$@"
+# Test files run side by side, one process per CPU, each file in one process (its module
+# fixtures, such as the e2e suite's venv, made once); the cache is made once (releases.made_once).
+.venv/bin/python -m pytest -n auto --dist loadfile "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
