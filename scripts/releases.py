@@ -113,8 +113,10 @@ MATRIX = tuple(
     Release("onedl-mmcv", version, "", isolated=True)
     for version in "2.3.0 2.3.0.post1 2.3.0.post2 2.3.0.post3 2.3.1 2.3.2 2.3.2.post2 2.3.3 2.3.4 2.3.5 2.3.6".split()
 )
-#: Distributions the package index serves as wheels.
-_WHEEL_ONLY = {"mmcv-lite"}
+#: mmdet and mmrotate releases installed beside mmcv-lite, for the runs that find every package.
+DETECTORS = (Release("mmdet", "3.3.0", ""), Release("onedl-mmrotate", "1.2.1", ""))
+#: Distributions taken as the package index's wheels (pure Python; mmcv-lite has no sdist).
+_WHEEL_ONLY = {"mmcv-lite", "mmdet", "onedl-mmrotate"}
 
 
 def _normal(name: str) -> str:
@@ -320,9 +322,7 @@ def _built(
         return _build(release, directory, env, what, expected, verbose=verbose)
 
 
-def _build(
-    release: Release, directory: Path, env: Dict[str, str], what: str, expected: str, *, verbose: bool
-) -> Path:
+def _build(release: Release, directory: Path, env: Dict[str, str], what: str, expected: str, *, verbose: bool) -> Path:
     built = _find(directory, release, (".whl",))
     if built is not None:
         return built

@@ -14,12 +14,16 @@ from typing import Any, Dict, Tuple
 
 import pytest
 
-from mmcv_patcher import registry
+from mmcv_patcher import interpreter, locate, registry
 from scripts import releases
 from scripts.releases import Release
-from tests.fixtures import expected_states, tool
+from tests.fixtures import SEED, expected_states, tool
 
 pytestmark = pytest.mark.release
+
+#: A patch of a file each of mmdet and mmrotate ship, to locate them by (the seed's data otherwise).
+IN_MMDET = SEED._replace(id="in-mmdet", package="mmdet", file="models/dense_heads/vfnet_head.py", affected={})
+IN_MMROTATE = SEED._replace(id="in-mmrotate", package="mmrotate", file="structures/bbox/box_converters.py", affected={})
 
 
 def _cycle(python: Path, package: Path, release: Release, *where: str) -> None:
@@ -122,6 +126,43 @@ def test_source_checkout_round_trip(release: Release, form: str, tmp_path: Path)
     else:
         _cycle(Path(sys.executable), root / "mmcv", release, "--path", str(path))
     assert not _leftovers(nms.parent)
+
+
+def test_a_venv_holding_mmcv_mmdet_and_mmrotate_is_one_target_each_and_revert_gives_back_every_byte(
+    installed_wheels: Dict[str, Any], tmp_path: Path
+) -> None:
+    python = releases.make_venv(tmp_path / "venv")
+    lite = next(release for release in releases.INSTALLED if release.id == "mmcv-lite-2.2.0")
+    releases.pip_install(
+        python, "--no-index", installed_wheels[lite.id], *(releases.wheel(each) for each in releases.DETECTORS)
+    )
+    site = releases.site_packages(python)
+    packages = {"mmcv": site / "mmcv", "mmdet": site / "mmdet", "mmrotate": site / "mmrotate"}
+    released = {path: path.read_bytes() for package in packages.values() for path in package.rglob("*.py")}
+    status = _json(python, "status")
+    assert [(t["package"], t["package_dir"], t["distribution"], t["version"]) for t in status["targets"]] == [
+        (package, str(packages[package]), distribution, version)
+        for package, distribution, version in (
+            ("mmcv", "mmcv-lite", "2.2.0"),
+            ("mmdet", "mmdet", "3.3.0"),
+            ("mmrotate", "onedl-mmrotate", "1.2.1"),
+        )
+        if any(patch.package == package for patch in registry.all_patches())
+    ]
+    for where in (str(site), None):  # --path site-packages, and the venv's interpreter asked
+        located = locate.locate_all(where, [IN_MMDET, IN_MMROTATE], interpreter.ask(str(python)))
+        assert [(t.package, t.package_dir, t.release.distribution, t.release.version) for t in located.targets] == [
+            ("mmdet", str(packages["mmdet"]), "mmdet", "3.3.0"),
+            ("mmrotate", str(packages["mmrotate"]), "onedl-mmrotate", "1.2.1"),
+        ]
+        assert [
+            patch.file in target.release.record for patch, target in zip([IN_MMDET, IN_MMROTATE], located.targets)
+        ] == [True, True]
+    applied = _json(python, "apply")
+    assert applied["patches"] and all(p["state"] == "patched" and p["changed"] for p in applied["patches"])
+    assert tool("status", "--check", python=python).returncode == 0
+    _json(python, "revert")
+    assert {path: path.read_bytes() for path in released} == released
 
 
 def _file_cycle(nms: Path, release: Release) -> None:
