@@ -124,7 +124,7 @@ def _run(request: Request) -> int:
             return EXIT_OK
         return _fail(
             request,
-            Failure(Problem.NO_MMCV, None, f"{error}; install {_names(patches)} first, or pass --path or --python"),
+            Failure(Problem.NO_MMCV, None, f"{error}; install mmcv first, or pass --path or --python"),
             EXIT_FAILED,
         )
     targets = located.targets
@@ -150,11 +150,6 @@ def _run(request: Request) -> int:
         if outcome.error:
             report.print_error(outcome.error)
     return _exit_code([outcome], request.check)
-
-
-def _names(patches: Sequence[Patch]) -> str:
-    """The packages ``patches`` edit, for a message: "mmcv", or "mmcv or mmdet"."""
-    return " or ".join(dict.fromkeys(patch.package for patch in patches))
 
 
 def _options(request: Request, python: interpreter.Interpreter) -> commands.Options:
@@ -193,12 +188,12 @@ def _status_all(request: Request, interpreters: Sequence[interpreter.Interpreter
             chosen = [patch for patch in patches if patch.package == package]
             found = locate.every_copy(each, chosen)
             copies.extend(
-                report.Copy(each.executable, imported, target, commands.status([target], chosen))
+                report.Copy(each.executable, package, imported, target, commands.status([target], chosen))
                 for target, imported in found
             )
             if not found:
                 why = each.found(package).problem or f"no {package} on the sys.path of {each.executable}"
-                copies.append(report.Copy(each.executable, False, None, None, why))
+                copies.append(report.Copy(each.executable, package, False, None, None, why))
     problems = [copy.outcome.error for copy in copies if copy.outcome is not None and copy.outcome.error]
     if request.json:
         report.out(report.copies_json(copies, problems[0] if problems else None))
@@ -215,8 +210,8 @@ def _verify(
     python: interpreter.Interpreter,
     patches: Sequence[Patch],
 ) -> int:
-    """Each patch's state, then the AMP case of each mmcv patch run on the real mmcv in a
-    child of the target interpreter: 0 if every case survives."""
+    """Each patch's state, then each patch's AMP case run on the real packages in a child of
+    the target interpreter: 0 if every case survives."""
     outcome = commands.status(targets, patches)
     if not request.json:
         report.out("\n".join(report.as_text(targets, outcome)))
@@ -226,7 +221,7 @@ def _verify(
     target = next((each for each in targets if each.package == "mmcv"), None)
     result = verify.run(
         python.executable,
-        [patch for patch in patches if patch.package == "mmcv"],
+        patches,
         package_dir=target.package_dir if request.path and target else None,
         boxes=request.boxes,
         device=request.device,

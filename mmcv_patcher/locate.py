@@ -101,8 +101,9 @@ def locate_all(path: Optional[str], patches: Sequence[Patch], interpreter: Optio
             targets.append(locate(path, [patch for patch in patches if patch.package == package], interpreter))
         except NotFound as error:
             absent.append(str(error))
-    if not targets:
-        raise NotFound("; ".join(absent))
+    if not targets:  # one interpreter, named once
+        python = (interpreter or current()).executable
+        raise NotFound(f"{python}: " + ", ".join(each[len(python) + 2 :] for each in absent))
     return Located(tuple(targets), tuple(absent))
 
 

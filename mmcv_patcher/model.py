@@ -187,36 +187,47 @@ class Tensor(NamedTuple):
       box with its centre within ``scale``)
     - ``shapes``: the (height, width) of each feature level ``size`` lists, as int64
     - ``starts``: where each level of ``size`` starts in the flattened levels, as int64
+    - ``levels``: a tuple of feature maps, one of each shape ``size`` lists, values in [0, 1)
+    - ``det-samples``: one image's ground truth as mmdet gives a head: a list of one
+      ``DetDataSample`` with ``size`` boxes in a ``scale`` x ``scale`` image, labels below
+      ``classes``
 
     ``size`` ``"boxes"`` is ``verify --boxes``. ``amp``: the tensor comes in the AMP dtype
     (fp16 or bf16), as autocast gives it; otherwise in fp32.
     """
 
     kind: str
-    size: Union[int, str, Tuple[int, ...], Tuple[Tuple[int, int], ...]]
+    size: Union[int, str, Tuple[int, ...], Tuple[Tuple[int, ...], ...]]
     amp: bool = False
     scale: float = 0.0
     images: int = 1
+    classes: int = 1
 
 
 class Case(NamedTuple):
-    """What ``verify`` runs to prove a patch on the real mmcv: ``mmcv.ops.<op>`` called with
-    ``args`` (a :class:`Tensor`, or a JSON value passed as it is), or, with ``init``, the
-    module ``mmcv.ops.<op>(*init)`` called with them. The result is compared with the same
+    """What ``verify`` runs to prove a patch on the real packages: ``<module>.<op>`` (by
+    default ``mmcv.ops.<op>``) called with ``args`` (a :class:`Tensor`, or a JSON value
+    passed as it is), or, with ``init``, the module ``<module>.<op>(*init)`` (``**init``
+    for a dict) called with them, or its ``method``. The result is compared with the same
     call on fp32 copies of the same values: ``boxes`` for NMS results (the same kept indices,
     boxes and scores within 1e-3), ``values`` for a tensor (in the AMP dtype, and the fp32
-    values within its rounding). ``gave`` says what the call gives mmcv: ``{amp}`` stands
+    values within its rounding), ``losses`` for a head's loss dict (the fp32 run's losses,
+    every one finite). ``gave`` says what the call gives the package: ``{amp}`` stands
     for the dtype's short name (fp16, bf16), ``{boxes}`` for ``--boxes``."""
 
     op: str
     args: Tuple[Any, ...]
     gave: str
     compare: str = "boxes"
-    init: Optional[Tuple[Any, ...]] = None
-    #: what is called instead of ``mmcv.ops.<op>``, as a dotted path under ``mmcv.ops``: the
+    init: Optional[Union[Tuple[Any, ...], Dict[str, Any]]] = None
+    #: what is called instead of ``<module>.<op>``, as a dotted path under ``module``: the
     #: autograd function the op's module calls, when the module's arguments are what
     #: autocast itself would have to make
     call: Optional[str] = None
+    #: the module that has the op
+    module: str = "mmcv.ops"
+    #: the method of the object ``init`` makes that is called (a head's ``loss``), if not the object itself
+    method: Optional[str] = None
     #: the devices mmcv has the op's kernel for; on any other the case is skipped
     devices: Tuple[str, ...] = ("cpu", "cuda")
     #: the AMP dtypes mmcv's CPU kernel takes as released, so the case survives there unpatched
@@ -233,7 +244,8 @@ class Case(NamedTuple):
             "gave": self.gave,
             "compare": self.compare,
             "init": None if self.init is None else _json(self.init),
-            "call": self.call or self.op,
+            "call": f"{self.module}.{self.call or self.op}",
+            "method": self.method,
             "devices": list(self.devices),
             "backward": self.backward,
         }
@@ -288,9 +300,10 @@ class Grid(NamedTuple):
 
 class Step(NamedTuple):
     """One training step of a real model that shows the patch (``scripts/model_step.py``, on
-    the real build, random weights): on the release it crashes in mmcv's ``crashes_in`` with
-    the AMP dtype in its message, once the patch is applied it trains with finite losses and
-    gradients, and after its revert it crashes again. ``config`` is a config of mmdet 3.3.0,
+    the real build, random weights): on the release it crashes in ``crashes_in`` (a file of
+    the patched package, from the package's name on) with the AMP dtype in its message, once
+    the patch is applied it trains with finite losses and gradients, and after its revert it
+    crashes again. ``config`` is a config of mmdet 3.3.0,
     or of onedl-mmrotate as ``mmrotate::PATH``; ``after`` as for :class:`Grid`."""
 
     config: str

@@ -56,6 +56,24 @@ def _level_starts(torch, shapes):
     return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
 
 
+def _det_samples(torch, generator, spec, n):
+    """One image's ground truth as mmdet gives a head: a list of one ``DetDataSample`` with
+    ``n`` boxes inside a ``scale`` x ``scale`` image, labels below ``classes``."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    side = int(spec["scale"])
+    corners = torch.rand(n, 2, generator=generator) * side * 0.6
+    boxes = torch.cat([corners, corners + torch.rand(n, 2, generator=generator) * side * 0.4 + 4], 1)
+    sample = DetDataSample(
+        metainfo={"img_shape": (side, side), "pad_shape": (side, side), "batch_input_shape": (side, side)}
+    )
+    sample.gt_instances = InstanceData(
+        bboxes=boxes, labels=torch.randint(0, int(spec["classes"]), (n,), generator=generator)
+    )
+    return [sample]
+
+
 #: each kind of :class:`mmcv_patcher.model.Tensor`: (torch, generator, its fields, its rows) -> the tensor
 KINDS = {
     "boxes": lambda torch, g, spec, n: _boxes(torch, g, n, spec["scale"] or 1000.0),
@@ -71,7 +89,31 @@ KINDS = {
     ),
     "shapes": lambda torch, g, spec, n: torch.tensor(spec["size"], dtype=torch.int64),
     "starts": lambda torch, g, spec, n: _level_starts(torch, spec["size"]),
+    "levels": lambda torch, g, spec, n: tuple(torch.rand(*shape, generator=g) for shape in spec["size"]),
+    "det-samples": _det_samples,
 }
+
+
+def _each(function, value):
+    """``function`` of a tensor, of each tensor in a tuple of them, or of a list of samples (``.to``)."""
+    if isinstance(value, tuple):
+        return tuple(function(each) for each in value)
+    if isinstance(value, list):
+        return [function(each) for each in value]
+    return function(value)
+
+
+def _resolve(path):
+    """What a dotted path names, as code that imports its first module reaches it: each
+    name an attribute of what comes before it (``mmcv.ops.nms``, the function the package
+    exports), or else the submodule of that name, imported."""
+    parts = path.split(".")
+    found = importlib.import_module(parts[0])
+    for index, name in enumerate(parts[1:], 2):
+        if not hasattr(found, name):
+            importlib.import_module(".".join(parts[:index]))
+        found = getattr(found, name)
+    return found
 
 
 def _tensor(torch, generator, spec, boxes):
@@ -113,10 +155,29 @@ def _close_values(torch, dtype, result, reference):
     ).abs().max().item()
 
 
-_COMPARE = {"boxes": _same_boxes, "values": _close_values}
+def _losses(result):
+    """A loss dict's tensors, each loss's values flattened (a value may be a list of them)."""
+    return dict(
+        (name, value if not isinstance(value, (list, tuple)) else value[0].new_tensor([v.sum() for v in value]))
+        for name, value in result.items()
+    )
 
 
-def _run_case(torch, ops, case, dtype, device, boxes):
+def _finite_losses(torch, dtype, result, reference):
+    """A head's losses: the same losses as the fp32 run, every one finite."""
+    losses, expected = _losses(result), _losses(reference)
+    if sorted(losses) != sorted(expected):
+        return False, "gave the losses %s, not the fp32 run's %s" % (sorted(losses), sorted(expected))
+    infinite = sorted(name for name, value in losses.items() if not bool(torch.isfinite(value.float()).all()))
+    if infinite:
+        return False, "gave non-finite %s" % ", ".join(infinite)
+    return True, "gave the fp32 run's losses (%s), every one finite" % ", ".join(sorted(losses))
+
+
+COMPARE = {"boxes": _same_boxes, "values": _close_values, "losses": _finite_losses}
+
+
+def _run_case(torch, case, dtype, device, boxes):
     """survived / crashed / wrong, and why, with what the call gave mmcv."""
     gave = case["gave"].format(amp=_SHORT.get(dtype, dtype), boxes=boxes)
     amp = getattr(torch, dtype)
@@ -130,13 +191,14 @@ def _run_case(torch, ops, case, dtype, device, boxes):
             % (device, case["op"], case["devices"][0]),
         }
     try:
-        target = ops
-        for name in case["call"].split("."):
-            target = getattr(target, name)
+        target = _resolve(case["call"])
         if case["init"] is not None:
-            target = target(*case["init"]).to(device)
+            init = case["init"]
+            target = (target(**init) if isinstance(init, dict) else target(*init)).to(device)
+        if case.get("method"):
+            target = getattr(target, case["method"])
         made = [
-            (_tensor(torch, generator, arg, boxes).to(device), arg["amp"])
+            (_each(lambda t: t.to(device), _tensor(torch, generator, arg, boxes)), arg["amp"])
             if isinstance(arg, dict) and arg.get("tensor")
             else (arg, None)
             for arg in case["args"]
@@ -150,7 +212,7 @@ def _run_case(torch, ops, case, dtype, device, boxes):
 
     def call(cast):
         args = [
-            (cast(value) if amp_side else value) if amp_side is not None else copy.deepcopy(value)
+            (_each(cast, value) if amp_side else value) if amp_side is not None else copy.deepcopy(value)
             for value, amp_side in made
         ]
         return target(*args)
@@ -165,6 +227,8 @@ def _run_case(torch, ops, case, dtype, device, boxes):
         with _autocast(torch, device, amp):
             result = call(train)
         first = result[0] if isinstance(result, tuple) else result
+        if isinstance(result, dict):  # a head's losses: training sums them
+            first = sum(value.float().sum() for value in _losses(result).values())
         if case.get("backward") and torch.is_tensor(first) and first.requires_grad:
             where = "backward"
             first.float().sum().backward()
@@ -181,7 +245,7 @@ def _run_case(torch, ops, case, dtype, device, boxes):
         }
     with torch.no_grad():
         reference = call(lambda t: t.to(amp).float())  # the same values in fp32
-    survived, detail = _COMPARE[case["compare"]](torch, dtype, result, reference)
+    survived, detail = COMPARE[case["compare"]](torch, dtype, result, reference)
     return {"gave": gave, "verdict": "survived" if survived else "wrong", "detail": detail}
 
 
@@ -242,7 +306,7 @@ def main(argv):
     report["torch"] = torch.__version__
     try:
         import mmcv
-        from mmcv import ops
+        import mmcv.ops  # noqa: F401 (its compiled ops load, or nothing can run)
     except Exception as error:
         return _finish(
             report,
@@ -257,7 +321,7 @@ def main(argv):
     report["cases"] = {}
     for dtype in dtypes:
         for id, case in cases.items():
-            report["cases"].setdefault(id, {})[dtype] = _run_case(torch, ops, case, dtype, device, boxes)
+            report["cases"].setdefault(id, {})[dtype] = _run_case(torch, case, dtype, device, boxes)
     ran = [
         (id, dtype, case)
         for id, by_dtype in report["cases"].items()

@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 from typing import Iterable, Optional, Sequence, Tuple
 
-from mmcv_patcher.model import Patch
+from mmcv_patcher.model import PACKAGES, Patch
 
 
 @functools.lru_cache(maxsize=None)
@@ -37,6 +37,13 @@ def ops(patches: Sequence[Patch]) -> Tuple[str, ...]:
 
 
 def description() -> str:
-    """What the tool does, naming every op a registered patch fixes: ``--help``'s first
-    line, and (written by ``scripts/document.py``) the package's description."""
-    return f"Fix mmcv's ops ({', '.join(ops(all_patches()))}) under mixed precision (fp16 and bf16), in place and reversibly."
+    """What the tool does, naming every op a registered patch fixes, by package: ``--help``'s
+    first line, and (written by ``scripts/document.py``) the package's description."""
+    patches = all_patches()
+    named = {package: ", ".join(ops([p for p in patches if p.package == package])) for package in PACKAGES}
+    fixed = [
+        f"mmcv's ops ({names})" if package == "mmcv" else f"{package}'s {names}"
+        for package, names in named.items()
+        if names
+    ]
+    return f"Fix {' and '.join(fixed)} under mixed precision (fp16 and bf16), in place and reversibly."

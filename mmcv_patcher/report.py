@@ -20,6 +20,8 @@ class Copy(NamedTuple):
     or, where it has none, why (``problem``)."""
 
     python: str
+    #: the package it is a copy of (a key of :data:`~mmcv_patcher.model.PACKAGES`)
+    package: str
     imported: bool
     target: Optional[Target]
     outcome: Optional[Outcome]
@@ -57,6 +59,7 @@ def as_json(
         document["copies"] = [
             {
                 "python": c.python,
+                "package": c.package,
                 "imported": c.imported,
                 "target": None if c.target is None else _target_object(c.target),
                 "patches": [] if c.outcome is None else [_result_object(r) for r in c.outcome.results],

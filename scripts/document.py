@@ -9,6 +9,7 @@ Generated, each between its two ``<!-- ... -->`` marker lines where it is part o
 - docs/zoo.md: the sweep's tables, one per AMP dtype, with what each shows in numbers and
   the runs that made the rows, from docs/results/zoo-DTYPE.json (:mod:`scripts.results`);
 - docs/benchmarks.md: each benchmark's runs and tables, from docs/results/bench_NAME.json;
+- CONTRIBUTING.md: how long the suite takes (scripts/bench_suite.py's runs);
 - setup.cfg: the package's ``description``;
 - mmcv_patcher/__init__.py: the package docstring.
 
@@ -43,11 +44,12 @@ _SHORT_DTYPES = "fp16/bf16"
 _SURVIVED = {
     "boxes": "kept the same boxes as the fp32 run",
     "values": "gave the inputs' AMP dtype and the fp32 run's values within its rounding",
+    "losses": "gave the fp32 run's losses, every one finite",
 }
 
 
 #: The benchmarks whose result files docs/benchmarks.md shows, each a block named for its script.
-BENCHMARKS = ("bench_step", "bench_deform_conv", "bench_nms", "bench_cli")
+BENCHMARKS = ("bench_step", "bench_deform_conv", "bench_nms", "bench_cli", "bench_suite")
 #: Where each generated block's content comes from, as its marker line says.
 _SOURCES = {
     "zoo tables": "docs/results/zoo-*.json; run scripts/sweep_zoo.py",
@@ -88,7 +90,7 @@ def table(patches: Sequence[Patch]) -> str:
     """docs/patches.md's table of patches."""
     rows = ["| patch | where | what users see under AMP (fp16; bf16) | releases |", "| --- | --- | --- | --- |"]
     rows += [
-        f"| `{p.id}` | `{p.file}`, {', '.join(f'`{name}`' for name in p.definitions)} | {p.error} | {releases(p)} |"
+        f"| `{p.id}` | `{p.package}/{p.file}`, {', '.join(f'`{name}`' for name in p.definitions)} | {p.error} | {releases(p)} |"
         for p in patches
     ]
     return "\n".join(rows) + "\n"
@@ -123,7 +125,7 @@ def _markdown(docstring: str) -> str:
 
 
 def proofs(patch: Patch) -> str:
-    """What proves a patch on the real mmcv, in words, from its :class:`Proofs`."""
+    """What proves a patch on the real packages, in words, from its :class:`Proofs`."""
     said = [f"its `verify` case ({patch.case.gave.format(amp=_SHORT_DTYPES, boxes=verify.DEFAULT_BOXES)})"]
     for grid in patch.proofs.grids:
         said.append(
@@ -131,7 +133,7 @@ def proofs(patch: Patch) -> str:
             f" and {len(grid.works)} that {'work' if len(grid.works) > 1 else 'works'} and must stay bit-identical"
         )
     said += [f"a {step.dtype} training step of `{step.config}` at {step.size}" for step in patch.proofs.steps]
-    said += [f"mmcv's own `{test}`" for test in patch.proofs.upstream]
+    said += [f"{patch.package}'s own `{test}`" for test in patch.proofs.upstream]
     return "Proven by " + "; ".join(said) + "."
 
 
@@ -214,6 +216,10 @@ def _benchmarks_page(text: str, path: Path) -> str:
     return text
 
 
+def _contributing(text: str, path: Path) -> str:
+    return _between(text, "bench_suite", bench_runs(results.load_bench("bench_suite")), path)
+
+
 def _zoo_page(text: str, path: Path) -> str:
     documents = [results.load(dtype) for dtype in ("bf16", "fp16")]
     return _between(text, "zoo tables", "\n".join(zoo_table(each) for each in documents if each["rows"]), path)
@@ -233,6 +239,7 @@ GENERATED: Dict[str, Callable[[str, Path], str]] = {
     "docs/patches.md": _patches_page,
     "docs/zoo.md": _zoo_page,
     "docs/benchmarks.md": _benchmarks_page,
+    "CONTRIBUTING.md": _contributing,
     "setup.cfg": _setup_cfg,
     "mmcv_patcher/__init__.py": _package_docstring,
 }

@@ -21,7 +21,7 @@ autocast takes bf16 only; torch's takes both). ``--rpn-split-thr`` sets the RPN'
 
 Prints one JSON object: the losses and whether they and every gradient are finite (or the
 boxes predicted), or the error, the functions its traceback passed through and its innermost
-frames inside mmcv and overall; and the seconds of each round after the model is built. The
+frames inside the packages this tool patches and overall; and the seconds of each round after the model is built. The
 image's three boxes come with masks when the model predicts masks.
 """
 
@@ -252,8 +252,9 @@ def predict(model: Any, data: Any) -> Dict[str, Any]:
 
 def failure(error: BaseException) -> Dict[str, Any]:
     """What a training log shows of ``error``: its line, the functions it passed through,
-    and where it was raised, inside mmcv and overall (``file:line in function``, the file
-    from its package directory on)."""
+    and where it was raised: inside the packages this tool patches (mmcv, mmdet, mmrotate:
+    ``package_frame``, the innermost) and overall (``file:line in function``, the file from
+    its package directory on)."""
     frames = traceback.extract_tb(error.__traceback__)
 
     def where(frame: traceback.FrameSummary) -> str:
@@ -264,12 +265,16 @@ def failure(error: BaseException) -> Dict[str, Any]:
                 break
         return f"{path}:{frame.lineno} in {frame.name}"
 
-    inside_mmcv = [frame for frame in frames if "/mmcv/" in frame.filename.replace(os.sep, "/")]
     message = str(error).splitlines()[0] if str(error) else ""
+    inside = [
+        frame
+        for frame in frames
+        if any(f"/{package}/" in frame.filename.replace(os.sep, "/") for package in ("mmcv", "mmdet", "mmrotate"))
+    ]
     return {
         "error": f"{type(error).__name__}: {message}",
         "passed": [frame.name for frame in frames],
-        "mmcv_frame": where(inside_mmcv[-1]) if inside_mmcv else None,
+        "package_frame": where(inside[-1]) if inside else None,
         "frame": where(frames[-1]) if frames else None,
     }
 

@@ -114,9 +114,23 @@ MATRIX = tuple(
     for version in "2.3.0 2.3.0.post1 2.3.0.post2 2.3.0.post3 2.3.1 2.3.2 2.3.2.post2 2.3.3 2.3.4 2.3.5 2.3.6".split()
 )
 #: mmdet and mmrotate releases installed beside mmcv-lite, for the runs that find every package.
-DETECTORS = (Release("mmdet", "3.3.0", ""), Release("onedl-mmrotate", "1.2.1", ""))
+DETECTORS = (Release("mmdet", "3.3.0", ""), Release("onedl-mmrotate", "1.2.1", "", isolated=True))
+#: Every release of mmdet 2.x and 3.x on the package index (its wheels; 0.6.x ships only an
+#: sdist that compiles CUDA extensions, and predates every patched file) and of
+#: onedl-mmdetection, for the release matrix of mmdet's patches.
+MATRIX += tuple(
+    Release("mmdet", version, "")
+    for version in (
+        "2.3.0 2.4.0 2.5.0 2.6.0 2.7.0 2.8.0 2.9.0 2.10.0 2.11.0 2.12.0 2.13.0 2.14.0 2.15.0 2.15.1 2.16.0 2.17.0"
+        " 2.18.0 2.18.1 2.19.0 2.19.1 2.20.0 2.21.0 2.22.0 2.23.0 2.24.0 2.24.1 2.25.0 2.25.1 2.25.2 2.25.3 2.26.0"
+        " 2.27.0 2.28.0 2.28.1 2.28.2 3.0.0 3.1.0 3.2.0 3.3.0"
+    ).split()
+) + tuple(
+    Release("onedl-mmdetection", version, "", isolated=True)
+    for version in "3.4.0 3.4.1 3.4.2.post1 3.4.3 3.4.4 3.4.5 3.4.6 3.4.7 3.5.0 3.5.1".split()
+)
 #: Distributions taken as the package index's wheels (pure Python; mmcv-lite has no sdist).
-_WHEEL_ONLY = {"mmcv-lite", "mmdet", "onedl-mmrotate"}
+_WHEEL_ONLY = {"mmcv-lite", "mmdet"}
 
 
 def _normal(name: str) -> str:
@@ -281,7 +295,7 @@ def _download(release: Release) -> Path:
             run([*pip, "-q", "--no-deps", "--only-binary", ":all:", release.spec, "-d", DISTS], log=log)
         else:
             run(
-                [*pip, "-q", "--no-deps", "--no-binary", ":all:", release.spec, "-d", DISTS],
+                [*pip, "-q", "--no-deps", "--no-binary", release.distribution, release.spec, "-d", DISTS],
                 release.naming_env,
                 log=log,
             )
@@ -399,6 +413,18 @@ def torch_venv(where: Path, wheel_file: Path) -> Path:
     hook = site_packages(python) / "zz_mmcv_patcher_runner.pth"
     hook.write_text(hook.read_text() + f"import site; site.addsitedir({str(site_packages(buildenv()))!r})\n")
     pip_install(python, "--no-index", wheel_file)
+    return python
+
+
+def detector_venv(where: Path) -> Path:
+    """:func:`torch_venv` with mmcv 2.1.0's CPU-ops build, and mmdet 3.3.0 and onedl-mmrotate
+    1.2.1 installed into it for real (their files are what ``apply`` patches there); their
+    other dependencies come from :func:`mmdet_site`, added by the same ``.pth`` hook, after
+    the venv's own site-packages (so the venv's mmdet is the one imported). Returns its python."""
+    python = torch_venv(where, ops_wheel())
+    pip_install(python, "--no-index", *(wheel(each) for each in DETECTORS))
+    hook = site_packages(python) / "zz_mmcv_patcher_runner.pth"
+    hook.write_text(hook.read_text() + f"import site; site.addsitedir({str(mmdet_site())!r})\n")
     return python
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -68,9 +67,7 @@ def zoo(path: Path, only: Sequence[str]) -> List[Entry]:
     return [entry for entry in entries if not only or entry.family in only]
 
 
-def step(
-    python: Path, sites: Sequence[Path], config: str, dtype: str, size: str, timeout: float, batch: str = ""
-) -> Dict[str, Any]:
+def step(python: Path, config: str, dtype: str, size: str, timeout: float, batch: str = "") -> Dict[str, Any]:
     """scripts/model_step.py's report of one training step, or why there is none."""
     started = time.monotonic()
     try:
@@ -79,7 +76,6 @@ def step(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             universal_newlines=True,
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sites))),
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
@@ -101,8 +97,8 @@ def verdict(report: Dict[str, Any]) -> str:
         return f"not built here: {report['error']}"
     if report.get("timed_out") or report.get("died"):
         return str(report["error"])
-    if report.get("mmcv_frame"):
-        return f"crashes in mmcv: {report['error']} ({report['mmcv_frame']})"
+    if report.get("package_frame"):  # in mmcv, or in mmdet's or mmrotate's own code
+        return f"crashes in {report['package_frame'].split('/')[0]}: {report['error']} ({report['package_frame']})"
     return f"crashes outside mmcv: {report['error']} ({report['frame']})"
 
 
@@ -110,7 +106,9 @@ def short(report: Dict[str, Any]) -> str:
     """A word for the progress line."""
     if "error" not in report:
         return "trains"
-    return "in mmcv" if report.get("mmcv_frame") else "crashes" if report.get("built", True) else "not built"
+    if report.get("package_frame"):
+        return f"in {report['package_frame'].split('/')[0]}"
+    return "crashes" if report.get("built", True) else "not built"
 
 
 #: What the run's header says of the packages the steps ran on, by distribution name.
@@ -129,15 +127,9 @@ print(json.dumps(found))
 """
 
 
-def versions(python: Path, sites: Sequence[Path]) -> Dict[str, Any]:
-    """The versions of :data:`VERSIONED` (and Python) that ``python`` imports with ``sites``."""
-    done = subprocess.run(
-        [str(python), "-c", VERSIONS],
-        stdout=subprocess.PIPE,
-        universal_newlines=True,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sites))),
-        check=True,
-    )
+def versions(python: Path) -> Dict[str, Any]:
+    """The versions of :data:`VERSIONED` (and Python) that ``python`` imports."""
+    done = subprocess.run([str(python), "-c", VERSIONS], stdout=subprocess.PIPE, universal_newlines=True, check=True)
     found: Dict[str, Any] = json.loads(done.stdout)
     return {name: each for name, each in found.items() if each is not None}
 
@@ -159,19 +151,16 @@ def main() -> int:
     args = parser.parse_args()
     entries = zoo(args.configs, args.only)
     order = [entry.config for entry in zoo(args.configs, ())]
-    sites = [releases.mmdet_site()]
-    if any(entry.config.startswith("mmrotate::") for entry in entries):
-        sites.append(releases.mmrotate_site())
     reports: Dict[str, Dict[str, Dict[str, Any]]] = {entry.config: {} for entry in entries}
     with tempfile.TemporaryDirectory() as scratch:
-        python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
+        python = releases.detector_venv(Path(scratch) / "venv")
         releases.pip_install(python, *EXTRAS, deps=True)
         header = {
             "command": shlex.join(["python", "scripts/sweep_zoo.py", *sys.argv[1:]]),
             "date": datetime.now(timezone.utc).date().isoformat(),
             "size": args.size,
             "machine": machine.cpu(),
-            "versions": versions(python, sites),
+            "versions": versions(python),
         }
         documents = {dtype: results.load(dtype, args.results) for dtype in args.dtypes}
         runs = {dtype: results.start_run(document, dict(header)) for dtype, document in documents.items()}
@@ -184,7 +173,7 @@ def main() -> int:
                 for dtype in (["fp32"] if state == "release" else []) + list(args.dtypes):
                     column = "fp32" if dtype == "fp32" else f"{dtype} {state}"
                     size = entry.size or args.size
-                    report[column] = step(python, sites, entry.config, dtype, size, args.timeout, entry.batch)
+                    report[column] = step(python, entry.config, dtype, size, args.timeout, entry.batch)
             for dtype, document in documents.items():
                 cells = {"fp32": report["fp32"], "release": report[f"{dtype} release"]}
                 cells["patched"] = report[f"{dtype} patched"]

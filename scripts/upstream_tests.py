@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""Run mmcv's own op tests on the released files and with every patch applied.
+"""Run a patched package's own tests (mmcv's, mmdet's) on the released files and with every patch applied.
 
     python scripts/upstream_tests.py CHECKOUT [TEST ...] [--python PYTHON]
 
-CHECKOUT is a clone of mmcv's repository: its op tests ship in no sdist or wheel on the
-package index, so they are not fetched here. TEST are test files relative to CHECKOUT
-(default: every registered patch's ``proofs.upstream``, in registry order; the ops with CUDA
-kernels only, the focal losses and multi-scale deformable attention, skip or return early on
-a CPU build). pytest runs them from CHECKOUT, as mmcv's own CI does (some read ./tests/data),
-twice: on the released files, then with every patch applied.
+CHECKOUT is a clone of the repository of a package that has patches (mmcv, mmdet or
+mmrotate, told by the package directory at its root): their tests ship in no sdist or wheel
+on the package index, so they are not fetched here. TEST are test files relative to
+CHECKOUT (default: the ``proofs.upstream`` of every registered patch of that package, in
+registry order; mmcv's ops with CUDA kernels only, the focal losses and multi-scale
+deformable attention, skip or return early on a CPU build). pytest runs them from CHECKOUT,
+as the project's own CI does (some read ./tests/data), twice: on the released files, then
+with every patch applied.
 
-By default the mmcv is 2.1.0 built with its CPU ops, in a throwaway venv (the tests' cached
-build; the first run builds it). ``--python`` takes an interpreter with an mmcv of its own
-and pytest instead, such as a CUDA build on a GPU machine, where the CUDA cases run too; its
-mmcv is reverted for the first run and left as it was found (patched or not) afterwards.
+By default the packages are mmcv 2.1.0 built with its CPU ops, mmdet 3.3.0 and
+onedl-mmrotate 1.2.1, in a throwaway venv (the tests' cached builds; the first run builds
+them). ``--python`` takes an interpreter with packages of its own and pytest instead, such
+as a CUDA build on a GPU machine, where the CUDA cases run too; its packages are reverted
+for the first run and left as they were found (patched or not) afterwards.
 
 It prints each test's outcome in both runs and exits 1 if a test that passes on the
 release does not pass once patched.
@@ -35,12 +38,25 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
 from mmcv_patcher import registry  # noqa: E402
+from mmcv_patcher.model import PACKAGES  # noqa: E402
 from scripts import releases  # noqa: E402  (the same cached builds the tests use)
 
 
-def tests() -> Tuple[str, ...]:
-    """Every registered patch's upstream tests, each once, in registry order."""
-    return tuple(dict.fromkeys(test for patch in registry.all_patches() for test in patch.proofs.upstream))
+def tests(package: str) -> Tuple[str, ...]:
+    """The upstream tests of every registered patch of ``package``, each once, in registry order."""
+    return tuple(
+        dict.fromkeys(
+            test for patch in registry.all_patches() if patch.package == package for test in patch.proofs.upstream
+        )
+    )
+
+
+def package_of(checkout: Path) -> str:
+    """The package whose repository ``checkout`` is: the one whose directory is at its root."""
+    found = [package for package in PACKAGES if (checkout / package / "__init__.py").is_file()]
+    if len(found) != 1:
+        raise SystemExit(f"{checkout}: not a clone of the repository of one of {', '.join(PACKAGES)}")
+    return found[0]
 
 
 #: pytest's exit statuses for "every test passed" and "some test failed"; any other means the run itself failed
@@ -65,8 +81,9 @@ def outcomes(junit: Path) -> Dict[str, str]:
 
 def run_tests(python: Path, checkout: Path, tests: Sequence[str], junit: Path) -> Dict[str, str]:
     """Runs ``tests`` with ``python``'s pytest from ``checkout``; returns :func:`outcomes`.
-    The checkout's own ``mmcv/`` (sources, no compiled ops) must not shadow the installed
-    one, so the working directory is kept off ``sys.path`` (``python -m`` would put it first)."""
+    The checkout's own package directory (mmcv's sources, with no compiled ops) must not
+    shadow the installed one, so the working directory is kept off ``sys.path`` (``python
+    -m`` would put it first)."""
     done = subprocess.run(
         [
             str(python),
@@ -101,7 +118,7 @@ def patcher(command: str, python: Path) -> str:
 
 
 def compare(python: Path, checkout: Path, tests: Sequence[str], scratch: Path) -> Dict[str, Dict[str, str]]:
-    """Each test's outcome on the release and patched, leaving ``python``'s mmcv as it was."""
+    """Each test's outcome on the release and patched, leaving ``python``'s packages as they were."""
     was_patched = any(p["state"] == "patched" for p in json.loads(patcher("status", python))["patches"])
     patcher("revert", python)
     try:
@@ -124,36 +141,38 @@ def regressions(results: Dict[str, Dict[str, str]]) -> List[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("checkout", type=Path, help="a clone of mmcv's repository")
+    parser.add_argument("checkout", type=Path, help="a clone of the repository of mmcv, mmdet or mmrotate")
     parser.add_argument(
         "tests",
         nargs="*",
-        default=list(tests()),
-        help=f"test files relative to CHECKOUT (default: {' '.join(tests())})",
+        help="test files relative to CHECKOUT (default: the proofs.upstream of its package's patches)",
     )
     parser.add_argument(
         "--python",
         type=Path,
-        help="an interpreter with mmcv and pytest (default: mmcv 2.1.0 with CPU ops in a throwaway venv)",
+        help="an interpreter with the packages and pytest (default: mmcv 2.1.0 with CPU ops, mmdet 3.3.0 and"
+        " onedl-mmrotate 1.2.1 in a throwaway venv)",
     )
     args = parser.parse_args()
     checkout = args.checkout.resolve()
-    missing = [test for test in args.tests if not (checkout / test).is_file()]
+    package = package_of(checkout)
+    chosen = args.tests or list(tests(package))
+    missing = [test for test in chosen if not (checkout / test).is_file()]
     if missing:
-        parser.error(f"not in {checkout}: {', '.join(missing)}; give a clone of mmcv's repository")
+        parser.error(f"not in {checkout}: {', '.join(missing)}; give a clone of {package}'s repository at its release")
     with tempfile.TemporaryDirectory() as scratch:
         python = args.python
         if python is None:
-            python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
+            python = releases.detector_venv(Path(scratch) / "venv")
             releases.pip_install(python, f"pytest=={importlib.metadata.version('pytest')}", deps=True)
-        results = compare(python, checkout, args.tests, Path(scratch))
+        results = compare(python, checkout, chosen, Path(scratch))
         versions = subprocess.run(
-            [str(python), "-c", "import torch, mmcv; print(torch.__version__, mmcv.__version__)"],
+            [str(python), "-c", f"import torch, {package}; print(torch.__version__, {package}.__version__)"],
             stdout=subprocess.PIPE,
             universal_newlines=True,
             check=True,
         ).stdout.split()
-    print(f"mmcv {versions[1]}, torch {versions[0]}; tests from {checkout}\n")
+    print(f"{package} {versions[1]}, torch {versions[0]}; tests from {checkout}\n")
     print("| test | release | every patch |")
     print("| --- | --- | --- |")
     for test in sorted(set(results["release"]) | set(results["patched"])):

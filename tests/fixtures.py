@@ -85,26 +85,34 @@ def patches_of(file: str = "ops/nms.py") -> List[Patch]:
     return [patch for patch in registry.all_patches() if patch.file == file]
 
 
-def synthetic_files() -> Dict[str, str]:
-    """Path inside the mmcv package -> the synthetic source of every file a registered
-    patch names, each patch of it unpatched (mmcv 2.1.0)."""
-    files = {"ops/nms.py": NMS}
+def synthetic_files(package: str = "mmcv") -> Dict[str, str]:
+    """Path inside ``package`` -> the synthetic source of every file a registered patch of
+    that package names, each patch of it unpatched (mmcv 2.1.0, mmdet 3.3.0)."""
+    files = {"ops/nms.py": NMS} if package == "mmcv" else {}
     examples: Dict[str, List[str]] = {}
     for patch in registry.all_patches():
-        if patch.file not in files:
+        if patch.package == package and patch.file not in files:
             examples.setdefault(patch.file, []).append(patch.examples[0].before)
     files.update((file, "\n\n".join(befores)) for file, befores in examples.items())
     return files
 
 
+#: The release of each package the synthetic tree holds beside mmcv (whose version each tree names).
+OTHER_RELEASES = {"mmdet": ("mmdet", "3.3.0"), "mmrotate": ("onedl-mmrotate", "1.2.1")}
+#: The packages that have registered patches, in the order runs take them.
+PATCHED_PACKAGES = tuple(dict.fromkeys(patch.package for patch in registry.all_patches()))
+
+
 def patched(text: Optional[str] = None, file: str = "ops/nms.py", family: Optional[Sequence[Patch]] = None) -> str:
     """``file``'s synthetic text (or ``text``) after apply with each of ``family`` (default:
-    every registered patch of that file, as the CLI writes it; mmcv 2.1.0)."""
-    text = synthetic_files()[file] if text is None else text
+    every registered patch of that file, as the CLI writes it; mmcv 2.1.0, mmdet 3.3.0)."""
     family = patches_of(file) if family is None else family
+    package = family[0].package if family else "mmcv"
+    text = synthetic_files(package)[file] if text is None else text
     for patch in family:
+        release = Release(*OTHER_RELEASES.get(package, ("mmcv", "2.1.0")), package=package)
         action = plan.plan_apply(
-            plan.assess(Source(text, "utf-8"), patch, Release("mmcv", "2.1.0"), need_text=True, family=family),
+            plan.assess(Source(text, "utf-8"), patch, release, need_text=True, family=family),
             force=False,
         )
         assert action.ok and action.new_text is not None, action
@@ -144,23 +152,40 @@ def make_tree(
     record: bool = True,
 ) -> Path:
     """``root/mmcv`` with every synthetic file (``ops/nms.py`` holding ``nms``) and
-    ``version.py``; with ``distribution``, its metadata beside it (:func:`dist_info`).
-    Returns the nms.py."""
-    package = root / "mmcv"
-    (package / "ops").mkdir(parents=True)
-    (package / "__init__.py").write_text("raise ImportError('mmcv-patcher must never import mmcv')\n")
-    (package / "ops" / "__init__.py").write_text("")
-    for file, text in dict(synthetic_files(), **{"ops/nms.py": nms}).items():
-        (package / file).parent.mkdir(parents=True, exist_ok=True)
-        (package / file).write_bytes(text.encode("utf-8"))
+    ``version.py``, and beside it every other package with registered patches and its files
+    (:data:`OTHER_RELEASES`); with ``distribution`` (mmcv's), each package's metadata
+    (:func:`dist_info`). Returns the nms.py."""
+    for package in dict.fromkeys(("mmcv", *PATCHED_PACKAGES)):
+        files = dict(synthetic_files(package), **({"ops/nms.py": nms} if package == "mmcv" else {}))
+        owner, release = (distribution, version) if package == "mmcv" else OTHER_RELEASES[package]
+        _package_tree(root, package, files, release, owner if distribution is not None else None, record)
+    return root / "mmcv" / "ops" / "nms.py"
+
+
+def _package_tree(
+    root: Path,
+    package: str,
+    files: Mapping[str, str],
+    version: Optional[str],
+    distribution: Optional[str],
+    record: bool,
+) -> None:
+    """``root/package`` holding ``files`` (and ``version.py`` saying ``version``), with its
+    distribution's metadata beside it."""
+    directory = root / package
+    directory.mkdir(parents=True)
+    (directory / "__init__.py").write_text(f"raise ImportError('mmcv-patcher must never import {package}')\n")
+    for file, text in files.items():
+        (directory / file).parent.mkdir(parents=True, exist_ok=True)
+        (directory / file).write_bytes(text.encode("utf-8"))
+        (directory / file).parent.joinpath("__init__.py").touch()
     if version is not None:
-        (package / "version.py").write_text(f"__version__ = '{version}'\n")
+        (directory / "version.py").write_text(f"__version__ = '{version}'\n")
     if distribution is not None:
-        files = {
-            path.relative_to(root).as_posix(): path.read_bytes() if record else None for path in package.rglob("*.py")
+        listed = {
+            path.relative_to(root).as_posix(): path.read_bytes() if record else None for path in directory.rglob("*.py")
         }
-        dist_info(root, distribution, version or "0", files)
-    return package / "ops" / "nms.py"
+        dist_info(root, distribution, version or "0", listed)
 
 
 def dist_info(
@@ -190,11 +215,13 @@ def egg_info(root: Path, directory: str, name: str, version: str, listing: str, 
     (info / listing).write_text(lines)
 
 
-def expected_states(distribution: str, version: str) -> Dict[str, str]:
-    """What ``status`` must say of each registered patch on a release's own files: unpatched
-    in range, not-affected below it, and fixed-upstream past its end."""
+def expected_states(distribution: str, version: str, package: str = "mmcv") -> Dict[str, str]:
+    """What ``status`` must say of each registered patch of ``package`` on a release's own
+    files: unpatched in range, not-affected below it, and fixed-upstream past its end."""
     states = {}
     for patch in registry.all_patches():
+        if patch.package != package:
+            continue
         place, _ = ranges.standing(patch, Release(distribution, version))
         states[patch.id] = {
             ranges.Standing.AFFECTED: "unpatched",

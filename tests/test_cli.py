@@ -14,7 +14,18 @@ import pytest
 from mmcv_patcher import registry
 from scripts import releases
 from tests import fixtures
-from tests.fixtures import ANCHOR, ANCHOR_LINE, NMS, SEED, lines_of, make_tree, nms_with, registered, tool
+from tests.fixtures import (
+    ANCHOR,
+    ANCHOR_LINE,
+    NMS,
+    PATCHED_PACKAGES,
+    SEED,
+    lines_of,
+    make_tree,
+    nms_with,
+    registered,
+    tool,
+)
 
 
 def as_json(*args: str) -> Dict[str, Any]:
@@ -73,7 +84,7 @@ def test_status_json_schema(tree: Path) -> None:
         "one object per patch, in the order they apply"
     )
     assert {(p["state"], p["file"]) for p in every.values()} == {
-        ("unpatched", str(tree / "mmcv" / patch.file)) for patch in registry.all_patches()
+        ("unpatched", str(tree / patch.package / patch.file)) for patch in registry.all_patches()
     }
     in_nms = {
         patch.id: min(line for edit in patch.edits for line in lines_of(NMS, edit.anchor))
@@ -424,8 +435,8 @@ def test_dry_run_shows_exactly_the_lines_gnu_diff_shows(tmp_path: Path) -> None:
     done = tool("apply", "--dry-run", "--json", "--path", str(tmp_path))
     diff = json.loads(done.stdout)["diff"]
     expected = ""
-    for file in dict.fromkeys(patch.file for patch in registry.all_patches()):  # as they are written
-        source = tmp_path / "mmcv" / file
+    for package, file in dict.fromkeys((p.package, p.file) for p in registry.all_patches()):  # as they are written
+        source = tmp_path / package / file
         after = tmp_path / "after.py"
         after.write_text(fixtures.patched(source.read_text(), file))
         gnu = subprocess.run(
@@ -458,14 +469,16 @@ def test_status_all_lists_every_interpreter_asked_about_once(tmp_path: Path) -> 
         "failure",
         "copies",
     }
-    [bare, found] = document["copies"]
+    [bare, found] = [copy for copy in document["copies"] if copy["package"] == "mmcv"]
     assert (bare["python"], bare["target"], bare["patches"]) == (str(without), None, []) and "no mmcv" in bare[
         "problem"
     ]
     assert found["python"] == str(with_mmcv) and found["imported"] and found["target"]["version"] == "2.1.0"
     text = tool("status", "--all", "--python", str(without), "--python", str(with_mmcv)).stdout.splitlines()
-    assert text[0] == f"{without}: no mmcv is importable; nothing to patch", "the interpreter named once"
-    assert text[1] == f"{with_mmcv} imports:"
+    assert (
+        text[:2] == [f"{without}: no {package} is importable; nothing to patch" for package in PATCHED_PACKAGES][:2]
+    ), "the interpreter named once"
+    assert f"{with_mmcv} imports:" in text
 
 
 def test_the_advice_to_reinstall_names_where_the_file_is(tmp_path: Path) -> None:

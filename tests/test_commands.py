@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from mmcv_patcher import commands, locate, write
 from mmcv_patcher.model import Affected, State
-from tests.fixtures import NMS, SEED, dist_info, make_tree, seeing
+from tests.fixtures import NMS, SEED, make_tree, seeing
 
 OTHER = SEED._replace(id="same-fix-in-another-file", file="ops/other_nms.py")
 #: The seed's statement in another package, as a patch of mmdet's declares it.
@@ -22,20 +23,12 @@ IN_MMDET = SEED._replace(
 )
 
 
-def mmdet_tree(site: Path, version: str = "3.3.0") -> Path:
-    """``site/mmdet`` holding ``models/nms.py`` (NMS), installed by mmdet ``version`` (its
-    dist-info beside it). Returns the nms.py."""
-    package = site / "mmdet"
-    (package / "models").mkdir(parents=True)
-    (package / "__init__.py").write_text("raise ImportError('mmcv-patcher must never import mmdet')\n")
-    (package / "models" / "nms.py").write_text(NMS)
-    dist_info(
-        site,
-        "mmdet",
-        version,
-        {f"mmdet/{path.relative_to(package).as_posix()}": path.read_bytes() for path in package.rglob("*.py")},
-    )
-    return package / "models" / "nms.py"
+def mmdet_tree(site: Path) -> Path:
+    """``models/nms.py`` (NMS) written into the mmdet 3.3.0 that :func:`make_tree` put in
+    ``site``. Returns it."""
+    nms = site / "mmdet" / "models" / "nms.py"
+    nms.write_text(NMS)
+    return nms
 
 
 def test_a_failed_write_of_a_later_file_rolls_back_the_earlier_ones(
@@ -111,6 +104,7 @@ def test_a_failed_write_in_the_second_package_leaves_the_first_as_it_was(
 
 def test_a_package_that_is_not_installed_is_said_once_and_is_no_failure(tmp_path: Path) -> None:
     make_tree(tmp_path, distribution="mmcv")
+    shutil.rmtree(tmp_path / "mmdet")
     located = locate.locate_all(str(tmp_path), [SEED, IN_MMDET])
     assert [t.package for t in located.targets] == ["mmcv"]
     assert located.absent == (f"--path {tmp_path}: no mmdet/ in it",)

@@ -31,7 +31,8 @@ THE_ERROR = (
 
 @pytest.fixture(scope="module")
 def python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return releases.torch_venv(tmp_path_factory.mktemp("ops") / "venv", releases.ops_wheel())
+    """A venv holding the real mmcv 2.1.0 CPU-ops build, mmdet 3.3.0 and onedl-mmrotate 1.2.1."""
+    return releases.detector_venv(tmp_path_factory.mktemp("ops") / "venv")
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +131,10 @@ def test_each_grid_fails_as_released_runs_once_applied_leaves_working_calls_alon
 STEP = releases.REPOSITORY / "scripts" / "model_step.py"
 
 
-def model_step(python: Path, mmdet_site: Path, config: str, dtype: str, *options: str) -> Dict[str, Any]:
-    """A training step of ``config`` in ``dtype`` (``options``: scripts/model_step.py's)."""
-    sites = [mmdet_site, releases.mmrotate_site()] if config.startswith("mmrotate::") else [mmdet_site]
-    return answer(python, str(STEP), config, "train", dtype, *options, sites=sites)
+def model_step(python: Path, config: str, dtype: str, *options: str) -> Dict[str, Any]:
+    """A training step of ``config`` in ``dtype`` (``options``: scripts/model_step.py's), on
+    the venv's own mmcv, mmdet and mmrotate."""
+    return answer(python, str(STEP), config, "train", dtype, *options)
 
 
 STEPS = [
@@ -145,7 +146,7 @@ STEPS = [
 
 @pytest.mark.parametrize("patch_id, index", STEPS)
 def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_again(
-    python: Path, mmdet_site: Path, patch_id: str, index: int
+    python: Path, patch_id: str, index: int
 ) -> None:
     patch = registered(patch_id)
     step = patch.proofs.steps[index]
@@ -153,7 +154,7 @@ def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_
     name = {"bf16": "BFloat16", "fp16": "Half"}[step.dtype]
 
     def run() -> Dict[str, Any]:
-        return model_step(python, mmdet_site, step.config, step.dtype, "--size", step.size)
+        return model_step(python, step.config, step.dtype, "--size", step.size)
 
     try:
         applied(python, *step.after)
@@ -164,7 +165,7 @@ def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_
         again = run()
     finally:
         assert tool("revert", python=python).returncode == 0
-    assert before.get("mmcv_frame", "").startswith(f"{step.crashes_in}:") and name in before["error"], before
+    assert (before.get("package_frame") or "").startswith(f"{step.crashes_in}:") and name in before["error"], before
     assert "error" not in trained and trained["finite"], trained
     assert again["error"] == before["error"]
 
@@ -263,7 +264,9 @@ def test_verify_on_mmcv_lite_says_ops_are_missing_and_what_to_install_without_a_
     done = tool("verify", python=python)
     assert done.returncode == 1 and done.stderr == ""
     mmcv_dir = releases.site_packages(python) / "mmcv"
-    *others, last = registry.ops(registry.all_patches())
+    *others, last = registry.ops(
+        [patch for patch in registry.all_patches() if patch.package == "mmcv"]
+    )  # no mmdet here
     every_op = f"{', '.join(others)} or {last}" if others else last
     reason = f"unavailable: mmcv at {mmcv_dir} has no compiled ops (mmcv-lite, or a build without MMCV_WITH_OPS=1), so there is no {every_op} to run: install mmcv of the same version in its place (mim install mmcv==VERSION takes a wheel built for your torch and CUDA; pip install mmcv==VERSION builds the ops)"
     assert done.stdout.splitlines()[-1] == reason and done.stdout.count(reason) == 1
@@ -338,11 +341,11 @@ def test_below_split_thr_results_are_identical_with_and_without_the_patches(pyth
     assert "error" not in before and before == after
 
 
-def test_mmdetection_yolox_with_soft_nms_under_amp_crashes_until_applied(python: Path, mmdet_site: Path) -> None:
+def test_mmdetection_yolox_with_soft_nms_under_amp_crashes_until_applied(python: Path) -> None:
     registered("soft-nms-fp32-kernel")
 
     def predict() -> Dict[str, Any]:
-        [found] = ask(python, "yolox_soft_nms", [()], sites=[mmdet_site]).values()
+        [found] = ask(python, "yolox_soft_nms", [()]).values()
         return dict(found)
 
     assert predict() == {"error": "RuntimeError: expected scalar type Float but found Half"}
@@ -409,12 +412,10 @@ def _installed_files(python: Path) -> Dict[str, bytes]:
     return {str(path.relative_to(package)): path.read_bytes() for path in package.rglob("*.py")}
 
 
-def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes_again(
-    python: Path, mmdet_site: Path
-) -> None:
+def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes_again(python: Path) -> None:
     patches_named(["nms-fp32-kernel", "roi-align-fp32-kernel"])  # its RPN's NMS, then its RoI head's RoIAlign
     released = _installed_files(python)
-    before = model_step(python, mmdet_site, FASTER_RCNN, "bf16", "--size", SEED_SIZE)
+    before = model_step(python, FASTER_RCNN, "bf16", "--size", SEED_SIZE)
     assert before["error"] == "RuntimeError: expected scalar type Float but found BFloat16"
     assert {"loss_and_predict", "batched_nms", "nms"} <= set(before["passed"]), (
         "in the RPN's proposals, as users report it"
@@ -422,7 +423,7 @@ def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes
 
     assert tool("apply", python=python).returncode == 0
     try:
-        trained = model_step(python, mmdet_site, FASTER_RCNN, "bf16", "--size", SEED_SIZE)
+        trained = model_step(python, FASTER_RCNN, "bf16", "--size", SEED_SIZE)
     finally:
         assert tool("revert", python=python).returncode == 0
     assert "error" not in trained, trained
@@ -431,12 +432,10 @@ def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes
     )
 
     assert _installed_files(python) == released, "every mmcv file byte-identical to the release"
-    assert model_step(python, mmdet_site, FASTER_RCNN, "bf16", "--size", SEED_SIZE)["error"] == before["error"]
+    assert model_step(python, FASTER_RCNN, "bf16", "--size", SEED_SIZE)["error"] == before["error"]
 
 
-def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes_again(
-    python: Path, mmdet_site: Path
-) -> None:
+def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes_again(python: Path) -> None:
     """The seed's config in fp16, under torch's CPU autocast (mmengine's takes bf16 only).
     fp16 convolutions on these CPUs are about 25 times slower than fp32, so the step runs at
     160x160 instead of 2666x1600, with the RPN's ``split_thr`` lowered to 100 so that its
@@ -444,16 +443,16 @@ def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes
     there, on the release, the fp16 boxes meet mmcv's NMS kernel, which takes fp32 only."""
     registered("nms-fp32-kernel")
     options = ("--size", "160x160", "--rpn-split-thr", "100")
-    before = model_step(python, mmdet_site, FASTER_RCNN, "fp16", *options)
+    before = model_step(python, FASTER_RCNN, "fp16", *options)
     assert before["error"] == "RuntimeError: expected scalar type Float but found Half", before
-    assert {"batched_nms", "nms"} <= set(before["passed"]) and before["mmcv_frame"].startswith("mmcv/ops/nms.py:")
+    assert {"batched_nms", "nms"} <= set(before["passed"]) and before["package_frame"].startswith("mmcv/ops/nms.py:")
     assert tool("apply", python=python).returncode == 0
     try:
-        trained = model_step(python, mmdet_site, FASTER_RCNN, "fp16", *options)
+        trained = model_step(python, FASTER_RCNN, "fp16", *options)
     finally:
         assert tool("revert", python=python).returncode == 0
     assert "error" not in trained and trained["finite"], trained
-    assert model_step(python, mmdet_site, FASTER_RCNN, "fp16", *options)["error"] == before["error"]
+    assert model_step(python, FASTER_RCNN, "fp16", *options)["error"] == before["error"]
 
 
 def test_verify_runs_each_case_as_training_does_and_catches_a_crash_in_backward(python: Path) -> None:

@@ -21,6 +21,7 @@ from tests.fixtures import (
     ANCHOR,
     ANCHOR_IN_NMS_TOO,
     NMS,
+    PATCHED_PACKAGES,
     SEED,
     compiled,
     dist_info,
@@ -142,7 +143,7 @@ def test_an_mmcv_directory_that_is_not_a_package(tmp_path: Path) -> None:
 
 def test_metadata_with_an_invalid_version_is_unverified(tmp_path: Path) -> None:
     make_tree(tmp_path, distribution="mmcv")
-    metadata = next(tmp_path.glob("*.dist-info")) / "METADATA"
+    metadata = next(tmp_path.glob("mmcv-*.dist-info")) / "METADATA"
     metadata.write_text(metadata.read_text().replace("Version: 2.1.0", "Version: two point one"))
     status = json.loads(tool("status", "--json", "--path", str(tmp_path)).stdout)
     assert status["targets"][0]["version"] == "two point one" and status["patches"][0]["state"] == "unverified"
@@ -153,7 +154,7 @@ def test_metadata_with_an_invalid_version_is_unverified(tmp_path: Path) -> None:
 @pytest.mark.parametrize("digest", ["sha256=a", "sha256=é", "sha256=AAAA", "sha256="])
 def test_a_malformed_record_hash_counts_as_no_hash(tmp_path: Path, digest: str) -> None:
     nms = make_tree(tmp_path, distribution="mmcv")
-    record = next(tmp_path.glob("*.dist-info")) / "RECORD"
+    record = next(tmp_path.glob("mmcv-*.dist-info")) / "RECORD"
     record.write_text("".join(line.split(",")[0] + f",{digest},1\n" for line in record.read_text().splitlines()))
     status = tool("status", "--path", str(tmp_path))
     assert status.returncode == 0 and "unpatched" in status.stdout, status.stderr
@@ -172,7 +173,7 @@ def test_apply_writes_only_the_files_it_patches_and_their_bytecode(tmp_path: Pat
     before = snapshot(tmp_path)
     assert tool("apply", "--path", str(tmp_path)).returncode == 0
     after = snapshot(tmp_path)
-    patched = [str(tmp_path / "mmcv" / file) for file in synthetic_files()]
+    patched = [str(tmp_path / package / file) for package in PATCHED_PACKAGES for file in synthetic_files(package)]
     assert sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)) == sorted(patched + [str(pyc)])
     assert oct(nms.stat().st_mode & 0o777) == oct(0o640)
 
@@ -265,7 +266,7 @@ def test_a_record_line_naming_a_fifo_never_blocks_and_gets_a_note(tmp_path: Path
     make_tree(tmp_path, distribution="mmcv")
     hook = tmp_path / "zz_mmcv.pth"
     os.mkfifo(hook)
-    record = next(tmp_path.glob("*.dist-info")) / "RECORD"
+    record = next(tmp_path.glob("mmcv-*.dist-info")) / "RECORD"
     lines = record.read_text().splitlines()
     if owned == "through-the-hook":  # an editable install: only the hook says where mmcv is
         lines = [line for line in lines if not line.startswith("mmcv/")]
@@ -288,7 +289,7 @@ def test_a_record_hash_in_another_algorithm_is_compared_in_it(tmp_path: Path, al
 def test_an_invalid_version_in_metadata_says_so(tmp_path: Path) -> None:
     make_tree(tmp_path, version="not.a.version", distribution="mmcv")
     document = json.loads(tool("status", "--json", "--path", str(tmp_path)).stdout)
-    info = next(tmp_path.glob("*.dist-info"))
+    info = next(tmp_path.glob("mmcv-*.dist-info"))
     assert (
         f"invalid version 'not.a.version' in {info}: no patch's known releases can include it"
         in document["targets"][0]["notes"]

@@ -308,7 +308,7 @@ def test_a_version_py_that_is_not_a_sane_file_gives_no_version_at_once(tmp_path:
 @pytest.mark.parametrize("kind", ["fifo", "huge"])
 def test_metadata_that_is_not_a_sane_file_is_skipped_with_a_note(tmp_path: Path, kind: str) -> None:
     make_tree(tmp_path, distribution="mmcv")
-    metadata = next(tmp_path.glob("*.dist-info")) / "METADATA"
+    metadata = next(tmp_path.glob("mmcv-*.dist-info")) / "METADATA"
     metadata.unlink()
     if kind == "fifo":
         os.mkfifo(metadata)

@@ -162,7 +162,7 @@ def test_record_entries_pointing_outside_never_direct_a_write(tmp_path: Path) ->
     nms = make_tree(site, distribution="mmcv")
     victim = tmp_path / "victim.py"
     victim.write_text("keep = True\n")
-    record = next(site.glob("*.dist-info")) / "RECORD"
+    record = next(site.glob("mmcv-*.dist-info")) / "RECORD"
     record.write_text(record.read_text() + "../victim.py,,\nmmcv/../../victim.py,,\n")
     done = tool("apply", "--path", str(site), python=Path(sys.executable))
     assert done.returncode == 0, done.stderr

@@ -9,31 +9,41 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 
 from mmcv_patcher import model, ranges, registry
+from mmcv_patcher.model import PACKAGES
 from scripts import releases
 from scripts.releases import Release
 from tests.fixtures import dist_info, expected_states, tool
 
 pytestmark = pytest.mark.release
 
-PATCHES = registry.all_patches()
-FILES = sorted({patch.file for patch in PATCHES} | {"version.py"})
+
+def package_of(release: Release) -> str:
+    """The package the release's distribution installs."""
+    return next(package for package, distributions in PACKAGES.items() if release.distribution in distributions)
+
+
+def patches_of(release: Release) -> List[model.Patch]:
+    """The registered patches of the release's package."""
+    return [patch for patch in registry.all_patches() if patch.package == package_of(release)]
 
 
 def _installed(release: Release, root: Path) -> Dict[str, Path]:
-    """The release's copy of each of :data:`FILES` it has, under ``root/mmcv``, with a
-    dist-info whose RECORD hashes them; returns them by path inside the package."""
-    package = root / "mmcv"
+    """The release's copy of each file its package's patches name that it has, and its
+    ``version.py``, under ``root/PACKAGE``, with a dist-info whose RECORD hashes them;
+    returns them by path inside the package."""
+    name = package_of(release)
+    package = root / name
     package.mkdir()
     (package / "__init__.py").write_text("")
     installed = {}
-    for file in FILES:
+    for file in sorted({patch.file for patch in patches_of(release)} | {"version.py"}):
         try:
-            data = releases.released_file(release, f"mmcv/{file}")
+            data = releases.released_file(release, f"{name}/{file}")
         except KeyError:
             continue
         (package / file).parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +53,7 @@ def _installed(release: Release, root: Path) -> Dict[str, Path]:
         root,
         release.distribution,
         release.version,
-        {"mmcv/__init__.py": None, **{f"mmcv/{file}": path.read_bytes() for file, path in installed.items()}},
+        {f"{name}/__init__.py": None, **{f"{name}/{file}": path.read_bytes() for file, path in installed.items()}},
     )
     return installed
 
@@ -60,7 +70,7 @@ def test_every_release_patches_and_reverts_exactly(release: Release, tmp_path: P
         document: Dict[str, Any] = json.loads(done.stdout)
         return document
 
-    expected = expected_states(release.distribution, release.version)
+    expected = expected_states(release.distribution, release.version, package_of(release))
     status = run("status", "--check", code=3 if "unpatched" in expected.values() else 0)
     assert {p["id"]: p["state"] for p in status["patches"]} == expected
     applied = run("apply")
@@ -74,7 +84,7 @@ def test_every_release_patches_and_reverts_exactly(release: Release, tmp_path: P
         markers += patched.count(b"# mmcv-patcher: ")
     assert markers == sum(
         sum(ranges.expected_counts(p, a))
-        for p in PATCHES
+        for p in patches_of(release)
         for _, a in [ranges.standing(p, model.Release(release.distribution, release.version))]
         if a is not None
     )

@@ -85,7 +85,7 @@ def test_verify_case_is_data_the_probe_reads(patch: Patch) -> None:
     """JSON as it is, its tensors of a kind the probe makes, its comparison one it knows."""
     case = patch.case.as_json()
     assert json.loads(json.dumps(case)) == case
-    assert case["compare"] in ("boxes", "values")
+    assert case["compare"] in probe.COMPARE
     assert any(isinstance(arg, Tensor) and arg.amp for arg in patch.case.args), (
         "a case gives mmcv something in the AMP dtype"
     )
@@ -209,7 +209,7 @@ def checkout(tmp_path: Path) -> Path:
     copy = tmp_path / "checkout"
     for name in ("mmcv_patcher", "patches", "scripts", "docs"):
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("README.md", "setup.cfg"):
+    for name in ("README.md", "setup.cfg", "CONTRIBUTING.md"):
         shutil.copy(ROOT / name, copy / name)
     return copy
 
@@ -234,7 +234,7 @@ def test_a_new_patch_module_is_the_whole_change(checkout: Path, tmp_path: Path) 
     )
     assert _document(checkout).returncode == 0 and _document(checkout, "--check").returncode == 0
     page = (checkout / "docs" / "patches.md").read_text()
-    assert "| `box-iou-example` | `ops/box_iou_example.py`, `BoxIoU.compute` |" in page
+    assert "| `box-iou-example` | `mmcv/ops/box_iou_example.py`, `BoxIoU.compute` |" in page
     assert "BoxIoU" in (checkout / "setup.cfg").read_text()
 
     make_tree(tmp_path / "site", distribution="mmcv")
@@ -259,6 +259,7 @@ KINDS = {
     "forward-and-backward": "deform_conv_fp32_kernel",
     "a-module-level-import": "roi_align_rotated_fp32_kernel",
     "the-seed": "batched_nms_amp_dtype",
+    "a-patch-of-mmdet": "vfnet_iou_targets_amp_dtype",
 }
 #: The seed's statement is the engine's worked example (tests/fixtures.SEED) and the patch the
 #: CLI tests name most: with its module gone, the whole fast suite runs, not only the files

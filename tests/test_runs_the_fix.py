@@ -23,15 +23,15 @@ from tests.fixtures import make_tree, registered, tool
 
 
 def release_of(patch: Patch) -> Release:
-    """A release of mmcv whose file has the statements as the patch's first example has them
-    (the first, of the ends of its ranges, where that example reads as unpatched)."""
+    """A release of the patch's package whose file has the statements as its first example
+    has them (the first, of the ends of its ranges, where that example reads as unpatched)."""
     before = first_example(patch).before
-    for each in patch.affected["mmcv"]:
-        release = Release("mmcv", each.last_affected or each.introduced)
+    for each in patch.affected[patch.package]:
+        release = Release(patch.package, each.last_affected or each.introduced, package=patch.package)
         finding = plan.assess(Source(before, "utf-8"), patch, release, need_text=False, family=[patch])
         if finding.state is State.UNPATCHED:
             return release
-    raise AssertionError(f"{patch.id}: no range of mmcv has its first example's statements")
+    raise AssertionError(f"{patch.id}: no range of {patch.package} has its first example's statements")
 
 
 def assess(patch: Patch, text: str) -> plan.Finding:
