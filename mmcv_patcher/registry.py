@@ -1,8 +1,9 @@
 """The patches that exist, in the fixed order they are applied (reverted in reverse).
 
 Every module in ``mmcv_patcher.patches`` (``patches/`` in the repository) is a patch that
-exposes ``PATCH``; the order is the module names' order, so adding a patch is adding one
-module. Patch modules hold data only, so loading them is cheap.
+exposes ``PATCH``; the order is the packages' (mmcv, mmdet, mmrotate), then the module
+names', so adding a patch is adding one module. Patch modules hold data only, so loading
+them is cheap.
 """
 
 import functools
@@ -15,10 +16,13 @@ from mmcv_patcher.model import PACKAGES, Patch
 
 @functools.lru_cache(maxsize=None)
 def all_patches() -> Tuple[Patch, ...]:
-    """Every registered patch, ordered by module name (looked up once per run)."""
+    """Every registered patch, by the package it edits in :data:`PACKAGES` order (mmcv's
+    first), then by module name (looked up once per run)."""
     package = importlib.import_module("mmcv_patcher.patches")  # patches/ in the repository
     names = sorted(module.name for module in pkgutil.iter_modules(package.__path__) if not module.name.startswith("_"))
-    return tuple(importlib.import_module(f"{package.__name__}.{name}").PATCH for name in names)
+    patches = [importlib.import_module(f"{package.__name__}.{name}").PATCH for name in names]
+    order = list(PACKAGES)
+    return tuple(sorted(patches, key=lambda patch: order.index(patch.package)))
 
 
 def select(

@@ -17,7 +17,7 @@ import pytest
 from packaging.version import Version
 
 from mmcv_patcher import plan, probe, ranges, registry
-from mmcv_patcher.model import Affected, Edit, Example, Patch, Release, State, Tensor, Untouched
+from mmcv_patcher.model import PACKAGES, Affected, Edit, Example, Patch, Release, State, Tensor, Untouched
 from mmcv_patcher.source import Source, sha256_hex
 from tests.fixtures import make_tree, marked, registered, tool
 
@@ -152,12 +152,13 @@ def test_a_release_between_two_ranges_is_outside_and_each_range_has_its_own_coun
     assert ranges.standing(patch, Release("mmcv", "1.4.1")) == (ranges.Standing.AFFECTED, patch.affected["mmcv"][1])
 
 
-def test_registry_discovers_modules_in_name_order() -> None:
+def test_registry_discovers_modules_by_package_then_in_name_order() -> None:
     import pkgutil
 
     package = importlib.import_module("mmcv_patcher.patches")
     names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
-    assert [p.id.replace("-", "_") for p in PATCHES] == names
+    by_package = [name for each in PACKAGES for name in names if registered(name.replace("_", "-")).package == each]
+    assert [p.id.replace("-", "_") for p in PATCHES] == by_package
 
 
 # --- a new patch is one module -------------------------------------------------------------------
