@@ -101,9 +101,10 @@ def locate_all(path: Optional[str], patches: Sequence[Patch], interpreter: Optio
             targets.append(locate(path, [patch for patch in patches if patch.package == package], interpreter))
         except NotFound as error:
             absent.append(str(error))
-    if not targets:  # one interpreter, named once
-        python = (interpreter or current()).executable
-        raise NotFound(f"{python}: " + ", ".join(each[len(python) + 2 :] for each in absent))
+    if not targets:  # only an interpreter's answer can lack them all: named once
+        python = interpreter or current()
+        problems = (python.found(package).problem or f"no {package} is importable" for package in packages)
+        raise NotFound(f"{python.executable}: {', '.join(problems)}")
     return Located(tuple(targets), tuple(absent))
 
 
