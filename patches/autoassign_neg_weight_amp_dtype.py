@@ -13,15 +13,14 @@ Releases: mmdet 3.0.0 to 3.3.0 and onedl-mmdetection 3.4.0 to 3.5.1 have the sta
 for byte; mmdet 2.x has it too, under ``@force_fp32``, where it never sees the AMP dtype.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Proofs, Step, Tensor, Untouched
+from mmcv_patcher.model import Edit, Example, Patch, Proofs, Step, Untouched
+
+from ._mmdet_heads import MMDET_3, head_loss
 
 PATCH = Patch(
     id="autoassign-neg-weight-amp-dtype",
     summary="mmdet AutoAssignHead: cast the negative weights to their buffer's dtype (AMP crash)",
-    affected={
-        "mmdet": (Affected(introduced="3.0.0", last_affected="3.3.0"),),  # upstream never fixed it
-        "onedl-mmdetection": (Affected(introduced="3.4.0", last_affected="3.5.1"),),
-    },
+    affected=MMDET_3,
     file="models/dense_heads/autoassign_head.py",
     function="AutoAssignHead.get_neg_loss_single",
     edits=(
@@ -34,19 +33,7 @@ PATCH = Patch(
         "`RuntimeError: Index put requires the source and destination dtypes match, got Half for the destination and Float for the source`"
         " in mmdet's `AutoAssignHead.get_neg_loss_single` (`... got BFloat16 ...` in bf16)"
     ),
-    case=Case(
-        op="AutoAssignHead",
-        module="mmdet.models.dense_heads",
-        method="loss",
-        init={"num_classes": 3, "in_channels": 8, "feat_channels": 8, "stacked_convs": 1, "norm_cfg": None},
-        args=(
-            Tensor("levels", tuple((1, 8, 256 // stride, 256 // stride) for stride in (8, 16, 32, 64, 128)), amp=True),
-            Tensor("det-samples", 4, scale=256, classes=3),
-        ),
-        compare="losses",
-        backward=True,
-        gave="AutoAssignHead.loss: {amp} features of five levels of a 256x256 image holding 4 boxes",
-    ),
+    case=head_loss("AutoAssignHead", {}),
     examples=(
         Example.of(
             """

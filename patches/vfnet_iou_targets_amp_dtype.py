@@ -14,15 +14,14 @@ for byte; mmdet 2.x has it in ``VFNetHead.loss``, under ``@force_fp32``, where i
 the AMP dtype.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Proofs, Step, Tensor, Untouched
+from mmcv_patcher.model import Edit, Example, Patch, Proofs, Step, Untouched
+
+from ._mmdet_heads import MMDET_3, head_loss
 
 PATCH = Patch(
     id="vfnet-iou-targets-amp-dtype",
     summary="mmdet VFNetHead.loss_by_feat: cast the IoU targets to the score targets' dtype (AMP crash)",
-    affected={
-        "mmdet": (Affected(introduced="3.0.0", last_affected="3.3.0"),),  # upstream never fixed it
-        "onedl-mmdetection": (Affected(introduced="3.4.0", last_affected="3.5.1"),),
-    },
+    affected=MMDET_3,
     file="models/dense_heads/vfnet_head.py",
     function="VFNetHead.loss_by_feat",
     edits=(
@@ -35,30 +34,16 @@ PATCH = Patch(
         "`RuntimeError: Index put requires the source and destination dtypes match, got Half for the destination and Float for the source`"
         " in mmdet's `VFNetHead.loss_by_feat` (`... got BFloat16 ...` in bf16)"
     ),
-    case=Case(
-        op="VFNetHead",
-        module="mmdet.models.dense_heads",
-        method="loss",
-        init={
-            "num_classes": 3,
-            "in_channels": 8,
-            "feat_channels": 8,
-            "stacked_convs": 1,
-            "norm_cfg": None,
+    case=head_loss(
+        "VFNetHead",
+        {
             "train_cfg": {
                 "assigner": {"type": "ATSSAssigner", "topk": 9},
                 "allowed_border": -1,
                 "pos_weight": -1,
                 "debug": False,
-            },
+            }
         },
-        args=(
-            Tensor("levels", tuple((1, 8, 256 // stride, 256 // stride) for stride in (8, 16, 32, 64, 128)), amp=True),
-            Tensor("det-samples", 4, scale=256, classes=3),
-        ),
-        compare="losses",
-        backward=True,
-        gave="VFNetHead.loss: {amp} features of five levels of a 256x256 image holding 4 boxes",
     ),
     examples=(
         Example.of(
