@@ -1,21 +1,21 @@
 """The check ``verify`` runs in the target interpreter, passed as ``python -c`` source.
 
-It is the only code of this tool that imports torch and mmcv, and it runs in a child
-process so the patcher itself never does. It imports nothing from mmcv_patcher, keeps to
+It is the only code of this tool that imports torch and the packages it patches (mmcv, and
+mmdet or mmrotate for their cases), and it runs in a child process so the patcher itself
+never does. It imports nothing from mmcv_patcher, keeps to
 Python 3.6 syntax, and prints one JSON object on its last line of output.
 
 argv[1] is one JSON object: ``cases`` (patch id -> its case, as
 :meth:`mmcv_patcher.model.Case.as_json` writes it), ``dtypes`` (the AMP dtypes to run each
 in: "float16", "bfloat16"), ``device`` ("cpu" or "cuda") and ``boxes`` (``--boxes``).
 
-Each case calls mmcv as training does under AMP: with what autocast gives it in that dtype,
-inside ``torch.autocast`` on the device (where the installed torch has it), and then, when
-the result carries a gradient, backward. It compares the forward result with the same values
-in fp32: it survived when it gave what fp32 gives (the same boxes; a tensor within the
-dtype's rounding, in the dtype), crashed when mmcv raised, forward or backward, and is wrong
-otherwise. A case
-of an op mmcv has no kernel for on the device (a CUDA-only op on the CPU) is skipped, and
-counts neither way.
+Each case calls its package as training does under AMP: with what autocast gives it in that
+dtype, inside ``torch.autocast`` on the device (where the installed torch has it), and then,
+when the result carries a gradient, backward. It compares the forward result with the same
+values in fp32: it survived when it gave what fp32 gives (the same boxes; a tensor within
+the dtype's rounding, in the dtype; a head's losses, every one finite), crashed when the
+call raised, forward or backward, and is wrong otherwise. A case of an op mmcv has no kernel
+for on the device (a CUDA-only op on the CPU) is skipped, and counts neither way.
 """
 
 import contextlib
@@ -156,9 +156,10 @@ def _close_values(torch, dtype, result, reference):
 
 
 def _losses(result):
-    """A loss dict's tensors, each loss's values flattened (a value may be a list of them)."""
+    """A loss dict's tensors, a loss given as a list of them (one per level) summed, as
+    mmengine's ``parse_losses`` sums it."""
     return dict(
-        (name, value if not isinstance(value, (list, tuple)) else value[0].new_tensor([v.sum() for v in value]))
+        (name, sum(each.sum() for each in value) if isinstance(value, (list, tuple)) else value)
         for name, value in result.items()
     )
 

@@ -129,8 +129,17 @@ MATRIX += tuple(
     Release("onedl-mmdetection", version, "", isolated=True)
     for version in "3.4.0 3.4.1 3.4.2.post1 3.4.3 3.4.4 3.4.5 3.4.6 3.4.7 3.5.0 3.5.1".split()
 )
+#: Every release of mmrotate (its wheels; 1.x only as the pre-releases 1.0.0rc0 and rc1) and of
+#: onedl-mmrotate (sdists), for the release matrix of mmrotate's patches.
+MATRIX += tuple(
+    Release("mmrotate", version, "")
+    for version in "0.1.0 0.1.1 0.2.0 0.3.0 0.3.1 0.3.2 0.3.3 0.3.4 1.0.0rc0 1.0.0rc1".split()
+) + tuple(
+    Release("onedl-mmrotate", version, "", isolated=True)
+    for version in "1.1.0rc0 1.1.0rc1 1.1.0rc2 1.1.0 1.1.0.post1 1.1.1 1.2.0 1.2.1".split()
+)
 #: Distributions taken as the package index's wheels (pure Python; mmcv-lite has no sdist).
-_WHEEL_ONLY = {"mmcv-lite", "mmdet"}
+_WHEEL_ONLY = {"mmcv-lite", "mmdet", "mmrotate"}
 
 
 def _normal(name: str) -> str:

@@ -87,7 +87,7 @@ def patches_of(file: str = "ops/nms.py") -> List[Patch]:
 
 def synthetic_files(package: str = "mmcv") -> Dict[str, str]:
     """Path inside ``package`` -> the synthetic source of every file a registered patch of
-    that package names, each patch of it unpatched (mmcv 2.1.0, mmdet 3.3.0)."""
+    that package names, each patch of it unpatched (mmcv 2.1.0, mmdet 3.3.0, mmrotate 1.0.0rc1)."""
     files = {"ops/nms.py": NMS} if package == "mmcv" else {}
     examples: Dict[str, List[str]] = {}
     for patch in registry.all_patches():
@@ -98,14 +98,14 @@ def synthetic_files(package: str = "mmcv") -> Dict[str, str]:
 
 
 #: The release of each package the synthetic tree holds beside mmcv (whose version each tree names).
-OTHER_RELEASES = {"mmdet": ("mmdet", "3.3.0"), "mmrotate": ("onedl-mmrotate", "1.2.1")}
+OTHER_RELEASES = {"mmdet": ("mmdet", "3.3.0"), "mmrotate": ("mmrotate", "1.0.0rc1")}
 #: The packages that have registered patches, in the order runs take them.
 PATCHED_PACKAGES = tuple(dict.fromkeys(patch.package for patch in registry.all_patches()))
 
 
 def patched(text: Optional[str] = None, file: str = "ops/nms.py", family: Optional[Sequence[Patch]] = None) -> str:
     """``file``'s synthetic text (or ``text``) after apply with each of ``family`` (default:
-    every registered patch of that file, as the CLI writes it; mmcv 2.1.0, mmdet 3.3.0)."""
+    every registered patch of that file, as the CLI writes it; mmcv 2.1.0, mmdet 3.3.0, mmrotate 1.0.0rc1)."""
     family = patches_of(file) if family is None else family
     package = family[0].package if family else "mmcv"
     text = synthetic_files(package)[file] if text is None else text
