@@ -28,7 +28,7 @@ import venv
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 from packaging.version import Version
@@ -98,45 +98,43 @@ CHECKOUTS = (
 )
 #: Built once with its CPU ops for the end-to-end tests and benchmarks (see :func:`ops_wheel`).
 OPS = Release("mmcv", "2.1.0", "unpatched")
-#: Every release of mmcv 1.x/2.x and onedl-mmcv whose sdist the package index serves (2.0.1
-#: has none), for the release matrix (tests/test_matrix.py). mmcv-full 1.x and mmcv-lite 2.x
-#: are built from the same tagged source as mmcv of the same version.
-MATRIX = tuple(
-    Release("mmcv", version, "")
-    for version in (
-        "1.0.0 1.0.1 1.0.2 1.0.3 1.0.4 1.0.5 1.1.0 1.1.1 1.1.2 1.1.3 1.1.4 1.1.5 1.1.6 1.2.0 1.2.1 1.2.2 1.2.3 1.2.4 1.2.5 1.2.6 1.2.7"
-        " 1.3.0 1.3.1 1.3.3 1.3.4 1.3.5 1.3.6 1.3.7 1.3.8 1.3.9 1.3.10 1.3.11 1.3.12 1.3.13 1.3.14 1.3.15 1.3.16 1.3.17 1.3.18"
-        " 1.4.0 1.4.1 1.4.2 1.4.3 1.4.4 1.4.5 1.4.6 1.4.7 1.4.8 1.5.0 1.5.1 1.5.2 1.5.3 1.6.0 1.6.1 1.6.2 1.7.0 1.7.1 1.7.2"
-        " 2.0.0 2.1.0 2.2.0"
-    ).split()
-) + tuple(
-    Release("onedl-mmcv", version, "", isolated=True)
-    for version in "2.3.0 2.3.0.post1 2.3.0.post2 2.3.0.post3 2.3.1 2.3.2 2.3.2.post2 2.3.3 2.3.4 2.3.5 2.3.6".split()
-)
 #: mmdet and mmrotate releases installed beside mmcv-lite, for the runs that find every package.
 DETECTORS = (Release("mmdet", "3.3.0", ""), Release("onedl-mmrotate", "1.2.1", "", isolated=True))
-#: Every release of mmdet 2.x and 3.x on the package index (its wheels; 0.6.x ships only an
-#: sdist that compiles CUDA extensions, and predates every patched file) and of
-#: onedl-mmdetection, for the release matrix of mmdet's patches.
-MATRIX += tuple(
-    Release("mmdet", version, "")
-    for version in (
+
+
+def _every(distribution: str, versions: str, *, isolated: bool = False) -> Tuple[Release, ...]:
+    """The releases of ``distribution`` named in ``versions`` (space-separated), for the matrix."""
+    return tuple(Release(distribution, version, "", isolated=isolated) for version in versions.split())
+
+
+#: Every release on the package index of each distribution a patch names, for the release
+#: matrix (tests/test_matrix.py): mmcv 1.x/2.x and onedl-mmcv (their sdists; 2.0.1 has none;
+#: mmcv-full 1.x and mmcv-lite 2.x are built from the same tagged source as mmcv of the same
+#: version), mmdet 2.x and 3.x (its wheels; 0.6.x ships only an sdist that compiles CUDA
+#: extensions, and predates every patched file) and onedl-mmdetection, mmrotate (its wheels;
+#: 1.x only as the pre-releases 1.0.0rc0 and rc1) and onedl-mmrotate.
+MATRIX = (
+    _every(
+        "mmcv",
+        "1.0.0 1.0.1 1.0.2 1.0.3 1.0.4 1.0.5 1.1.0 1.1.1 1.1.2 1.1.3 1.1.4 1.1.5 1.1.6 1.2.0 1.2.1 1.2.2 1.2.3 1.2.4 1.2.5"
+        " 1.2.6 1.2.7 1.3.0 1.3.1 1.3.3 1.3.4 1.3.5 1.3.6 1.3.7 1.3.8 1.3.9 1.3.10 1.3.11 1.3.12 1.3.13 1.3.14 1.3.15"
+        " 1.3.16 1.3.17 1.3.18 1.4.0 1.4.1 1.4.2 1.4.3 1.4.4 1.4.5 1.4.6 1.4.7 1.4.8 1.5.0 1.5.1 1.5.2 1.5.3 1.6.0 1.6.1"
+        " 1.6.2 1.7.0 1.7.1 1.7.2 2.0.0 2.1.0 2.2.0",
+    )
+    + _every(
+        "onedl-mmcv",
+        "2.3.0 2.3.0.post1 2.3.0.post2 2.3.0.post3 2.3.1 2.3.2 2.3.2.post2 2.3.3 2.3.4 2.3.5 2.3.6",
+        isolated=True,
+    )
+    + _every(
+        "mmdet",
         "2.3.0 2.4.0 2.5.0 2.6.0 2.7.0 2.8.0 2.9.0 2.10.0 2.11.0 2.12.0 2.13.0 2.14.0 2.15.0 2.15.1 2.16.0 2.17.0"
         " 2.18.0 2.18.1 2.19.0 2.19.1 2.20.0 2.21.0 2.22.0 2.23.0 2.24.0 2.24.1 2.25.0 2.25.1 2.25.2 2.25.3 2.26.0"
-        " 2.27.0 2.28.0 2.28.1 2.28.2 3.0.0 3.1.0 3.2.0 3.3.0"
-    ).split()
-) + tuple(
-    Release("onedl-mmdetection", version, "", isolated=True)
-    for version in "3.4.0 3.4.1 3.4.2.post1 3.4.3 3.4.4 3.4.5 3.4.6 3.4.7 3.5.0 3.5.1".split()
-)
-#: Every release of mmrotate (its wheels; 1.x only as the pre-releases 1.0.0rc0 and rc1) and of
-#: onedl-mmrotate (sdists), for the release matrix of mmrotate's patches.
-MATRIX += tuple(
-    Release("mmrotate", version, "")
-    for version in "0.1.0 0.1.1 0.2.0 0.3.0 0.3.1 0.3.2 0.3.3 0.3.4 1.0.0rc0 1.0.0rc1".split()
-) + tuple(
-    Release("onedl-mmrotate", version, "", isolated=True)
-    for version in "1.1.0rc0 1.1.0rc1 1.1.0rc2 1.1.0 1.1.0.post1 1.1.1 1.2.0 1.2.1".split()
+        " 2.27.0 2.28.0 2.28.1 2.28.2 3.0.0 3.1.0 3.2.0 3.3.0",
+    )
+    + _every("onedl-mmdetection", "3.4.0 3.4.1 3.4.2.post1 3.4.3 3.4.4 3.4.5 3.4.6 3.4.7 3.5.0 3.5.1", isolated=True)
+    + _every("mmrotate", "0.1.0 0.1.1 0.2.0 0.3.0 0.3.1 0.3.2 0.3.3 0.3.4 1.0.0rc0 1.0.0rc1")
+    + _every("onedl-mmrotate", "1.1.0rc0 1.1.0rc1 1.1.0rc2 1.1.0 1.1.0.post1 1.1.1 1.2.0 1.2.1", isolated=True)
 )
 #: Distributions taken as the package index's wheels (pure Python; mmcv-lite has no sdist).
 _WHEEL_ONLY = {"mmcv-lite", "mmdet", "mmrotate"}
