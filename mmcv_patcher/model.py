@@ -9,7 +9,7 @@ import functools
 import io
 import textwrap
 import tokenize
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from mmcv_patcher.source import matches_record
 
@@ -140,6 +140,11 @@ def _tokens(code: str) -> List[Tuple[str, int, int]]:
     ]
 
 
+def listed(words: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def _code(text: str) -> str:
     """Source written as a dedented triple-quoted string: its common indentation and the
     newline right after the opening quotes taken out."""
@@ -206,7 +211,7 @@ class Tensor(NamedTuple):
 
 class Case(NamedTuple):
     """What ``verify`` runs to prove a patch on the real packages: ``<module>.<op>`` (by
-    default ``mmcv.ops.<op>``) called with ``args`` (a :class:`Tensor`, or a JSON value
+    default ``mmcv.ops.<op>``) called with ``args`` (a :class:`Tensor`, a list of them, or a JSON value
     passed as it is), or, with ``init``, the module ``<module>.<op>(*init)`` (``**init``
     for a dict) called with them, or its ``method``. The result is compared with the same
     call on fp32 copies of the same values: ``boxes`` for NMS results (the same kept indices,
@@ -240,7 +245,7 @@ class Case(NamedTuple):
         """The case as the probe reads it: JSON values, each tensor an object of its fields."""
         return {
             "op": self.op,
-            "args": [_json(dict(arg._asdict(), tensor=True) if isinstance(arg, Tensor) else arg) for arg in self.args],
+            "args": _json(self.args),
             "gave": self.gave,
             "compare": self.compare,
             "init": None if self.init is None else _json(self.init),
@@ -252,7 +257,10 @@ class Case(NamedTuple):
 
 
 def _json(value: Any) -> Any:
-    """``value`` as JSON has it: tuples as lists, all the way down."""
+    """``value`` as JSON has it: a :class:`Tensor` as an object of its fields, tuples as
+    lists, all the way down."""
+    if isinstance(value, Tensor):
+        return _json(dict(value._asdict(), tensor=True))
     if isinstance(value, (list, tuple)):
         return [_json(each) for each in value]
     if isinstance(value, dict):

@@ -36,8 +36,9 @@ def _finish(report, verdict, detail):
 
 
 def _boxes(torch, generator, n, spread):
-    xy = torch.rand(n, 2, generator=generator) * spread
-    return torch.cat([xy, xy + torch.rand(n, 2, generator=generator) * 100 + 1], 1)
+    rows = (n,) if isinstance(n, int) else tuple(n)
+    xy = torch.rand(*rows, 2, generator=generator) * spread
+    return torch.cat([xy, xy + torch.rand(*rows, 2, generator=generator) * 100 + 1], -1)
 
 
 def _rotated_boxes(torch, generator, n, spread):
@@ -123,6 +124,21 @@ def _tensor(torch, generator, spec, boxes):
     return KINDS[spec["kind"]](torch, generator, spec, boxes if spec["size"] == "boxes" else spec["size"])
 
 
+def _is_tensor(arg):
+    return isinstance(arg, dict) and bool(arg.get("tensor"))
+
+
+def _made(torch, generator, arg, boxes, device):
+    """An argument of a case on ``device``, and whether it comes in the AMP dtype (None: a
+    JSON value, passed as it is): a tensor, or a list of them (one per image, as mmdet's
+    losses take ground truth)."""
+    if _is_tensor(arg):
+        return _each(lambda t: t.to(device), _tensor(torch, generator, arg, boxes)), arg["amp"]
+    if isinstance(arg, list) and arg and all(_is_tensor(each) for each in arg):
+        return [_tensor(torch, generator, each, boxes).to(device) for each in arg], all(each["amp"] for each in arg)
+    return arg, None
+
+
 def _same_boxes(torch, dtype, result, reference):
     """NMS results: the same kept indices, and dets equal to the fp32 run's."""
     (dets, keep), (reference_dets, reference_keep) = result, reference
@@ -198,12 +214,7 @@ def _run_case(torch, case, dtype, device, boxes):
             target = (target(**init) if isinstance(init, dict) else target(*init)).to(device)
         if case.get("method"):
             target = getattr(target, case["method"])
-        made = [
-            (_each(lambda t: t.to(device), _tensor(torch, generator, arg, boxes)), arg["amp"])
-            if isinstance(arg, dict) and arg.get("tensor")
-            else (arg, None)
-            for arg in case["args"]
-        ]
+        made = [_made(torch, generator, arg, boxes, device) for arg in case["args"]]
     except Exception as error:
         return {
             "gave": gave,

@@ -26,7 +26,8 @@ def standing(patch: Patch, release: Release) -> Tuple[Standing, Optional[Affecte
     A local label (``+cu118``) is a build of the same source, so it is ignored. A pre- or
     dev release is below the ranges when its release number is, and otherwise outside them,
     even of the first affected release (``1.3.4rc1``): no pre-release was checked, unless a
-    range names one as a bound (``Affected("1.0.0rc0", "1.0.0rc1")``), which checked those.
+    range names one as a bound (``Affected("1.0.0rc0", "1.0.0rc1")``), which checked those,
+    and then it is compared as the pre-release it is (1.0.0rc0 is below ``Affected("1.0.0rc1")``).
     """
     ranges = patch.affected.get(release.distribution or patch.package, ())
     if not ranges or release.version is None:
@@ -35,7 +36,7 @@ def standing(patch: Patch, release: Release) -> Tuple[Standing, Optional[Affecte
         version = Version(release.version)
     except InvalidVersion:
         return Standing.OUTSIDE, None
-    if all(Version(version.base_version) < Version(each.introduced) for each in ranges):
+    if all(_compared(version, each) < Version(each.introduced) for each in ranges):
         return Standing.BELOW, None
     public = Version(version.public)
     for each in ranges:
@@ -48,6 +49,12 @@ def standing(patch: Patch, release: Release) -> Tuple[Standing, Optional[Affecte
         if each.fixed is not None and public < Version(each.fixed):
             return Standing.AFFECTED, each
     return Standing.OUTSIDE, None
+
+
+def _compared(version: Version, affected: Affected) -> Version:
+    """The version as ``affected``'s bounds are compared with: its release number, or the
+    pre-release itself where the range names pre-releases (1.0.0rc0 is older than 1.0.0rc1)."""
+    return version if _names_prereleases(affected) else Version(version.base_version)
 
 
 def _names_prereleases(affected: Affected) -> bool:

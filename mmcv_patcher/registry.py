@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 from typing import Iterable, Optional, Sequence, Tuple
 
-from mmcv_patcher.model import PACKAGES, Patch
+from mmcv_patcher.model import PACKAGES, Patch, listed
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,10 +44,10 @@ def description() -> str:
     """What the tool does, naming every op a registered patch fixes, by package: ``--help``'s
     first line, and (written by ``scripts/document.py``) the package's description."""
     patches = all_patches()
-    named = {package: ", ".join(ops([p for p in patches if p.package == package])) for package in PACKAGES}
+    named = {package: ops([p for p in patches if p.package == package]) for package in PACKAGES}
     fixed = [
-        f"mmcv's ops ({names})" if package == "mmcv" else f"{package}'s {names}"
+        f"mmcv's ops ({', '.join(names)})" if package == "mmcv" else f"{package}'s {listed(names)}"
         for package, names in named.items()
         if names
     ]
-    return f"Fix {' and '.join(fixed)} under mixed precision (fp16 and bf16), in place and reversibly."
+    return f"Fix {listed(fixed)} under mixed precision (fp16 and bf16), in place and reversibly."

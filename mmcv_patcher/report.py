@@ -7,7 +7,7 @@ import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmcv_patcher.locate import Target
-from mmcv_patcher.model import Command, Failure, Outcome, Problem, Result, State
+from mmcv_patcher.model import Command, Failure, Outcome, Problem, Result, State, listed
 
 #: Bumped when a key changes meaning or disappears; adding keys does not bump it
 #: (2: the target's ``path`` is ``package_dir``; ``failure`` was added later; 3: ``target``
@@ -122,7 +122,7 @@ def as_text(targets: Sequence[Target], outcome: Optional[Outcome]) -> List[str]:
         for result in outcome.results:
             alike.setdefault((_file_line(result), result.state, result.message), []).append(result.id)
         lines.extend(
-            f"{_and(ids)}: {state} at {file_line} ({message})" for (file_line, state, message), ids in alike.items()
+            f"{listed(ids)}: {state} at {file_line} ({message})" for (file_line, state, message), ids in alike.items()
         )
         lines.extend(f"note: {note}" for note in outcome.notes)
         lines.extend(unified_diff(path, old, new) for path, old, new in outcome.previews)
@@ -190,11 +190,6 @@ def waiting(directory: str, pid: Optional[int], timeout: float) -> str:
         else f"another process holds the lock on {directory}"
     )
     return f"mmcv-patcher: {who}; waiting for it, at most {timeout:g} s (--lock-timeout)"
-
-
-def _and(words: List[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _file_line(result: Result) -> str:

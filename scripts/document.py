@@ -186,7 +186,7 @@ def summary(document: Dict[str, Any]) -> str:
 
 def zoo_table(document: Dict[str, Any]) -> str:
     """One dtype's table, each row with the run that made it, then the runs."""
-    amp = document["dtype"]
+    amp, _, rules = document["dtype"].partition("-")
     rows = []
     for row in document["rows"]:
         sized = (f" at {row['size']}" if row["size"] else "") + (f", {row['batch']} images" if row.get("batch") else "")
@@ -194,7 +194,8 @@ def zoo_table(document: Dict[str, Any]) -> str:
             [row["family"], f"`{row['config']}`{sized}", *(row[c] for c in results.COLUMNS), str(row["run"] + 1)]
         )
     columns = ["family", "config", "fp32", f"{amp} release", f"{amp} patched", "run"]
-    lines = [f"### {amp}", "", summary(document), results.Table("", columns, rows).markdown().rstrip("\n")]
+    title = f"### {amp}" + (" under CUDA's autocast rules, simulated" if rules == "cuda" else "")
+    lines = [title, "", summary(document), results.Table("", columns, rows).markdown().rstrip("\n")]
     lines += ["", "Runs:", ""]
     for number, run in enumerate(document["runs"], 1):
         lines.append(f"{number}. {_run_header(dict(run, machine=run['size'] + ', ' + run['machine']))}")
@@ -221,7 +222,7 @@ def _contributing(text: str, path: Path) -> str:
 
 
 def _zoo_page(text: str, path: Path) -> str:
-    documents = [results.load(dtype) for dtype in ("bf16", "fp16")]
+    documents = [results.load(table) for table in results.TABLES]
     return _between(text, "zoo tables", "\n".join(zoo_table(each) for each in documents if each["rows"]), path)
 
 

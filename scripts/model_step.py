@@ -2,7 +2,7 @@
 
 Run in the interpreter whose mmcv is under test, with mmdet (and for its configs mmrotate) on its path:
 
-    python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--batch N] [--rounds N] [--rpn-split-thr N]
+    python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--batch N] [--rounds N] [--rpn-split-thr N] [--rules cpu|cuda]
 
 ``CONFIG`` is a config file, or its path under the configs a package ships (as
 ``.mim/configs``), named as mmengine names them: ``mmrotate::roi_trans/roi-trans-le90_r50_fpn_1x_dota.py``,
@@ -16,7 +16,9 @@ SyncBN becomes BN (one process); and the inputs go through the model's own
 for a two-stage detector without an RPN. ``train`` is forward with ``mode='loss'`` and backward;
 ``predict`` is inference with the config's test cfg. ``bf16`` and ``fp16`` run under
 ``torch.autocast('cpu', dtype=...)``, as ``AmpOptimWrapper`` does on a GPU (mmengine's CPU
-autocast takes bf16 only; torch's takes both). ``--rpn-split-thr`` sets the RPN's NMS
+autocast takes bf16 only; torch's takes both), or with ``--rules cuda`` under CUDA's
+autocast rules, simulated; fp16 training scales the loss with a ``GradScaler``, as the
+wrapper does. ``--rpn-split-thr`` sets the RPN's NMS
 ``split_thr`` (mmcv's ``batched_nms`` runs per class id at or above it).
 
 Prints one JSON object: the losses and whether they and every gradient are finite (or the
@@ -33,6 +35,7 @@ import sys
 import time
 import traceback
 import types
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -226,7 +229,15 @@ def batch(
     return model.data_preprocessor({"inputs": [image] * images, "data_samples": [sample] * images}, training=training)
 
 
-def train(model: Any, data: Any) -> Dict[str, Any]:
+#: A GradScaler's first scale, as AmpOptimWrapper makes it for fp16, and the factor a step
+#: whose gradients overflow takes it down by here (the wrapper's halves it per skipped step)
+SCALE, BACKOFF = 2.0**16, 2.0**-4
+
+
+def train(model: Any, data: Any, scaled: bool = False) -> Dict[str, Any]:
+    """Forward with ``mode='loss'`` and backward; with ``scaled`` (fp16) through a
+    ``GradScaler``, backing off until the gradients are finite, as the wrapper's would over
+    its first steps (``scale``: where it settles; None: at no scale down to 1)."""
     model.zero_grad()
     losses = model(**data, mode="loss")
     sums = {
@@ -235,10 +246,38 @@ def train(model: Any, data: Any) -> Dict[str, Any]:
         if "loss" in key
     }
     total: Any = sum(sums.values())
-    total.backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    finite = bool(torch.isfinite(total)) and all(bool(torch.isfinite(g).all()) for g in grads)
-    return {"losses": {key: float(value.detach()) for key, value in sums.items()}, "finite": finite}
+    out: Dict[str, Any] = {"losses": {key: float(value.detach()) for key, value in sums.items()}}
+    weights = [p for p in model.parameters() if p.requires_grad]
+    if not scaled:
+        total.backward()
+        grads = [p.grad for p in weights if p.grad is not None]
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+    else:
+        scaler = torch.amp.GradScaler("cpu", init_scale=SCALE, backoff_factor=BACKOFF)
+        optimizer = torch.optim.SGD(weights, lr=0.0)
+        while True:
+            optimizer.zero_grad()
+            scale = scaler.get_scale()
+            scaler.scale(total).backward(retain_graph=scale > 1)
+            scaler.unscale_(optimizer)
+            scaler.step(optimizer)  # skipped where a gradient is not finite
+            scaler.update()
+            finite = scaler.get_scale() >= scale
+            if finite or scale <= 1:
+                break
+        out["scale"] = scale if finite else None
+    out["finite"] = bool(torch.isfinite(total)) and finite
+    return out
+
+
+def autocast(rules: str, dtype: Any) -> Any:
+    """Autocast in ``dtype`` under the CPU's rules, or CUDA's simulated."""
+    if rules == "cuda":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, for scripts.cuda_rules
+        from scripts.cuda_rules import CudaAutocast
+
+        return CudaAutocast(dtype)
+    return torch.autocast("cpu", dtype=dtype)
 
 
 def predict(model: Any, data: Any) -> Dict[str, Any]:
@@ -288,6 +327,12 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--batch", type=int, default=1, help="images in the batch, copies of one (default 1)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--rpn-split-thr", type=int)
+    parser.add_argument(
+        "--rules",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="whose autocast rules bf16 and fp16 run under: the CPU's (default), or CUDA's, simulated (scripts/cuda_rules.py)",
+    )
     args = parser.parse_args(argv[1:])
     height, width = (int(side) for side in args.size.split("x"))
     out: Dict[str, Any] = {"seconds": []}
@@ -306,16 +351,21 @@ def main(argv: List[str]) -> int:
         out.update(failure(error), built=False)
         print(json.dumps(out))
         return 0
-    step = train if args.mode == "train" else predict
+    dtype = DTYPES[args.dtype]
+
+    def step() -> Dict[str, Any]:
+        if args.mode == "predict":
+            return predict(model, data)
+        return train(model, data, scaled=dtype is torch.float16)
+
     for _ in range(args.rounds):
         started = time.perf_counter()
         try:
-            dtype = DTYPES[args.dtype]
             if dtype is None:
-                out.update(step(model, data))
+                out.update(step())
             else:
-                with torch.autocast("cpu", dtype=dtype):
-                    out.update(step(model, data))
+                with autocast(args.rules, dtype):
+                    out.update(step())
         except Exception as error:  # what the user sees in their training log
             out.update(failure(error))
             break

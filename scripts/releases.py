@@ -100,6 +100,8 @@ CHECKOUTS = (
 OPS = Release("mmcv", "2.1.0", "unpatched")
 #: mmdet and mmrotate releases installed beside mmcv-lite, for the runs that find every package.
 DETECTORS = (Release("mmdet", "3.3.0", ""), Release("onedl-mmrotate", "1.2.1", "", isolated=True))
+#: The release of each patched package that :func:`detector_venv` installs.
+IN_DETECTOR_VENV = {"mmcv": OPS, "mmdet": DETECTORS[0], "mmrotate": DETECTORS[1]}
 
 
 def _every(distribution: str, versions: str, *, isolated: bool = False) -> Tuple[Release, ...]:

@@ -3,7 +3,7 @@ which ``scripts/document.py`` makes the docs' tables.
 
 ``zoo-DTYPE.json``: what one training step of each config did, in fp32 and in one AMP dtype
 on the release and patched, and the runs that made the rows (date, machine, versions, size,
-the command).
+the command); ``zoo-DTYPE-cuda.json`` the same under CUDA's autocast rules, simulated.
 
     {"dtype": "bf16",
      "runs": [{"command": "...", "date": "2026-12-04", "size": "256x256", "machine": "...",
@@ -32,22 +32,31 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 COLUMNS = ("fp32", "release", "patched")
 
 
-def path(dtype: str, directory: Path = RESULTS) -> Path:
-    """The result file of one AMP dtype."""
-    return directory / f"zoo-{dtype}.json"
+#: The zoo's tables: each AMP dtype under the CPU's autocast rules, then under CUDA's, simulated.
+TABLES = ("bf16", "fp16", "bf16-cuda", "fp16-cuda")
 
 
-def load(dtype: str, directory: Path = RESULTS) -> Dict[str, Any]:
-    """One dtype's results, or an empty set of them when there is no file yet."""
+def name(dtype: str, rules: str = "cpu") -> str:
+    """The table of an AMP dtype's steps under ``rules``' autocast: ``fp16``, ``fp16-cuda``."""
+    return dtype if rules == "cpu" else f"{dtype}-{rules}"
+
+
+def path(table: str, directory: Path = RESULTS) -> Path:
+    """The result file of one table."""
+    return directory / f"zoo-{table}.json"
+
+
+def load(table: str, directory: Path = RESULTS) -> Dict[str, Any]:
+    """One table's results, or an empty set of them when there is no file yet."""
     try:
-        document: Dict[str, Any] = json.loads(path(dtype, directory).read_text(encoding="utf-8"))
+        document: Dict[str, Any] = json.loads(path(table, directory).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return {"dtype": dtype, "runs": [], "rows": []}
+        return {"dtype": table, "runs": [], "rows": []}
     return document
 
 
 def save(document: Dict[str, Any], directory: Path = RESULTS) -> None:
-    """Writes one dtype's results, so a sweep stopped at any point leaves the last complete file."""
+    """Writes one table's results, so a sweep stopped at any point leaves the last complete file."""
     _write(path(document["dtype"], directory), document)
 
 

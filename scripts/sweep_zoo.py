@@ -2,7 +2,7 @@
 """One training step of each model family of mmdetection, on the release and patched, in fp32
 and under AMP: which train, and where the others crash.
 
-    python scripts/sweep_zoo.py [--dtypes bf16 fp16] [--size 256x256] [--only FAMILY ...] [--json FILE]
+    python scripts/sweep_zoo.py [--dtypes bf16 fp16] [--size 256x256] [--only FAMILY ...] [--rules cpu|cuda] [--json FILE]
 
 Each config of scripts/zoo.csv (a family, a config of mmdet 3.3.0, at least one per family,
 then rotated detectors of onedl-mmrotate 1.2.1, named ``mmrotate::PATH``, the image size
@@ -11,7 +11,8 @@ for the few that need more than the default) takes one step of scripts/model_ste
 (random weights, one seeded image with three boxes),
 each in its own process with a timeout, on the real mmcv 2.1.0 built with its CPU ops
 (cached; the first run builds it) in a throwaway venv: in fp32 on the release, then in each
-AMP dtype on the release, then with every patch applied. A progress line per config goes to
+AMP dtype on the release, then with every patch applied (under the CPU's autocast rules, or
+with ``--rules cuda`` under CUDA's, simulated). A progress line per config goes to
 stderr. Each config's row (per column ``trains`` or the crash with its innermost frame inside
 mmcv, or, for a crash outside mmcv, its innermost frame) goes into the dtype's result file
 (:mod:`scripts.results`) as soon as the config is done, with the run's date, machine and
@@ -67,12 +68,15 @@ def zoo(path: Path, only: Sequence[str]) -> List[Entry]:
     return [entry for entry in entries if not only or entry.family in only]
 
 
-def step(python: Path, config: str, dtype: str, size: str, timeout: float, batch: str = "") -> Dict[str, Any]:
+def step(
+    python: Path, config: str, dtype: str, size: str, timeout: float, batch: str = "", rules: str = "cpu"
+) -> Dict[str, Any]:
     """scripts/model_step.py's report of one training step, or why there is none."""
     started = time.monotonic()
+    options = ["--size", size, *(["--batch", batch] if batch else []), "--rules", rules]
     try:
         done = subprocess.run(
-            [str(python), str(STEP), config, "train", dtype, "--size", size, *(["--batch", batch] if batch else [])],
+            [str(python), str(STEP), config, "train", dtype, *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             universal_newlines=True,
@@ -147,6 +151,13 @@ def main() -> int:
         default=results.RESULTS,
         help=f"where the result files are (default {results.RESULTS.relative_to(REPOSITORY)})",
     )
+    parser.add_argument(
+        "--rules",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="whose autocast rules the AMP steps run under: the CPU's (default), or CUDA's, simulated"
+        " (scripts/cuda_rules.py; the results go to zoo-DTYPE-cuda.json)",
+    )
     parser.add_argument("--json", type=Path, help="write every step's report here")
     args = parser.parse_args()
     entries = zoo(args.configs, args.only)
@@ -162,7 +173,7 @@ def main() -> int:
             "machine": machine.cpu(),
             "versions": versions(python),
         }
-        documents = {dtype: results.load(dtype, args.results) for dtype in args.dtypes}
+        documents = {dtype: results.load(results.name(dtype, args.rules), args.results) for dtype in args.dtypes}
         runs = {dtype: results.start_run(document, dict(header)) for dtype, document in documents.items()}
         for index, entry in enumerate(entries, 1):
             report = reports[entry.config]
@@ -173,7 +184,7 @@ def main() -> int:
                 for dtype in (["fp32"] if state == "release" else []) + list(args.dtypes):
                     column = "fp32" if dtype == "fp32" else f"{dtype} {state}"
                     size = entry.size or args.size
-                    report[column] = step(python, entry.config, dtype, size, args.timeout, entry.batch)
+                    report[column] = step(python, entry.config, dtype, size, args.timeout, entry.batch, args.rules)
             for dtype, document in documents.items():
                 cells = {"fp32": report["fp32"], "release": report[f"{dtype} release"]}
                 cells["patched"] = report[f"{dtype} patched"]
@@ -189,7 +200,8 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({"size": args.size, "reports": reports}, indent=1) + "\n")
     print(
-        f"wrote {', '.join(str(results.path(dtype, args.results)) for dtype in args.dtypes)}; run python scripts/document.py"
+        f"wrote {', '.join(str(results.path(results.name(dtype, args.rules), args.results)) for dtype in args.dtypes)};"
+        " run python scripts/document.py"
     )
     return 0
 

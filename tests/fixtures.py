@@ -9,13 +9,14 @@ examples, so a new patch module brings its test file with it.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import py_compile
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pytest
 
@@ -23,6 +24,9 @@ from mmcv_patcher import plan, ranges, registry, write
 from mmcv_patcher.interpreter import Found, Interpreter
 from mmcv_patcher.model import PACKAGES, Affected, Case, Edit, Example, Patch, Release, per_distribution
 from mmcv_patcher.source import Source, record_hash, sha256_hex
+
+#: This checkout, which the runners of tests/e2e_ops import from
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 ANCHOR = "scores_after_nms[mask[keep]] = dets[:, -1]"
 FIXED = "scores_after_nms[mask[keep]] = dets[:, -1].to(scores_after_nms.dtype)"
@@ -405,3 +409,29 @@ def refused(done: subprocess.CompletedProcess[str], *, file: Path) -> str:
         line.startswith("mmcv-patcher: error: ") and str(file) in line for line in errors
     )
     return "\n".join(results + errors)
+
+
+# --- the runners of tests/e2e_ops, in a venv with torch ---------------------------------------------
+
+
+def answer(python: Path, *args: str, sites: Sequence[Path] = ()) -> Dict[str, Any]:
+    """The JSON object ``python ARGS`` prints last (``sites``: put on its path)."""
+    done = subprocess.run(
+        [str(python), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        universal_newlines=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sites))) if sites else None,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return document
+
+
+def ask(
+    python: Path, runner: str, cases: Iterable[Tuple[Any, ...]], sites: Sequence[Path] = ()
+) -> Dict[Tuple[Any, ...], Any]:
+    """What op runner ``tests/e2e_ops/RUNNER.py`` answers for each case, by case, in one process."""
+    listed = list(cases)
+    found = answer(python, "-m", f"tests.e2e_ops.{runner}", json.dumps(listed), sites=[REPOSITORY, *sites])["answers"]
+    return dict(zip(listed, found))

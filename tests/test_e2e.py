@@ -10,17 +10,15 @@ leaves the suite green.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import pytest
 
 from mmcv_patcher import registry
 from mmcv_patcher.model import Patch
 from scripts import releases, sweep_zoo
-from tests.fixtures import registered, tool
+from tests.fixtures import answer, ask, registered, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.release]
 
@@ -38,31 +36,6 @@ def python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mmdet_site() -> Path:
     return releases.mmdet_site()
-
-
-def answer(python: Path, *args: str, sites: Sequence[Path] = ()) -> Dict[str, Any]:
-    """The JSON object ``python ARGS`` prints last (``sites``: put on its path)."""
-    done = subprocess.run(
-        [str(python), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sites))) if sites else None,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    document: Dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return document
-
-
-def ask(
-    python: Path, runner: str, cases: Iterable[Tuple[Any, ...]], sites: Sequence[Path] = ()
-) -> Dict[Tuple[Any, ...], Any]:
-    """What op runner ``tests/e2e_ops/RUNNER.py`` answers for each case, by case, in one process."""
-    listed = list(cases)
-    found = answer(python, "-m", f"tests.e2e_ops.{runner}", json.dumps(listed), sites=[releases.REPOSITORY, *sites])[
-        "answers"
-    ]
-    return dict(zip(listed, found))
 
 
 def patches_named(ids: Iterable[str]) -> List[Patch]:
@@ -91,8 +64,8 @@ def test_each_grid_fails_as_released_runs_once_applied_leaves_working_calls_alon
     patch = registered(patch_id)
     grid = patch.proofs.grids[index]
     patches_named(grid.after)
-    installed = releases.site_packages(python) / "mmcv" / patch.file
-    original = releases.released_file(releases.OPS, f"mmcv/{patch.file}")
+    installed = releases.site_packages(python) / patch.package / patch.file
+    original = releases.released_file(releases.IN_DETECTOR_VENV[patch.package], f"{patch.package}/{patch.file}")
     failing = [fails.case for fails in grid.fails]
 
     def both() -> Tuple[Dict[Tuple[Any, ...], Any], Dict[Tuple[Any, ...], Any]]:

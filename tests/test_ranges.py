@@ -85,3 +85,9 @@ def test_a_range_bounded_by_pre_releases_covers_those_it_names(
     distribution: Optional[str], version: str, expected: ranges.Standing
 ) -> None:
     assert ranges.standing(PRERELEASES, Release(distribution, version, package="mmrotate"))[0] is expected
+
+
+def test_a_pre_release_before_the_one_a_range_starts_at_is_below_it() -> None:
+    # mmrotate 1.0.0rc0 had no clamp of the centres; 1.0.0rc1 brought it
+    from_rc1 = PRERELEASES._replace(affected={"mmrotate": (Affected(introduced="1.0.0rc1", last_affected="1.0.0rc1"),)})
+    assert ranges.standing(from_rc1, Release("mmrotate", "1.0.0rc0", package="mmrotate"))[0] is ranges.Standing.BELOW

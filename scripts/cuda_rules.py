@@ -1,0 +1,232 @@
+"""CUDA's autocast on the CPU, simulated: what a step under ``torch.autocast('cuda')`` gives each op, on CPU tensors.
+
+CPU autocast and CUDA autocast cast different ops: CUDA runs ``sum``, ``softmax``, ``exp``,
+``log``, ``pow``, the norms and more in fp32, and ``addmv``, ``baddbmm``, the convolutions
+and the matmuls in the low dtype; CPU autocast has other lists. :class:`CudaAutocast` runs
+CPU tensors under CUDA's rules, taken from the installed torch itself rather than from a
+list typed or parsed here: torch registers its CUDA autocast kernels (``autocast_mode.cpp``)
+in every build, the CPU-only wheel included, and they run on fake tensors that claim to be
+on CUDA (``FakeTensorMode``: shapes and dtypes, no data, no GPU).
+
+While it is active, every op that CPU or CUDA autocast registers a kernel for runs through
+one Python kernel at the ``AutocastCPU`` dispatch key, the key CPU autocast itself uses:
+- the op is called once on fake CUDA twins of its arguments (same shapes, strides and
+  dtypes) with CUDA autocast on, and the dtypes its CUDA autocast kernel handed the op are
+  recorded (cached by the op and its arguments' dtypes);
+- the real CPU arguments are cast to those dtypes, and the op runs below autocast.
+
+So an op of CUDA's lists gets its inputs cast and runs its insides without autocast; any
+other op (and every function written in Python on top of ops, ``F.multi_head_attention_forward``
+for one) runs with the rules still applied to what it calls; the casts go through autograd
+(the autocast key is above it), as CUDA's do; in-place ops and explicit ``dtype=`` calls are
+left alone, as CUDA's kernels leave them; an op CUDA autocast refuses
+(``binary_cross_entropy``) raises CUDA's own message. Ops only CPU autocast lists run
+uncast. What it cannot show: CUDA's kernels' numerics and speed, and which dtypes mmcv's CUDA
+kernels take (the kernels still run on the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from types import TracebackType
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Type
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import _disable_current_modes
+
+#: The dispatch keys whose kernels the simulation replaces (CPU's), consults (CUDA's), and
+#: stops a fake CUDA call at once CUDA's have cast its arguments (the next one down).
+CPU_KEY, CUDA_KEY, HANDED_KEY = "AutocastCPU", "AutocastCUDA", "AutogradCUDA"
+_BELOW_AUTOCAST = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)
+
+
+def registered(key: str) -> List[str]:
+    """The ops (``aten::name.overload``) that have a kernel at dispatch key ``key``."""
+    return sorted(torch._C._dispatch_get_registrations_for_dispatch_key(key))
+
+
+def _overload(name: str) -> Any:
+    """The op overload ``aten::name.overload`` (``aten::sum``: ``torch.ops.aten.sum.default``)."""
+    namespace, _, rest = name.partition("::")
+    op, _, overload = rest.partition(".")
+    return getattr(getattr(getattr(torch.ops, namespace), op), overload or "default")
+
+
+class _Handed(Exception):
+    """Raised where a fake CUDA call reaches the op below CUDA autocast (at ``AutogradCUDA``):
+    the op autocast's kernel handed on (the op itself, or for the fp32 ops that take an
+    output dtype the overload that does) and its arguments, cast. Nothing of a fake CUDA
+    tensor runs beyond that (a convolution's fake kernel asks for a CUDA device)."""
+
+    def __init__(self, op: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+        super().__init__(op)
+        self.op, self.bound = op, _bound(op, args, kwargs)
+
+
+def _bound(op: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """The arguments of a call of ``op`` by their names in its schema."""
+    names = [argument.name for argument in op._schema.arguments]
+    return {**dict(zip(names, args)), **kwargs}
+
+
+def _call(op: Any, bound: Dict[str, Any]) -> Any:
+    """``op`` called with arguments by name: the positional ones in order, the rest by keyword."""
+    positional = [a.name for a in op._schema.arguments if not a.kwarg_only and a.name in bound]
+    return op(*(bound[name] for name in positional), **{k: v for k, v in bound.items() if k not in positional})
+
+
+class CudaAutocast:
+    """``with CudaAutocast(torch.float16):`` runs CPU tensors under CUDA's autocast rules in
+    that dtype (see the module's docstring); it enters CPU autocast too, whose key it uses."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self._fake = FakeTensorMode(allow_non_fake_inputs=True)
+        self._cuda = set(registered(CUDA_KEY))
+        #: (op, the arguments' dtypes) -> the dtype CUDA hands the op for each tensor, or CUDA's error
+        self._plans: Dict[Tuple[Any, ...], Any] = {}
+        self._library: Optional[torch.library.Library] = None
+        self._autocast: Optional[torch.autocast] = None
+
+    def __enter__(self) -> "CudaAutocast":
+        self._library = torch.library.Library("aten", "IMPL")
+        with warnings.catch_warnings():  # each replaces CPU autocast's kernel while active
+            warnings.simplefilter("ignore")
+            for name in sorted(set(registered(CPU_KEY)) | self._cuda):
+                op = _overload(name)
+                kernel = self._cast_like_cuda(op) if name in self._cuda else self._uncast(op)
+                self._library.impl(name.partition("::")[2], kernel, CPU_KEY)
+            for name in sorted(_siblings(self._cuda)):  # where CUDA autocast hands a fake call on
+                self._library.impl(name, _stop(_overload(f"aten::{name}")), HANDED_KEY)
+        self._autocast = torch.autocast("cpu", dtype=self.dtype)
+        self._autocast.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: Optional[Type[BaseException]], error: Optional[BaseException], trace: Optional[TracebackType]
+    ) -> None:
+        assert self._autocast is not None and self._library is not None
+        self._autocast.__exit__(kind, error, trace)
+        self._library._destroy()  # CPU autocast's own kernels are the ones registered again
+
+    @staticmethod
+    def _uncast(op: Any) -> Any:
+        """An op only CPU autocast lists: on CUDA the dispatcher passes it by, so it runs as
+        it is. One made of other ops (``cross_entropy``: ``log_softmax``, ``nll_loss``) runs
+        its decomposition, whose ops meet the rules; any other runs below autocast."""
+        composite = torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CompositeImplicitAutograd")
+
+        def kernel(*args: Any, **kwargs: Any) -> Any:
+            if composite:
+                return op.decompose(*args, **kwargs)
+            with torch._C._ExcludeDispatchKeyGuard(_BELOW_AUTOCAST):
+                return op(*args, **kwargs)
+
+        return kernel
+
+    def _cast_like_cuda(self, op: Any) -> Any:
+        def kernel(*args: Any, **kwargs: Any) -> Any:
+            bound = _bound(op, args, kwargs)
+            plan = self._plan(op, bound)
+            if isinstance(plan, BaseException):
+                raise type(plan)(*plan.args)
+            target, handed = plan
+            given = {name: _cast(bound[name], value) if name in bound else value for name, value in handed.items()}
+            with torch._C._ExcludeDispatchKeyGuard(_BELOW_AUTOCAST):
+                return _call(target, given)
+
+        return kernel
+
+    def _plan(self, op: Any, bound: Dict[str, Any]) -> Any:
+        """What CUDA autocast hands on for a call of ``op``: the op, and by name each of its
+        arguments (a tensor's dtype, a list's dtypes, any other value as it is), or the
+        error it raises; found once per op and arguments' dtypes, on fake CUDA twins."""
+        key = (op, tuple((name, _kind(value)) for name, value in bound.items()))
+        if key not in self._plans:
+            self._plans[key] = self._ask_cuda(op, bound)
+        return self._plans[key]
+
+    def _ask_cuda(self, op: Any, bound: Dict[str, Any]) -> Any:
+        try:
+            with real_cuda_autocast(self.dtype), self._fake:
+                _call(op, {name: _twin(value) for name, value in bound.items()})
+        except _Handed as handed:
+            return handed.op, {name: _dtypes(value) for name, value in handed.bound.items()}
+        except Exception as error:  # CUDA autocast refused the op (binary_cross_entropy)
+            return error
+        raise RuntimeError(f"CUDA autocast's kernel for {op} handed nothing on")
+
+
+def _siblings(names: Set[str]) -> Set[str]:
+    """Every overload of the ops ``names`` (``aten::norm.Scalar``): ``norm.ScalarOpt_dtype``..."""
+    found = set()
+    for name in names:
+        packet = name.partition("::")[2].partition(".")[0]
+        for overload in getattr(torch.ops.aten, packet).overloads():
+            found.add(packet if overload == "default" else f"{packet}.{overload}")
+    return found
+
+
+def _stop(op: Any) -> Any:
+    def kernel(*args: Any, **kwargs: Any) -> Any:
+        raise _Handed(op, args, kwargs)
+
+    return kernel
+
+
+def _dtypes(value: Any) -> Any:
+    """A tensor's dtype, a list's tensors' dtypes (None for the rest), any other value as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.dtype
+    if isinstance(value, (list, tuple)) and any(isinstance(each, torch.Tensor) for each in value):
+        return [each.dtype if isinstance(each, torch.Tensor) else None for each in value]
+    return value
+
+
+@contextlib.contextmanager
+def real_cuda_autocast(dtype: torch.dtype) -> Iterator[None]:
+    """torch's own CUDA autocast on in ``dtype`` (for fake CUDA tensors: there is no GPU) and
+    CPU autocast off, with no dispatch mode of the caller's seeing what runs; each put back
+    as it was after."""
+    cpu_enabled = torch.is_autocast_enabled("cpu")
+    cuda_enabled, cuda_dtype = torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
+    with _disable_current_modes():
+        try:
+            torch.set_autocast_enabled("cpu", False)
+            torch.set_autocast_enabled("cuda", True)
+            torch.set_autocast_dtype("cuda", dtype)
+            yield
+        finally:
+            torch.set_autocast_enabled("cuda", cuda_enabled)
+            torch.set_autocast_dtype("cuda", cuda_dtype)
+            torch.set_autocast_enabled("cpu", cpu_enabled)
+
+
+def _twin(value: Any) -> Any:
+    """A fake CUDA tensor of ``value``'s shape, strides and dtype (each of a list), else ``value``."""
+    if isinstance(value, torch.Tensor):
+        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="cuda")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_twin(each) for each in value)
+    return value
+
+
+def _cast(value: Any, handed: Any) -> Any:
+    """``value`` as CUDA autocast handed its twin on: a tensor cast to the dtype handed (a
+    list element by element), any other value the one handed."""
+    if isinstance(value, torch.Tensor):
+        return value.to(handed) if value.dtype != handed else value
+    if isinstance(value, (list, tuple)) and isinstance(handed, list):
+        return type(value)(_cast(each, to) if to is not None else each for each, to in zip(value, handed))
+    return handed
+
+
+def _kind(value: Any) -> Any:
+    """What of an argument decides a rule: a tensor's dtype, a dtype itself, each of a list's, else its type."""
+    if isinstance(value, torch.Tensor):
+        return value.dtype
+    if isinstance(value, (list, tuple)):
+        return tuple(_kind(each) for each in value)
+    return value if isinstance(value, torch.dtype) else type(value)
