@@ -28,7 +28,9 @@ kernels take (the kernels still run on the CPU).
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Type
 
@@ -133,7 +135,9 @@ class CudaAutocast:
             if isinstance(plan, BaseException):
                 raise type(plan)(*plan.args)
             target, handed = plan
-            given = {name: _cast(bound[name], value) if name in bound else value for name, value in handed.items()}
+            given = dict(bound)
+            for name, value in handed.items():
+                given[name] = _cast(bound[name], value) if name in bound else value
             with torch._C._ExcludeDispatchKeyGuard(_BELOW_AUTOCAST):
                 return _call(target, given)
 
@@ -156,7 +160,7 @@ class CudaAutocast:
             return handed.op, {name: _dtypes(value) for name, value in handed.bound.items()}
         except Exception as error:  # CUDA autocast refused the op (binary_cross_entropy)
             return error
-        raise RuntimeError(f"CUDA autocast's kernel for {op} handed nothing on")
+        return op, {}  # it ran through, uncast (a sum of booleans: nothing to cast)
 
 
 def _siblings(names: Set[str]) -> Set[str]:
@@ -215,12 +219,12 @@ def _twin(value: Any) -> Any:
 
 def _cast(value: Any, handed: Any) -> Any:
     """``value`` as CUDA autocast handed its twin on: a tensor cast to the dtype handed (a
-    list element by element), any other value the one handed."""
+    list element by element), a ``dtype`` the one autocast set; any other value as given."""
     if isinstance(value, torch.Tensor):
         return value.to(handed) if value.dtype != handed else value
     if isinstance(value, (list, tuple)) and isinstance(handed, list):
         return type(value)(_cast(each, to) if to is not None else each for each, to in zip(value, handed))
-    return handed
+    return handed if isinstance(handed, torch.dtype) else value
 
 
 def _kind(value: Any) -> Any:
@@ -230,3 +234,94 @@ def _kind(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_kind(each) for each in value)
     return value if isinstance(value, torch.dtype) else type(value)
+
+
+@contextlib.contextmanager
+def simulated(dtype: torch.dtype) -> Iterator[None]:
+    """CUDA's rules in ``dtype``: its autocast (:class:`CudaAutocast`) and, where mmcv is
+    installed, its kernels' dtypes (:class:`MmcvKernels`)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(MmcvKernels())
+        except ImportError:  # no mmcv, or one without compiled ops
+            pass
+        stack.enter_context(CudaAutocast(dtype))
+        yield
+
+
+#: torch's names of dtypes in its messages
+_NAMES = {
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
+    torch.float32: "Float",
+    torch.float64: "Double",
+    torch.int32: "Int",
+    torch.int64: "Long",
+}
+
+
+class MmcvKernels:
+    """``with MmcvKernels():`` holds each op of ``mmcv._ext`` to the dtypes its CUDA launcher
+    takes, read from mmcv's sources at the installed tag by ``scripts/mmcv_cuda_dtypes.py``
+    (``scripts/mmcv_cuda_dtypes-vVERSION.json``): an argument CUDA's kernel would refuse raises
+    CUDA's message; otherwise the CPU kernel runs, on fp32 copies where it lacks a dtype
+    CUDA's takes (what it writes into its arguments is copied back into them, in their own
+    dtypes), and a floating result comes back in the dispatched argument's dtype. An op with
+    no CPU kernel (the focal losses, CARAFE, multi-scale deformable attention) still fails as
+    it does on the CPU."""
+
+    def __init__(self) -> None:
+        import mmcv
+        import mmcv._ext
+
+        table = Path(__file__).resolve().parent / f"mmcv_cuda_dtypes-v{mmcv.__version__}.json"
+        if not table.is_file():
+            raise RuntimeError(
+                f"no table of mmcv {mmcv.__version__}'s CUDA dtypes: run scripts/mmcv_cuda_dtypes.py on its source"
+            )
+        self._ext = mmcv._ext
+        self._ops: Dict[str, Dict[str, Any]] = json.loads(table.read_text())["ops"]
+        self._released: Dict[str, Any] = {}
+
+    def __enter__(self) -> "MmcvKernels":
+        for op, rules in self._ops.items():
+            if hasattr(self._ext, op):
+                self._released[op] = getattr(self._ext, op)
+                setattr(self._ext, op, _held(self._released[op], rules))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for op, kernel in self._released.items():
+            setattr(self._ext, op, kernel)
+
+
+def _held(kernel: Any, rules: Dict[str, Any]) -> Any:
+    """``kernel`` (a CPU kernel of ``mmcv._ext``) held to its CUDA launcher's ``rules``."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = {**dict(zip(rules["params"], args)), **kwargs}
+        dispatched = bound.get(rules.get("dispatched", ""))
+        if isinstance(dispatched, torch.Tensor) and str(dispatched.dtype).split(".")[1] not in rules["dtypes"]:
+            raise NotImplementedError(f"\"{rules['kernel']}\" not implemented for '{_NAMES.get(dispatched.dtype)}'")
+        for name, rule in rules["args"].items():
+            tensor = bound.get(name)
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            expected = dispatched.dtype if rule == "dispatched" and dispatched is not None else getattr(torch, rule)
+            if tensor.dtype != expected:
+                raise RuntimeError(f"expected scalar type {_NAMES.get(expected)} but found {_NAMES.get(tensor.dtype)}")
+        try:
+            return kernel(*args, **kwargs)
+        except (RuntimeError, NotImplementedError) as error:
+            if "not implemented for" not in str(error) and "expected scalar type" not in str(error):
+                raise
+        copies = [a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
+        result = kernel(*copies, **kwargs)
+        for given, copy in zip(args, copies):
+            if copy is not given:
+                given.copy_(copy)
+        if isinstance(result, torch.Tensor) and result.is_floating_point() and dispatched is not None:
+            return result.to(dispatched.dtype)
+        return result
+
+    return call

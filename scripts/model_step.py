@@ -274,9 +274,9 @@ def autocast(rules: str, dtype: Any) -> Any:
     """Autocast in ``dtype`` under the CPU's rules, or CUDA's simulated."""
     if rules == "cuda":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, for scripts.cuda_rules
-        from scripts.cuda_rules import CudaAutocast
+        from scripts.cuda_rules import simulated
 
-        return CudaAutocast(dtype)
+        return simulated(dtype)
     return torch.autocast("cpu", dtype=dtype)
 
 

@@ -56,3 +56,48 @@ def test_each_weight_gets_its_gradient_in_its_own_dtype_through_the_simulated_ca
     answers: Dict[Tuple[Any, ...], Dict[str, Any]], model: str, dtype: str
 ) -> None:
     assert answers[(model, dtype)]["gradients"] == ["torch.float32"]
+
+
+# --- mmcv's kernels held to their CUDA launchers' dtypes -----------------------------------------
+
+#: (op, its tensors' dtypes) and what the op gives under the rules of mmcv 2.1.0's CUDA launchers
+KERNEL_CASES = [
+    pytest.param("nms", ("float32", "float32"), {"dtype": "torch.int64"}, id="nms-fp32"),
+    # the RPN's boxes and scores under CUDA autocast: CUDA's kernel sorts the scores apart and
+    # takes the boxes alone, so it runs where the CPU's refuses fp16 scores beside fp32 boxes
+    pytest.param("nms", ("float32", "float16"), {"dtype": "torch.int64"}, id="nms-fp32-boxes-fp16-scores"),
+    pytest.param(
+        "nms",
+        ("float16", "float16"),
+        {"error": "RuntimeError: expected scalar type Float but found Half"},
+        id="nms-fp16",
+    ),
+    pytest.param("roi_align", ("float16", "float16"), {"dtype": "torch.float16"}, id="roi-align-fp16"),
+    pytest.param(
+        "roi_align",
+        ("bfloat16", "bfloat16"),
+        {"error": "NotImplementedError: \"roi_align_forward_cuda_kernel\" not implemented for 'BFloat16'"},
+        id="roi-align-bf16",
+    ),
+    pytest.param(
+        "roi_align",
+        ("float16", "float32"),
+        {"error": "RuntimeError: expected scalar type Half but found Float"},
+        id="roi-align-fp16-features-fp32-rois",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory: pytest.TempPathFactory) -> Dict[Tuple[Any, ...], Dict[str, Any]]:
+    """What tests/e2e_ops/mmcv_kernels.py answers for every case, in one process, on mmcv
+    2.1.0's CPU-ops build."""
+    python = releases.torch_venv(tmp_path_factory.mktemp("ops") / "venv", releases.ops_wheel())
+    return ask(python, "mmcv_kernels", [tuple(case.values[:2]) for case in KERNEL_CASES])
+
+
+@pytest.mark.parametrize("op, dtypes, answered", KERNEL_CASES)
+def test_mmcvs_kernels_take_what_their_cuda_launchers_take(
+    kernels: Dict[Tuple[Any, ...], Dict[str, Any]], op: str, dtypes: Tuple[str, ...], answered: Dict[str, Any]
+) -> None:
+    assert kernels[(op, dtypes)] == answered

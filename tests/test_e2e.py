@@ -428,6 +428,29 @@ def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes
     assert model_step(python, FASTER_RCNN, "fp16", *options)["error"] == before["error"]
 
 
+def test_the_seeds_step_under_cudas_rules_gives_the_seeds_message_trains_once_applied_and_gives_it_again(
+    python: Path,
+) -> None:
+    """The seed's config in fp16 under CUDA's autocast rules and mmcv's CUDA kernels' dtypes,
+    simulated (scripts/cuda_rules.py), as users train it on a GPU: the RPN's boxes come out
+    fp32 and its scores fp16, CUDA's NMS kernel takes them, and ``batched_nms`` puts Float
+    into Half: the seed's own message, which CPU autocast never reaches (its fp16 boxes fail
+    in the CPU NMS kernel first). 128x128 with the RPN's ``split_thr`` lowered to 100, so that
+    its ``batched_nms`` takes the per-class path; the seed's patch alone makes it train."""
+    seed = registered("batched-nms-amp-dtype")
+    options = ("--size", "128x128", "--rpn-split-thr", "100", "--rules", "cuda")
+    before = model_step(python, FASTER_RCNN, "fp16", *options)
+    assert before["error"] == "RuntimeError: " + THE_ERROR, before
+    assert before["package_frame"].startswith("mmcv/ops/nms.py:") and before["passed"][-1] == "batched_nms", before
+    assert tool("apply", "--patch", seed.id, python=python).returncode == 0
+    try:
+        trained = model_step(python, FASTER_RCNN, "fp16", *options)
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    assert "error" not in trained and trained["finite"], trained
+    assert model_step(python, FASTER_RCNN, "fp16", *options)["error"] == before["error"]
+
+
 def test_verify_runs_each_case_as_training_does_and_catches_a_crash_in_backward(python: Path) -> None:
     """With the fix of deform_conv's ``backward`` taken out by hand, forward works in bf16 and
     backward fails: verify, which runs the case under autocast and then backward, says so."""
