@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Time one step of a real detector with the release and with every patch applied.
 
-    python scripts/bench_step.py [--rounds 3] [--steps 3] [--modes predict train] [--models faster-rcnn tood]
+    python scripts/bench_step.py [--rounds 3] [--steps 3] [--modes predict train] [--models faster-rcnn tood centernet vfnet]
 
-Two of mmdetection 3.3.0's own models (random weights, scripts/model_step.py), on the real
-mmcv 2.1.0 built with its CPU ops (cached; the first run builds it): the seed's Faster R-CNN
-(``faster-rcnn_r50_fpn_1x_coco.py``) on one image of 2666x1600, and TOOD
+mmdetection 3.3.0's own models (random weights, scripts/model_step.py), on the real mmcv
+2.1.0 built with its CPU ops (cached; the first run builds it), each through patched code:
+the seed's Faster R-CNN (``faster-rcnn_r50_fpn_1x_coco.py``) on one image of 2666x1600; TOOD
 (``tood_r50_fpn_1x_coco.py``), whose head runs mmcv's deformable convolution, on one of
-1333x800. Two kinds of step:
+1333x800; CenterNet (``centernet_r18-dcnv2_8xb16-crop512-140e_coco.py``), its modulated
+one, at 512x512; and VFNet (``vfnet_r50_fpn_1x_coco.py``), whose head's loss is patched in
+mmdet, at 1333x800. Two kinds of step:
 
     predict   inference with the COCO test cfg (80 classes): the RPN's batched_nms over
               5 FPN levels x 1000 proposals and the box head's per-class NMS
@@ -18,7 +20,11 @@ each in three variants:
     release fp32   the released files, fp32: the reference
     patched fp32   every patch applied, the same fp32 inputs (target: within 1%, the noise
                    of one step)
-    patched bf16   every patch applied, under bf16 CPU autocast (the release crashes here)
+    patched bf16   every patch applied, under bf16 CPU autocast (the release crashes here),
+                   and the copies the patches make in it: the casts on the lines they
+                   patched, forward and backward, timed in one more step of each process
+                   (scripts/model_step.py --copies), as a share of the median bf16 step
+                   (target: at most 2%, so the speed-up AMP is turned on for is kept)
 
 Each variant runs in its own process (a patch is a file on disk: the venv is patched and
 reverted between them), ``--rounds`` processes per variant, taken in turn so that drift hits
@@ -31,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -50,7 +55,11 @@ STEP = REPOSITORY / "scripts" / "model_step.py"
 MODELS = {
     "faster-rcnn": ("faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", "1600x2666"),
     "tood": ("tood/tood_r50_fpn_1x_coco.py", "800x1333"),
+    "centernet": ("centernet/centernet_r18-dcnv2_8xb16-crop512-140e_coco.py", "512x512"),
+    "vfnet": ("vfnet/vfnet_r50_fpn_1x_coco.py", "800x1333"),
 }
+#: The share of a patched bf16 step its patches' copies may take (issue: the AMP speed-up kept)
+COPIES_TARGET = 0.02
 #: variant -> (patched?, dtype)
 VARIANTS = {"release fp32": (False, "fp32"), "patched fp32": (True, "fp32"), "patched bf16": (True, "bf16")}
 
@@ -62,11 +71,11 @@ def main() -> int:
     parser.add_argument("--modes", nargs="+", choices=("predict", "train"), default=["predict", "train"])
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     args = parser.parse_args()
-    site = releases.mmdet_site()
     steps = [(model, mode) for model in args.models for mode in args.modes]
     times: Dict[Tuple[str, str], Dict[str, List[float]]] = {key: {variant: [] for variant in VARIANTS} for key in steps}
+    copies: Dict[Tuple[str, str], List[float]] = {key: [] for key in steps}
     with tempfile.TemporaryDirectory() as scratch:
-        python = releases.torch_venv(Path(scratch) / "venv", releases.ops_wheel())
+        python = releases.detector_venv(Path(scratch) / "venv")  # apply patches its mmdet too
         for round_ in range(args.rounds):
             order = list(VARIANTS)[round_ % len(VARIANTS) :] + list(VARIANTS)[: round_ % len(VARIANTS)]
             for variant in order:
@@ -75,17 +84,31 @@ def main() -> int:
                     raise SystemExit(f"could not {'apply' if patched else 'revert'} the patches in the benchmark venv")
                 for model, mode in steps:
                     config, size = MODELS[model]
+                    # patched bf16: one more round, not timed, times the copies made on patched lines
+                    counted = ["--copies"] if variant == "patched bf16" else []
                     done = subprocess.run(
-                        [str(python), str(STEP), config, mode, dtype, "--size", size, "--rounds", str(args.steps)],
+                        [
+                            str(python),
+                            str(STEP),
+                            config,
+                            mode,
+                            dtype,
+                            "--size",
+                            size,
+                            "--rounds",
+                            str(args.steps),
+                            *counted,
+                        ],
                         stdout=subprocess.PIPE,
                         universal_newlines=True,
-                        env=dict(os.environ, PYTHONPATH=str(site)),
                         check=True,
                     )
                     result = json.loads(done.stdout.strip().splitlines()[-1])
                     if "error" in result:
                         raise SystemExit(f"{variant} {model} {mode}: {result['error']}")
                     times[(model, mode)][variant].extend(result["seconds"][1:])
+                    if counted:
+                        copies[(model, mode)].append(result["copies"]["seconds"])
         versions = subprocess.run(
             [
                 str(python),
@@ -101,6 +124,8 @@ def main() -> int:
         medians = {variant: statistics.median(values) for variant, values in by_variant.items()}
         base = medians["release fp32"]
         fp32, bf16 = medians["patched fp32"] / base, medians["patched bf16"] / base
+        copied = statistics.median(copies[(model, mode)])
+        share = copied / medians["patched bf16"]
         rows.append(
             [
                 model,
@@ -108,13 +133,21 @@ def main() -> int:
                 f"{base:.2f} s (1.000)",
                 f"{medians['patched fp32']:.2f} s ({fp32:.3f}{'' if fp32 <= 1.01 else ', missed 1%'})",
                 f"{medians['patched bf16']:.2f} s ({bf16:.3f})",
+                f"{copied * 1000:.1f} ms ({share:.2%}{'' if share <= COPIES_TARGET else ', missed 2%'})",
             ]
         )
     about = (
         f"The median step of {args.rounds} processes x {args.steps - 1} timed steps a variant, processes"
         f" taken in turn; {versions[2]} torch threads."
     )
-    columns = ["model", "step", "release, fp32", "every patch, fp32 (target 1%)", "every patch, bf16 autocast"]
+    columns = [
+        "model",
+        "step",
+        "release, fp32",
+        "every patch, fp32 (target 1%)",
+        "every patch, bf16 autocast",
+        "its patches' copies, bf16 (share of the step; target 2%)",
+    ]
     found = {"python": platform.python_version(), "torch": versions[0], "mmcv": f"{versions[1]} (CPU ops)"}
     found["mmdet"] = releases.MMDET.partition("==")[2]
     results.record("bench_step", sys.argv[1:], found, [results.Table(about, columns, rows)])

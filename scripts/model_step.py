@@ -2,7 +2,7 @@
 
 Run in the interpreter whose mmcv is under test, with mmdet (and for its configs mmrotate) on its path:
 
-    python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--batch N] [--rounds N] [--rpn-split-thr N] [--rules cpu|cuda]
+    python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--batch N] [--rounds N] [--rpn-split-thr N] [--rules cpu|cuda] [--copies]
 
 ``CONFIG`` is a config file, or its path under the configs a package ships (as
 ``.mim/configs``), named as mmengine names them: ``mmrotate::roi_trans/roi-trans-le90_r50_fpn_1x_dota.py``,
@@ -30,8 +30,10 @@ image's three boxes come with masks when the model predicts masks.
 import argparse
 import importlib
 import json
+import linecache
 import os
 import sys
+import threading
 import time
 import traceback
 import types
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -270,6 +273,55 @@ def train(model: Any, data: Any, scaled: bool = False) -> Dict[str, Any]:
     return out
 
 
+#: What the tool writes after each statement it patched
+MARKER = "# mmcv-patcher:"
+
+
+class PatchCopies(TorchFunctionMode):  # type: ignore[misc]
+    """Times the copies made on the lines this tool patched (their ``# mmcv-patcher:``
+    marker): each cast there that gives a new tensor, forward, and the backward of it
+    (autograd's node for the cast, timed by hooks). ``seconds`` and ``copies`` add up."""
+
+    CASTS = (torch.Tensor.to, torch.Tensor.float, torch.Tensor.type_as, torch.Tensor.half, torch.Tensor.bfloat16)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds, self.copies = 0.0, 0
+        self._started: Dict[int, float] = {}
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func not in self.CASTS or not _on_a_patched_line():
+            return func(*args, **(kwargs or {}))
+        started = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        if out is not args[0]:
+            self.seconds += time.perf_counter() - started
+            self.copies += 1
+            if out.grad_fn is not None:
+                out.grad_fn.register_prehook(self._backward_starts)
+                out.grad_fn.register_hook(self._backward_ends)
+        return out
+
+    def _backward_starts(self, grad_outputs: Any) -> None:
+        self._started[threading.get_ident()] = time.perf_counter()
+
+    def _backward_ends(self, grad_inputs: Any, grad_outputs: Any) -> None:
+        self.seconds += time.perf_counter() - self._started.pop(threading.get_ident())
+        self.copies += 1
+
+
+def _on_a_patched_line() -> bool:
+    """Whether the code that called the cast is a line this tool patched."""
+    frame: Optional[types.FrameType] = sys._getframe(2)
+    for _ in range(3):
+        if frame is None:
+            return False
+        if MARKER in linecache.getline(frame.f_code.co_filename, frame.f_lineno):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def autocast(rules: str, dtype: Any) -> Any:
     """Autocast in ``dtype`` under the CPU's rules, or CUDA's simulated."""
     if rules == "cuda":
@@ -333,6 +385,11 @@ def main(argv: List[str]) -> int:
         default="cpu",
         help="whose autocast rules bf16 and fp16 run under: the CPU's (default), or CUDA's, simulated (scripts/cuda_rules.py)",
     )
+    parser.add_argument(
+        "--copies",
+        action="store_true",
+        help="one more round, not timed: the seconds the copies made on patched lines took in it (forward and backward)",
+    )
     args = parser.parse_args(argv[1:])
     height, width = (int(side) for side in args.size.split("x"))
     out: Dict[str, Any] = {"seconds": []}
@@ -358,18 +415,26 @@ def main(argv: List[str]) -> int:
             return predict(model, data)
         return train(model, data, scaled=dtype is torch.float16)
 
+    def once() -> None:
+        if dtype is None:
+            out.update(step())
+        else:
+            with autocast(args.rules, dtype):
+                out.update(step())
+
     for _ in range(args.rounds):
         started = time.perf_counter()
         try:
-            if dtype is None:
-                out.update(step())
-            else:
-                with autocast(args.rules, dtype):
-                    out.update(step())
+            once()
         except Exception as error:  # what the user sees in their training log
             out.update(failure(error))
             break
         out["seconds"].append(time.perf_counter() - started)
+    if args.copies and "error" not in out:
+        copies = PatchCopies()
+        with copies:
+            once()
+        out["copies"] = {"seconds": copies.seconds, "copies": copies.copies}
     print(json.dumps(out))
     return 0
 
