@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import pytest
 
@@ -380,6 +380,20 @@ def test_roi_align_rotated_as_mmcv_1_5_3_has_it_gets_the_import_its_fix_needs_an
 FASTER_RCNN, SEED_SIZE = "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", "1600x2666"
 
 
+def released_applied_reverted(
+    python: Path, run: Callable[[], Dict[str, Any]], *ids: str
+) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    """What ``run()`` gives on the release, with the patches ``ids`` applied (every patch
+    where none is named), and after ``revert``."""
+    before = run()
+    assert tool("apply", *(f"--patch={id}" for id in ids), python=python).returncode == 0
+    try:
+        applied = run()
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    return before, applied, run()
+
+
 def _installed_files(python: Path) -> Dict[str, bytes]:
     package = releases.site_packages(python) / "mmcv"
     return {str(path.relative_to(package)): path.read_bytes() for path in package.rglob("*.py")}
@@ -416,16 +430,13 @@ def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes
     there, on the release, the fp16 boxes meet mmcv's NMS kernel, which takes fp32 only."""
     registered("nms-fp32-kernel")
     options = ("--size", "160x160", "--rpn-split-thr", "100")
-    before = model_step(python, FASTER_RCNN, "fp16", *options)
+    before, trained, again = released_applied_reverted(
+        python, lambda: model_step(python, FASTER_RCNN, "fp16", *options)
+    )
     assert before["error"] == "RuntimeError: expected scalar type Float but found Half", before
     assert {"batched_nms", "nms"} <= set(before["passed"]) and before["package_frame"].startswith("mmcv/ops/nms.py:")
-    assert tool("apply", python=python).returncode == 0
-    try:
-        trained = model_step(python, FASTER_RCNN, "fp16", *options)
-    finally:
-        assert tool("revert", python=python).returncode == 0
     assert "error" not in trained and trained["finite"], trained
-    assert model_step(python, FASTER_RCNN, "fp16", *options)["error"] == before["error"]
+    assert again["error"] == before["error"]
 
 
 def test_the_seeds_step_under_cudas_rules_gives_the_seeds_message_trains_once_applied_and_gives_it_again(
@@ -439,16 +450,13 @@ def test_the_seeds_step_under_cudas_rules_gives_the_seeds_message_trains_once_ap
     its ``batched_nms`` takes the per-class path; the seed's patch alone makes it train."""
     seed = registered("batched-nms-amp-dtype")
     options = ("--size", "128x128", "--rpn-split-thr", "100", "--rules", "cuda")
-    before = model_step(python, FASTER_RCNN, "fp16", *options)
+    before, trained, again = released_applied_reverted(
+        python, lambda: model_step(python, FASTER_RCNN, "fp16", *options), seed.id
+    )
     assert before["error"] == "RuntimeError: " + THE_ERROR, before
     assert before["package_frame"].startswith("mmcv/ops/nms.py:") and before["passed"][-1] == "batched_nms", before
-    assert tool("apply", "--patch", seed.id, python=python).returncode == 0
-    try:
-        trained = model_step(python, FASTER_RCNN, "fp16", *options)
-    finally:
-        assert tool("revert", python=python).returncode == 0
     assert "error" not in trained and trained["finite"], trained
-    assert model_step(python, FASTER_RCNN, "fp16", *options)["error"] == before["error"]
+    assert again["error"] == before["error"]
 
 
 def test_verify_runs_each_case_as_training_does_and_catches_a_crash_in_backward(python: Path) -> None:
