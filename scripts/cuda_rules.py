@@ -11,8 +11,9 @@ on CUDA (``FakeTensorMode``: shapes and dtypes, no data, no GPU).
 While it is active, every op that CPU or CUDA autocast registers a kernel for runs through
 one Python kernel at the ``AutocastCPU`` dispatch key, the key CPU autocast itself uses:
 - the op is called once on fake CUDA twins of its arguments (same shapes, strides and
-  dtypes) with CUDA autocast on, and the dtypes its CUDA autocast kernel handed the op are
-  recorded (cached by the op and its arguments' dtypes);
+  dtypes) with CUDA autocast on, and stopped at the next key down (``AutogradCUDA``), where
+  what CUDA's kernel handed on is recorded: the op (or the overload that takes a dtype),
+  each tensor's dtype and any ``dtype`` it set (cached by the op and its arguments' dtypes);
 - the real CPU arguments are cast to those dtypes, and the op runs below autocast.
 
 So an op of CUDA's lists gets its inputs cast and runs its insides without autocast; any
@@ -21,8 +22,9 @@ for one) runs with the rules still applied to what it calls; the casts go throug
 (the autocast key is above it), as CUDA's do; in-place ops and explicit ``dtype=`` calls are
 left alone, as CUDA's kernels leave them; an op CUDA autocast refuses
 (``binary_cross_entropy``) raises CUDA's own message. Ops only CPU autocast lists run
-uncast. What it cannot show: CUDA's kernels' numerics and speed, and which dtypes mmcv's CUDA
-kernels take (the kernels still run on the CPU).
+uncast. :class:`MmcvKernels` holds mmcv's compiled ops to the dtypes their CUDA launchers
+take, and :func:`simulated` puts both together. What it cannot show: CUDA's kernels'
+numerics and speed (docs/cuda-rules.md).
 """
 
 from __future__ import annotations

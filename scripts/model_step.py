@@ -21,9 +21,11 @@ autocast rules, simulated; fp16 training scales the loss with a ``GradScaler``, 
 wrapper does. ``--rpn-split-thr`` sets the RPN's NMS
 ``split_thr`` (mmcv's ``batched_nms`` runs per class id at or above it).
 
-Prints one JSON object: the losses and whether they and every gradient are finite (or the
-boxes predicted), or the error, the functions its traceback passed through and its innermost
-frames inside the packages this tool patches and overall; and the seconds of each round after the model is built. The
+Prints one JSON object: the losses and whether they and every gradient are finite (for fp16,
+at the loss scale the ``GradScaler`` settled at), or the boxes predicted; or the error, the
+functions its traceback passed through and its innermost frames inside the packages this
+tool patches and overall; the seconds of each round after the model is built; and with
+``--copies``, the seconds the copies made on patched lines took in one more round. The
 image's three boxes come with masks when the model predicts masks.
 """
 
