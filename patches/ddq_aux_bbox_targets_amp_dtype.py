@@ -86,7 +86,7 @@ PATCH = Patch(
                 def _get_targets_single(self, cls_scores, bbox_preds, flat_anchors, valid_flags, gt_instances, img_meta):
                     bbox_targets[pos_inds, :] = pos_bbox_targets
             """,
-            why="the statement in another class (a head whose targets are fp32 anchors' shape)",
+            why="the same statement in another class's target builder",
         ),
     ),
     proofs=Proofs(
