@@ -2,11 +2,19 @@
 pytest's terminal (scripts/releases.py)."""
 
 import signal
+from pathlib import Path
 
 import pytest
 
 from scripts import releases
 from tests import fixtures
+
+
+@pytest.fixture(scope="module")
+def python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv holding the real mmcv 2.1.0 CPU-ops build, mmdet 3.3.0 and onedl-mmrotate 1.2.1
+    (one for each test module that asks: ``apply`` and ``revert`` run in it)."""
+    return releases.detector_venv(tmp_path_factory.mktemp("ops") / "venv")
 
 
 @pytest.fixture(scope="session")

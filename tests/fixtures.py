@@ -435,3 +435,20 @@ def ask(
     listed = list(cases)
     found = answer(python, "-m", f"tests.e2e_ops.{runner}", json.dumps(listed), sites=[REPOSITORY, *sites])["answers"]
     return dict(zip(listed, found))
+
+
+#: The seed's message, as torch gives it in fp16
+THE_ERROR = (
+    "Index put requires the source and destination dtypes match, got Half for the destination and Float for the source."
+)
+
+
+def patches_named(ids: Iterable[str]) -> List[Patch]:
+    """The registered patches ``ids``; the test is skipped where one's module is not there."""
+    return [registered(id) for id in ids]
+
+
+def applied(python: Path, *ids: str) -> None:
+    """Applies the patches ``ids``, one run each, in order."""
+    for id in ids:
+        assert tool("apply", "--patch", id, python=python).returncode == 0, id

@@ -1,0 +1,172 @@
+"""The training steps of real models on the real mmcv 2.1.0 built with its CPU ops, mmdet
+3.3.0 and onedl-mmrotate 1.2.1 (scripts/model_step.py, random weights): every patch's model
+steps as its module declares them (crash on the release, train once applied, crash again
+after revert), and the seed's whole scenario: Faster R-CNN at 2666x1600 in bf16, at 160x160
+in fp16, and in fp16 under CUDA's rules, simulated.
+
+A test that needs a patch whose module is not there is skipped, so removing a patch module
+leaves the suite green.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, Tuple
+
+import pytest
+
+from mmcv_patcher import registry
+from scripts import releases, sweep_zoo
+from tests.fixtures import THE_ERROR, answer, applied, patches_named, registered, tool
+
+pytestmark = [pytest.mark.e2e, pytest.mark.release]
+
+
+@pytest.fixture(scope="module")
+def mmdet_site() -> Path:
+    return releases.mmdet_site()
+
+
+# --- every patch's model steps: a real model that crashes on the release --------------------------
+
+#: scripts/model_step.py: one step of an mmdet config (random weights) on one seeded image
+STEP = releases.REPOSITORY / "scripts" / "model_step.py"
+
+
+def model_step(python: Path, config: str, dtype: str, *options: str) -> Dict[str, Any]:
+    """A training step of ``config`` in ``dtype`` (``options``: scripts/model_step.py's), on
+    the venv's own mmcv, mmdet and mmrotate."""
+    return answer(python, str(STEP), config, "train", dtype, *options)
+
+
+STEPS = [
+    pytest.param(patch.id, index, id=f"{patch.id}-{step.config.rpartition('/')[2]}")
+    for patch in registry.all_patches()
+    for index, step in enumerate(patch.proofs.steps)
+]
+
+
+@pytest.mark.parametrize("patch_id, index", STEPS)
+def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_again(
+    python: Path, patch_id: str, index: int
+) -> None:
+    patch = registered(patch_id)
+    step = patch.proofs.steps[index]
+    patches_named(step.after)
+    name = {"bf16": "BFloat16", "fp16": "Half"}[step.dtype]
+
+    def run() -> Dict[str, Any]:
+        return model_step(python, step.config, step.dtype, "--size", step.size)
+
+    try:
+        applied(python, *step.after)
+        before = run()
+        applied(python, patch.id)
+        trained = run()
+        assert tool("revert", "--patch", patch.id, python=python).returncode == 0
+        again = run()
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    assert (before.get("package_frame") or "").startswith(f"{step.crashes_in}:") and name in before["error"], before
+    assert "error" not in trained and trained["finite"], trained
+    assert again["error"] == before["error"]
+
+
+def test_every_config_of_the_zoo_list_is_one_its_package_ships_and_each_family_is_named_once(
+    mmdet_site: Path,
+) -> None:
+    entries = sweep_zoo.zoo(sweep_zoo.ZOO, ())
+    shipped = {"mmdet": mmdet_site / "mmdet", "mmrotate": releases.mmrotate_site() / "mmrotate"}
+    missing = []
+    for entry in entries:
+        package, _, path = entry.config.rpartition("::")
+        if not (shipped[package or "mmdet"] / ".mim" / "configs" / path).is_file():
+            missing.append(entry.config)
+    assert missing == []
+    families = [entry.family for entry in entries]
+    assert len(set(families)) == len(families), "--only names a family: each once"
+
+
+# --- the seed's whole scenario: a training step of mmdet's Faster R-CNN at 2666x1600 in bf16 -----
+
+#: the seed's model and input size (height x width)
+FASTER_RCNN, SEED_SIZE = "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py", "1600x2666"
+
+
+def released_applied_reverted(
+    python: Path, run: Callable[[], Dict[str, Any]], *ids: str
+) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    """What ``run()`` gives on the release, with the patches ``ids`` applied (every patch
+    where none is named), and after ``revert``."""
+    before = run()
+    assert tool("apply", *(f"--patch={id}" for id in ids), python=python).returncode == 0
+    try:
+        applied = run()
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    return before, applied, run()
+
+
+def _installed_files(python: Path) -> Dict[str, bytes]:
+    package = releases.site_packages(python) / "mmcv"
+    return {str(path.relative_to(package)): path.read_bytes() for path in package.rglob("*.py")}
+
+
+def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes_again(python: Path) -> None:
+    patches_named(["nms-fp32-kernel", "roi-align-fp32-kernel"])  # its RPN's NMS, then its RoI head's RoIAlign
+    released = _installed_files(python)
+    before = model_step(python, FASTER_RCNN, "bf16", "--size", SEED_SIZE)
+    assert before["error"] == "RuntimeError: expected scalar type Float but found BFloat16"
+    assert {"loss_and_predict", "batched_nms", "nms"} <= set(before["passed"]), (
+        "in the RPN's proposals, as users report it"
+    )
+
+    assert tool("apply", python=python).returncode == 0
+    try:
+        trained = model_step(python, FASTER_RCNN, "bf16", "--size", SEED_SIZE)
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    assert "error" not in trained, trained
+    assert trained["finite"] and set(trained["losses"]) == {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"}, (
+        trained
+    )
+
+    assert _installed_files(python) == released, "every mmcv file byte-identical to the release"
+    assert model_step(python, FASTER_RCNN, "bf16", "--size", SEED_SIZE)["error"] == before["error"]
+
+
+def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes_again(python: Path) -> None:
+    """The seed's config in fp16, under torch's CPU autocast (mmengine's takes bf16 only).
+    fp16 convolutions on these CPUs are about 25 times slower than fp32, so the step runs at
+    160x160 instead of 2666x1600, with the RPN's ``split_thr`` lowered to 100 so that its
+    ``batched_nms`` takes the per-class path the seed's 2666x1600 input takes at 10000:
+    there, on the release, the fp16 boxes meet mmcv's NMS kernel, which takes fp32 only."""
+    registered("nms-fp32-kernel")
+    options = ("--size", "160x160", "--rpn-split-thr", "100")
+    before, trained, again = released_applied_reverted(
+        python, lambda: model_step(python, FASTER_RCNN, "fp16", *options)
+    )
+    assert before["error"] == "RuntimeError: expected scalar type Float but found Half", before
+    assert {"batched_nms", "nms"} <= set(before["passed"]) and before["package_frame"].startswith("mmcv/ops/nms.py:")
+    assert "error" not in trained and trained["finite"], trained
+    assert again["error"] == before["error"]
+
+
+def test_the_seeds_step_under_cudas_rules_gives_the_seeds_message_trains_once_applied_and_gives_it_again(
+    python: Path,
+) -> None:
+    """The seed's config in fp16 under CUDA's autocast rules and mmcv's CUDA kernels' dtypes,
+    simulated (scripts/cuda_rules.py), as users train it on a GPU: the RPN's boxes come out
+    fp32 and its scores fp16, CUDA's NMS kernel takes them, and ``batched_nms`` puts Float
+    into Half: the seed's own message, which CPU autocast never reaches (its fp16 boxes fail
+    in the CPU NMS kernel first). 128x128 with the RPN's ``split_thr`` lowered to 100, so that
+    its ``batched_nms`` takes the per-class path; the seed's patch alone makes it train."""
+    seed = registered("batched-nms-amp-dtype")
+    options = ("--size", "128x128", "--rpn-split-thr", "100", "--rules", "cuda")
+    before, trained, again = released_applied_reverted(
+        python, lambda: model_step(python, FASTER_RCNN, "fp16", *options), seed.id
+    )
+    assert before["error"] == "RuntimeError: " + THE_ERROR, before
+    assert before["package_frame"].startswith("mmcv/ops/nms.py:") and before["passed"][-1] == "batched_nms", before
+    assert "error" not in trained and trained["finite"], trained
+    assert again["error"] == before["error"]
