@@ -2,7 +2,7 @@
 
 ``rbbox_overlaps`` and ``fake_rbbox_overlaps`` clamp copies of the boxes' centres in place
 to +-1e7 before mmcv's ``box_iou_rotated``. Under fp16 autocast the boxes come in fp16
-(Oriented R-CNN's proposals and its RoI head's assigner), and 1e7 is not a Half:
+(Oriented R-CNN's proposals, as its assigners compare them), and 1e7 is not a Half:
 ``RuntimeError: value cannot be converted to type c10::Half without overflow``, whatever the
 boxes' values. Each bound is now the nearer of 1e7 and the dtype's own largest value
 (``finfo``): in fp16 the clamp takes infinite centres to +-65504, as it takes any larger
@@ -85,8 +85,8 @@ PATCH = Patch(
     function=_OVERLAPS,
     edits=(*_CLAMPS, _IMPORT),
     error=(
-        "`RuntimeError: value cannot be converted to type c10::Half without overflow` (Oriented R-CNN's RoI head"
-        " assigner under fp16)"
+        "`RuntimeError: value cannot be converted to type c10::Half without overflow` (Oriented R-CNN's box assignment"
+        " under fp16)"
     ),
     case=Case(
         op=_OVERLAPS,
