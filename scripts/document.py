@@ -167,18 +167,22 @@ def summary(document: Dict[str, Any]) -> str:
     """What one dtype's rows show, in numbers: how many train in fp32, of those how many crash
     inside mmcv on the release, and how those do patched; how many crash outside mmcv."""
     rows = document["rows"]
-    amp = document["dtype"]
+    amp = document["dtype"].partition("-")[0]
     trains = [row for row in rows if row["fp32"].startswith("trains")]
     in_mmcv = [row for row in trains if row["release"].startswith("crashes in mmcv")]
     fixed = [row for row in in_mmcv if row["patched"].startswith("trains")]
     still = [row for row in trains if row["patched"].startswith("crashes in mmcv")]
-    outside = [row for row in trains if row["patched"].startswith("crashes outside mmcv")]
+    # in mmdet's or mmrotate's own code, or in neither
+    elsewhere = [row for row in trains if row["patched"].startswith("crashes") and row not in still]
     lines = [
         f"- {len(rows)} configs; {len(rows) - len(trains)} do not train in fp32, so their rows say nothing about AMP.",
         f"- Of the {len(trains)} that train in fp32, {len(in_mmcv)} crash inside mmcv under {amp} on the release;"
         f" with every patch applied {len(fixed)} of them train, and {len(still)} of the {len(trains)} crash inside mmcv.",
-        f"- {len(outside)} crash outside mmcv with every patch applied: "
-        + (", ".join(row["family"] for row in outside) or "none")
+        f"- {len(elsewhere)} crash outside mmcv with every patch applied: "
+        + (
+            ", ".join(f"{row['family']} ({row['patched'].split(':')[0].replace('crashes ', '')})" for row in elsewhere)
+            or "none"
+        )
         + ".",
     ]
     return "\n".join(lines) + "\n"

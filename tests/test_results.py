@@ -54,15 +54,16 @@ def test_a_result_file_is_written_whole_and_read_back(tmp_path: Path) -> None:
 def test_the_summary_counts_the_rows() -> None:
     made = swept(
         row("fixed", release="crashes in mmcv: E (mmcv/ops/nms.py:27 in forward)"),
-        row("outside", patched="crashes outside mmcv: E (mmdet/x.py:1 in f)"),
+        row("outside", patched="crashes outside mmcv: E (torch/x.py:1 in f)"),
+        row("in-mmdet", patched="crashes in mmdet: E (mmdet/x.py:1 in f)"),
         row("no-kernel", fp32="crashes in mmcv: no cpu kernel"),
         row("fine"),
     )
     assert document.summary(made).splitlines() == [
-        "- 4 configs; 1 do not train in fp32, so their rows say nothing about AMP.",
-        "- Of the 3 that train in fp32, 1 crash inside mmcv under bf16 on the release;"
-        " with every patch applied 1 of them train, and 0 of the 3 crash inside mmcv.",
-        "- 1 crash outside mmcv with every patch applied: Outside.",
+        "- 5 configs; 1 do not train in fp32, so their rows say nothing about AMP.",
+        "- Of the 4 that train in fp32, 1 crash inside mmcv under bf16 on the release;"
+        " with every patch applied 1 of them train, and 0 of the 4 crash inside mmcv.",
+        "- 2 crash outside mmcv with every patch applied: Outside (outside mmcv), In-Mmdet (in mmdet).",
     ]
 
 
