@@ -1,10 +1,10 @@
 """The simulation of CUDA's autocast (scripts/cuda_rules.py) against torch's own CUDA autocast:
-``run(target, dtype)`` runs ``target`` (a corpus of ops, or a training step of a model) once
-on CPU tensors under the simulation, once on fake CUDA tensors under torch's real CUDA
-autocast, and once on CPU tensors under torch's CPU autocast, each recording every op that
-runs below autocast with its outputs' dtypes. Answers how many ops ran, the first place the
-simulation and CUDA differ (None: nowhere), and how many ops' dtypes CPU autocast gives
-otherwise than CUDA."""
+``run(target, dtype)`` runs ``target`` (a group of calls, or a model's forward pass) once on
+CPU tensors under the simulation, once on fake CUDA tensors under torch's real CUDA autocast,
+and once on CPU tensors under torch's CPU autocast, each recording every op that runs below
+autocast with its result's dtype. Answers how many ops ran, the first place the simulation
+and CUDA differ (None: nowhere), how many ops' dtypes CPU autocast gives otherwise than
+CUDA, and for a model the dtypes of its weights' gradients after a simulated step."""
 
 from __future__ import annotations
 
