@@ -125,6 +125,7 @@ def _tensor(torch, generator, spec, boxes):
 
 
 def _is_tensor(arg):
+    """Whether a case's argument describes a tensor (a ``Tensor`` as JSON has it)."""
     return isinstance(arg, dict) and bool(arg.get("tensor"))
 
 
