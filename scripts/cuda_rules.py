@@ -157,7 +157,7 @@ class CudaAutocast:
     def _ask_cuda(self, op: Any, bound: Dict[str, Any]) -> Any:
         try:
             with real_cuda_autocast(self.dtype), self._fake:
-                _call(op, {name: _twin(value) for name, value in bound.items()})
+                _call(op, {name: twin(value) for name, value in bound.items()})
         except _Handed as handed:
             return handed.op, {name: _dtypes(value) for name, value in handed.bound.items()}
         except Exception as error:  # CUDA autocast refused the op (binary_cross_entropy)
@@ -210,12 +210,13 @@ def real_cuda_autocast(dtype: torch.dtype) -> Iterator[None]:
             torch.set_autocast_enabled("cpu", cpu_enabled)
 
 
-def _twin(value: Any) -> Any:
-    """A fake CUDA tensor of ``value``'s shape, strides and dtype (each of a list), else ``value``."""
+def twin(value: Any, device: str = "cuda") -> Any:
+    """A tensor of ``value``'s shape, strides and dtype on ``device`` and without values (under
+    a fake mode, a fake CUDA tensor), each of a list so; any other value as it is."""
     if isinstance(value, torch.Tensor):
-        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="cuda")
+        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=device)
     if isinstance(value, (list, tuple)):
-        return type(value)(_twin(each) for each in value)
+        return type(value)(twin(each, device) for each in value)
     return value
 
 

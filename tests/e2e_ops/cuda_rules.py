@@ -19,7 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 
-from scripts.cuda_rules import CudaAutocast, real_cuda_autocast
+from scripts.cuda_rules import CudaAutocast, real_cuda_autocast, twin
 from tests.e2e_ops.prelude import DTYPES, answer
 
 Record = List[Tuple[str, str]]
@@ -54,9 +54,9 @@ class MetaKernels(TorchDispatchMode):  # type: ignore[misc]
         except RuntimeError as error:
             if "not linked with support for cuda" not in str(error):
                 raise
-        meta = tree_map(lambda t: _like(t, "meta") if isinstance(t, torch.Tensor) else t, (args, kwargs or {}))
+        meta = tree_map(lambda t: twin(t, "meta"), (args, kwargs or {}))
         out = func(*meta.select(0, 0), **meta[1])
-        return tree_map(lambda t: _like(t, "cuda") if isinstance(t, torch.Tensor) else t, out)
+        return tree_map(twin, out)
 
 
 @contextlib.contextmanager
@@ -79,10 +79,6 @@ def bindings_by_dispatch() -> Iterator[None]:
         yield
     finally:
         torch.Tensor.contiguous, torch.Tensor.__getitem__ = contiguous, getitem
-
-
-def _like(tensor: Any, device: str) -> Any:
-    return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=device)
 
 
 def _rand(*shape: int, device: str, dtype: torch.dtype = torch.float32) -> Any:
@@ -203,9 +199,7 @@ def _on_cuda(module: nn.Module) -> None:
                 each._parameters[name] = nn.Parameter(_rand(*weight.shape, device="cuda"), requires_grad=False)
         for name, buffer in list(each._buffers.items()):
             if buffer is not None:
-                each._buffers[name] = torch.empty_strided(
-                    buffer.shape, buffer.stride(), dtype=buffer.dtype, device="cuda"
-                )
+                each._buffers[name] = twin(buffer)
 
 
 class _Joined(nn.Module):  # type: ignore[misc]
