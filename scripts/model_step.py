@@ -327,7 +327,9 @@ def _on_a_patched_line() -> bool:
 def autocast(rules: str, dtype: Any) -> Any:
     """Autocast in ``dtype`` under the CPU's rules, or CUDA's simulated."""
     if rules == "cuda":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, for scripts.cuda_rules
+        checkout = str(Path(__file__).resolve().parents[1])  # for scripts.cuda_rules, asked for only here
+        if checkout not in sys.path:
+            sys.path.insert(0, checkout)
         from scripts.cuda_rules import simulated
 
         return simulated(dtype)
