@@ -312,13 +312,16 @@ class Step(NamedTuple):
     the patched package, from the package's name on) with the AMP dtype in its message, once
     the patch is applied it trains with finite losses and gradients, and after its revert it
     crashes again. ``config`` is a config of mmdet 3.3.0,
-    or of onedl-mmrotate as ``mmrotate::PATH``; ``after`` as for :class:`Grid`."""
+    or of onedl-mmrotate as ``mmrotate::PATH``; ``after`` as for :class:`Grid`; ``rules``:
+    whose autocast and kernels' dtypes it runs under, the CPU's or CUDA's, simulated (the
+    patches of CUDA-only kernels)."""
 
     config: str
     crashes_in: str
     dtype: str = "bf16"
     size: str = "256x256"
     after: Tuple[str, ...] = ()
+    rules: str = "cpu"
 
 
 class Proofs(NamedTuple):

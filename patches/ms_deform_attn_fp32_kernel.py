@@ -13,7 +13,9 @@ in its own dtype. Every call that works today gets ``.to()`` and ``.type_as()`` 
 dtype, which are the tensors themselves: no copy, bit-identical.
 
 Not run on a GPU here: the tests check the Python around the kernel with a stand-in for it
-that records the dtypes it is given; ``verify --device cuda`` runs the case on a CUDA build.
+that records the dtypes it is given, and run a model's step under CUDA's rules, simulated
+(``scripts/cuda_rules.py``: the kernel held to its CUDA launcher's dtypes, a PyTorch
+reference in its place); ``verify --device cuda`` runs the case on a CUDA build.
 
 Releases: the fix covers mmcv 1.7.2 to 2.2.0 and every onedl-mmcv (from 2.3.5 its module
 sends bf16 to the fallback instead, so there the fix serves direct calls of the function).
@@ -24,7 +26,7 @@ found BFloat16"): those releases are older than the first this fix covers. 1.3.3
 had another ``backward``.
 """
 
-from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Proofs, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Proofs, Step, Tensor, Untouched, per_distribution
 
 from ._grids import stand_in_grid
 
@@ -137,6 +139,16 @@ PATCH = Patch(
     ),
     proofs=Proofs(
         grids=(stand_in_grid("ms_deform_attn", "ms_deform_attn_forward_cuda", weighted=False),),
+        # its module takes the kernel on CUDA only: CUDA's rules, simulated
+        steps=(
+            Step(
+                "deformable_detr/deformable-detr_r50_16xb2-50e_coco.py",
+                "mmcv/ops/multi_scale_deform_attn.py",
+                size="128x128",
+                after=("sigmoid-focal-loss-fp32-kernel",),  # its classification loss, which crashes next
+                rules="cuda",
+            ),
+        ),
         upstream=("tests/test_ops/test_ms_deformable_attn.py",),
     ),
 )

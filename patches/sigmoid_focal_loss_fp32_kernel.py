@@ -9,13 +9,15 @@ its gradient comes back in bf16. Every call that works today returns what it ret
 loss is cast back only under bf16): no copy, bit-identical. See ``patches/_focal_loss.py``.
 
 Not run on a GPU here: the tests check the Python around the kernel with a stand-in for it
-that records the dtypes it is given; ``verify --device cuda`` runs the case on a CUDA build.
+that records the dtypes it is given, and run a model's step under CUDA's rules, simulated
+(``scripts/cuda_rules.py``: the kernel held to its CUDA launcher's dtypes, a PyTorch
+reference in its place); ``verify --device cuda`` runs the case on a CUDA build.
 
 Releases: the statements are the same in every mmcv release from 1.0.0 to 2.2.0 and in
 every onedl-mmcv; none has a bf16 kernel.
 """
 
-from mmcv_patcher.model import Affected, Case, Example, Patch, Proofs, Tensor, Untouched, per_distribution
+from mmcv_patcher.model import Affected, Case, Example, Patch, Proofs, Step, Tensor, Untouched, per_distribution
 
 from ._focal_loss import FP32_KERNEL_EDITS
 from ._grids import stand_in_grid
@@ -96,6 +98,8 @@ PATCH = Patch(
                 "sigmoid_focal_loss", "sigmoid_focal_loss_forward_cuda_kernel", reductions=("none", "mean", "sum")
             ),
         ),
+        # mmdet's FocalLoss takes mmcv's kernel on CUDA only: CUDA's rules, simulated
+        steps=(Step("retinanet/retinanet_r50_fpn_1x_coco.py", "mmcv/ops/focal_loss.py", size="128x128", rules="cuda"),),
         upstream=("tests/test_ops/test_focal_loss.py",),
     ),
 )

@@ -31,14 +31,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Type
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Type
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import _disable_current_modes
+
+from scripts.mmcv_references import REFERENCES
 
 #: The dispatch keys whose kernels the simulation replaces (CPU's), consults (CUDA's), and
 #: stops a fake CUDA call at once CUDA's have cast its arguments (the next one down).
@@ -240,16 +243,66 @@ def _kind(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def simulated(dtype: torch.dtype) -> Iterator[None]:
-    """CUDA's rules in ``dtype``: its autocast (:class:`CudaAutocast`) and, where mmcv is
-    installed, its kernels' dtypes (:class:`MmcvKernels`)."""
+def simulated(dtype: Optional[torch.dtype]) -> Iterator[None]:
+    """CUDA's rules: where mmcv is installed, its kernels' dtypes (:class:`MmcvKernels`) and
+    the branches that take them (:class:`CudaBranches`); in ``dtype`` (None: fp32, no
+    autocast), its autocast (:class:`CudaAutocast`)."""
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(MmcvKernels())
         except ImportError:  # no mmcv, or one without compiled ops
             pass
-        stack.enter_context(CudaAutocast(dtype))
+        else:
+            stack.enter_context(CudaBranches())
+        if dtype is not None:
+            stack.enter_context(CudaAutocast(dtype))
         yield
+
+
+#: The branches of mmdet and mmcv that call a CUDA-only kernel of mmcv when their tensors are
+#: on CUDA, and a PyTorch path (or an assertion) otherwise: the file, as its package's path
+#: under site-packages, and the function that asks.
+CUDA_BRANCHES = (
+    ("mmdet/models/losses/focal_loss.py", "forward"),  # FocalLoss: mmcv's sigmoid_focal_loss
+    ("mmcv/ops/multi_scale_deform_attn.py", "forward"),  # MultiScaleDeformableAttention: its kernel
+    ("mmcv/ops/carafe.py", "backward"),  # CARAFENaiveFunction: asserts it
+)
+
+
+def _asked_from_a_branch(depth: int) -> bool:
+    """Whether the function ``depth`` frames up is one of :data:`CUDA_BRANCHES`."""
+    code = sys._getframe(depth + 1).f_code
+    path = Path(code.co_filename).as_posix()
+    return any(path.endswith("/" + file) and code.co_name == function for file, function in CUDA_BRANCHES)
+
+
+class CudaBranches:
+    """``with CudaBranches():`` the branches of :data:`CUDA_BRANCHES` take their CUDA path:
+    asked from there, and only there, a tensor's ``is_cuda`` and ``torch.cuda.is_available()``
+    say True; mmcv's ``IS_CUDA_AVAILABLE``, which only its multi-scale deformable attention
+    asks, says True while it is active."""
+
+    def __enter__(self) -> "CudaBranches":
+        released_is_cuda, self._is_available = torch._C.TensorBase.is_cuda, torch.cuda.is_available
+
+        def is_cuda(tensor: torch.Tensor) -> bool:
+            return _asked_from_a_branch(1) or bool(released_is_cuda.__get__(tensor))
+
+        def is_available() -> bool:
+            return _asked_from_a_branch(1) or self._is_available()
+
+        torch.Tensor.is_cuda = property(is_cuda)
+        torch.cuda.is_available = is_available
+        import mmcv.ops.multi_scale_deform_attn as attention
+
+        self._attention, self._available = attention, attention.IS_CUDA_AVAILABLE
+        attention.IS_CUDA_AVAILABLE = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        del torch.Tensor.is_cuda
+        torch.cuda.is_available = self._is_available
+        self._attention.IS_CUDA_AVAILABLE = self._available
 
 
 #: torch's names of dtypes in its messages
@@ -270,8 +323,8 @@ class MmcvKernels:
     CUDA's message; otherwise the CPU kernel runs, on fp32 copies where it lacks a dtype
     CUDA's takes (what it writes into its arguments is copied back into them, in their own
     dtypes), and a floating result comes back in the dispatched argument's dtype. An op with
-    no CPU kernel (the focal losses, CARAFE, multi-scale deformable attention) still fails as
-    it does on the CPU."""
+    no CPU kernel (the focal losses, CARAFE, deformable RoI pooling, multi-scale deformable
+    attention) runs its reference (``scripts/mmcv_references.py``)."""
 
     def __init__(self) -> None:
         import mmcv
@@ -290,7 +343,7 @@ class MmcvKernels:
         for op, rules in self._ops.items():
             if hasattr(self._ext, op):
                 self._released[op] = getattr(self._ext, op)
-                setattr(self._ext, op, _held(self._released[op], rules))
+                setattr(self._ext, op, _held(self._released[op], rules, REFERENCES.get(op)))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -298,8 +351,9 @@ class MmcvKernels:
             setattr(self._ext, op, kernel)
 
 
-def _held(kernel: Any, rules: Dict[str, Any]) -> Any:
-    """``kernel`` (a CPU kernel of ``mmcv._ext``) held to its CUDA launcher's ``rules``."""
+def _held(kernel: Any, rules: Dict[str, Any], reference: Optional[Callable[..., Any]]) -> Any:
+    """``kernel`` (an op of ``mmcv._ext``) held to its CUDA launcher's ``rules``; ``reference``
+    runs in its place where the op has no CPU kernel."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
         bound = {**dict(zip(rules["params"], args)), **kwargs}
@@ -313,6 +367,8 @@ def _held(kernel: Any, rules: Dict[str, Any]) -> Any:
             expected = dispatched.dtype if rule == "dispatched" and dispatched is not None else getattr(torch, rule)
             if tensor.dtype != expected:
                 raise RuntimeError(f"expected scalar type {_NAMES.get(expected)} but found {_NAMES.get(tensor.dtype)}")
+        if reference is not None:
+            return reference(*args, **kwargs)
         try:
             return kernel(*args, **kwargs)
         except (RuntimeError, NotImplementedError) as error:

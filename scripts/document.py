@@ -132,7 +132,11 @@ def proofs(patch: Patch) -> str:
             f"`tests/e2e_ops/{grid.runner}.py` on {len(grid.fails)} calls that fail as released"
             f" and {len(grid.works)} that {'work' if len(grid.works) > 1 else 'works'} and must stay bit-identical"
         )
-    said += [f"a {step.dtype} training step of `{step.config}` at {step.size}" for step in patch.proofs.steps]
+    said += [
+        f"a {step.dtype} training step of `{step.config}` at {step.size}"
+        + (" under CUDA's rules, simulated" if step.rules == "cuda" else "")
+        for step in patch.proofs.steps
+    ]
     said += [f"{patch.package}'s own `{test}`" for test in patch.proofs.upstream]
     return "Proven by " + "; ".join(said) + "."
 

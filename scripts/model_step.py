@@ -17,7 +17,8 @@ for a two-stage detector without an RPN. ``train`` is forward with ``mode='loss'
 ``predict`` is inference with the config's test cfg. ``bf16`` and ``fp16`` run under
 ``torch.autocast('cpu', dtype=...)``, as ``AmpOptimWrapper`` does on a GPU (mmengine's CPU
 autocast takes bf16 only; torch's takes both), or with ``--rules cuda`` under CUDA's
-autocast rules, simulated; fp16 training scales the loss with a ``GradScaler``, as the
+rules, simulated (its autocast, and in every dtype, fp32 included, mmcv's kernels held to
+their CUDA launchers' dtypes, with references where they have no CPU kernel); fp16 training scales the loss with a ``GradScaler``, as the
 wrapper does. ``--rpn-split-thr`` sets the RPN's NMS
 ``split_thr`` (mmcv's ``batched_nms`` runs per class id at or above it).
 
@@ -325,7 +326,8 @@ def _on_a_patched_line() -> bool:
 
 
 def autocast(rules: str, dtype: Any) -> Any:
-    """Autocast in ``dtype`` under the CPU's rules, or CUDA's simulated."""
+    """Autocast in ``dtype`` under the CPU's rules, or CUDA's simulated (with its kernels'
+    dtypes and the branches that take them; ``dtype`` None: those alone, in fp32)."""
     if rules == "cuda":
         checkout = str(Path(__file__).resolve().parents[1])  # for scripts.cuda_rules, asked for only here
         if checkout not in sys.path:
@@ -387,7 +389,8 @@ def main(argv: List[str]) -> int:
         "--rules",
         choices=("cpu", "cuda"),
         default="cpu",
-        help="whose autocast rules bf16 and fp16 run under: the CPU's (default), or CUDA's, simulated (scripts/cuda_rules.py)",
+        help="whose rules the step runs under: the CPU's (default), or CUDA's, simulated (scripts/cuda_rules.py: its"
+        " autocast in bf16 and fp16, and in every dtype mmcv's CUDA kernels' dtypes and the branches that take them)",
     )
     parser.add_argument(
         "--copies",
@@ -420,7 +423,7 @@ def main(argv: List[str]) -> int:
         return train(model, data, scaled=dtype is torch.float16)
 
     def once() -> None:
-        if dtype is None:
+        if dtype is None and args.rules == "cpu":
             out.update(step())
         else:
             with autocast(args.rules, dtype):

@@ -1,6 +1,7 @@
 """Fixtures every test module may ask for; long downloads and builds announce themselves on
 pytest's terminal (scripts/releases.py)."""
 
+import os
 import signal
 from pathlib import Path
 
@@ -35,6 +36,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # them. A handled signal is reset to its default in a child, an ignored one is not.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The processes each xdist worker starts (model steps, op runners) share the CPUs with the
+    # other workers': torch's default, a thread per CPU in each, would oversubscribe them (two
+    # steps side by side on 2 CPUs take about twice as long). A value the caller set is kept.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
     def announce(line: str) -> None:
         """Writes past pytest's output capture, as pytest's own progress lines are."""

@@ -7,6 +7,7 @@ tests/e2e_ops/cuda_rules.py, on the build environment's torch."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -85,15 +86,50 @@ KERNEL_CASES = [
         {"error": "RuntimeError: expected scalar type Half but found Float"},
         id="roi-align-fp16-features-fp32-rois",
     ),
+    # no CPU kernels: what CUDA's would refuse raises its message, the rest runs the references
+    pytest.param("sigmoid_focal_loss", ("float16",), {"dtype": "torch.float16"}, id="sigmoid-focal-loss-fp16"),
+    pytest.param(
+        "sigmoid_focal_loss",
+        ("bfloat16",),
+        {"error": "NotImplementedError: \"sigmoid_focal_loss_forward_cuda_kernel\" not implemented for 'BFloat16'"},
+        id="sigmoid-focal-loss-bf16",
+    ),
+    pytest.param("carafe", ("float16", "float16"), {"dtype": "torch.float16"}, id="carafe-fp16"),
+    pytest.param(
+        "carafe",
+        ("bfloat16", "bfloat16"),
+        {"error": "NotImplementedError: \"NCHW2NHWC_Feature\" not implemented for 'BFloat16'"},
+        id="carafe-bf16",
+    ),
+    pytest.param("deform_roi_pool", ("float16", "float16"), {"dtype": "torch.float16"}, id="deform-roi-pool-fp16"),
+    pytest.param(
+        "deform_roi_pool",
+        ("bfloat16", "bfloat16"),
+        {"error": "NotImplementedError: \"deform_roi_pool_forward_cuda_kernel\" not implemented for 'BFloat16'"},
+        id="deform-roi-pool-bf16",
+    ),
+    pytest.param("ms_deform_attn", ("float16", "float16"), {"dtype": "torch.float16"}, id="ms-deform-attn-fp16"),
+    # its Function casts the locations to the value's dtype
+    pytest.param("ms_deform_attn", ("float16", "float32"), {"dtype": "torch.float16"}, id="ms-deform-attn-fp16-fp32"),
+    pytest.param(
+        "ms_deform_attn",
+        ("bfloat16", "bfloat16"),
+        {"error": "NotImplementedError: \"ms_deform_attn_forward_cuda\" not implemented for 'BFloat16'"},
+        id="ms-deform-attn-bf16",
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
-def kernels(tmp_path_factory: pytest.TempPathFactory) -> Dict[Tuple[Any, ...], Dict[str, Any]]:
-    """What tests/e2e_ops/mmcv_kernels.py answers for every case, in one process, on mmcv
-    2.1.0's CPU-ops build."""
-    python = releases.torch_venv(tmp_path_factory.mktemp("ops") / "venv", releases.ops_wheel())
-    return ask(python, "mmcv_kernels", [tuple(case.values[:2]) for case in KERNEL_CASES])
+def ops_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv's python with mmcv 2.1.0's CPU-ops build."""
+    return releases.torch_venv(tmp_path_factory.mktemp("ops") / "venv", releases.ops_wheel())
+
+
+@pytest.fixture(scope="module")
+def kernels(ops_python: Path) -> Dict[Tuple[Any, ...], Dict[str, Any]]:
+    """What tests/e2e_ops/mmcv_kernels.py answers for every case, in one process."""
+    return ask(ops_python, "mmcv_kernels", [tuple(case.values[:2]) for case in KERNEL_CASES])
 
 
 @pytest.mark.parametrize("op, dtypes, answered", KERNEL_CASES)
@@ -101,3 +137,32 @@ def test_mmcvs_kernels_take_what_their_cuda_launchers_take(
     kernels: Dict[Tuple[Any, ...], Dict[str, Any]], op: str, dtypes: Tuple[str, ...], answered: Dict[str, Any]
 ) -> None:
     assert kernels[(op, dtypes)] == answered
+
+
+# --- the references for mmcv's CUDA-only kernels --------------------------------------------------
+
+#: tests/e2e_ops/mmcv_references.py's checks: each through mmcv's own op, forward and gradients
+REFERENCE_CHECKS = [
+    pytest.param("deform_roi_pool-no-offset-adaptive", id="deform-roi-pool-is-roi-align-without-offset"),
+    pytest.param("deform_roi_pool-no-offset-2x2", id="deform-roi-pool-is-roi-align-without-offset-2x2-samples"),
+    pytest.param("deform_roi_pool-moved", id="deform-roi-pool-offset-moves-the-bins-as-roi-align-of-moved-rois"),
+    pytest.param("carafe", id="carafe-is-its-unfolded-definition"),
+    pytest.param("carafe_naive", id="carafe-naive-is-its-unfolded-definition"),
+    pytest.param("sigmoid_focal_loss", id="sigmoid-focal-loss-is-alpha-t-focal-bce"),
+    pytest.param("softmax_focal_loss", id="softmax-focal-loss-is-focal-cross-entropy"),
+    pytest.param("ms_deform_attn", id="ms-deform-attn-is-mmcvs-pytorch-path"),
+]
+
+
+@pytest.fixture(scope="module")
+def references(ops_python: Path) -> Dict[Tuple[Any, ...], Dict[str, Any]]:
+    """What tests/e2e_ops/mmcv_references.py answers for every check, in one process."""
+    return ask(ops_python, "mmcv_references", [(check.values[0],) for check in REFERENCE_CHECKS])
+
+
+@pytest.mark.parametrize("check", REFERENCE_CHECKS)
+def test_each_reference_for_a_cuda_only_kernel_agrees_with_what_it_can_be_checked_against(
+    references: Dict[Tuple[Any, ...], Dict[str, Any]], check: str
+) -> None:
+    found = references[(check,)]
+    assert found.get("difference", 1.0) < 1e-5, found

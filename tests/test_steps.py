@@ -40,7 +40,7 @@ def model_step(python: Path, config: str, dtype: str, *options: str) -> Dict[str
 
 
 STEPS = [
-    pytest.param(patch.id, index, id=f"{patch.id}-{step.config.rpartition('/')[2]}")
+    pytest.param(patch.id, index, id=f"{patch.id}-{step.config.rpartition('/')[2]}-{step.rules}")
     for patch in registry.all_patches()
     for index, step in enumerate(patch.proofs.steps)
 ]
@@ -56,7 +56,7 @@ def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_
     name = {"bf16": "BFloat16", "fp16": "Half"}[step.dtype]
 
     def run() -> Dict[str, Any]:
-        return model_step(python, step.config, step.dtype, "--size", step.size)
+        return model_step(python, step.config, step.dtype, "--size", step.size, "--rules", step.rules)
 
     try:
         applied(python, *step.after)

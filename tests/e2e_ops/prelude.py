@@ -50,6 +50,6 @@ def answer(run: Callable[..., Dict[str, Any]]) -> None:
         try:
             return run(*case)
         except Exception as error:
-            return {"error": "%s: %s" % (type(error).__name__, str(error).splitlines()[0])}
+            return {"error": "%s: %s" % (type(error).__name__, (str(error).splitlines() or [""])[0])}
 
     print(json.dumps({"answers": [one(case) for case in json.loads(sys.argv[1])]}))
