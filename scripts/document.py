@@ -210,6 +210,56 @@ def zoo_table(document: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Why a step under CUDA's rules, simulated, ends otherwise than under the CPU's: by the file
+#: where one of the two crashed (the CUDA step's, where both did), the cause
+WHY_CUDA_DIFFERS = {
+    "mmcv/ops/focal_loss.py": "on CUDA mmdet's `FocalLoss` calls mmcv's focal-loss kernel, built for float and half;"
+    " on the CPU it computes the loss in PyTorch",
+    "mmcv/ops/multi_scale_deform_attn.py": "on CUDA the attention calls mmcv's kernel, built for float and half;"
+    " on the CPU it takes mmcv's PyTorch path",
+    "mmcv/ops/carafe.py": "mmcv builds CARAFE for CUDA only (float and half): on the CPU no step runs",
+    "mmcv/ops/deform_roi_pool.py": "mmcv builds deformable RoI pooling for CUDA only (float and half): on the CPU no step runs",
+    "mmcv/ops/nms.py": "CUDA's autocast gives the RPN's boxes in fp32, and mmcv's CUDA NMS kernel takes them beside"
+    " low-precision scores, where its CPU kernel takes fp32 only",
+}
+
+#: Where no file explains it: the ops the two autocasts cast differ
+OTHER_CAUSE = "CUDA's autocast runs other ops in fp32 than the CPU's ([cuda-rules.md](cuda-rules.md))"
+
+
+def outcome(cell: str) -> str:
+    """What a cell says a step did, without the message and line: ``trains``, ``crashes in
+    FILE`` or the cell's first words."""
+    match = re.search(r"\(([\w/.]+\.py):\d+", cell)
+    if cell.startswith("crashes") and match:
+        return f"crashes in {match.group(1)}"
+    return cell.split(":")[0]
+
+
+def differences(cuda: Dict[str, Any], cpu: Dict[str, Any]) -> str:
+    """Each config whose step under CUDA's rules, simulated, ends otherwise than under the
+    CPU's (same dtype, the same column), and why."""
+    by_config = {row["config"]: row for row in cpu["rows"]}
+    lines = []
+    for row in cuda["rows"]:
+        theirs = by_config.get(row["config"])
+        if theirs is None:
+            continue
+        for column in results.COLUMNS:
+            if outcome(row[column]) == outcome(theirs[column]):
+                continue
+            crashed = [c for c in (row[column], theirs[column]) if outcome(c).startswith("crashes in ")]
+            files = [outcome(c)[len("crashes in ") :] for c in crashed]
+            why = next((WHY_CUDA_DIFFERS[f] for f in files if f in WHY_CUDA_DIFFERS), OTHER_CAUSE)
+            lines.append(
+                f"- {row['family']}, {column}: {outcome(row[column])} under CUDA's rules,"
+                f" {outcome(theirs[column])} under the CPU's: {why}."
+            )
+    if not lines:
+        return ""
+    return "Where the CPU's rules give another outcome, and why:\n\n" + "\n".join(lines) + "\n"
+
+
 def bench_runs(runs: Sequence[Dict[str, Any]]) -> str:
     """A benchmark's runs: each run's header, then each of its tables with what it measured."""
     parts = []
@@ -230,8 +280,14 @@ def _contributing(text: str, path: Path) -> str:
 
 
 def _zoo_page(text: str, path: Path) -> str:
-    documents = [results.load(table) for table in results.TABLES]
-    return _between(text, "zoo tables", "\n".join(zoo_table(each) for each in documents if each["rows"]), path)
+    documents = {table: results.load(table) for table in results.TABLES}
+    parts = []
+    for table, document in documents.items():
+        if document["rows"]:
+            amp, _, rules = table.partition("-")
+            compared = differences(document, documents[amp]) if rules else ""
+            parts.append(zoo_table(document) + ("\n" + compared if compared else ""))
+    return _between(text, "zoo tables", "\n".join(parts), path)
 
 
 def _setup_cfg(text: str, path: Path) -> str:

@@ -18,8 +18,10 @@ echo "mypy --strict: the package, its patches, tests and scripts" >&2
 .venv/bin/python -m mypy --no-incremental
 set +e
 # Test files run side by side, one process per CPU, each file in one process (its module
-# fixtures, such as the e2e suite's venv, made once); the cache is made once (releases.made_once).
-.venv/bin/python -m pytest -n auto --dist loadfile "$@"
+# fixtures, such as the e2e suite's venv, made once), handed out in the order tests/conftest.py
+# puts them in (the longest first) rather than by their number of tests; the cache is made
+# once (releases.made_once).
+.venv/bin/python -m pytest -n auto --dist loadfile --no-loadscope-reorder "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -4,6 +4,7 @@ pytest's terminal (scripts/releases.py)."""
 import os
 import signal
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -54,3 +55,10 @@ def pytest_configure(config: pytest.Config) -> None:
             reporter.flush()
 
     releases.announce = announce
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    """The e2e test files first, each whole and in its own order: they are the longest, and
+    xdist (``--dist loadfile``) hands files to its workers in this order, so the others fill
+    the time beside them instead of one long file running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)

@@ -73,6 +73,36 @@ def test_a_table_row_names_its_run_and_the_run_its_date_machine_and_versions() -
     assert "1. `python scripts/sweep_zoo.py`, 2026-12-01, 256x256, cpu x2: mmcv 2.1.0" in table
 
 
+FOCAL = 'crashes in mmcv: NotImplementedError: "sigmoid_focal_loss_forward_cuda_kernel" ... (mmcv/ops/focal_loss.py:46 in forward)'
+NO_KERNEL = "crashes in mmcv: RuntimeError: carafe_forward_impl: ... (mmcv/ops/carafe.py:142 in forward)"
+
+
+def test_the_cuda_table_says_where_and_why_the_cpus_rules_end_otherwise() -> None:
+    cuda = swept(
+        row("retina", release=FOCAL), row("carafe"), row("same", release="crashes in mmdet: E (mmdet/x.py:3 in f)")
+    )
+    cpu = swept(
+        row("retina"),
+        row("carafe", NO_KERNEL, NO_KERNEL, NO_KERNEL),
+        row("same", release="crashes in mmdet: F (mmdet/x.py:9 in f)"),
+    )
+    lines = document.differences(cuda, cpu).splitlines()
+    assert lines[2] == (
+        "- Retina, release: crashes in mmcv/ops/focal_loss.py under CUDA's rules, trains under the CPU's: "
+        + document.WHY_CUDA_DIFFERS["mmcv/ops/focal_loss.py"]
+        + "."
+    )
+    assert [line.split(":")[0] for line in lines[3:]] == ["- Carafe, fp32", "- Carafe, release", "- Carafe, patched"]
+    assert all(document.WHY_CUDA_DIFFERS["mmcv/ops/carafe.py"] in line for line in lines[3:])
+    assert len(lines) == 6, "the same place with another message or line is no difference"
+
+
+def test_a_difference_no_file_explains_is_put_down_to_the_autocasts_lists() -> None:
+    cuda, cpu = swept(row("yolof")), swept(row("yolof", release="crashes outside mmcv: E (torch/x.py:1 in f)"))
+    assert document.differences(cuda, cpu).splitlines()[-1].endswith(document.OTHER_CAUSE + ".")
+    assert document.differences(cpu, cpu) == ""
+
+
 TABLE = results.Table("What was timed.", ["call", "median"], [["`nms`", "221.6 ms"], ["`soft_nms`", "-"]])
 
 
