@@ -90,7 +90,11 @@ PATCH = Patch(
         ),
     ),
     proofs=Proofs(
-        steps=(Step("ddq/ddq-detr-4scale_r50_8xb2-12e_coco.py", "mmdet/models/losses/ddq_detr_aux_loss.py"),),
+        steps=(
+            Step(
+                "ddq/ddq-detr-4scale_r50_8xb2-12e_coco.py", "mmdet/models/losses/ddq_detr_aux_loss.py", size="128x128"
+            ),
+        ),
         upstream=("tests/test_models/test_detectors/test_ddq_detr.py",),
     ),
     package="mmdet",

@@ -29,7 +29,7 @@ def rotated_of(n: int) -> Any:
 b1, s1, i1 = boxes_of(3000), torch.rand(3000, generator=g), torch.randint(0, 5, (3000,), generator=g)
 b2, s2, i2 = boxes_of(2000), torch.rand(2000, generator=g), torch.randint(0, 80, (2000,), generator=g)
 b3, s3, i3 = boxes_of(12000), torch.rand(12000, generator=g), torch.randint(0, 3, (12000,), generator=g)
-r4, s4 = rotated_of(1500), torch.rand(1500, generator=g)
+r4, s4 = rotated_of(500), torch.rand(500, generator=g)
 NMS, SOFT = dict(type="nms", iou_threshold=0.5), dict(type="soft_nms", iou_threshold=0.5, min_score=0.05)
 
 #: each op as AMP calls it, given the function that puts a marked tensor in the AMP dtype
