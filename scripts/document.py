@@ -210,9 +210,12 @@ def zoo_table(document: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: Why a step under CUDA's rules, simulated, ends otherwise than under the CPU's: by the file
-#: where one of the two crashed (the CUDA step's, where both did), the cause
+#: Why a step under CUDA's rules, simulated, ends otherwise than under the CPU's: by what the
+#: cell of one of the two that crashed says (the CUDA step's first), a message or the file
+#: where it crashed, the cause
 WHY_CUDA_DIFFERS = {
+    "unsafe to autocast": "CUDA's autocast refuses `binary_cross_entropy` (its message says to use"
+    " `binary_cross_entropy_with_logits` or to turn autocast off around it); CPU autocast runs it",
     "mmcv/ops/focal_loss.py": "on CUDA mmdet's `FocalLoss` calls mmcv's focal-loss kernel, built for float and half;"
     " on the CPU it computes the loss in PyTorch",
     "mmcv/ops/multi_scale_deform_attn.py": "on CUDA the attention calls mmcv's kernel, built for float and half;"
@@ -248,9 +251,8 @@ def differences(cuda: Dict[str, Any], cpu: Dict[str, Any]) -> str:
         for column in results.COLUMNS:
             if outcome(row[column]) == outcome(theirs[column]):
                 continue
-            crashed = [c for c in (row[column], theirs[column]) if outcome(c).startswith("crashes in ")]
-            files = [outcome(c)[len("crashes in ") :] for c in crashed]
-            why = next((WHY_CUDA_DIFFERS[f] for f in files if f in WHY_CUDA_DIFFERS), OTHER_CAUSE)
+            crashed = [c for c in (row[column], theirs[column]) if c.startswith("crashes")]
+            why = next((cause for c in crashed for key, cause in WHY_CUDA_DIFFERS.items() if key in c), OTHER_CAUSE)
             lines.append(
                 f"- {row['family']}, {column}: {outcome(row[column])} under CUDA's rules,"
                 f" {outcome(theirs[column])} under the CPU's: {why}."

@@ -97,6 +97,12 @@ def test_the_cuda_table_says_where_and_why_the_cpus_rules_end_otherwise() -> Non
     assert len(lines) == 6, "the same place with another message or line is no difference"
 
 
+def test_a_message_explains_a_difference_before_the_file_it_came_from() -> None:
+    unsafe = "crashes in mmdet: RuntimeError: ... unsafe to autocast. (mmdet/models/losses/focal_loss.py:98 in f)"
+    lines = document.differences(swept(row("tood", patched=unsafe)), swept(row("tood"))).splitlines()
+    assert lines[-1].endswith(document.WHY_CUDA_DIFFERS["unsafe to autocast"] + ".")
+
+
 def test_a_difference_no_file_explains_is_put_down_to_the_autocasts_lists() -> None:
     cuda, cpu = swept(row("yolof")), swept(row("yolof", release="crashes outside mmcv: E (torch/x.py:1 in f)"))
     assert document.differences(cuda, cpu).splitlines()[-1].endswith(document.OTHER_CAUSE + ".")
