@@ -38,8 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     # The processes each xdist worker starts (model steps, op runners) share the CPUs with the
-    # other workers': torch's default, a thread per CPU in each, would oversubscribe them (two
-    # steps side by side on 2 CPUs take about twice as long). A value the caller set is kept.
+    # other workers': torch's default, a thread per CPU in each, would oversubscribe them and
+    # leave their threads waiting on each other. A value the caller set is kept.
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 

@@ -3,7 +3,10 @@ own CUDA autocast kernels run on fake CUDA tensors: every op of a corpus of call
 models' forward passes (a transformer, a DETR-like detection head and an MLP) gets the dtype
 CUDA gives it, in fp16 and in bf16, where CPU autocast gives other dtypes; and the casts go
 through autograd, so each weight gets its gradient in its own dtype. The runner is
-tests/e2e_ops/cuda_rules.py, on the build environment's torch."""
+tests/e2e_ops/cuda_rules.py, on the build environment's torch. Then mmcv's compiled ops held
+to their CUDA launchers' dtypes, and the references that run for the ops mmcv builds for
+CUDA only, checked against what they can be checked against (tests/e2e_ops/mmcv_kernels.py
+and mmcv_references.py, on mmcv 2.1.0's CPU-ops build)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The training steps of real models on the real mmcv 2.1.0 built with its CPU ops, mmdet
 3.3.0 and onedl-mmrotate 1.2.1 (scripts/model_step.py, random weights): every patch's model
 steps as its module declares them (crash on the release, train once applied, crash again
-after revert), and the seed's whole scenario: Faster R-CNN at 2666x1600 in bf16, at 160x160
+after revert; those of the kernels mmcv builds for CUDA only under CUDA's rules, simulated), and the seed's whole scenario: Faster R-CNN at 2666x1600 in bf16, at 160x160
 in fp16, and in fp16 under CUDA's rules, simulated.
 
 A test that needs a patch whose module is not there is skipped, so removing a patch module
