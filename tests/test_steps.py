@@ -1,8 +1,9 @@
 """The training steps of real models on the real mmcv 2.1.0 built with its CPU ops, mmdet
 3.3.0 and onedl-mmrotate 1.2.1 (scripts/model_step.py, random weights): every patch's model
 steps as its module declares them (crash on the release, train once applied, crash again
-after revert; those of the kernels mmcv builds for CUDA only under CUDA's rules, simulated), and the seed's whole scenario: Faster R-CNN at 2666x1600 in bf16, at 160x160
-in fp16, and in fp16 under CUDA's rules, simulated.
+after revert; those of the kernels mmcv builds for CUDA only under CUDA's rules, simulated),
+and the seed's whole scenario: Faster R-CNN at 2666x1600 in bf16, at 128x128 in fp16, and in
+fp16 under CUDA's rules, simulated.
 
 A test that needs a patch whose module is not there is skipped, so removing a patch module
 leaves the suite green.
@@ -112,7 +113,11 @@ def _installed_files(python: Path) -> Dict[str, bytes]:
     return {str(path.relative_to(package)): path.read_bytes() for path in package.rglob("*.py")}
 
 
-def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes_again(python: Path) -> None:
+def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_revert_gives_back_the_release(
+    python: Path,
+) -> None:
+    """At the seed's size; that the step crashes again after ``revert`` is shown at 256x256 by
+    ``nms-fp32-kernel``'s own step of this config: here revert gives back every byte."""
     patches_named(["nms-fp32-kernel", "roi-align-fp32-kernel"])  # its RPN's NMS, then its RoI head's RoIAlign
     released = _installed_files(python)
     before = model_step(python, FASTER_RCNN, "bf16", "--size", SEED_SIZE)
@@ -132,17 +137,16 @@ def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_crashes
     )
 
     assert _installed_files(python) == released, "every mmcv file byte-identical to the release"
-    assert model_step(python, FASTER_RCNN, "bf16", "--size", SEED_SIZE)["error"] == before["error"]
 
 
 def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes_again(python: Path) -> None:
     """The seed's config in fp16, under torch's CPU autocast (mmengine's takes bf16 only).
     fp16 convolutions on these CPUs are about 25 times slower than fp32, so the step runs at
-    160x160 instead of 2666x1600, with the RPN's ``split_thr`` lowered to 100 so that its
+    128x128 instead of 2666x1600, with the RPN's ``split_thr`` lowered to 100 so that its
     ``batched_nms`` takes the per-class path the seed's 2666x1600 input takes at 10000:
     there, on the release, the fp16 boxes meet mmcv's NMS kernel, which takes fp32 only."""
     registered("nms-fp32-kernel")
-    options = ("--size", "160x160", "--rpn-split-thr", "100")
+    options = ("--size", "128x128", "--rpn-split-thr", "100")
     before, trained, again = released_applied_reverted(
         python, lambda: model_step(python, FASTER_RCNN, "fp16", *options)
     )
