@@ -154,6 +154,7 @@ REFERENCE_CHECKS = [
     pytest.param("sigmoid_focal_loss", id="sigmoid-focal-loss-is-alpha-t-focal-bce"),
     pytest.param("softmax_focal_loss", id="softmax-focal-loss-is-focal-cross-entropy"),
     pytest.param("ms_deform_attn", id="ms-deform-attn-is-mmcvs-pytorch-path"),
+    pytest.param("branches-only", id="cuda-is-said-in-the-branches-only-and-not-after"),
 ]
 
 

@@ -2,7 +2,8 @@
 each called through mmcv's own Python op under CUDA's rules in fp32 (``simulated(None)``:
 its kernels and the branches that take them), checked against what they can
 be checked against: ``run(check)`` answers the largest difference, forward and gradients,
-from a CPU kernel of mmcv's or an implementation from first principles."""
+from a CPU kernel of mmcv's or an implementation from first principles; and, as a
+difference of 0 or 1, whether the simulation says CUDA anywhere but in its branches."""
 
 from __future__ import annotations
 
@@ -112,6 +113,14 @@ def attention() -> float:
     return largest(ours, theirs)
 
 
+def branches_only() -> float:
+    """1 where the simulation says CUDA to a question asked outside its branches, or leaves
+    its answers behind once it has ended; 0 otherwise."""
+    with simulated(None):
+        elsewhere = torch.zeros(1).is_cuda or torch.cuda.is_available()
+    return float(elsewhere or "is_cuda" in torch.Tensor.__dict__ or torch.cuda.is_available())
+
+
 CHECKS: Dict[str, Callable[[], float]] = {
     "deform_roi_pool-no-offset-adaptive": lambda: roi_pool_without_offset(0),
     "deform_roi_pool-no-offset-2x2": lambda: roi_pool_without_offset(2),
@@ -128,6 +137,7 @@ CHECKS: Dict[str, Callable[[], float]] = {
         both(lambda x, t: focal_softmax(x, t).sum(), LOGITS, LABELS % 5, under=False),
     ),
     "ms_deform_attn": attention,
+    "branches-only": branches_only,
 }
 
 
