@@ -22,7 +22,8 @@ for one) runs with the rules still applied to what it calls; the casts go throug
 (the autocast key is above it), as CUDA's do; in-place ops and explicit ``dtype=`` calls are
 left alone, as CUDA's kernels leave them; an op CUDA autocast refuses
 (``binary_cross_entropy``) raises CUDA's own message. Ops only CPU autocast lists run
-uncast. :class:`MmcvKernels` holds mmcv's compiled ops to the dtypes their CUDA launchers
+uncast. CUDA autocast's own flag is on while it is active, so code that turns it off around
+a call (``torch.autocast('cuda', enabled=False)``) gets its ops uncast there, as on CUDA. :class:`MmcvKernels` holds mmcv's compiled ops to the dtypes their CUDA launchers
 take, and :func:`simulated` puts both together. What it cannot show: CUDA's kernels'
 numerics and speed (docs/cuda-rules.md).
 """
@@ -84,6 +85,12 @@ def _call(op: Any, bound: Dict[str, Any]) -> Any:
     return op(*(bound[name] for name in positional), **{k: v for k, v in bound.items() if k not in positional})
 
 
+def _below_autocast(op: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """``op`` run as it is, below the autocast keys."""
+    with torch._C._ExcludeDispatchKeyGuard(_BELOW_AUTOCAST):
+        return op(*args, **kwargs)
+
+
 class CudaAutocast:
     """``with CudaAutocast(torch.float16):`` runs CPU tensors under CUDA's autocast rules in
     that dtype (see the module's docstring); it enters CPU autocast too, whose key it uses."""
@@ -96,8 +103,15 @@ class CudaAutocast:
         self._plans: Dict[Tuple[Any, ...], Any] = {}
         self._library: Optional[torch.library.Library] = None
         self._autocast: Optional[torch.autocast] = None
+        #: CUDA autocast's flag and dtype as they were before
+        self._cuda_state: Tuple[bool, torch.dtype] = (False, dtype)
 
     def __enter__(self) -> "CudaAutocast":
+        # CUDA's own flag says autocast is on, as on a GPU: code that turns it off around a
+        # call (``torch.autocast('cuda', enabled=False)``) turns the rules off there
+        self._cuda_state = torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
+        torch.set_autocast_enabled("cuda", True)
+        torch.set_autocast_dtype("cuda", self.dtype)
         self._library = torch.library.Library("aten", "IMPL")
         with warnings.catch_warnings():  # each replaces CPU autocast's kernel while active
             warnings.simplefilter("ignore")
@@ -117,6 +131,8 @@ class CudaAutocast:
         assert self._autocast is not None and self._library is not None
         self._autocast.__exit__(kind, error, trace)
         self._library._destroy()  # CPU autocast's own kernels are the ones registered again
+        torch.set_autocast_enabled("cuda", self._cuda_state[0])
+        torch.set_autocast_dtype("cuda", self._cuda_state[1])
 
     @staticmethod
     def _uncast(op: Any) -> Any:
@@ -126,15 +142,16 @@ class CudaAutocast:
         composite = torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CompositeImplicitAutograd")
 
         def kernel(*args: Any, **kwargs: Any) -> Any:
-            if composite:
+            if composite and torch.is_autocast_enabled("cuda"):
                 return op.decompose(*args, **kwargs)
-            with torch._C._ExcludeDispatchKeyGuard(_BELOW_AUTOCAST):
-                return op(*args, **kwargs)
+            return _below_autocast(op, args, kwargs)
 
         return kernel
 
     def _cast_like_cuda(self, op: Any) -> Any:
         def kernel(*args: Any, **kwargs: Any) -> Any:
+            if not torch.is_autocast_enabled("cuda"):  # turned off around this call
+                return _below_autocast(op, args, kwargs)
             bound = _bound(op, args, kwargs)
             plan = self._plan(op, bound)
             if isinstance(plan, BaseException):
