@@ -24,7 +24,7 @@ DTYPES = ("float16", "bfloat16")
 #: The runner's groups of calls, and its models
 CALLS = (
     "matmul", "batched", "vectors", "contractions", "convolutions", "pointwise", "reductions", "softmax", "norms",
-    "resampling", "losses", "distances", "mixed", "indexing",
+    "resampling", "losses", "distances", "mixed", "indexing", "autocast-off",
 )  # fmt: skip
 MODELS = ("transformer", "detection-head", "mlp")
 TARGETS = [*CALLS, *MODELS]

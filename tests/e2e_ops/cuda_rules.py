@@ -173,7 +173,15 @@ CALLS: Dict[str, Callable[[Any, Any, Any, str], Any]] = {
         a.index_put((torch.arange(2, device=device),), a.select(0, 0)),
         torch.scatter_add(b, 0, (b * 4).long() % 8, b),
     ),
+    # code that turns CUDA's autocast off around some calls (mmdet's SimOTA assigner does)
+    "autocast-off": lambda a, b, images, device: (_without_cuda_autocast(lambda: (a @ a, torch.exp(a))), a @ a),
 }
+
+
+def _without_cuda_autocast(calls: Callable[[], Any]) -> Any:
+    """``calls()`` with CUDA's autocast turned off."""
+    with torch.autocast("cuda", enabled=False):
+        return calls()
 
 
 def _calls(names: List[str]) -> Callable[[str], None]:
