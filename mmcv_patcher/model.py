@@ -217,7 +217,8 @@ class Case(NamedTuple):
     call on fp32 copies of the same values: ``boxes`` for NMS results (the same kept indices,
     boxes and scores within 1e-3), ``values`` for a tensor (in the AMP dtype, and the fp32
     values within its rounding), ``losses`` for a head's loss dict (the fp32 run's losses,
-    every one finite). ``gave`` says what the call gives the package: ``{amp}`` stands
+    every one finite), ``loss`` for a loss tensor (finite, the fp32 value within the AMP
+    dtype's rounding, in any dtype). ``gave`` says what the call gives the package: ``{amp}`` stands
     for the dtype's short name (fp16, bf16), ``{boxes}`` for ``--boxes``."""
 
     op: str
@@ -233,8 +234,14 @@ class Case(NamedTuple):
     module: str = "mmcv.ops"
     #: the method of the object ``init`` makes that is called (a head's ``loss``), if not the object itself
     method: Optional[str] = None
-    #: the devices mmcv has the op's kernel for; on any other the case is skipped
+    #: the devices the case runs on (where mmcv has the op's kernel, or where the package's
+    #: call crashes); on any other it is skipped, and ``skipped`` says why
     devices: Tuple[str, ...] = ("cpu", "cuda")
+    #: why the case is skipped on another device, ``%(device)s`` standing for that device,
+    #: ``%(op)s`` for :attr:`op` and ``%(runs_on)s`` for the first of :attr:`devices`
+    skipped: str = (
+        "mmcv has no %(device)s kernel for %(op)s; verify --device %(runs_on)s runs this case on a build with one"
+    )
     #: the AMP dtypes mmcv's CPU kernel takes as released, so the case survives there unpatched
     cpu_kernel_takes: Tuple[str, ...] = ()
     #: whether training takes the gradient through the op (a layer, a loss), so ``verify``
@@ -252,6 +259,7 @@ class Case(NamedTuple):
             "call": f"{self.module}.{self.call or self.op}",
             "method": self.method,
             "devices": list(self.devices),
+            "skipped": self.skipped,
             "backward": self.backward,
         }
 
@@ -309,7 +317,7 @@ class Grid(NamedTuple):
 class Step(NamedTuple):
     """One training step of a real model that shows the patch (``scripts/model_step.py``, on
     the real build, random weights): on the release it crashes in ``crashes_in`` (a file of
-    the patched package, from the package's name on) with the AMP dtype in its message, once
+    the patched package, from the package's name on) with ``says`` in its message, once
     the patch is applied it trains with finite losses and gradients, and after its revert it
     crashes again. ``config`` is a config of mmdet 3.3.0,
     or of onedl-mmrotate as ``mmrotate::PATH``; ``after`` as for :class:`Grid`; ``rules``:
@@ -322,6 +330,8 @@ class Step(NamedTuple):
     size: str = "256x256"
     after: Tuple[str, ...] = ()
     rules: str = "cpu"
+    #: what the crash's message says, if not the AMP dtype's name (``BFloat16``, ``Half``)
+    says: Optional[str] = None
 
 
 class Proofs(NamedTuple):

@@ -16,10 +16,12 @@ MMDET_3: Dict[str, Tuple[Affected, ...]] = {
 _STRIDES = (8, 16, 32, 64, 128)
 
 
-def head_loss(head: str, init: Dict[str, Any]) -> Case:
+def head_loss(head: str, init: Dict[str, Any], under: str = "", **case: Any) -> Case:
     """``verify``'s case for a dense head of mmdet: ``head(**init)``'s ``loss`` on random
     features (8 channels) of five levels of a 256x256 image holding 4 boxes of 3 classes,
-    under autocast and through backward, its losses compared with the fp32 run's."""
+    under autocast and through backward, its losses compared with the fp32 run's; ``under``:
+    whose autocast shows the crash, if one device's only (" under CUDA's autocast");
+    ``case``: the :class:`Case`'s other fields (``devices``, ``skipped``)."""
     return Case(
         op=head,
         module="mmdet.models.dense_heads",
@@ -31,5 +33,6 @@ def head_loss(head: str, init: Dict[str, Any]) -> Case:
         ),
         compare="losses",
         backward=True,
-        gave=f"{head}.loss: {{amp}} features of five levels of a 256x256 image holding 4 boxes",
+        gave=f"{head}.loss{under}: {{amp}} features of five levels of a 256x256 image holding 4 boxes",
+        **case,
     )

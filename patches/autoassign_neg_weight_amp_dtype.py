@@ -38,21 +38,45 @@ PATCH = Patch(
         Example.of(
             """
             class AutoAssignHead:
+                def get_pos_loss_single(self, cls_score, objectness, reg_loss, gt_instances, center_prior_weights):
+                    pos_loss = F.binary_cross_entropy(
+                        reweighted_p_pos,
+                        torch.ones_like(reweighted_p_pos),
+                        reduction='none')
+                    return pos_loss,
+
                 def get_neg_loss_single(self, cls_score, objectness, gt_instances, ious, inside_gt_bbox_mask):
                     p_neg_weight = torch.ones_like(joint_conf)
                     if num_gts > 0:
                         p_neg_weight[foreground_idxs[1],
                                      gt_labels[foreground_idxs[0]]] = 1 - temp_weight
+                    logits = (joint_conf * p_neg_weight)
+                    neg_loss = (
+                        logits**2 * F.binary_cross_entropy(
+                            logits, torch.zeros_like(logits), reduction='none'))
+                    return neg_loss,
             """,
             """
             class AutoAssignHead:
+                def get_pos_loss_single(self, cls_score, objectness, reg_loss, gt_instances, center_prior_weights):
+                    pos_loss = F.binary_cross_entropy(
+                        reweighted_p_pos,
+                        torch.ones_like(reweighted_p_pos),
+                        reduction='none')
+                    return pos_loss,
+
                 def get_neg_loss_single(self, cls_score, objectness, gt_instances, ious, inside_gt_bbox_mask):
                     p_neg_weight = torch.ones_like(joint_conf)
                     if num_gts > 0:
                         p_neg_weight[foreground_idxs[1],
                                      gt_labels[foreground_idxs[0]]] = 1 - temp_weight.to(p_neg_weight.dtype)
+                    logits = (joint_conf * p_neg_weight)
+                    neg_loss = (
+                        logits**2 * F.binary_cross_entropy(
+                            logits, torch.zeros_like(logits), reduction='none'))
+                    return neg_loss,
             """,
-            why="as released, over two lines",
+            why="as released, over two lines, among the head's other losses",
         ),
     ),
     untouched=(

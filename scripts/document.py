@@ -45,6 +45,7 @@ _SURVIVED = {
     "boxes": "kept the same boxes as the fp32 run",
     "values": "gave the inputs' AMP dtype and the fp32 run's values within its rounding",
     "losses": "gave the fp32 run's losses, every one finite",
+    "loss": "gave the fp32 run's loss within the AMP dtype's rounding, finite",
 }
 
 

@@ -54,7 +54,7 @@ def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_
     patch = registered(patch_id)
     step = patch.proofs.steps[index]
     patches_named(step.after)
-    name = {"bf16": "BFloat16", "fp16": "Half"}[step.dtype]
+    says = step.says or {"bf16": "BFloat16", "fp16": "Half"}[step.dtype]
 
     def run() -> Dict[str, Any]:
         return model_step(python, step.config, step.dtype, "--size", step.size, "--rules", step.rules)
@@ -68,7 +68,7 @@ def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_
         again = run()
     finally:
         assert tool("revert", python=python).returncode == 0
-    assert (before.get("package_frame") or "").startswith(f"{step.crashes_in}:") and name in before["error"], before
+    assert (before.get("package_frame") or "").startswith(f"{step.crashes_in}:") and says in before["error"], before
     assert "error" not in trained and trained["finite"], trained
     assert again["error"] == before["error"]
 
