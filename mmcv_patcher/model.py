@@ -288,8 +288,8 @@ class Fails(NamedTuple):
     ``error`` is what the release raises (``"Type: first line"``), or None where the release
     runs but gives a wrong result: a difference from the fp32 run over ``tolerance``. Once
     patched the case runs, each output and gradient in ``dtypes`` (in the runner's order),
-    each within ``tolerance`` of the same values in fp32 and, for an op run around a kernel
-    stand-in, the kernel given only ``kernel``'s dtype.
+    each within ``tolerance`` of the same values in fp32 and, where ``kernel`` is given, the
+    op's kernel given floating tensors of that dtype only.
     """
 
     case: GridCase

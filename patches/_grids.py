@@ -89,13 +89,13 @@ def deform_grids(layer: str, op: str, kernel: str) -> Tuple[Grid, Grid]:
     )
 
 
-def stand_in_grid(op: str, kernel: str, *, reductions: Tuple[str, ...] = ("none",), weighted: bool = True) -> Grid:
-    """An op mmcv builds for CUDA only, around a kernel stand-in with the CUDA kernels' dtype
-    rules and CUDA autocast's fp32 ``sum`` (``tests/e2e_ops/kernel_stand_in.py``), with each
-    of ``reductions``: no bf16, and fp32 class weights beside fp16 logits mix dtypes. Once
-    patched the kernel gets fp32 under bf16 and the caller's dtype comes back, forward and
-    back, within a few roundings of it; every call that works as released (fp32, fp16, whose
-    reduced loss CUDA's ``sum`` gives in fp32) returns exactly what it returned."""
+def cuda_grid(op: str, kernel: str, *, reductions: Tuple[str, ...] = ("none",), weighted: bool = True) -> Grid:
+    """An op mmcv builds for CUDA only, under CUDA's rules, simulated
+    (``tests/e2e_ops/cuda_kernels.py``), with each of ``reductions``: no bf16, and fp32 class
+    weights beside fp16 logits mix dtypes. Once patched the kernel gets fp32 under bf16 and
+    the caller's dtype comes back, forward and back, within a few roundings of it; every call
+    that works as released (fp32, fp16, whose reduced loss CUDA's ``sum`` gives in fp32)
+    returns exactly what it returned."""
     bf16 = f"NotImplementedError: \"{kernel}\" not implemented for 'BFloat16'"
     weights = ("unweighted", "weighted") if weighted else ("unweighted",)
     fails = [
@@ -122,7 +122,7 @@ def stand_in_grid(op: str, kernel: str, *, reductions: Tuple[str, ...] = ("none"
         for reduction in reductions
     ]
     works += [(op, "float32", "weighted", reduction) for reduction in reductions if weighted]
-    return Grid("kernel_stand_in", works=tuple(works), fails=tuple(fails))
+    return Grid("cuda_kernels", works=tuple(works), fails=tuple(fails))
 
 
 def _fp16_loss(reduction: str) -> str:

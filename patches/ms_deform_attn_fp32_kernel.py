@@ -12,10 +12,10 @@ takes the bf16 gradient back to fp32 for the kernel; autograd hands each input i
 in its own dtype. Every call that works today gets ``.to()`` and ``.type_as()`` its own
 dtype, which are the tensors themselves: no copy, bit-identical.
 
-Not run on a GPU here: the tests check the Python around the kernel with a stand-in for it
-that records the dtypes it is given, and run a model's step under CUDA's rules, simulated
+Not run on a GPU here: the tests run the op and a model's step under CUDA's rules, simulated
 (``scripts/cuda_rules.py``: the kernel held to its CUDA launcher's dtypes, a PyTorch
-reference in its place); ``verify --device cuda`` runs the case on a CUDA build.
+reference in its place, CUDA's autocast); ``verify --device cuda`` runs the case on a CUDA
+build.
 
 Releases: the fix covers mmcv 1.7.2 to 2.2.0 and every onedl-mmcv (from 2.3.5 its module
 sends bf16 to the fallback instead, so there the fix serves direct calls of the function).
@@ -28,7 +28,7 @@ had another ``backward``.
 
 from mmcv_patcher.model import Affected, Case, Edit, Example, Patch, Proofs, Step, Tensor, Untouched, per_distribution
 
-from ._grids import stand_in_grid
+from ._grids import cuda_grid
 
 _FUNCTION = "MultiScaleDeformableAttnFunction"
 _LEVELS = ((16, 16), (8, 8))
@@ -138,7 +138,7 @@ PATCH = Patch(
         ),
     ),
     proofs=Proofs(
-        grids=(stand_in_grid("ms_deform_attn", "ms_deform_attn_forward_cuda", weighted=False),),
+        grids=(cuda_grid("ms_deform_attn", "ms_deform_attn_forward_cuda", weighted=False),),
         # its module takes the kernel on CUDA only: CUDA's rules, simulated
         steps=(
             Step(

@@ -8,10 +8,10 @@ function now gives the kernel fp32 logits and class weights and returns the loss
 its gradient comes back in bf16. Every call that works today returns what it returned (the
 loss is cast back only under bf16): no copy, bit-identical. See ``patches/_focal_loss.py``.
 
-Not run on a GPU here: the tests check the Python around the kernel with a stand-in for it
-that records the dtypes it is given, and run a model's step under CUDA's rules, simulated
+Not run on a GPU here: the tests run the op and a model's step under CUDA's rules, simulated
 (``scripts/cuda_rules.py``: the kernel held to its CUDA launcher's dtypes, a PyTorch
-reference in its place); ``verify --device cuda`` runs the case on a CUDA build.
+reference in its place, CUDA's autocast); ``verify --device cuda`` runs the case on a CUDA
+build.
 
 Releases: the statements are the same in every mmcv release from 1.0.0 to 2.2.0 and in
 every onedl-mmcv; none has a bf16 kernel.
@@ -20,7 +20,7 @@ every onedl-mmcv; none has a bf16 kernel.
 from mmcv_patcher.model import Affected, Case, Example, Patch, Proofs, Step, Tensor, Untouched, per_distribution
 
 from ._focal_loss import FP32_KERNEL_EDITS
-from ._grids import stand_in_grid
+from ._grids import cuda_grid
 
 PATCH = Patch(
     id="sigmoid-focal-loss-fp32-kernel",
@@ -94,7 +94,7 @@ PATCH = Patch(
     ),
     proofs=Proofs(
         grids=(
-            stand_in_grid(
+            cuda_grid(
                 "sigmoid_focal_loss", "sigmoid_focal_loss_forward_cuda_kernel", reductions=("none", "mean", "sum")
             ),
         ),
