@@ -195,7 +195,7 @@ class Tensor(NamedTuple):
     - ``levels``: a tuple of feature maps, one of each shape ``size`` lists, values in [0, 1)
     - ``det-samples``: one image's ground truth as mmdet gives a head: a list of one
       ``DetDataSample`` with ``size`` boxes in a ``scale`` x ``scale`` image, labels below
-      ``classes``
+      ``classes``, and each box's mask (the box filled)
 
     ``size`` ``"boxes"`` is ``verify --boxes``. ``amp``: the tensor comes in the AMP dtype
     (fp16 or bf16), as autocast gives it; otherwise in fp32.

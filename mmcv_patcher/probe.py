@@ -59,18 +59,25 @@ def _level_starts(torch, shapes):
 
 def _det_samples(torch, generator, spec, n):
     """One image's ground truth as mmdet gives a head: a list of one ``DetDataSample`` with
-    ``n`` boxes inside a ``scale`` x ``scale`` image, labels below ``classes``."""
+    ``n`` boxes inside a ``scale`` x ``scale`` image, labels below ``classes``, and each box's
+    mask (the box filled)."""
     from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
 
     side = int(spec["scale"])
     corners = torch.rand(n, 2, generator=generator) * side * 0.6
     boxes = torch.cat([corners, corners + torch.rand(n, 2, generator=generator) * side * 0.4 + 4], 1)
+    masks = torch.zeros(n, side, side, dtype=torch.uint8)
+    for each, (x1, y1, x2, y2) in enumerate(boxes.round().long().tolist()):
+        masks[each, y1:y2, x1:x2] = 1
     sample = DetDataSample(
         metainfo={"img_shape": (side, side), "pad_shape": (side, side), "batch_input_shape": (side, side)}
     )
     sample.gt_instances = InstanceData(
-        bboxes=boxes, labels=torch.randint(0, int(spec["classes"]), (n,), generator=generator)
+        bboxes=boxes,
+        labels=torch.randint(0, int(spec["classes"]), (n,), generator=generator),
+        masks=BitmapMasks(masks.numpy(), side, side),
     )
     return [sample]
 

@@ -76,8 +76,13 @@ def test_each_grid_fails_as_released_runs_once_applied_leaves_working_calls_alon
 # --- verify: every case, on the release and patched ----------------------------------------------
 
 
+#: what ``verify``'s child imports first: a stand-in for torchvision (tests/stand_ins), without
+#: which mmrotate's models, and so its losses, cannot be imported beside the tests' torch
+STAND_INS = {"PYTHONPATH": str(Path(__file__).parent / "stand_ins")}
+
+
 def test_verify_reports_each_patchs_case_crashing_then_surviving_in_fp16_and_bf16(python: Path) -> None:
-    crashed = tool("verify", "--json", python=python)
+    crashed = tool("verify", "--json", python=python, env=STAND_INS)
     assert crashed.returncode == 1
     report = json.loads(crashed.stdout)["verify"]
     verdicts = {
@@ -106,7 +111,7 @@ def test_verify_reports_each_patchs_case_crashing_then_surviving_in_fp16_and_bf1
 
     assert tool("apply", python=python).returncode == 0
     try:
-        survived = tool("verify", python=python)
+        survived = tool("verify", python=python, env=STAND_INS)
     finally:
         assert tool("revert", python=python).returncode == 0
     assert survived.returncode == 0, survived.stdout + survived.stderr
