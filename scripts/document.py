@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's package and patches, whatever i
 
 from mmcv_patcher import registry, verify  # noqa: E402
 from mmcv_patcher.model import Affected, Patch  # noqa: E402
-from scripts import results  # noqa: E402
+from scripts import results, sweep_zoo  # noqa: E402
 
 COMMAND = "python scripts/document.py"
 _SHORT_DTYPES = "fp16/bf16"
@@ -54,6 +54,7 @@ BENCHMARKS = ("bench_step", "bench_deform_conv", "bench_nms", "bench_cli", "benc
 #: Where each generated block's content comes from, as its marker line says.
 _SOURCES = {
     "zoo tables": "docs/results/zoo-*.json; run scripts/sweep_zoo.py",
+    "zoo unlisted": "scripts/zoo-unlisted.csv",
     **{name: f"docs/results/{name}.json; run scripts/{name}.py" for name in BENCHMARKS},
 }
 
@@ -290,7 +291,14 @@ def _zoo_page(text: str, path: Path) -> str:
             amp, _, rules = table.partition("-")
             compared = differences(document, documents[amp]) if rules else ""
             parts.append(zoo_table(document) + ("\n" + compared if compared else ""))
-    return _between(text, "zoo tables", "\n".join(parts), path)
+    text = _between(text, "zoo tables", "\n".join(parts), path)
+    return _between(text, "zoo unlisted", unlisted_table(sweep_zoo.unlisted()), path)
+
+
+def unlisted_table(left_out: Dict[str, str]) -> str:
+    """docs/zoo.md's table of the config directories the list leaves out, and why."""
+    rows = [f"| `{directory}` | {why} |" for directory, why in left_out.items()]
+    return "\n".join(["| directory | why it is not in the list |", "| --- | --- |", *rows]) + "\n"
 
 
 def _setup_cfg(text: str, path: Path) -> str:

@@ -177,11 +177,19 @@ def build(config: str, rpn_split_thr: Optional[int]) -> Any:
     return model
 
 
+def classes(model: Any) -> int:
+    """The fewest classes a head of ``model`` tells (a tracker's pedestrian detector has one)."""
+    return min(
+        (module.num_classes for module in model.modules() if isinstance(getattr(module, "num_classes", None), int)),
+        default=80,
+    )
+
+
 def batch(
     model: Any, size: Tuple[int, int], training: bool, masks: bool, box_type: Optional[str], images: int = 1
 ) -> Any:
     """``images`` copies of one seeded uint8 image of ``size`` (height, width) with three
-    boxes, and with ``masks`` their masks; ``box_type``: the boxes as mmrotate's of that type
+    boxes (of classes 0, 2 and 7, less where the model has fewer), and with ``masks`` their masks; ``box_type``: the boxes as mmrotate's of that type
     (``rbox``: centre, size and angle; ``qbox``: the same boxes' four corners)."""
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
@@ -201,7 +209,7 @@ def batch(
     )
     fractions = torch.tensor([[0.04, 0.12, 0.34, 0.62], [0.45, 0.19, 0.68, 0.88], [0.75, 0.06, 0.98, 0.44]])
     boxes = fractions * torch.tensor([width, height, width, height], dtype=torch.float32)
-    labels = torch.tensor([0, 2, 7])
+    labels = torch.tensor([0, 2, 7]) % classes(model)
     if box_type:
         from mmrotate.structures.bbox import RotatedBoxes
 
@@ -232,7 +240,31 @@ def batch(
         jitter = torch.tensor([[-4.0, -4.0, 4.0, 4.0], [3.0, -2.0, -3.0, 2.0]])
         proposals = torch.cat([boxes + shift for shift in jitter] + [boxes])
         sample.proposals = InstanceData(bboxes=proposals, scores=torch.linspace(0.9, 0.3, len(proposals)))
+    if _takes_videos(model):
+        return model.data_preprocessor(video(image, sample, images), training=training)
     return model.data_preprocessor({"inputs": [image] * images, "data_samples": [sample] * images}, training=training)
+
+
+def _takes_videos(model: Any) -> bool:
+    """Whether ``model`` trains on videos: a tracker that learns from a key frame and a
+    reference frame (QDTrack), or a video instance segmenter (MaskTrack R-CNN, Mask2Former's)."""
+    preprocessor = model.data_preprocessor
+    return type(preprocessor).__name__ == "TrackDataPreprocessor" and not preprocessor.use_det_processor
+
+
+def video(image: Any, sample: Any, videos: int) -> Dict[str, Any]:
+    """``videos`` videos of two frames, each ``image`` with ``sample``'s instances, tracked
+    (``instances_ids``) from the first frame, the key frame, to the second, the reference."""
+    from mmdet.structures import TrackDataSample
+
+    frames = []
+    for frame_id in range(2):
+        frame = sample.clone()
+        frame.set_metainfo({"frame_id": frame_id, "img_id": frame_id, "video_length": 2})
+        frame.gt_instances.instances_ids = torch.arange(len(frame.gt_instances))
+        frames.append(frame)
+    track = TrackDataSample(video_data_samples=frames, metainfo={"key_frames_inds": [0], "ref_frames_inds": [1]})
+    return {"inputs": [torch.stack([image, image])] * videos, "data_samples": [track] * videos}
 
 
 #: A GradScaler's first scale, as AmpOptimWrapper makes it for fp16, and the factor a step

@@ -88,6 +88,25 @@ def test_every_config_of_the_zoo_list_is_one_its_package_ships_and_each_family_i
     assert len(set(families)) == len(families), "--only names a family: each once"
 
 
+def test_every_config_directory_of_mmdet_and_mmrotate_is_in_the_zoo_list_or_left_out_with_why(
+    mmdet_site: Path,
+) -> None:
+    listed = {entry.config.rpartition("/")[0] for entry in sweep_zoo.zoo(sweep_zoo.ZOO, ())}
+    left_out = sweep_zoo.unlisted()
+    directories = {
+        prefix + path.name
+        for prefix, configs in (
+            ("", mmdet_site / "mmdet" / ".mim" / "configs"),
+            ("mmrotate::", releases.mmrotate_site() / "mmrotate" / ".mim" / "configs"),
+        )
+        for path in configs.iterdir()
+        if path.is_dir() and any(path.glob("*.py")) and not path.name.startswith("_")
+    }
+    assert listed & set(left_out) == set(), "a directory is listed or left out, not both"
+    assert directories - listed - set(left_out) == set(), "a directory neither listed nor left out"
+    assert set(left_out) <= directories and all(left_out.values())
+
+
 # --- the seed's whole scenario: a training step of mmdet's Faster R-CNN at 2666x1600 in bf16 -----
 
 #: the seed's model and input size (height x width)
