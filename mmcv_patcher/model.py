@@ -218,8 +218,8 @@ class Case(NamedTuple):
     boxes and scores within 1e-3), ``values`` for a tensor (in the AMP dtype, and the fp32
     values within its rounding), ``losses`` for a head's loss dict (the fp32 run's losses,
     every one finite), ``loss`` for a loss tensor (finite, the fp32 value within the AMP
-    dtype's rounding, in any dtype). ``gave`` says what the call gives the package: ``{amp}`` stands
-    for the dtype's short name (fp16, bf16), ``{boxes}`` for ``--boxes``."""
+    dtype's rounding, in any dtype). ``gave`` says what the call gives the package: ``{amp}``
+    stands for the dtype's short name (fp16, bf16), ``{boxes}`` for ``--boxes``."""
 
     op: str
     args: Tuple[Any, ...]

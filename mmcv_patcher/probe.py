@@ -160,11 +160,15 @@ def _same_boxes(torch, dtype, result, reference):
     )
 
 
+#: How far a result in each AMP dtype may be from the fp32 run's, relative: a few roundings
+ROUNDING = {"float16": 1e-2, "bfloat16": 5e-2}
+
+
 def _close_values(torch, dtype, result, reference):
     """A tensor: in the AMP dtype, and the fp32 run's values within its rounding, relative
     to each value and to the largest (a kernel that sums in the AMP dtype, as mmcv's fp16
     deformable convolution does, rounds each sum at the scale of its terms)."""
-    tolerance = 1e-2 if dtype == "float16" else 5e-2
+    tolerance = ROUNDING[dtype]
     if result.dtype != getattr(torch, dtype):
         return False, "returned %s, not the inputs' %s" % (result.dtype, dtype)
     largest = max(1.0, reference.float().abs().max().item()) if reference.numel() else 1.0
@@ -204,7 +208,7 @@ def _close_loss(torch, dtype, result, reference):
     whatever dtype it comes (CUDA's autocast gives losses in fp32)."""
     if not bool(torch.isfinite(result.float()).all()):
         return False, "gave a non-finite loss"
-    tolerance = 1e-2 if dtype == "float16" else 5e-2
+    tolerance = ROUNDING[dtype]
     if torch.allclose(result.float().cpu(), reference.float().cpu(), rtol=tolerance, atol=tolerance):
         return True, "gave the fp32 run's loss within %s rounding, in %s" % (dtype, result.dtype)
     return False, "gave a loss that differs from the fp32 run's by up to %g" % (

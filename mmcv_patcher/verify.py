@@ -31,9 +31,10 @@ def run(
     dtypes: Sequence[str] = DTYPES,
 ) -> Dict[str, Any]:
     """The probe's report: under ``cases``, for each patch id and each of ``dtypes``, its case
-    (what it gave mmcv, and its verdict: survived, crashed, wrong, skipped on a device
-    the case does not run on (see :attr:`Case.skipped`), or unavailable when it could not run), and the overall
-    ``verdict`` over the cases not skipped (only survived is a success) with a ``detail``.
+    (what it gave mmcv, and its verdict: survived, crashed, wrong, skipped on a device the
+    case does not run on (see :attr:`mmcv_patcher.model.Case.skipped`), or unavailable when it
+    could not run), and the overall ``verdict`` over the cases not skipped (only survived is a
+    success) with a ``detail``.
 
     ``package_dir`` (from ``--path``) is put first on the child's ``sys.path`` so it imports
     that mmcv; the report's ``mmcv_dir`` says which one it actually imported.

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,9 @@ sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 from mmcv_patcher import registry  # noqa: E402
 from mmcv_patcher.model import PACKAGES  # noqa: E402
 from scripts import releases  # noqa: E402  (the same cached builds the tests use)
+
+#: the tests' stand-in for torchvision (tests/stand_ins/torchvision), for the default venv
+STAND_INS = REPOSITORY / "tests" / "stand_ins"
 
 
 def tests(package: str) -> Tuple[str, ...]:
@@ -164,7 +168,10 @@ def main() -> int:
         python = args.python
         if python is None:
             python = releases.detector_venv(Path(scratch) / "venv")
-            releases.pip_install(python, f"pytest=={importlib.metadata.version('pytest')}", deps=True)
+            # pytest, and what OpenMMLab's tests import besides it
+            releases.pip_install(python, f"pytest=={importlib.metadata.version('pytest')}", "parameterized", deps=True)
+            # mmrotate's models import torchvision, which PyPI's does not load beside this torch
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STAND_INS), os.environ.get("PYTHONPATH")]))
         results = compare(python, checkout, chosen, Path(scratch))
         versions = subprocess.run(
             [str(python), "-c", f"import torch, {package}; print(torch.__version__, {package}.__version__)"],
