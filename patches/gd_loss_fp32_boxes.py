@@ -10,81 +10,39 @@ Releases: mmrotate 1.0.0rc0 and 1.0.0rc1 and every onedl-mmrotate from 1.1.0rc0 
 have the statements byte for byte; mmrotate 0.x ran its heads' losses under ``@force_fp32``.
 """
 
-from mmcv_patcher.model import Example, Patch, Proofs, Step, Untouched
+from ._gaussian_losses import gd_loss_patch
 
-from ._gaussian_losses import MMROTATE_1, gd_loss_case, gd_loss_edits
-
-PATCH = Patch(
+PATCH = gd_loss_patch(
     id="gd-loss-fp32-boxes",
-    summary="mmrotate GDLoss: turn fp32 boxes into Gaussians (fp16 and bf16 crash det and inverse)",
-    affected=MMROTATE_1,
-    file="models/losses/gaussian_dist_loss.py",
-    function="GDLoss.forward",
-    edits=gd_loss_edits(
-        "return self.loss(pred, target, fun=self.fun, tau=self.tau, alpha=self.alpha, weight=weight, avg_factor=avg_factor, reduction=reduction, **_kwargs) * self.loss_weight"
+    loss="GDLoss",
+    file="gaussian_dist_loss.py",
+    loss_type="gwd",
+    config="gwd/rotated-retinanet-rbox-le90_r50_fpn_gwd_1x_dota.py",
+    call="return self.loss(pred, target, fun=self.fun, tau=self.tau, alpha=self.alpha, weight=weight, avg_factor=avg_factor, reduction=reduction, **_kwargs) * self.loss_weight",
+    example=(
+        """
+                return self.loss(
+                    pred,
+                    target,
+                    fun=self.fun,
+                    tau=self.tau,
+                    alpha=self.alpha,
+                    weight=weight,
+                    avg_factor=avg_factor,
+                    reduction=reduction,
+                    **_kwargs) * self.loss_weight
+        """,
+        """
+                return (torch.autocast(pred[0].device.type, enabled=False)(self.loss) if hasattr(torch, "autocast") else self.loss)(
+                    pred,
+                    target,
+                    fun=self.fun,
+                    tau=self.tau,
+                    alpha=self.alpha,
+                    weight=weight,
+                    avg_factor=avg_factor,
+                    reduction=reduction,
+                    **_kwargs) * self.loss_weight
+        """,
     ),
-    error=(
-        "`NotImplementedError: \"lu_cpu\" not implemented for 'BFloat16'`, `RuntimeError: linalg.inv: Low precision"
-        " dtypes not supported. Got Half` in mmrotate's `GDLoss` (GWD) under AMP"
-    ),
-    case=gd_loss_case("GDLoss", "gwd"),
-    examples=(
-        Example.of(
-            """
-            class GDLoss(nn.Module):
-                def forward(self, pred, target, weight=None, avg_factor=None, reduction_override=None, **kwargs):
-                    pred = self.preprocess(pred)
-                    target = self.preprocess(target)
-
-                    return self.loss(
-                        pred,
-                        target,
-                        fun=self.fun,
-                        tau=self.tau,
-                        alpha=self.alpha,
-                        weight=weight,
-                        avg_factor=avg_factor,
-                        reduction=reduction,
-                        **_kwargs) * self.loss_weight
-            """,
-            """
-            class GDLoss(nn.Module):
-                def forward(self, pred, target, weight=None, avg_factor=None, reduction_override=None, **kwargs):
-                    pred = (torch.autocast(pred.device.type, enabled=False)(self.preprocess) if hasattr(torch, "autocast") else self.preprocess)(pred.float())
-                    target = (torch.autocast(target.device.type, enabled=False)(self.preprocess) if hasattr(torch, "autocast") else self.preprocess)(target.float())
-
-                    return (torch.autocast(pred[0].device.type, enabled=False)(self.loss) if hasattr(torch, "autocast") else self.loss)(
-                        pred,
-                        target,
-                        fun=self.fun,
-                        tau=self.tau,
-                        alpha=self.alpha,
-                        weight=weight,
-                        avg_factor=avg_factor,
-                        reduction=reduction,
-                        **_kwargs) * self.loss_weight
-            """,
-            why="as released",
-        ),
-    ),
-    untouched=(
-        Untouched.of(
-            """
-            class GDLoss(nn.Module):
-                def __init__(self, loss_type, representation='xy_wh_r', fun='log1p', tau=0.0, **kwargs):
-                    pred = self.preprocess(pred)
-            """,
-            why="the statement in another method",
-        ),
-    ),
-    proofs=Proofs(
-        steps=(
-            Step(
-                "mmrotate::gwd/rotated-retinanet-rbox-le90_r50_fpn_gwd_1x_dota.py",
-                "mmrotate/models/losses/gaussian_dist_loss.py",
-            ),
-        ),
-        upstream=("tests/test_models/test_losses/test_loss.py",),
-    ),
-    package="mmrotate",
 )
