@@ -9,6 +9,8 @@ README's test command: it makes its own venv), timing the whole of it. With the 
 cache of its own, so every release is downloaded and mmcv 2.1.0's CPU ops are built. With
 ``--load``, a busy loop runs on one core beside it the whole time, as on a loaded CI machine.
 Targets (issue on docs and proofs): warm under 15 minutes, cold under 40, quiet, on 2 cores.
+pytest also writes a JUnit report of the run (``PYTEST_ADDOPTS``), from which a second table
+says where the time goes: each test file's tests and the minutes a worker spent in them.
 Writes docs/results/bench_suite.json, which CONTRIBUTING.md and docs/benchmarks.md show.
 """
 
@@ -23,7 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
+from xml.etree import ElementTree
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.results
@@ -46,6 +49,22 @@ def _summary(output: str) -> str:
     return found[-1] if found else "no pytest summary"
 
 
+def by_file(junit: Path) -> List[List[str]]:
+    """Each test file of a JUnit report, the longest first: its tests, the minutes a worker
+    spent in them, and their share of all the workers' minutes."""
+    seconds: Dict[str, float] = {}
+    tests: Dict[str, int] = {}
+    for case in ElementTree.parse(junit).iter("testcase"):
+        file = "/".join(case.get("classname", "").split(".")[:2]) + ".py"
+        seconds[file] = seconds.get(file, 0.0) + float(case.get("time") or 0)
+        tests[file] = tests.get(file, 0) + 1
+    total = sum(seconds.values()) or 1.0
+    return [
+        [f"`{file}`", str(tests[file]), f"{spent / 60:.1f}", f"{spent / total:.0%}"]
+        for file, spent in sorted(seconds.items(), key=lambda item: -item[1])
+    ]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="an empty cache: download and build everything")
@@ -58,7 +77,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mmcv-patcher-suite-") as scratch:
         clone = Path(scratch) / "clone"
         subprocess.run(["git", "clone", "-q", str(REPOSITORY), str(clone)], check=True)
-        env = dict(os.environ, MMCV_PATCHER_CACHE=str(Path(scratch) / "cache")) if args.cold else dict(os.environ)
+        junit = Path(scratch) / "suite.xml"
+        env = dict(os.environ, PYTEST_ADDOPTS=f"--junitxml={junit}")
+        if args.cold:
+            env["MMCV_PATCHER_CACHE"] = str(Path(scratch) / "cache")
         spinner = multiprocessing.Process(target=_spin, daemon=True) if args.load else None
         if spinner is not None:
             spinner.start()
@@ -76,6 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if spinner is not None:
                 spinner.terminate()
         minutes = (time.monotonic() - started) / 60
+        files = by_file(junit) if junit.is_file() else []
     summary = _summary(done.stdout)
     sys.stdout.write(done.stdout[-2000:])
     table = results.Table(
@@ -85,7 +108,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         ["cache", "minutes", "exit", "pytest"],
         [[cache, f"{minutes:.1f}", str(done.returncode), summary]],
     )
-    results.record("bench_suite", sys.argv[1:] if argv is None else argv, {"commit": commit}, [table])
+    where = results.Table(
+        "Where the time goes: each test file, the minutes a worker spent in its tests (the workers"
+        " run side by side, one per CPU), and their share.",
+        ["file", "tests", "worker minutes", "share"],
+        files,
+    )
+    results.record(
+        "bench_suite", sys.argv[1:] if argv is None else argv, {"commit": commit}, [table, *([where] if files else [])]
+    )
     return done.returncode
 
 

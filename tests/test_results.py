@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from scripts import document, results
+from scripts import bench_suite, document, results
 
 RUN = {"command": "python scripts/sweep_zoo.py", "date": "2026-12-01", "size": "256x256", "machine": "cpu x2"}
 
@@ -139,4 +139,19 @@ def test_the_benchmarks_page_says_which_run_made_each_table() -> None:
         "Run: `python scripts/sweep_zoo.py`, 2026-12-01, cpu x2: torch 2.13.0.",
         "",
         "What was timed.",
+    ]
+
+
+def test_the_suites_time_is_told_by_test_file_the_longest_first(tmp_path: Path) -> None:
+    junit = tmp_path / "suite.xml"
+    junit.write_text(
+        """<testsuites><testsuite>
+        <testcase classname="tests.test_steps" name="test_a_step" time="90.0"/>
+        <testcase classname="tests.test_steps" name="test_another_step" time="30.0"/>
+        <testcase classname="tests.test_cli.TestHelp" name="test_help" time="60.0"/>
+        </testsuite></testsuites>"""
+    )
+    assert bench_suite.by_file(junit) == [
+        ["`tests/test_steps.py`", "2", "2.0", "67%"],
+        ["`tests/test_cli.py`", "1", "1.0", "33%"],
     ]
