@@ -189,8 +189,10 @@ def batch(
     model: Any, size: Tuple[int, int], training: bool, masks: bool, box_type: Optional[str], images: int = 1
 ) -> Any:
     """``images`` copies of one seeded uint8 image of ``size`` (height, width) with three
-    boxes (of classes 0, 2 and 7, less where the model has fewer), and with ``masks`` their masks; ``box_type``: the boxes as mmrotate's of that type
-    (``rbox``: centre, size and angle; ``qbox``: the same boxes' four corners)."""
+    boxes (of classes 0, 2 and 7, less where the model has fewer), and with ``masks`` their
+    masks; ``box_type``: the boxes as mmrotate's of that type (``rbox``: centre, size and
+    angle; ``qbox``: the same boxes' four corners). A video model gets videos of two frames
+    of that image (:func:`video`)."""
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
