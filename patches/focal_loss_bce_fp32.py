@@ -18,7 +18,7 @@ byte for byte; in mmdet 2.x head losses ran under ``@force_fp32``, where autocas
 
 from mmcv_patcher.model import Case, Example, Patch, Proofs, Step, Tensor, Untouched
 
-from ._bce_fp32 import CUDA_ONLY, REFUSED, bce_fp32
+from ._bce_fp32 import CUDA_ONLY, REFUSED, UNDER, bce_fp32
 from ._mmdet_heads import MMDET_3
 
 PATCH = Patch(
@@ -39,7 +39,7 @@ PATCH = Patch(
         args=(Tensor("features", (64, 3), amp=True), Tensor("labels", 64, scale=3)),
         compare="loss",
         backward=True,
-        gave="FocalLoss(activated=True) under CUDA's autocast: {amp} probabilities of 64 priors, 3 classes",
+        gave=f"FocalLoss(activated=True){UNDER}: {{amp}} probabilities of 64 priors, 3 classes",
         **CUDA_ONLY,
     ),
     examples=(

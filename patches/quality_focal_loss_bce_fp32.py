@@ -21,7 +21,7 @@ reaches.
 
 from mmcv_patcher.model import Case, Example, Patch, Proofs, Step, Tensor, Untouched
 
-from ._bce_fp32 import CUDA_ONLY, REFUSED, bce_fp32
+from ._bce_fp32 import CUDA_ONLY, REFUSED, UNDER, bce_fp32
 from ._mmdet_heads import MMDET_3
 
 PATCH = Patch(
@@ -49,7 +49,7 @@ PATCH = Patch(
         args=(Tensor("features", (64, 3), amp=True), [Tensor("labels", 64, scale=4), Tensor("scores", 64)]),
         compare="loss",
         backward=True,
-        gave="QualityFocalLoss(activated=True) under CUDA's autocast: {amp} probabilities of 64 priors, 3 classes, labels and scores",
+        gave=f"QualityFocalLoss(activated=True){UNDER}: {{amp}} probabilities of 64 priors, 3 classes, labels and scores",
         **CUDA_ONLY,
     ),
     examples=(

@@ -47,6 +47,24 @@ def test_insertions_are_whole_runs_of_tokens() -> None:
         _ = Edit("a = b", "a = c").insertions
 
 
+def test_the_binary_cross_entropy_fix_wraps_the_function_named_and_nothing_else() -> None:
+    """``patches/_bce_fp32.py``: a ``(`` before ``F.binary_cross_entropy``, the CUDA-autocast
+    choice after it, in a call and in an assignment alike; a statement that names it not
+    once, or names only the loss on logits, is refused."""
+    from patches._bce_fp32 import bce_fp32
+
+    call, assignment = bce_fp32("loss = F.binary_cross_entropy(p, t)"), bce_fp32("f = F.binary_cross_entropy")
+    assert call.insertions[0] == assignment.insertions[0] == "("
+    assert call.insertions[1] == assignment.insertions[1]
+    assert call.insertions[1].startswith(" if not torch.is_autocast_enabled() else lambda *a, **k:")
+    for refused in (
+        "loss = F.binary_cross_entropy_with_logits(p, t)",
+        "f, g = F.binary_cross_entropy, F.binary_cross_entropy",
+    ):
+        with pytest.raises(ValueError):
+            bce_fp32(refused)
+
+
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda p: p.id)
 def test_patch_is_well_formed(patch: Patch) -> None:
     assert "\n" not in patch.summary and len(patch.summary) <= 100 and patch.error and "|" not in patch.error
