@@ -16,7 +16,7 @@ from typing import Any, Dict, Tuple
 
 import pytest
 
-from mmcv_patcher import registry
+from mmcv_patcher import registry, verify
 from scripts import releases
 from tests.fixtures import THE_ERROR, applied, ask, patches_named, registered, tool
 
@@ -122,6 +122,29 @@ def test_verify_reports_each_patchs_case_crashing_then_surviving_in_fp16_and_bf1
         if "cpu" not in patch.case.devices:
             skip = patch.case.skipped % {"device": "cpu", "op": patch.op, "runs_on": "cuda"}
             assert f"{patch.id} (bfloat16): skipped: {skip}" in survived.stdout
+
+
+def test_the_cases_of_crashes_only_cudas_autocast_shows_set_up_and_survive_under_cpu_autocast(python: Path) -> None:
+    """The ``verify`` cases that run on CUDA only where CUDA's autocast makes the crash, not a
+    kernel (mmdet's losses that call ``binary_cross_entropy``), run here on the CPU with every
+    patch applied (AutoAssign's case meets ``autoassign-neg-weight-amp-dtype``'s crash too):
+    CPU autocast runs the call, so each must set up and survive, which proves the case's
+    data, not its fix (``verify --device cuda`` does that)."""
+    only_cuda = [
+        patch._replace(case=patch.case._replace(devices=("cpu",)))
+        for patch in registry.all_patches()
+        if patch.package != "mmcv" and "cpu" not in patch.case.devices
+    ]
+    assert only_cuda, "no case of a package's own code runs on CUDA only"
+    assert tool("apply", python=python).returncode == 0
+    try:
+        report = verify.run(str(python), only_cuda)
+    finally:
+        assert tool("revert", python=python).returncode == 0
+    verdicts = {
+        (id, dtype): case["verdict"] for id, by_dtype in report["cases"].items() for dtype, case in by_dtype.items()
+    }
+    assert len(verdicts) == 2 * len(only_cuda) and set(verdicts.values()) == {"survived"}, report["cases"]
 
 
 def test_verify_gives_the_seeds_message_on_the_release(python: Path) -> None:
