@@ -3,6 +3,7 @@
 Run in the interpreter whose mmcv is under test, with mmdet (and for its configs mmrotate) on its path:
 
     python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--batch N] [--rounds N] [--rpn-split-thr N] [--rules cpu|cuda] [--copies]
+    python scripts/model_step.py --serve
 
 ``CONFIG`` is a config file, or its path under the configs a package ships (as
 ``.mim/configs``), named as mmengine names them: ``mmrotate::roi_trans/roi-trans-le90_r50_fpn_1x_dota.py``,
@@ -28,6 +29,10 @@ functions its traceback passed through and its innermost frames inside the packa
 tool patches and overall; the seconds of each round after the model is built; and with
 ``--copies``, the seconds the copies made on patched lines took in one more round. The
 image's three boxes come with masks when the model predicts masks.
+
+``--serve`` answers many steps from one process: each line of stdin (one step's arguments,
+a JSON list) gets one line of that object on stdout, the step run in a child forked before
+mmcv, mmdet or mmrotate is imported, so each step runs the files as they are when it starts.
 """
 
 import argparse
@@ -41,7 +46,7 @@ import time
 import traceback
 import types
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -410,8 +415,10 @@ def failure(error: BaseException) -> Dict[str, Any]:
     }
 
 
-def main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def report(argv: List[str]) -> Dict[str, Any]:
+    """What one step given ``argv`` (the arguments after the program's name) did: the JSON
+    object :func:`main` prints."""
+    parser = argparse.ArgumentParser(prog="model_step.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("config")
     parser.add_argument("mode", choices=("train", "predict"))
     parser.add_argument("dtype", choices=sorted(DTYPES))
@@ -431,7 +438,7 @@ def main(argv: List[str]) -> int:
         action="store_true",
         help="one more round, not timed: the seconds the copies made on patched lines took in it (forward and backward)",
     )
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_args(argv)
     height, width = (int(side) for side in args.size.split("x"))
     out: Dict[str, Any] = {"seconds": []}
     try:
@@ -447,8 +454,7 @@ def main(argv: List[str]) -> int:
         )
     except Exception as error:  # the config cannot be built here: not a step's failure
         out.update(failure(error), built=False)
-        print(json.dumps(out))
-        return 0
+        return out
     dtype = DTYPES[args.dtype]
 
     def step() -> Dict[str, Any]:
@@ -476,7 +482,72 @@ def main(argv: List[str]) -> int:
         with copies:
             once()
         out["copies"] = {"seconds": copies.seconds, "copies": copies.copies}
-    print(json.dumps(out))
+    return out
+
+
+#: What ``--serve`` imports once, before any step: what every step imports and no patch edits
+PRELOADED = (
+    "numpy",
+    "cv2",
+    "scipy.optimize",
+    "matplotlib.pyplot",
+    "mmengine.config",
+    "mmengine.logging",
+    "mmengine.model",
+    "mmengine.runner",
+    "mmengine.structures",
+)
+
+#: The packages whose files a patch may edit: a served step imports them from disk itself
+PATCHED = ("mmcv", "mmdet", "mmrotate")
+
+
+def serve(requests: TextIO, answers: TextIO) -> int:
+    """Answers each line of ``requests`` (a JSON list: the arguments of one step) with one
+    line on ``answers`` (:func:`report`'s object), each step in a child forked from this
+    process once it has imported :data:`PRELOADED` and nothing of :data:`PATCHED`: a child
+    imports mmcv, mmdet and mmrotate from disk as they are when it starts, as a new
+    interpreter would, so a file written between two steps is what the next one runs, and
+    only the imports no patch touches are shared. What the step's libraries print goes to
+    stderr."""
+    for name in PRELOADED:
+        importlib.import_module(name)
+    shared = sorted(name for name in sys.modules if name.partition(".")[0] in PATCHED)
+    if shared:
+        raise SystemExit(f"model_step.py --serve: preloading imported {shared[0]}, which a step must import itself")
+    for request in requests:
+        readable, writable = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(readable)
+            os.dup2(2, 1)
+            with os.fdopen(writable, "w") as answer:
+                try:
+                    answer.write(json.dumps(report(json.loads(request))))
+                except BaseException as error:  # noqa: BLE001 - bad arguments too: an answer, not a dead server
+                    answer.write(json.dumps({"error": f"{type(error).__name__}: {error}", "died": True}))
+            sys.stdout.flush()
+            os._exit(0)
+        os.close(writable)
+        with os.fdopen(readable) as pipe:
+            answered = pipe.read()
+        _, status = os.waitpid(child, 0)
+        if not answered:
+            ended = (
+                f"was killed by signal {os.WTERMSIG(status)}"
+                if os.WIFSIGNALED(status)
+                else f"exited {os.WEXITSTATUS(status)}"
+            )
+            answered = json.dumps({"error": f"the step's process {ended}", "died": True})
+        answers.write(answered + "\n")
+        answers.flush()
+    return 0
+
+
+def main(argv: List[str]) -> int:
+    if argv[1:] == ["--serve"]:
+        return serve(sys.stdin, sys.stdout)
+    print(json.dumps(report(argv[1:])))
     return 0
 
 

@@ -11,14 +11,16 @@ leaves the suite green.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 import pytest
 
 from mmcv_patcher import registry
 from scripts import releases, sweep_zoo
-from tests.fixtures import THE_ERROR, answer, applied, patches_named, registered, tool
+from tests.fixtures import THE_ERROR, applied, patches_named, registered, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.release]
 
@@ -33,11 +35,39 @@ def mmdet_site() -> Path:
 #: scripts/model_step.py: one step of an mmdet config (random weights) on one seeded image
 STEP = releases.REPOSITORY / "scripts" / "model_step.py"
 
+#: ``model_step(config, dtype, *options)``: the report of one training step
+ModelStep = Callable[..., Dict[str, Any]]
 
-def model_step(python: Path, config: str, dtype: str, *options: str) -> Dict[str, Any]:
+
+@pytest.fixture(scope="module")
+def model_step(python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStep]:
     """A training step of ``config`` in ``dtype`` (``options``: scripts/model_step.py's), on
-    the venv's own mmcv, mmdet and mmrotate."""
-    return answer(python, str(STEP), config, "train", dtype, *options)
+    the venv's own mmcv, mmdet and mmrotate as their files are when it is asked for: one
+    ``model_step.py --serve`` for the module, which runs each step in a child of its own."""
+    log = tmp_path_factory.mktemp("steps") / "stderr.txt"
+    with log.open("w") as errors:
+        server = subprocess.Popen(
+            [str(python), str(STEP), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            universal_newlines=True,
+        )
+    assert server.stdin is not None and server.stdout is not None
+    requests, answers = server.stdin, server.stdout
+
+    def step(config: str, dtype: str, *options: str) -> Dict[str, Any]:
+        requests.write(json.dumps([config, "train", dtype, *options]) + "\n")
+        requests.flush()
+        answered = answers.readline()
+        assert answered, log.read_text()[-3000:]
+        report: Dict[str, Any] = json.loads(answered)
+        assert not report.get("died"), (report, log.read_text()[-3000:])
+        return report
+
+    yield step
+    requests.close()
+    assert server.wait(timeout=60) == 0, log.read_text()[-3000:]
 
 
 STEPS = [
@@ -49,7 +79,7 @@ STEPS = [
 
 @pytest.mark.parametrize("patch_id, index", STEPS)
 def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_again(
-    python: Path, patch_id: str, index: int
+    python: Path, model_step: ModelStep, patch_id: str, index: int
 ) -> None:
     patch = registered(patch_id)
     step = patch.proofs.steps[index]
@@ -57,7 +87,7 @@ def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_
     says = step.says or {"bf16": "BFloat16", "fp16": "Half"}[step.dtype]
 
     def run() -> Dict[str, Any]:
-        return model_step(python, step.config, step.dtype, "--size", step.size, "--rules", step.rules)
+        return model_step(step.config, step.dtype, "--size", step.size, "--rules", step.rules)
 
     try:
         applied(python, *step.after)
@@ -133,13 +163,13 @@ def _installed_files(python: Path) -> Dict[str, bytes]:
 
 
 def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_revert_gives_back_the_release(
-    python: Path,
+    python: Path, model_step: ModelStep
 ) -> None:
     """At the seed's size; that the step crashes again after ``revert`` is shown at 256x256 by
     ``nms-fp32-kernel``'s own step of this config: here revert gives back every byte."""
     patches_named(["nms-fp32-kernel", "roi-align-fp32-kernel"])  # its RPN's NMS, then its RoI head's RoIAlign
     released = _installed_files(python)
-    before = model_step(python, FASTER_RCNN, "bf16", "--size", SEED_SIZE)
+    before = model_step(FASTER_RCNN, "bf16", "--size", SEED_SIZE)
     assert before["error"] == "RuntimeError: expected scalar type Float but found BFloat16"
     assert {"loss_and_predict", "batched_nms", "nms"} <= set(before["passed"]), (
         "in the RPN's proposals, as users report it"
@@ -147,7 +177,7 @@ def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_revert_
 
     assert tool("apply", python=python).returncode == 0
     try:
-        trained = model_step(python, FASTER_RCNN, "bf16", "--size", SEED_SIZE)
+        trained = model_step(FASTER_RCNN, "bf16", "--size", SEED_SIZE)
     finally:
         assert tool("revert", python=python).returncode == 0
     assert "error" not in trained, trained
@@ -158,7 +188,9 @@ def test_the_seeds_training_step_in_bf16_crashes_trains_once_applied_and_revert_
     assert _installed_files(python) == released, "every mmcv file byte-identical to the release"
 
 
-def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes_again(python: Path) -> None:
+def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes_again(
+    python: Path, model_step: ModelStep
+) -> None:
     """The seed's config in fp16, under torch's CPU autocast (mmengine's takes bf16 only).
     fp16 convolutions on these CPUs are about 25 times slower than fp32, so the step runs at
     128x128 instead of 2666x1600, with the RPN's ``split_thr`` lowered to 100 so that its
@@ -166,9 +198,7 @@ def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes
     there, on the release, the fp16 boxes meet mmcv's NMS kernel, which takes fp32 only."""
     registered("nms-fp32-kernel")
     options = ("--size", "128x128", "--rpn-split-thr", "100")
-    before, trained, again = released_applied_reverted(
-        python, lambda: model_step(python, FASTER_RCNN, "fp16", *options)
-    )
+    before, trained, again = released_applied_reverted(python, lambda: model_step(FASTER_RCNN, "fp16", *options))
     assert before["error"] == "RuntimeError: expected scalar type Float but found Half", before
     assert {"batched_nms", "nms"} <= set(before["passed"]) and before["package_frame"].startswith("mmcv/ops/nms.py:")
     assert "error" not in trained and trained["finite"], trained
@@ -176,7 +206,7 @@ def test_the_seeds_training_step_in_fp16_crashes_trains_once_applied_and_crashes
 
 
 def test_the_seeds_step_under_cudas_rules_gives_the_seeds_message_trains_once_applied_and_gives_it_again(
-    python: Path,
+    python: Path, model_step: ModelStep
 ) -> None:
     """The seed's config in fp16 under CUDA's autocast rules and mmcv's CUDA kernels' dtypes,
     simulated (scripts/cuda_rules.py), as users train it on a GPU: the RPN's boxes come out
@@ -187,7 +217,7 @@ def test_the_seeds_step_under_cudas_rules_gives_the_seeds_message_trains_once_ap
     seed = registered("batched-nms-amp-dtype")
     options = ("--size", "128x128", "--rpn-split-thr", "100", "--rules", "cuda")
     before, trained, again = released_applied_reverted(
-        python, lambda: model_step(python, FASTER_RCNN, "fp16", *options), seed.id
+        python, lambda: model_step(FASTER_RCNN, "fp16", *options), seed.id
     )
     assert before["error"] == "RuntimeError: " + THE_ERROR, before
     assert before["package_frame"].startswith("mmcv/ops/nms.py:") and before["passed"][-1] == "batched_nms", before
