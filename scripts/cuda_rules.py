@@ -41,6 +41,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Ty
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import _disable_current_modes
+from torch.utils._pytree import tree_leaves, tree_map
 
 from scripts.mmcv_references import REFERENCES
 
@@ -93,14 +94,25 @@ def _below_autocast(op: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> A
 
 class CudaAutocast:
     """``with CudaAutocast(torch.float16):`` runs CPU tensors under CUDA's autocast rules in
-    that dtype (see the module's docstring); it enters CPU autocast too, whose key it uses."""
+    that dtype (see the module's docstring); it enters CPU autocast too, whose key it uses.
 
-    def __init__(self, dtype: torch.dtype) -> None:
+    With ``fp32_arithmetic``, an op that CUDA's autocast runs in fp16 (it hands fp32 inputs on
+    as fp16: the convolutions, the matmuls, ``linear``...) computes as a GPU's fp16 kernels
+    do, cuDNN's and cuBLAS's, which accumulate in fp32: in fp32 on its fp16 inputs, its output
+    rounded to fp16. The CPU's own fp16 convolutions and large matmuls are 20 to 50 times
+    slower than its fp32 ones on CPUs without fp16 arithmetic, which makes an fp16 model step
+    take minutes. Every op gets the inputs and gives the outputs it does without; inside
+    such an op the arithmetic is fp32."""
+
+    def __init__(self, dtype: torch.dtype, fp32_arithmetic: bool = False) -> None:
         self.dtype = dtype
+        self.fp32_arithmetic = fp32_arithmetic and dtype is torch.float16
         self._fake = FakeTensorMode(allow_non_fake_inputs=True)
         self._cuda = set(registered(CUDA_KEY))
         #: (op, the arguments' dtypes) -> the dtype CUDA hands the op for each tensor, or CUDA's error
         self._plans: Dict[Tuple[Any, ...], Any] = {}
+        #: (op, the arguments' dtypes) -> whether CUDA runs the op in fp16 (``fp32_arithmetic``)
+        self._lowered: Dict[Tuple[Any, ...], bool] = {}
         self._library: Optional[torch.library.Library] = None
         self._autocast: Optional[torch.autocast] = None
         #: CUDA autocast's flag and dtype as they were before
@@ -161,9 +173,26 @@ class CudaAutocast:
             for name, value in handed.items():
                 given[name] = _cast(bound[name], value) if name in bound else value
             with torch._C._ExcludeDispatchKeyGuard(_BELOW_AUTOCAST):
+                if self.fp32_arithmetic and self._lowers(op, bound):
+                    widened = {name: _fp32(value) for name, value in given.items()}
+                    return tree_map(_fp16, _call(target, widened))
                 return _call(target, given)
 
         return kernel
+
+    def _lowers(self, op: Any, bound: Dict[str, Any]) -> bool:
+        """Whether CUDA's autocast runs a call of ``op`` in fp16: it hands the call's fp16
+        tensors on as fp16 when they are fp32 (asked once per op and arguments' dtypes, with
+        fp32 twins of them on the meta device, made where no dispatch mode sees them)."""
+        key = (op, tuple((name, _kind(value)) for name, value in bound.items()))
+        if key not in self._lowered:
+            with _disable_current_modes():
+                widened = {name: _fp32_twin(value) for name, value in bound.items()}
+            plan = self._plan(op, widened)
+            self._lowered[key] = not isinstance(plan, BaseException) and torch.float16 in tree_leaves(
+                list(plan[1].values())
+            )
+        return self._lowered[key]
 
     def _plan(self, op: Any, bound: Dict[str, Any]) -> Any:
         """What CUDA autocast hands on for a call of ``op``: the op, and by name each of its
@@ -250,6 +279,34 @@ def _cast(value: Any, handed: Any) -> Any:
     return handed if isinstance(handed, torch.dtype) else value
 
 
+def _fp32(value: Any) -> Any:
+    """An fp16 tensor as fp32 (the cast recorded by autograd), each of a list so; any other
+    value as it is."""
+    return tree_map(lambda each: each.float() if _is_fp16(each) else each, value)
+
+
+def _fp16(value: Any) -> Any:
+    """An fp32 tensor as fp16 (the cast recorded by autograd); any other value as it is."""
+    return value.half() if isinstance(value, torch.Tensor) and value.dtype is torch.float32 else value
+
+
+def _fp32_twin(value: Any) -> Any:
+    """An fp16 tensor as an fp32 tensor of its shape and strides on the meta device (no
+    data), each of a list so; any other value as it is."""
+    return tree_map(
+        lambda each: (
+            torch.empty_strided(each.shape, each.stride(), dtype=torch.float32, device="meta")
+            if _is_fp16(each)
+            else each
+        ),
+        value,
+    )
+
+
+def _is_fp16(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.dtype is torch.float16
+
+
 def _kind(value: Any) -> Any:
     """What of an argument decides a rule: a tensor's dtype, a dtype itself, each of a list's, else its type."""
     if isinstance(value, torch.Tensor):
@@ -260,19 +317,20 @@ def _kind(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def simulated(dtype: Optional[torch.dtype]) -> Iterator[None]:
+def simulated(dtype: Optional[torch.dtype], fp32_arithmetic: bool = False) -> Iterator[None]:
     """CUDA's rules: where mmcv is installed, its kernels' dtypes (:class:`MmcvKernels`) and
     the branches that take them (:class:`CudaBranches`); in ``dtype`` (None: fp32, no
-    autocast), its autocast (:class:`CudaAutocast`)."""
+    autocast), its autocast (:class:`CudaAutocast`); with ``fp32_arithmetic``, fp16 computed
+    in fp32 where the two would compute in fp16, as a GPU's fp16 kernels accumulate."""
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(MmcvKernels())
+            stack.enter_context(MmcvKernels(fp32_arithmetic))
         except ImportError:  # no mmcv, or one without compiled ops
             pass
         else:
             stack.enter_context(CudaBranches())
         if dtype is not None:
-            stack.enter_context(CudaAutocast(dtype))
+            stack.enter_context(CudaAutocast(dtype, fp32_arithmetic))
         yield
 
 
@@ -339,11 +397,14 @@ class MmcvKernels:
     (``scripts/mmcv_cuda_dtypes-vVERSION.json``): an argument CUDA's kernel would refuse raises
     CUDA's message; otherwise the CPU kernel runs, on fp32 copies where it lacks a dtype
     CUDA's takes (what it writes into its arguments is copied back into them, in their own
-    dtypes), and a floating result comes back in the dispatched argument's dtype. An op with
+    dtypes; an argument it leaves as it was is not written, so autograd sees no change), and a floating result comes back in the dispatched argument's dtype. An op with
     no CPU kernel (the focal losses, CARAFE, deformable RoI pooling, multi-scale deformable
-    attention) runs its reference (``scripts/mmcv_references.py``)."""
+    attention) runs its reference (``scripts/mmcv_references.py``). With ``fp32_arithmetic``,
+    a CPU kernel dispatched on fp16 runs on fp32 copies too (the CPU's fp16 kernels are many
+    times slower than its fp32 ones), as :class:`CudaAutocast`'s fp16 ops do."""
 
-    def __init__(self) -> None:
+    def __init__(self, fp32_arithmetic: bool = False) -> None:
+        self.fp32_arithmetic = fp32_arithmetic
         import mmcv
         import mmcv._ext
 
@@ -360,7 +421,8 @@ class MmcvKernels:
         for op, rules in self._ops.items():
             if hasattr(self._ext, op):
                 self._released[op] = getattr(self._ext, op)
-                setattr(self._ext, op, _held(self._released[op], rules, REFERENCES.get(op)))
+                held = _held(self._released[op], rules, REFERENCES.get(op), self.fp32_arithmetic)
+                setattr(self._ext, op, held)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -368,9 +430,10 @@ class MmcvKernels:
             setattr(self._ext, op, kernel)
 
 
-def _held(kernel: Any, rules: Dict[str, Any], reference: Optional[Callable[..., Any]]) -> Any:
+def _held(kernel: Any, rules: Dict[str, Any], reference: Optional[Callable[..., Any]], fp32_arithmetic: bool) -> Any:
     """``kernel`` (an op of ``mmcv._ext``) held to its CUDA launcher's ``rules``; ``reference``
-    runs in its place where the op has no CPU kernel."""
+    runs in its place where the op has no CPU kernel; with ``fp32_arithmetic``, fp16 runs on
+    fp32 copies (:class:`MmcvKernels`)."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
         bound = {**dict(zip(rules["params"], args)), **kwargs}
@@ -386,15 +449,16 @@ def _held(kernel: Any, rules: Dict[str, Any], reference: Optional[Callable[..., 
                 raise RuntimeError(f"expected scalar type {_NAMES.get(expected)} but found {_NAMES.get(tensor.dtype)}")
         if reference is not None:
             return reference(*args, **kwargs)
-        try:
-            return kernel(*args, **kwargs)
-        except (RuntimeError, NotImplementedError) as error:
-            if "not implemented for" not in str(error) and "expected scalar type" not in str(error):
-                raise
+        if not (fp32_arithmetic and _is_fp16(dispatched)):
+            try:
+                return kernel(*args, **kwargs)
+            except (RuntimeError, NotImplementedError) as error:
+                if "not implemented for" not in str(error) and "expected scalar type" not in str(error):
+                    raise
         copies = [a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
         result = kernel(*copies, **kwargs)
-        for given, copy in zip(args, copies):
-            if copy is not given:
+        for given, copy in zip(args, copies):  # what the kernel wrote into, and only that
+            if copy is not given and not torch.equal(copy.to(given.dtype), given):
                 given.copy_(copy)
         if isinstance(result, torch.Tensor) and result.is_floating_point() and dispatched is not None:
             return result.to(dispatched.dtype)

@@ -18,10 +18,11 @@ for a two-stage detector without an RPN. ``train`` is forward with ``mode='loss'
 ``predict`` is inference with the config's test cfg. ``bf16`` and ``fp16`` run under
 ``torch.autocast('cpu', dtype=...)``, as ``AmpOptimWrapper`` does on a GPU (mmengine's CPU
 autocast takes bf16 only; torch's takes both), or with ``--rules cuda`` under CUDA's
-rules, simulated (its autocast, and in every dtype, fp32 included, mmcv's kernels held to
-their CUDA launchers' dtypes, with references where they have no CPU kernel); fp16
-training scales the loss with a ``GradScaler``, as the wrapper does. ``--rpn-split-thr``
-sets the RPN's NMS ``split_thr`` (mmcv's ``batched_nms`` runs per class id at or above it).
+rules, simulated (its autocast, with fp16 computed in fp32 as a GPU's kernels accumulate
+it, and in every dtype, fp32 included, mmcv's kernels held to their CUDA launchers' dtypes,
+with references where they have no CPU kernel); fp16 training scales the loss with a
+``GradScaler``, as the wrapper does. ``--rpn-split-thr`` sets the RPN's NMS ``split_thr`` (mmcv's
+``batched_nms`` runs per class id at or above it).
 
 Prints one JSON object: the losses and whether they and every gradient are finite (for fp16,
 at the loss scale the ``GradScaler`` settled at), or the boxes predicted; or the error, the
@@ -373,7 +374,7 @@ def autocast(rules: str, dtype: Any) -> Any:
             sys.path.insert(0, checkout)
         from scripts.cuda_rules import simulated
 
-        return simulated(dtype)
+        return simulated(dtype, fp32_arithmetic=True)
     return torch.autocast("cpu", dtype=dtype)
 
 

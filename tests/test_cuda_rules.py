@@ -62,6 +62,17 @@ def test_each_weight_gets_its_gradient_in_its_own_dtype_through_the_simulated_ca
     assert answers[(model, dtype)]["gradients"] == ["torch.float32"]
 
 
+def test_with_fp32_arithmetic_fp16_ops_compute_as_a_gpus_kernels_and_every_op_gets_cudas_inputs() -> None:
+    """What model steps run under (``fp32_arithmetic``): the ops CUDA runs in fp16 (a
+    convolution, a transposed one, a linear layer, a batched matmul) give exactly the fp32 op
+    of their fp16-rounded inputs, rounded to fp16; on every target of the corpus the same ops
+    run as under CUDA, in CUDA's dtypes but where an op inside one of those runs in fp32."""
+    found = ask(releases.buildenv(), "cuda_rules", [("fp32-arithmetic", "float16")])[("fp32-arithmetic", "float16")]
+    assert found["dtypes"] == ["torch.float16"] * 4 and found["as_a_gpu"] == [True] * 4, found
+    assert found["gradients"] == ["torch.float32"], found
+    assert found["differences"] == {} and found["widened"] > 0, found
+
+
 # --- mmcv's kernels held to their CUDA launchers' dtypes -----------------------------------------
 
 #: (op, its tensors' dtypes) and what the op gives under the rules of mmcv 2.1.0's CUDA launchers

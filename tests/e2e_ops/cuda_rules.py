@@ -4,7 +4,10 @@ CPU tensors under the simulation, once on fake CUDA tensors under torch's real C
 and once on CPU tensors under torch's CPU autocast, each recording every op that runs below
 autocast with its result's dtype. Answers how many ops ran, the first place the simulation
 and CUDA differ (None: nowhere), how many ops' dtypes CPU autocast gives otherwise than
-CUDA, and for a model the dtypes of its weights' gradients after a simulated step."""
+CUDA, and for a model the dtypes of its weights' gradients after a simulated step.
+
+``run("fp32-arithmetic", "float16")`` checks the simulation's fp16 ops computed as a GPU's
+kernels compute them (``CudaAutocast(..., fp32_arithmetic=True)``, what model steps run under)."""
 
 from __future__ import annotations
 
@@ -314,7 +317,69 @@ def _gradients(make: Callable[[str], Any], low: torch.dtype) -> List[str]:
     return sorted({str(weight.grad.dtype) for weight in model.parameters() if weight.grad is not None})
 
 
+def _differences_beyond_fp32_arithmetic(ours: Record, theirs: Record) -> Optional[str]:
+    """The first place two records differ otherwise than in an op that ran in fp32 where CUDA
+    runs it in fp16 (None: nowhere)."""
+    widened = [
+        (op, theirs[index][1]) if dtype == "torch.float32" and theirs[index] == (op, "torch.float16") else (op, dtype)
+        for index, (op, dtype) in enumerate(ours[: len(theirs)])
+    ]
+    return _first_difference(widened + ours[len(theirs) :], theirs)
+
+
+def fp32_arithmetic() -> Dict[str, Any]:
+    """The simulation in fp16 with ``fp32_arithmetic`` (what model steps run under): for a
+    convolution, a transposed one and a linear layer (biased, learnt) and a batched matmul,
+    the dtype of each output, whether each is the fp32 op on its fp16-rounded inputs rounded
+    to fp16, and the dtypes of the weights' gradients after a backward pass; for every target,
+    where the ops recorded differ from CUDA's otherwise than in running in fp32 (None:
+    nowhere), and how many ran in fp32 where CUDA's run in fp16."""
+    torch.manual_seed(0)
+    conv, deconv, linear = nn.Conv2d(3, 8, 3, padding=1), nn.ConvTranspose2d(8, 4, 2, stride=2), nn.Linear(32, 16)
+    images = torch.randn(2, 3, 16, 16)
+    with CudaAutocast(torch.float16, fp32_arithmetic=True):
+        middle = conv(images)
+        out = deconv(middle)
+        pooled = out.mean(-1)
+        flat = linear(pooled)
+        product = torch.bmm(flat, flat.transpose(1, 2))
+    product.float().pow(2).sum().backward()
+
+    def rounded(tensor: Any) -> Any:
+        return tensor.detach().half().float()
+
+    as_a_gpu = (
+        F.conv2d(rounded(images), rounded(conv.weight), rounded(conv.bias), padding=1).half(),
+        F.conv_transpose2d(rounded(middle), rounded(deconv.weight), rounded(deconv.bias), stride=2).half(),
+        F.linear(rounded(pooled), rounded(linear.weight), rounded(linear.bias)).half(),
+        torch.bmm(rounded(flat), rounded(flat).transpose(1, 2)).half(),
+    )
+    differences, widened = {}, 0
+    for target, made in TARGETS.items():
+        with sdpa_kernel(SDPBackend.MATH):
+            with CudaAutocast(torch.float16, fp32_arithmetic=True):
+                ours = _recorded(made("cpu"))
+            with real_cuda_autocast(torch.float16), FakeTensorMode(allow_non_fake_inputs=True):
+                forward = made("cuda")
+                with MetaKernels(), bindings_by_dispatch():
+                    theirs = _recorded(forward)
+        differences[target] = _differences_beyond_fp32_arithmetic(ours, theirs)
+        widened += sum(one != other for one, other in zip(ours, theirs))
+    results = (middle, out, flat, product)
+    return {
+        "dtypes": [str(result.dtype) for result in results],
+        "as_a_gpu": [torch.equal(result, expected) for result, expected in zip(results, as_a_gpu)],
+        "gradients": sorted(
+            {str(weight.grad.dtype) for module in (conv, deconv, linear) for weight in module.parameters()}
+        ),
+        "differences": {target: found for target, found in differences.items() if found is not None},
+        "widened": widened,
+    }
+
+
 def run(target: str, dtype: str) -> Dict[str, Any]:
+    if target == "fp32-arithmetic":
+        return fp32_arithmetic()
     low = DTYPES[dtype]
     made = TARGETS[target]
     # one attention kernel for all three: which one a device picks is its kernels', not its rules
