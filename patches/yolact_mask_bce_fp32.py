@@ -145,7 +145,7 @@ PATCH = Patch(
                 says=REFUSED,
             ),
         ),
-        upstream=("tests/test_models/test_dense_heads/test_yolact_head.py",),
+        upstream=("tests/test_models/test_detectors/test_single_stage_instance_seg.py",),
     ),
     package="mmdet",
 )

@@ -170,6 +170,10 @@ def main() -> int:
             python = releases.detector_venv(Path(scratch) / "venv")
             # pytest, and what OpenMMLab's tests import besides it
             releases.pip_install(python, f"pytest=={importlib.metadata.version('pytest')}", "parameterized", deps=True)
+            # mmdet's and mmrotate's test helpers read the configs beside the package, as in a
+            # source checkout (``testing._get_config_directory``): the checkout's, here
+            if (checkout / "configs").is_dir():
+                (releases.site_packages(python) / "configs").symlink_to(checkout / "configs")
             # mmrotate's models import torchvision, which PyPI's does not load beside this torch
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STAND_INS), os.environ.get("PYTHONPATH")]))
         results = compare(python, checkout, chosen, Path(scratch))
