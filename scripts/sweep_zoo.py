@@ -9,7 +9,8 @@ then rotated detectors of onedl-mmrotate 1.2.1, named ``mmrotate::PATH``, the im
 and the number of images
 for the few that need more than the default) takes one step of scripts/model_step.py
 (random weights, one seeded image with three boxes),
-each in its own process with a timeout, on the real mmcv 2.1.0 built with its CPU ops
+each in a process of its own with a timeout (forked by one ``model_step.py --serve``:
+:mod:`scripts.steps`), on the real mmcv 2.1.0 built with its CPU ops
 (cached; the first run builds it) in a throwaway venv: in fp32 on the release, then in each
 AMP dtype on the release, then with every patch applied (under the CPU's autocast rules, or
 with ``--rules cuda`` under CUDA's, simulated). A progress line per config goes to
@@ -23,6 +24,7 @@ versions; ``python scripts/document.py`` then makes docs/zoo.md's tables from th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import shlex
@@ -38,11 +40,11 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
 
 from scripts import machine, releases, results  # noqa: E402  (the same cached builds the tests use)
+from scripts.steps import Steps  # noqa: E402
 
 ZOO = REPOSITORY / "scripts" / "zoo.csv"
 #: the config directories of mmdet 3.3.0 and onedl-mmrotate 1.2.1 that the list leaves out, and why
 UNLISTED = REPOSITORY / "scripts" / "zoo-unlisted.csv"
-STEP = REPOSITORY / "scripts" / "model_step.py"
 
 
 #: What configs of the list import that mmdet and mmrotate do not declare: PAA's and LAD's
@@ -81,26 +83,12 @@ def unlisted(path: Path = UNLISTED) -> Dict[str, str]:
 
 
 def step(
-    python: Path, config: str, dtype: str, size: str, timeout: float, batch: str = "", rules: str = "cpu"
+    steps: Steps, config: str, dtype: str, size: str, timeout: float, batch: str = "", rules: str = "cpu"
 ) -> Dict[str, Any]:
     """scripts/model_step.py's report of one training step, or why there is none."""
     started = time.monotonic()
     options = ["--size", size, *(["--batch", batch] if batch else []), "--rules", rules]
-    try:
-        done = subprocess.run(
-            [str(python), str(STEP), config, "train", dtype, *options],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            universal_newlines=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:g} s", "timed_out": True}
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"the step's process exited {done.returncode}: {last[:200]}", "died": True}
-    report: Dict[str, Any] = json.loads(lines[-1])
+    report = steps.step([config, "train", dtype, *options], timeout)
     report["wall"] = time.monotonic() - started
     return report
 
@@ -175,7 +163,8 @@ def main() -> int:
     entries = zoo(args.configs, args.only)
     order = [entry.config for entry in zoo(args.configs, ())]
     reports: Dict[str, Dict[str, Dict[str, Any]]] = {entry.config: {} for entry in entries}
-    with tempfile.TemporaryDirectory() as scratch:
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(tempfile.TemporaryDirectory())
         python = releases.detector_venv(Path(scratch) / "venv")
         releases.pip_install(python, *EXTRAS, deps=True)
         header = {
@@ -187,6 +176,7 @@ def main() -> int:
         }
         documents = {dtype: results.load(results.name(dtype, args.rules), args.results) for dtype in args.dtypes}
         runs = {dtype: results.start_run(document, dict(header)) for dtype, document in documents.items()}
+        steps = stack.enter_context(Steps(python, Path(scratch) / "steps.log"))
         for index, entry in enumerate(entries, 1):
             report = reports[entry.config]
             for state in ("release", "patched"):
@@ -196,7 +186,7 @@ def main() -> int:
                 for dtype in (["fp32"] if state == "release" else []) + list(args.dtypes):
                     column = "fp32" if dtype == "fp32" else f"{dtype} {state}"
                     size = entry.size or args.size
-                    report[column] = step(python, entry.config, dtype, size, args.timeout, entry.batch, args.rules)
+                    report[column] = step(steps, entry.config, dtype, size, args.timeout, entry.batch, args.rules)
             for dtype, document in documents.items():
                 cells = {"fp32": report["fp32"], "release": report[f"{dtype} release"]}
                 cells["patched"] = report[f"{dtype} patched"]

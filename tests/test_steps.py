@@ -11,8 +11,6 @@ leaves the suite green.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Tuple
 
@@ -20,6 +18,7 @@ import pytest
 
 from mmcv_patcher import registry
 from scripts import releases, sweep_zoo
+from scripts.steps import Steps
 from tests.fixtures import THE_ERROR, applied, patches_named, registered, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.release]
@@ -32,9 +31,6 @@ def mmdet_site() -> Path:
 
 # --- every patch's model steps: a real model that crashes on the release --------------------------
 
-#: scripts/model_step.py: one step of an mmdet config (random weights) on one seeded image
-STEP = releases.REPOSITORY / "scripts" / "model_step.py"
-
 #: ``model_step(config, dtype, *options)``: the report of one training step
 ModelStep = Callable[..., Dict[str, Any]]
 
@@ -43,31 +39,18 @@ ModelStep = Callable[..., Dict[str, Any]]
 def model_step(python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStep]:
     """A training step of ``config`` in ``dtype`` (``options``: scripts/model_step.py's), on
     the venv's own mmcv, mmdet and mmrotate as their files are when it is asked for: one
-    ``model_step.py --serve`` for the module, which runs each step in a child of its own."""
+    ``model_step.py --serve`` for the module (:mod:`scripts.steps`), which runs each step in a
+    child of its own."""
     log = tmp_path_factory.mktemp("steps") / "stderr.txt"
-    with log.open("w") as errors:
-        server = subprocess.Popen(
-            [str(python), str(STEP), "--serve"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            universal_newlines=True,
-        )
-    assert server.stdin is not None and server.stdout is not None
-    requests, answers = server.stdin, server.stdout
 
-    def step(config: str, dtype: str, *options: str) -> Dict[str, Any]:
-        requests.write(json.dumps([config, "train", dtype, *options]) + "\n")
-        requests.flush()
-        answered = answers.readline()
-        assert answered, log.read_text()[-3000:]
-        report: Dict[str, Any] = json.loads(answered)
-        assert not report.get("died"), (report, log.read_text()[-3000:])
-        return report
+    with Steps(python, log) as steps:
 
-    yield step
-    requests.close()
-    assert server.wait(timeout=60) == 0, log.read_text()[-3000:]
+        def step(config: str, dtype: str, *options: str) -> Dict[str, Any]:
+            report = steps.step([config, "train", dtype, *options])
+            assert not report.get("died"), (report, log.read_text()[-3000:])
+            return report
+
+        yield step
 
 
 STEPS = [
@@ -101,6 +84,30 @@ def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_
     assert (before.get("package_frame") or "").startswith(f"{step.crashes_in}:") and says in before["error"], before
     assert "error" not in trained and trained["finite"], trained
     assert again["error"] == before["error"]
+
+
+# --- the step server (scripts/steps.py) ------------------------------------------------------------
+
+
+def test_a_step_past_its_timeout_is_stopped_with_its_server_and_the_next_step_starts_another(
+    python: Path, tmp_path: Path
+) -> None:
+    with Steps(python, tmp_path / "log") as steps:
+        stopped = steps.step([FASTER_RCNN, "train", "fp32", "--size", "64x64"], timeout=0.1)
+        answered = steps.step(["no-such-config.py", "train", "fp32"])
+    assert stopped == {"error": "timed out after 0.1 s", "timed_out": True}
+    assert answered["built"] is False and "no-such-config.py" in answered["error"], answered
+
+
+def test_a_step_given_wrong_arguments_is_answered_with_why_and_the_server_answers_the_next(
+    python: Path, tmp_path: Path
+) -> None:
+    with Steps(python, tmp_path / "log") as steps:
+        wrong = steps.step([FASTER_RCNN, "train", "fp64"])
+        answered = steps.step(["no-such-config.py", "train", "fp32"])
+    assert wrong["died"] and wrong["error"].startswith("SystemExit: 2: "), wrong
+    assert "invalid choice: 'fp64'" in wrong["error"], "with the log's last line: argparse's message"
+    assert answered["built"] is False, answered
 
 
 def test_every_config_of_the_zoo_list_is_one_its_package_ships_and_each_family_is_named_once(
