@@ -21,8 +21,8 @@ autocast takes bf16 only; torch's takes both), or with ``--rules cuda`` under CU
 rules, simulated (its autocast, with fp16 computed in fp32 as a GPU's kernels accumulate
 it, and in every dtype, fp32 included, mmcv's kernels held to their CUDA launchers' dtypes,
 with references where they have no CPU kernel); fp16 training scales the loss with a
-``GradScaler``, as the wrapper does. ``--rpn-split-thr`` sets the RPN's NMS ``split_thr`` (mmcv's
-``batched_nms`` runs per class id at or above it).
+``GradScaler``, as the wrapper does. ``--rpn-split-thr`` sets the RPN's NMS ``split_thr``
+(mmcv's ``batched_nms`` runs per class id at or above it).
 
 Prints one JSON object: the losses and whether they and every gradient are finite (for fp16,
 at the loss scale the ``GradScaler`` settled at), or the boxes predicted; or the error, the
