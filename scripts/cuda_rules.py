@@ -398,8 +398,9 @@ class MmcvKernels:
     CUDA's message; otherwise the CPU kernel runs, on fp32 copies where it lacks a dtype
     CUDA's takes (what it writes into its arguments is copied back into them, in their own
     dtypes; an argument it leaves as it was is not written, so autograd sees no change), and
-    a floating result comes back in the dispatched argument's dtype. An op with no CPU kernel (the focal losses, CARAFE, deformable RoI pooling, multi-scale deformable
-    attention) runs its reference (``scripts/mmcv_references.py``). With ``fp32_arithmetic``,
+    a floating result comes back in the dispatched argument's dtype. An op with no CPU kernel
+    (the focal losses, CARAFE, deformable RoI pooling, multi-scale deformable attention) runs
+    its reference (``scripts/mmcv_references.py``). With ``fp32_arithmetic``,
     a CPU kernel dispatched on fp16 runs on fp32 copies too (the CPU's fp16 kernels are many
     times slower than its fp32 ones), as :class:`CudaAutocast`'s fp16 ops do."""
 
