@@ -11,7 +11,7 @@ imported only to make a fix's new text.
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from mmcv_patcher.find import Found, ParseFailure, find
-from mmcv_patcher.model import Patch, Release, Replacement, State
+from mmcv_patcher.model import Edit, Patch, Release, Replacement, State
 from mmcv_patcher.ours import Ours, cut, find_ours, marker
 from mmcv_patcher.ranges import Standing, expected_counts, first_covered, known_forms, standing
 from mmcv_patcher.source import Source, sha256_hex
@@ -250,13 +250,18 @@ def _cannot_edit(patch: Patch, line: Optional[int]) -> Finding:
     )
 
 
-def _which(patch: Patch, found: Found) -> str:
-    """Where the patch's statements were looked for, in words."""
+def _which(patch: Patch, found: Found, edit: Optional[Edit] = None) -> str:
+    """Where the patch's statements were looked for, in words; with ``edit``, where that
+    edit's statement was (the definition it names, or the module's own statements)."""
+    if edit is not None and edit.binds:
+        return "the module's own statements"
+    if edit is not None and edit.function:
+        return f"{edit.function}()"
     return (
         f"{patch.function}()"
         if found.definitions <= 1
         else f"the last of {found.definitions} definitions of {patch.function}(), the one Python runs"
-    ) + (" and the module's own statements" if any(edit.binds for edit in patch.edits) else "")
+    ) + ("" if edit is not None or not any(each.binds for each in patch.edits) else " and the module's own statements")
 
 
 def _ambiguity(patch: Patch, found: Found, release: Release) -> Optional[Finding]:
@@ -289,9 +294,10 @@ def _fix_not_run(source: Source, patch: Patch, release: Release) -> Optional[Tup
     again = "revert --force takes out what is left of mmcv-patcher's edit, then apply patches it again"
     if here.anchors:
         standing_still = here.anchors[0]
+        edit = patch.edits[standing_still.edit]
         return (
             standing_still.line,
-            f"`{patch.edits[standing_still.edit].anchor}` stands as released at line {standing_still.line}, in {_which(patch, here)}, the code Python runs, although mmcv-patcher's markers are there; {again}",
+            f"`{edit.anchor}` stands as released at line {standing_still.line}, in {_which(patch, here, edit)}, the code Python runs, although mmcv-patcher's markers are there; {again}",
         )
     _, affected = standing(patch, release)
     have = here.counts(here.fixes, len(patch.edits))
@@ -303,9 +309,11 @@ def _fix_not_run(source: Source, patch: Patch, release: Release) -> Optional[Tup
         missing = [] if here.fixes else [0]
     if here.definition_line is None or missing:
         what = " or ".join(f"`{patch.edits[index].fix}`" for index in missing) or "the fix"
+        places = {_which(patch, here, patch.edits[index]) for index in missing}
+        where = places.pop() if len(places) == 1 else _which(patch, here)
         return (
             here.definition_line,
-            f"{what} is not in {_which(patch, here)}, the code Python runs, although mmcv-patcher's markers are there; {again}",
+            f"{what} is not in {where}, the code Python runs, although mmcv-patcher's markers are there; {again}",
         )
     return None
 

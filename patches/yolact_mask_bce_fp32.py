@@ -5,18 +5,29 @@ mmdet 3.x runs every head's loss under autocast (2.x forced it to fp32 with ``@f
 predictions, and CUDA's autocast refuses that call in either dtype: "RuntimeError:
 torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast". The
 call now runs as mmdet's own SimOTA assigner runs its one: with CUDA's autocast off, on fp32
-inputs, giving an fp32 loss; only while CUDA's autocast is on, so every call that works
-today (fp32, CPU autocast) is the call as released.
+inputs, giving an fp32 loss.
 
-Not run on a GPU here: the tests run YOLACT's step under CUDA's rules, simulated
-(``scripts/cuda_rules.py``). Its ``verify`` case is a whole YOLACT, small (ResNet-18, 16
-channels, 8 prototypes), as the mask loss needs the boxes head's positive samples.
+Casting the probabilities is not enough. ``YOLACTProtonet.forward`` takes the sigmoid of the
+masks' logits, which CUDA's autocast leaves in the low dtype, and there it rounds to exactly 1
+wherever a logit is above 8.3 (6.2 in bf16), and to 0 below -17.3 in fp16. At such a
+prediction the cross-entropy's gradient is ``p - y`` over 1e-12 (torch's floor of
+``p(1 - p)``), which overflows fp16 on its way back to the sigmoid at any loss scale: the
+``GradScaler`` would skip every fp16 step. So while training under CUDA's autocast that
+sigmoid runs in fp32 too, as the loss that follows it needs.
 
-Releases: mmdet 3.0.0 to 3.3.0 and onedl-mmdetection 3.4.0 to 3.5.1 have the statement
+Both happen only while CUDA's autocast is on, so every call that works today (fp32, CPU
+autocast, and prediction under CUDA's autocast) is the call as released.
+
+Not run on a GPU here: the tests run YOLACT's fp16 step under CUDA's rules, simulated
+(``scripts/cuda_rules.py``), with its ``GradScaler``. Its ``verify`` case is a whole YOLACT,
+small (ResNet-18, 16 channels, 8 prototypes), as the mask loss needs the boxes head's
+positive samples.
+
+Releases: mmdet 3.0.0 to 3.3.0 and onedl-mmdetection 3.4.0 to 3.5.1 have the statements
 byte for byte; in mmdet 2.x head losses ran under ``@force_fp32``, where autocast never reaches.
 """
 
-from mmcv_patcher.model import Case, Example, Patch, Proofs, Step, Tensor, Untouched
+from mmcv_patcher.model import Case, Edit, Example, Patch, Proofs, Step, Tensor, Untouched
 
 from ._bce_fp32 import CUDA_ONLY, REFUSED, UNDER, bce_fp32
 from ._mmdet_heads import MMDET_3
@@ -73,11 +84,16 @@ _YOLACT = {
 
 PATCH = Patch(
     id="yolact-mask-bce-fp32",
-    summary="mmdet YOLACTProtonet: mask loss in fp32, CUDA's autocast off (CUDA AMP crash)",
+    summary="mmdet YOLACTProtonet: mask sigmoid and loss in fp32, CUDA's autocast off (CUDA AMP crash)",
     affected=MMDET_3,
     file="models/dense_heads/yolact_head.py",
     function="YOLACTProtonet.loss_by_feat",
     edits=(
+        Edit(
+            "mask_preds = torch.sigmoid(mask_preds)",
+            "mask_preds = torch.sigmoid(mask_preds if not (self.training and torch.is_autocast_enabled()) else mask_preds.float())",
+            function="YOLACTProtonet.forward",
+        ),
         bce_fp32(
             "loss = F.binary_cross_entropy(mask_preds, pos_mask_targets, reduction='none') * self.loss_mask_weight"
         ),
@@ -101,6 +117,14 @@ PATCH = Patch(
         Example.of(
             """
             class YOLACTProtonet(BaseMaskHead):
+                def forward(self, x: tuple, positive_infos: InstanceList) -> tuple:
+                    for idx in range(num_imgs):
+                        # Linearly combine the prototypes with the mask coefficients
+                        mask_preds = cur_prototypes @ pos_coeffs.t()
+                        mask_preds = torch.sigmoid(mask_preds)
+                        mask_pred_list.append(mask_preds)
+                    return mask_pred_list, segm_preds
+
                 def loss_by_feat(self, mask_preds, segm_preds, batch_gt_instances, batch_img_metas, positive_infos, **kwargs):
                     if num_pos == 0 or pos_mask_targets is None:
                         loss = mask_preds.sum() * 0.
@@ -112,6 +136,14 @@ PATCH = Patch(
             """,
             """
             class YOLACTProtonet(BaseMaskHead):
+                def forward(self, x: tuple, positive_infos: InstanceList) -> tuple:
+                    for idx in range(num_imgs):
+                        # Linearly combine the prototypes with the mask coefficients
+                        mask_preds = cur_prototypes @ pos_coeffs.t()
+                        mask_preds = torch.sigmoid(mask_preds if not (self.training and torch.is_autocast_enabled()) else mask_preds.float())
+                        mask_pred_list.append(mask_preds)
+                    return mask_pred_list, segm_preds
+
                 def loss_by_feat(self, mask_preds, segm_preds, batch_gt_instances, batch_img_metas, positive_infos, **kwargs):
                     if num_pos == 0 or pos_mask_targets is None:
                         loss = mask_preds.sum() * 0.
@@ -141,6 +173,8 @@ PATCH = Patch(
             Step(
                 "yolact/yolact_r50_1xb8-55e_coco.py",
                 "mmdet/models/dense_heads/yolact_head.py",
+                dtype="fp16",
+                size="128x128",
                 rules="cuda",
                 says=REFUSED,
             ),

@@ -53,6 +53,14 @@ def put_back(patch: Patch, text: str, marks: List[int]) -> str:
     return ours.cut(text, [span for index in marks for span in found.marks[index].spans])
 
 
+def places_of(patch: Patch, message: str) -> List[str]:
+    """Where the statement a drifted ``message`` quotes as released may be, in words: the
+    definition named by each edit of that statement (the patch's own where it names none),
+    or the module's own statements for an import."""
+    quoted = [edit for edit in patch.edits if f"`{edit.anchor}` stands as released" in message]
+    return ["the module's own statements" if edit.binds else f"{edit.function or patch.function}()" for edit in quoted]
+
+
 def first_example(patch: Patch) -> Example:
     """The example of the release the patch's first range ends with (its first example)."""
     return patch.examples[0]
@@ -77,6 +85,8 @@ def test_every_statement_put_back_as_released_makes_the_patch_drifted_and_revert
         finding = assess(patch, edited)
         assert finding.state is State.DRIFTED and not finding.ok, (mark.line, finding)
         assert finding.line == mark.line and "revert --force" in finding.message, finding
+        places = places_of(patch, finding.message)
+        assert any(f" in {place}, the code Python runs" in finding.message for place in places), finding
         assert (
             plan.plan_apply(
                 plan.assess(Source(edited, "utf-8"), patch, release_of(patch), need_text=True, family=[patch]),
