@@ -1,8 +1,8 @@
-"""One step of an mmdetection or mmrotate config with random weights, on one seeded image with three boxes.
+"""One step of an mmdetection or mmrotate config with random weights, on seeded images (one unless ``--batch``) with three boxes each.
 
 Run in the interpreter whose mmcv is under test, with mmdet (and for its configs mmrotate) on its path:
 
-    python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--batch N] [--rounds N] [--rpn-split-thr N] [--rules cpu|cuda] [--copies]
+    python scripts/model_step.py CONFIG train|predict fp32|bf16|fp16 [--size HxW] [--batch N] [--rounds N] [--rpn-split-thr N] [--rules cpu|cuda] [--copies] [--peak]
     python scripts/model_step.py --serve
 
 ``CONFIG`` is a config file, or its path under the configs a package ships (as
@@ -28,7 +28,8 @@ Prints one JSON object: the losses and whether they and every gradient are finit
 at the loss scale the ``GradScaler`` settled at), or the boxes predicted; or the error, the
 functions its traceback passed through and its innermost frames inside the packages this
 tool patches and overall; the seconds of each round after the model is built; and with
-``--copies``, the seconds the copies made on patched lines took in one more round. The
+``--copies``, the seconds the copies made on patched lines took in one more round; with
+``--peak``, the largest magnitude any module outputs in one more forward. Each
 image's three boxes come with masks when the model predicts masks.
 
 ``--serve`` answers many steps from one process: each line of stdin (one step's arguments,
@@ -194,18 +195,19 @@ def classes(model: Any) -> int:
 def batch(
     model: Any, size: Tuple[int, int], training: bool, masks: bool, box_type: Optional[str], images: int = 1
 ) -> Any:
-    """``images`` copies of one seeded uint8 image of ``size`` (height, width) with three
+    """``images`` seeded uint8 images of ``size`` (height, width), each of its own noise (a
+    batch norm's statistics over copies of one would be no spread at all), each with three
     boxes (of classes 0, 2 and 7, less where the model has fewer), and with ``masks`` their
     masks; ``box_type``: the boxes as mmrotate's of that type (``rbox``: centre, size and
     angle; ``qbox``: the same boxes' four corners). A video model gets videos of two frames
-    of that image (:func:`video`)."""
+    of the first image (:func:`video`)."""
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
 
     height, width = size
     generator = torch.Generator().manual_seed(1)
-    image = (torch.rand(3, height, width, generator=generator) * 255).to(torch.uint8)
+    pictures = [(torch.rand(3, height, width, generator=generator) * 255).to(torch.uint8) for _ in range(images)]
     sample = DetDataSample(
         metainfo=dict(
             img_shape=(height, width),
@@ -226,9 +228,7 @@ def batch(
         gt, none = RotatedBoxes(torch.cat([centres, sides, angles], 1)), RotatedBoxes(torch.zeros(0, 5))
         sample.gt_instances = InstanceData(bboxes=gt.convert_to(box_type), labels=labels)
         sample.ignored_instances = InstanceData(bboxes=none.convert_to(box_type), labels=labels[:0])
-        return model.data_preprocessor(
-            {"inputs": [image] * images, "data_samples": [sample] * images}, training=training
-        )
+        return model.data_preprocessor({"inputs": pictures, "data_samples": [sample] * images}, training=training)
     sample.gt_instances = InstanceData(bboxes=boxes, labels=labels)
     if masks:
         filled = torch.zeros(3, height, width, dtype=torch.uint8)
@@ -249,8 +249,8 @@ def batch(
         proposals = torch.cat([boxes + shift for shift in jitter] + [boxes])
         sample.proposals = InstanceData(bboxes=proposals, scores=torch.linspace(0.9, 0.3, len(proposals)))
     if _takes_videos(model):
-        return model.data_preprocessor(video(image, sample, images), training=training)
-    return model.data_preprocessor({"inputs": [image] * images, "data_samples": [sample] * images}, training=training)
+        return model.data_preprocessor(video(pictures[0], sample, images), training=training)
+    return model.data_preprocessor({"inputs": pictures, "data_samples": [sample] * images}, training=training)
 
 
 def _takes_videos(model: Any) -> bool:
@@ -314,6 +314,33 @@ def train(model: Any, data: Any, scaled: bool = False) -> Dict[str, Any]:
         out["scale"] = scale if finite else None
     out["finite"] = bool(torch.isfinite(total)) and finite
     return out
+
+
+def peak(model: Any, data: Any, mode: str) -> float:
+    """The largest magnitude of any floating-point tensor a module of ``model`` outputs in
+    one forward with ``mode`` (without autograd): the range a low-precision dtype must hold
+    for the step's activations (fp16's largest finite value is 65504)."""
+    largest = 0.0
+
+    def record(module: Any, inputs: Any, output: Any) -> None:
+        nonlocal largest
+        pending = [output]
+        while pending:
+            each = pending.pop()
+            if isinstance(each, (list, tuple)):
+                pending.extend(each)
+            elif isinstance(each, dict):
+                pending.extend(each.values())
+            elif isinstance(each, torch.Tensor) and each.is_floating_point() and each.numel():
+                largest = max(largest, float(each.detach().abs().max()))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        with torch.no_grad():
+            model(**data, mode=mode)
+    finally:
+        handle.remove()
+    return largest
 
 
 #: What the tool writes after each statement it patched
@@ -424,7 +451,9 @@ def report(argv: List[str]) -> Dict[str, Any]:
     parser.add_argument("mode", choices=("train", "predict"))
     parser.add_argument("dtype", choices=sorted(DTYPES))
     parser.add_argument("--size", default="512x512", help="HEIGHTxWIDTH of the image (default 512x512)")
-    parser.add_argument("--batch", type=int, default=1, help="images in the batch, copies of one (default 1)")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="images in the batch, each of its own seeded noise (default 1)"
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--rpn-split-thr", type=int)
     parser.add_argument(
@@ -438,6 +467,11 @@ def report(argv: List[str]) -> Dict[str, Any]:
         "--copies",
         action="store_true",
         help="one more round, not timed: the seconds the copies made on patched lines took in it (forward and backward)",
+    )
+    parser.add_argument(
+        "--peak",
+        action="store_true",
+        help="one more forward, not timed: the largest magnitude of any module's output (the range AMP's dtype must hold)",
     )
     args = parser.parse_args(argv)
     height, width = (int(side) for side in args.size.split("x"))
@@ -478,6 +512,8 @@ def report(argv: List[str]) -> Dict[str, Any]:
             out.update(failure(error))
             break
         out["seconds"].append(time.perf_counter() - started)
+    if args.peak and "error" not in out:
+        out["peak"] = peak(model, data, "loss" if args.mode == "train" else "predict")
     if args.copies and "error" not in out:
         copies = PatchCopies()
         with copies:

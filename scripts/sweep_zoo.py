@@ -34,7 +34,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))  # this checkout, for scripts.releases
@@ -88,15 +88,29 @@ def step(
     """scripts/model_step.py's report of one training step, or why there is none."""
     started = time.monotonic()
     options = ["--size", size, *(["--batch", batch] if batch else []), "--rules", rules]
+    options += ["--peak"] if dtype == "fp32" else []
     report = steps.step([config, "train", dtype, *options], timeout)
     report["wall"] = time.monotonic() - started
     return report
 
 
-def verdict(report: Dict[str, Any]) -> str:
-    """A table cell: what one step did."""
+#: The largest finite value of each AMP dtype
+LARGEST = {"fp16": 65504.0, "bf16": 3.3895313892515355e38}
+
+
+def verdict(report: Dict[str, Any], dtype: str = "fp32", fp32: Optional[Dict[str, Any]] = None) -> str:
+    """A table cell: what one step in ``dtype`` did; a non-finite one says so, and where the
+    config's ``fp32`` step had activations past the dtype's largest value, how far they reach."""
     if "error" not in report:
-        return "trains" if report.get("finite") else "trains, non-finite loss or gradient"
+        if report.get("finite"):
+            return "trains"
+        reach = (fp32 or {}).get("peak")
+        if reach is not None and reach > LARGEST.get(dtype, float("inf")):
+            return (
+                f"trains, non-finite loss or gradient: its fp32 activations reach {reach:.1e},"
+                f" past {dtype}'s largest value, {LARGEST[dtype]:g}"
+            )
+        return "trains, non-finite loss or gradient"
     if report.get("built") is False:
         return f"not built here: {report['error']}"
     if report.get("timed_out") or report.get("died"):
@@ -188,14 +202,13 @@ def main() -> int:
                     size = entry.size or args.size
                     report[column] = step(steps, entry.config, dtype, size, args.timeout, entry.batch, args.rules)
             for dtype, document in documents.items():
-                cells = {"fp32": report["fp32"], "release": report[f"{dtype} release"]}
-                cells["patched"] = report[f"{dtype} patched"]
                 row: Dict[str, Any] = {"family": entry.family, "config": entry.config, "size": entry.size}
                 row["batch"] = entry.batch
                 row["run"] = runs[dtype]
-                runs[dtype] = results.put(
-                    document, dict(row, **{key: verdict(each) for key, each in cells.items()}), order
-                )
+                row["fp32"] = verdict(report["fp32"])
+                for state in ("release", "patched"):
+                    row[state] = verdict(report[f"{dtype} {state}"], dtype, report["fp32"])
+                runs[dtype] = results.put(document, row, order)
                 results.save(document, args.results)
             done = ", ".join(f"{column} {short(each)}" for column, each in report.items())
             print(f"[{index}/{len(entries)}] {entry.family}: {done}", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from scripts import bench_suite, document, results
+from scripts import bench_suite, document, results, sweep_zoo
 
 RUN = {"command": "python scripts/sweep_zoo.py", "date": "2026-12-01", "size": "256x256", "machine": "cpu x2"}
 
@@ -25,6 +25,17 @@ def row(config: str, fp32: str = "trains", release: str = "trains", patched: str
 def swept(*rows: Dict[str, Any]) -> Dict[str, Any]:
     """A bf16 result file that one run made, holding ``rows``."""
     return {"dtype": "bf16", "runs": [dict(RUN, versions={"mmcv": "2.1.0"})], "rows": [dict(r, run=0) for r in rows]}
+
+
+def test_a_non_finite_step_says_how_far_the_fp32_activations_reach_where_the_dtype_cannot_hold_them() -> None:
+    non_finite = {"losses": {"loss": float("nan")}, "finite": False}
+    fp32 = {"losses": {"loss": 1.0}, "finite": True, "peak": 1.7e9}
+    assert sweep_zoo.verdict(non_finite, "fp16", fp32) == (
+        "trains, non-finite loss or gradient: its fp32 activations reach 1.7e+09, past fp16's largest value, 65504"
+    )
+    assert sweep_zoo.verdict(non_finite, "bf16", fp32) == "trains, non-finite loss or gradient"
+    assert sweep_zoo.verdict(non_finite, "fp16", dict(fp32, peak=60000.0)) == "trains, non-finite loss or gradient"
+    assert sweep_zoo.verdict(dict(non_finite, finite=True), "fp16", fp32) == "trains"
 
 
 def test_a_rerun_row_replaces_the_old_one_in_the_lists_order_and_names_its_own_run() -> None:

@@ -86,6 +86,22 @@ def test_each_model_step_crashes_on_the_release_trains_once_applied_and_crashes_
     assert again["error"] == before["error"]
 
 
+# --- what the zoo's non-finite rows are --------------------------------------------------------------
+
+#: HRNet with random weights: its backbone's batch norms are frozen (``norm_eval``), meant for
+#: a pretrained backbone's statistics, so at random weights they do not normalise
+HRNET = "hrnet/fcos_hrnetv2p-w18-gn-head_4xb4-1x_coco.py"
+
+
+def test_a_model_whose_fp32_activations_pass_fp16s_largest_value_has_a_non_finite_fp16_step(
+    model_step: ModelStep,
+) -> None:
+    fp32 = model_step(HRNET, "fp32", "--size", "128x128", "--peak")
+    fp16 = model_step(HRNET, "fp16", "--size", "128x128", "--rules", "cuda")
+    assert fp32["finite"] and fp32["peak"] > sweep_zoo.LARGEST["fp16"], fp32
+    assert "error" not in fp16 and not fp16["finite"], fp16
+
+
 # --- the step server (scripts/steps.py) ------------------------------------------------------------
 
 
