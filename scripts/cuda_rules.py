@@ -344,30 +344,42 @@ CUDA_BRANCHES = (
 )
 
 
-def _asked_from_a_branch(depth: int) -> bool:
-    """Whether the function ``depth`` frames up is one of :data:`CUDA_BRANCHES`."""
+#: The functions that move a tensor they make to CUDA with ``.cuda()``, whatever device their
+#: inputs are on (Co-DETR's, in a checkout of mmdet: ``projects/CO-DETR/codetr``): the file,
+#: as its path from its project's package on, and the function.
+CUDA_MOVES = (("codetr/co_dino_head.py", "get_aux_targets"),)
+
+
+def _asked_from(places: Tuple[Tuple[str, str], ...], depth: int) -> bool:
+    """Whether the function ``depth`` frames up is one of ``places``."""
     code = sys._getframe(depth + 1).f_code
     path = Path(code.co_filename).as_posix()
-    return any(path.endswith("/" + file) and code.co_name == function for file, function in CUDA_BRANCHES)
+    return any(path.endswith("/" + file) and code.co_name == function for file, function in places)
 
 
 class CudaBranches:
     """``with CudaBranches():`` the branches of :data:`CUDA_BRANCHES` take their CUDA path:
     asked from there, and only there, a tensor's ``is_cuda`` and ``torch.cuda.is_available()``
     say True; mmcv's ``IS_CUDA_AVAILABLE``, which only its multi-scale deformable attention
-    asks, says True while it is active."""
+    asks, says True while it is active. A ``.cuda()`` of :data:`CUDA_MOVES` (a stand-in for
+    the move to a GPU, which cannot run here) keeps its tensor on the CPU, with the others."""
 
     def __enter__(self) -> "CudaBranches":
         released_is_cuda, self._is_available = torch._C.TensorBase.is_cuda, torch.cuda.is_available
+        released_cuda = torch._C.TensorBase.cuda
 
         def is_cuda(tensor: torch.Tensor) -> bool:
-            return _asked_from_a_branch(1) or bool(released_is_cuda.__get__(tensor))
+            return _asked_from(CUDA_BRANCHES, 1) or bool(released_is_cuda.__get__(tensor))
 
         def is_available() -> bool:
-            return _asked_from_a_branch(1) or self._is_available()
+            return _asked_from(CUDA_BRANCHES, 1) or self._is_available()
+
+        def cuda(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            return tensor if _asked_from(CUDA_MOVES, 1) else released_cuda(tensor, *args, **kwargs)
 
         torch.Tensor.is_cuda = property(is_cuda)
         torch.cuda.is_available = is_available
+        torch.Tensor.cuda = cuda
         import mmcv.ops.multi_scale_deform_attn as attention
 
         self._attention, self._available = attention, attention.IS_CUDA_AVAILABLE
@@ -377,6 +389,7 @@ class CudaBranches:
     def __exit__(self, *exc: Any) -> None:
         del torch.Tensor.is_cuda
         torch.cuda.is_available = self._is_available
+        del torch.Tensor.cuda
         self._attention.IS_CUDA_AVAILABLE = self._available
 
 

@@ -2,13 +2,14 @@
 """One training step of each model family of mmdetection, on the release and patched, in fp32
 and under AMP: which train, and where the others crash.
 
-    python scripts/sweep_zoo.py [--dtypes bf16 fp16] [--size 256x256] [--only FAMILY ...] [--rules cpu|cuda] [--json FILE]
+    python scripts/sweep_zoo.py [--dtypes bf16 fp16] [--size 256x256] [--only FAMILY ...] [--rules cpu|cuda] [--checkout DIR] [--json FILE]
 
 Each config of scripts/zoo.csv (a family, a config of mmdet 3.3.0, at least one per family,
-then rotated detectors of onedl-mmrotate 1.2.1, named ``mmrotate::PATH``, the image size
-and the number of images
+then rotated detectors of onedl-mmrotate 1.2.1, named ``mmrotate::PATH``, and Co-DETR, a
+project of mmdetection's repository that no release ships, named ``checkout::PATH`` and
+swept with ``--checkout``; the image size and the number of images
 for the few that need more than the default) takes one step of scripts/model_step.py
-(random weights, one seeded image with three boxes),
+(random weights, seeded images with three boxes),
 each in a process of its own with a timeout (forked by one ``model_step.py --serve``:
 :mod:`scripts.steps`), on the real mmcv 2.1.0 built with its CPU ops
 (cached; the first run builds it) in a throwaway venv: in fp32 on the release, then in each
@@ -52,6 +53,21 @@ UNLISTED = REPOSITORY / "scripts" / "zoo-unlisted.csv"
 #: trackers, lap and motmetrics. (mmrotate's ConvNeXt imports mmcls, whose last release
 #: asserts an mmcv older than 2.1.0.)
 EXTRAS = ("scikit-learn", "scikit-image", "e2cnn", "lap", "motmetrics")
+
+
+#: How the list names a config of a clone of mmdetection (its ``projects/``, which ship in no
+#: release): ``checkout::PATH``, PATH in the clone that ``--checkout`` names
+CHECKOUT = "checkout::"
+
+
+def step_config(config: str, checkout: Optional[Path]) -> str:
+    """The config ``scripts/model_step.py`` is given for ``config`` of the list: a clone's
+    as its file in ``checkout``, any other as it is."""
+    if not config.startswith(CHECKOUT):
+        return config
+    if checkout is None:
+        raise SystemExit(f"{config} is a config of a clone of mmdetection: --checkout names one")
+    return str(checkout / config[len(CHECKOUT) :])
 
 
 class Entry(NamedTuple):
@@ -172,15 +188,27 @@ def main() -> int:
         help="whose autocast rules the AMP steps run under: the CPU's (default), or CUDA's, simulated"
         " (scripts/cuda_rules.py; the results go to zoo-DTYPE-cuda.json)",
     )
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        help="a clone of mmdetection, for the list's configs in its projects (checkout::PATH); without it those"
+        " are left out, unless --only names them",
+    )
     parser.add_argument("--json", type=Path, help="write every step's report here")
     args = parser.parse_args()
     entries = zoo(args.configs, args.only)
+    if args.checkout is None and not args.only:
+        entries = [entry for entry in entries if not entry.config.startswith(CHECKOUT)]
+    for entry in entries:
+        step_config(entry.config, args.checkout)  # before minutes of setting up: a clone's config needs one
     order = [entry.config for entry in zoo(args.configs, ())]
     reports: Dict[str, Dict[str, Dict[str, Any]]] = {entry.config: {} for entry in entries}
     with contextlib.ExitStack() as stack:
         scratch = stack.enter_context(tempfile.TemporaryDirectory())
         python = releases.detector_venv(Path(scratch) / "venv")
         releases.pip_install(python, *EXTRAS, deps=True)
+        if args.checkout is not None:  # after site-packages: the venv's mmdet, not a clone's, is imported
+            (releases.site_packages(python) / "zz_mmdetection_clone.pth").write_text(f"{args.checkout.resolve()}\n")
         header = {
             "command": shlex.join(["python", "scripts/sweep_zoo.py", *sys.argv[1:]]),
             "date": datetime.now(timezone.utc).date().isoformat(),
@@ -200,7 +228,8 @@ def main() -> int:
                 for dtype in (["fp32"] if state == "release" else []) + list(args.dtypes):
                     column = "fp32" if dtype == "fp32" else f"{dtype} {state}"
                     size = entry.size or args.size
-                    report[column] = step(steps, entry.config, dtype, size, args.timeout, entry.batch, args.rules)
+                    config = step_config(entry.config, args.checkout)
+                    report[column] = step(steps, config, dtype, size, args.timeout, entry.batch, args.rules)
             for dtype, document in documents.items():
                 row: Dict[str, Any] = {"family": entry.family, "config": entry.config, "size": entry.size}
                 row["batch"] = entry.batch

@@ -166,6 +166,7 @@ REFERENCE_CHECKS = [
     pytest.param("softmax_focal_loss", id="softmax-focal-loss-is-focal-cross-entropy"),
     pytest.param("ms_deform_attn", id="ms-deform-attn-is-mmcvs-pytorch-path"),
     pytest.param("branches-only", id="cuda-is-said-in-the-branches-only-and-not-after"),
+    pytest.param("moves-only", id="a-cuda-move-stays-on-the-cpu-in-the-listed-moves-only-and-not-after"),
 ]
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
+import pytest
+
 from scripts import bench_suite, document, results, sweep_zoo
 
 RUN = {"command": "python scripts/sweep_zoo.py", "date": "2026-12-01", "size": "256x256", "machine": "cpu x2"}
@@ -36,6 +38,15 @@ def test_a_non_finite_step_says_how_far_the_fp32_activations_reach_where_the_dty
     assert sweep_zoo.verdict(non_finite, "bf16", fp32) == "trains, non-finite loss or gradient"
     assert sweep_zoo.verdict(non_finite, "fp16", dict(fp32, peak=60000.0)) == "trains, non-finite loss or gradient"
     assert sweep_zoo.verdict(dict(non_finite, finite=True), "fp16", fp32) == "trains"
+
+
+def test_a_config_of_a_clone_is_its_file_in_the_clone_and_needs_one() -> None:
+    clone = Path("/src/mmdetection")
+    config = "checkout::projects/CO-DETR/configs/codino/co_dino_5scale_r50_lsj_8xb2_1x_coco.py"
+    assert sweep_zoo.step_config(config, clone) == str(clone / config.split("::")[1])
+    assert sweep_zoo.step_config("mmrotate::r3det/r3det.py", clone) == "mmrotate::r3det/r3det.py"
+    with pytest.raises(SystemExit, match="--checkout names one"):
+        sweep_zoo.step_config(config, None)
 
 
 def test_a_rerun_row_replaces_the_old_one_in_the_lists_order_and_names_its_own_run() -> None:

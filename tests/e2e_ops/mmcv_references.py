@@ -3,7 +3,8 @@ each called through mmcv's own Python op under CUDA's rules in fp32 (``simulated
 its kernels and the branches that take them), checked against what they can
 be checked against: ``run(check)`` answers the largest difference, forward and gradients,
 from a CPU kernel of mmcv's or an implementation from first principles; and, as a
-difference of 0 or 1, whether the simulation says CUDA anywhere but in its branches."""
+difference of 0 or 1, whether the simulation says CUDA anywhere but in its branches, or keeps
+a tensor on the CPU anywhere but in the moves it lists."""
 
 from __future__ import annotations
 
@@ -121,6 +122,31 @@ def branches_only() -> float:
     return float(elsewhere or "is_cuda" in torch.Tensor.__dict__ or torch.cuda.is_available())
 
 
+#: A function named and filed as Co-DETR's that :data:`scripts.cuda_rules.CUDA_MOVES` lists
+#: (its own is in a clone of mmdetection), written here: it moves a tensor it makes to CUDA
+_MOVER = compile(
+    "def get_aux_targets(n):\n    return torch.randperm(n).cuda()\n",
+    "/clone/projects/CO-DETR/codetr/co_dino_head.py",
+    "exec",
+)
+
+
+def moves_only() -> float:
+    """1 where the simulation lets a ``.cuda()`` of its listed moves leave the CPU, lets one
+    asked elsewhere pass where torch refuses it, or leaves its stand-in behind; 0 otherwise."""
+    namespace: Dict[str, Any] = {"torch": torch}
+    exec(_MOVER, namespace)
+    with simulated(None):
+        kept = namespace["get_aux_targets"](4)
+        try:
+            torch.zeros(1).cuda()
+        except (AssertionError, RuntimeError):  # no CUDA here: "Torch not compiled with CUDA enabled"
+            refused = True
+        else:
+            refused = False
+    return float(kept.device.type != "cpu" or not refused or "cuda" in torch.Tensor.__dict__)
+
+
 CHECKS: Dict[str, Callable[[], float]] = {
     "deform_roi_pool-no-offset-adaptive": lambda: roi_pool_without_offset(0),
     "deform_roi_pool-no-offset-2x2": lambda: roi_pool_without_offset(2),
@@ -138,6 +164,7 @@ CHECKS: Dict[str, Callable[[], float]] = {
     ),
     "ms_deform_attn": attention,
     "branches-only": branches_only,
+    "moves-only": moves_only,
 }
 
 
