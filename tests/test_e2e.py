@@ -11,6 +11,7 @@ leaves the suite green.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -124,27 +125,37 @@ def test_verify_reports_each_patchs_case_crashing_then_surviving_in_fp16_and_bf1
             assert f"{patch.id} (bfloat16): skipped: {skip}" in survived.stdout
 
 
-def test_the_cases_of_crashes_only_cudas_autocast_shows_set_up_and_survive_under_cpu_autocast(python: Path) -> None:
-    """The ``verify`` cases that run on CUDA only where CUDA's autocast makes the crash, not a
-    kernel (mmdet's losses that call ``binary_cross_entropy``), run here on the CPU with every
-    patch applied (AutoAssign's case meets ``autoassign-neg-weight-amp-dtype``'s crash too):
-    CPU autocast runs the call, so each must set up and survive, which proves the case's
-    data, not its fix (``verify --device cuda`` does that)."""
+#: On a ``verify`` child's path: its CPU autocast is CUDA's rules, simulated (its sitecustomize)
+CUDA_RULES = os.pathsep.join([str(Path(__file__).parent / "cuda_autocast"), str(Path(__file__).parents[1])])
+
+
+def test_the_cases_of_crashes_only_cudas_autocast_shows_crash_on_the_release_and_survive_under_its_rules_simulated(
+    python: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same cases under CUDA's rules, simulated: in fp16 and bf16 each crashes on the
+    release with CUDA's refusal, and survives once applied (``verify --device cuda`` on a
+    GPU is what proves it on CUDA's kernels)."""
     only_cuda = [
         patch._replace(case=patch.case._replace(devices=("cpu",)))
         for patch in registry.all_patches()
         if patch.package != "mmcv" and "cpu" not in patch.case.devices
     ]
-    assert only_cuda, "no case of a package's own code runs on CUDA only"
+    monkeypatch.setenv("PYTHONPATH", CUDA_RULES)
+    released = verify.run(str(python), only_cuda)
     assert tool("apply", python=python).returncode == 0
     try:
-        report = verify.run(str(python), only_cuda)
+        fixed = verify.run(str(python), only_cuda)
     finally:
         assert tool("revert", python=python).returncode == 0
-    verdicts = {
-        (id, dtype): case["verdict"] for id, by_dtype in report["cases"].items() for dtype, case in by_dtype.items()
-    }
-    assert len(verdicts) == 2 * len(only_cuda) and set(verdicts.values()) == {"survived"}, report["cases"]
+    for patch in only_cuda:
+        for dtype in ("float16", "bfloat16"):
+            before, after = released["cases"][patch.id][dtype], fixed["cases"][patch.id][dtype]
+            assert before["verdict"] == "crashed" and patch.case.skipped and "unsafe to autocast" in before["detail"], (
+                patch.id,
+                dtype,
+                before,
+            )
+            assert after["verdict"] == "survived", (patch.id, dtype, after)
 
 
 def test_verify_gives_the_seeds_message_on_the_release(python: Path) -> None:
