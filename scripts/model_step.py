@@ -416,14 +416,15 @@ def predict(model: Any, data: Any) -> Dict[str, Any]:
 
 def failure(error: BaseException) -> Dict[str, Any]:
     """What a training log shows of ``error``: its line, the functions it passed through,
-    and where it was raised: inside the packages this tool patches (mmcv, mmdet, mmrotate:
-    ``package_frame``, the innermost) and overall (``file:line in function``, the file from
-    its package directory on)."""
+    and where it was raised: inside the packages this tool patches (mmcv, mmdet, mmrotate)
+    or a project of mmdetection's repository (``projects/``, Co-DETR's: ``package_frame``,
+    the innermost) and overall (``file:line in function``, the file from its package
+    directory on)."""
     frames = traceback.extract_tb(error.__traceback__)
 
     def where(frame: traceback.FrameSummary) -> str:
         path = frame.filename.replace(os.sep, "/")
-        for package in ("/mmcv/", "/mmdet/", "/mmrotate/", "/mmengine/", "/torch/"):
+        for package in ("/mmcv/", "/mmdet/", "/mmrotate/", "/projects/", "/mmengine/", "/torch/"):
             if package in path:
                 path = package.strip("/") + "/" + path.rsplit(package, 1)[1]
                 break
@@ -433,7 +434,7 @@ def failure(error: BaseException) -> Dict[str, Any]:
     inside = [
         frame
         for frame in frames
-        if any(f"/{package}/" in frame.filename.replace(os.sep, "/") for package in ("mmcv", "mmdet", "mmrotate"))
+        if any(f"/{package}/" in frame.filename.replace(os.sep, "/") for package in (*PATCHED, "projects"))
     ]
     return {
         "error": f"{type(error).__name__}: {message}",
