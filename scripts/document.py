@@ -235,7 +235,7 @@ OTHER_CAUSE = "CUDA's autocast runs other ops in fp32 than the CPU's ([cuda-rule
 def outcome(cell: str) -> str:
     """What a cell says a step did, without the message and line: ``trains``, ``crashes in
     FILE`` or the cell's first words."""
-    match = re.search(r"\(([\w/.]+\.py):\d+", cell)
+    match = re.search(r"\(([\w/.-]+\.py):\d+", cell)
     if cell.startswith("crashes") and match:
         return f"crashes in {match.group(1)}"
     return cell.split(":")[0]

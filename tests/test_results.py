@@ -119,6 +119,12 @@ def test_the_cuda_table_says_where_and_why_the_cpus_rules_end_otherwise() -> Non
     assert len(lines) == 6, "the same place with another message or line is no difference"
 
 
+def test_a_crash_is_told_by_its_file_a_clones_project_too() -> None:
+    cell = "crashes in projects: AssertionError: x (projects/CO-DETR/codetr/co_dino_head.py:480 in get_aux_targets)"
+    assert document.outcome(cell) == "crashes in projects/CO-DETR/codetr/co_dino_head.py"
+    assert document.outcome("crashes in mmcv: E: x (mmcv/ops/nms.py:27 in forward)") == "crashes in mmcv/ops/nms.py"
+
+
 def test_a_message_explains_a_difference_before_the_file_it_came_from() -> None:
     unsafe = "crashes in mmdet: RuntimeError: ... unsafe to autocast. (mmdet/models/losses/focal_loss.py:98 in f)"
     lines = document.differences(swept(row("tood", patched=unsafe)), swept(row("tood"))).splitlines()
