@@ -100,6 +100,10 @@ class Edit(NamedTuple):
     #: insertions too: a statement that is one of them (with our marker) is ours, so
     #: ``revert`` takes it out exactly, but not the fix this version writes
     was: Tuple[str, ...] = ()
+    #: whether this version added the edit to its patch, so earlier versions left the
+    #: statement as released: a file whose other statements are the patch's fix (with our
+    #: marker) and this one as released is theirs, for ``revert`` to take out exactly
+    added: bool = False
 
     @property
     def insertions(self) -> Tuple[str, ...]:

@@ -111,6 +111,13 @@ def _assess_from_text(
         if not ours.intact(patch):
             message = f"the statement mmcv-patcher patched was edited since; {release.reinstall()}"
             return Finding(State.DRIFTED, line, message, new_text=undone, ok=False), None
+        added = _added_since(source, patch)
+        if added is not None:
+            message = (
+                f"patched by an earlier version of mmcv-patcher, without this version's fix of `{added.anchor}`:"
+                " revert takes that version's fix out, then apply writes this one"
+            )
+            return Finding(State.DRIFTED, line, message, new_text=undone, ok=False, earlier=True), None
         not_run = _fix_not_run(source, patch, release)
         if not_run is not None:
             return Finding(State.DRIFTED, not_run[0] or line, not_run[1], new_text=undone, ok=False), None
@@ -277,6 +284,24 @@ def _ambiguity(patch: Patch, found: Found, release: Release) -> Optional[Finding
         f" so which one its callers run cannot be told; refusing to guess: {release.reinstall()}",
         ok=False,
     )
+
+
+def _added_since(source: Source, patch: Patch) -> Optional[Edit]:
+    """The first edit this version added to ``patch`` (:attr:`Edit.added`) whose statement
+    stands as released in the definition Python runs, where every statement left as released
+    is of such an edit and every other edit has its fix there: a file an earlier version
+    patched. None otherwise."""
+    found = find(source.text, [patch])
+    if isinstance(found, ParseFailure):
+        return None
+    here = found[patch.id]
+    if here.ambiguous is not None or not here.anchors:
+        return None
+    if not all(patch.edits[statement.edit].added for statement in here.anchors):
+        return None
+    have = here.counts(here.fixes, len(patch.edits))
+    fixed = all(have[index] or edit.added or index in here.unneeded for index, edit in enumerate(patch.edits))
+    return patch.edits[here.anchors[0].edit] if fixed else None
 
 
 def _fix_not_run(source: Source, patch: Patch, release: Release) -> Optional[Tuple[Optional[int], str]]:

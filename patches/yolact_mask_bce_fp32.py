@@ -93,6 +93,7 @@ PATCH = Patch(
             "mask_preds = torch.sigmoid(mask_preds)",
             "mask_preds = torch.sigmoid(mask_preds if not (self.training and torch.is_autocast_enabled()) else mask_preds.float())",
             function="YOLACTProtonet.forward",
+            added=True,
         ),
         bce_fp32(
             "loss = F.binary_cross_entropy(mask_preds, pos_mask_targets, reduction='none') * self.loss_mask_weight"

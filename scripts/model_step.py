@@ -38,6 +38,7 @@ mmcv, mmdet or mmrotate is imported, so each step runs the files as they are whe
 """
 
 import argparse
+import contextlib
 import importlib
 import json
 import linecache
@@ -393,8 +394,11 @@ def _on_a_patched_line() -> bool:
 
 
 def autocast(rules: str, dtype: Any) -> Any:
-    """Autocast in ``dtype`` under the CPU's rules, or CUDA's simulated (with its kernels'
-    dtypes and the branches that take them; ``dtype`` None: those alone, in fp32)."""
+    """Autocast in ``dtype`` under the CPU's rules (``dtype`` None: none), or CUDA's simulated
+    (with its kernels' dtypes and the branches that take them; ``dtype`` None: those alone,
+    in fp32)."""
+    if dtype is None and rules == "cpu":
+        return contextlib.nullcontext()
     if rules == "cuda":
         checkout = str(Path(__file__).resolve().parents[1])  # for scripts.cuda_rules, asked for only here
         if checkout not in sys.path:
@@ -499,11 +503,8 @@ def report(argv: List[str]) -> Dict[str, Any]:
         return train(model, data, scaled=dtype is torch.float16)
 
     def once() -> None:
-        if dtype is None and args.rules == "cpu":
+        with autocast(args.rules, dtype):
             out.update(step())
-        else:
-            with autocast(args.rules, dtype):
-                out.update(step())
 
     for _ in range(args.rounds):
         started = time.perf_counter()
@@ -514,7 +515,8 @@ def report(argv: List[str]) -> Dict[str, Any]:
             break
         out["seconds"].append(time.perf_counter() - started)
     if args.peak and "error" not in out:
-        out["peak"] = peak(model, data, "loss" if args.mode == "train" else "predict")
+        with autocast(args.rules, dtype):
+            out["peak"] = peak(model, data, "loss" if args.mode == "train" else "predict")
     if args.copies and "error" not in out:
         copies = PatchCopies()
         with copies:

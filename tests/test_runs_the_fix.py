@@ -84,6 +84,10 @@ def test_every_statement_put_back_as_released_makes_the_patch_drifted_and_revert
         edited = put_back(patch, patched, [index])
         finding = assess(patch, edited)
         assert finding.state is State.DRIFTED and not finding.ok, (mark.line, finding)
+        if finding.earlier:  # the statement of an edit this version added: as an earlier version left it
+            assert any(edit.added and f"`{edit.anchor}`" in finding.message for edit in patch.edits), finding
+            assert plan.plan_revert(finding, patch, release_of(patch), force=False).new_text == before
+            continue
         assert finding.line == mark.line and "revert --force" in finding.message, finding
         places = places_of(patch, finding.message)
         assert any(f" in {place}, the code Python runs" in finding.message for place in places), finding
@@ -312,13 +316,19 @@ def test_revert_force_refuses_to_leave_a_fix_whose_marker_a_formatter_moved() ->
     assert f"would leave its fix without a marker at line {index + 1}" in refused.message
 
 
-EARLIER = [pytest.param(patch, id=patch.id) for patch in registry.all_patches() if any(e.was for e in patch.edits)]
+EARLIER = [
+    pytest.param(patch, id=patch.id) for patch in registry.all_patches() if any(e.was or e.added for e in patch.edits)
+]
 
 
 @pytest.mark.parametrize("patch", EARLIER)
 def test_a_file_an_earlier_version_patched_is_not_patched_and_revert_takes_its_fix_out_exactly(patch: Patch) -> None:
+    """An earlier version wrote an earlier fix of a statement (``Edit.was``), or none of one
+    this version added (``Edit.added``)."""
     before = first_example(patch).before
-    older = patch._replace(edits=tuple(e._replace(fix=e.was[0], was=()) if e.was else e for e in patch.edits))
+    older = patch._replace(
+        edits=tuple(e._replace(fix=e.was[0], was=()) if e.was else e for e in patch.edits if not e.added)
+    )
     finding = plan.assess(Source(before, "utf-8"), older, release_of(patch), need_text=True, family=[older])
     earlier = plan.plan_apply(finding, force=False).new_text
     assert earlier is not None and earlier != applied(patch, before)
