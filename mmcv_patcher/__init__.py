@@ -1,4 +1,4 @@
-"""Fix mmcv's ops (batched_nms, box_iou_rotated, carafe, DeformConv2d, DeformRoIPoolPack, ModulatedDeformConv2d, MultiScaleDeformableAttention, nms, nms_rotated, RoIAlign, RoIAlignRotated, rotated_feature_align, sigmoid_focal_loss, soft_nms, softmax_focal_loss), mmdet's AutoAssignHead, DDQAuxLoss, FocalLoss, FreeAnchorRetinaHead, QualityFocalLoss, VFNetHead and YOLACT and mmrotate's GDLoss, GDLoss_v1, KFLoss, qbox2rbox and rbbox_overlaps under mixed precision (fp16 and bf16), in place and reversibly."""
+"""Fix mmcv's ops (batched_nms, box_iou_rotated, carafe, DeformConv2d, DeformRoIPoolPack, ModulatedDeformConv2d, MultiScaleDeformableAttention, nms, nms_rotated, RoIAlign, RoIAlignRotated, rotated_feature_align, sigmoid_focal_loss, soft_nms, softmax_focal_loss), mmdet's AutoAssignHead, DDQAuxLoss, FocalLoss, FocalLossCost, FreeAnchorRetinaHead, QualityFocalLoss, VFNetHead and YOLACT and mmrotate's GDLoss, GDLoss_v1, KFLoss, qbox2rbox and rbbox_overlaps under mixed precision (fp16 and bf16), in place and reversibly."""
 
 import importlib.util
 import os

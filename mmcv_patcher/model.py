@@ -190,7 +190,7 @@ class Tensor(NamedTuple):
     - ``labels``: ``size`` class ids below ``scale``
     - ``rotated-boxes``: ``size`` boxes (cx, cy, w, h, angle), centres within ``scale`` (default
       500); a shape for ``size`` makes a map of them (that shape, then the box)
-    - ``features``: values in [0, 1) of shape ``size``
+    - ``features``: values in [0, ``scale``) of shape ``size`` (``scale`` 1 by default)
     - ``rois``: ``size`` RoIs (image index below ``images``, then a box within ``scale``)
     - ``rotated-rois``: ``size`` rotated RoIs (image index below ``images``, then a rotated
       box with its centre within ``scale``)
@@ -222,7 +222,8 @@ class Case(NamedTuple):
     boxes and scores within 1e-3), ``values`` for a tensor (in the AMP dtype, and the fp32
     values within its rounding), ``losses`` for a head's loss dict (the fp32 run's losses,
     every one finite), ``loss`` for a loss tensor (finite, the fp32 value within the AMP
-    dtype's rounding, in any dtype). ``gave`` says what the call gives the package: ``{amp}``
+    dtype's rounding, in any dtype), ``costs`` for a matching cost matrix (finite, of the
+    fp32 run's shape). ``gave`` says what the call gives the package: ``{amp}``
     stands for the dtype's short name (fp16, bf16), ``{boxes}`` for ``--boxes``."""
 
     op: str

@@ -88,7 +88,7 @@ KINDS = {
     "scores": lambda torch, g, spec, n: torch.rand(n, generator=g),
     "labels": lambda torch, g, spec, n: torch.randint(0, int(spec["scale"]), (n,), generator=g),
     "rotated-boxes": lambda torch, g, spec, n: _rotated_boxes(torch, g, n, spec["scale"] or 500.0),
-    "features": lambda torch, g, spec, n: torch.rand(*spec["size"], generator=g),
+    "features": lambda torch, g, spec, n: torch.rand(*spec["size"], generator=g) * (spec["scale"] or 1.0),
     "rois": lambda torch, g, spec, n: torch.cat(
         [_images(torch, g, spec, n), _boxes(torch, g, n, spec["scale"] or 1000.0)], 1
     ),
@@ -216,7 +216,23 @@ def _close_loss(torch, dtype, result, reference):
     ).abs().max().item()
 
 
-COMPARE = {"boxes": _same_boxes, "values": _close_values, "losses": _finite_losses, "loss": _close_loss}
+def _finite_costs(torch, dtype, result, reference):
+    """A matching cost matrix: finite, as a Hungarian assigner needs it (SciPy refuses NaN
+    and -inf), and of the fp32 run's shape."""
+    if result.shape != reference.shape:
+        return False, "gave costs of shape %s, not the fp32 run's %s" % (tuple(result.shape), tuple(reference.shape))
+    if not bool(torch.isfinite(result.float()).all()):
+        return False, "gave non-finite costs, which the Hungarian assigner refuses"
+    return True, "gave finite costs, in %s, shape %s" % (result.dtype, tuple(result.shape))
+
+
+COMPARE = {
+    "boxes": _same_boxes,
+    "values": _close_values,
+    "losses": _finite_losses,
+    "loss": _close_loss,
+    "costs": _finite_costs,
+}
 
 
 def _run_case(torch, case, dtype, device, boxes):
@@ -235,7 +251,8 @@ def _run_case(torch, case, dtype, device, boxes):
         target = _resolve(case["call"])
         if case["init"] is not None:
             init = case["init"]
-            target = (target(**init) if isinstance(init, dict) else target(*init)).to(device)
+            target = target(**init) if isinstance(init, dict) else target(*init)
+            target = target.to(device) if hasattr(target, "to") else target  # a module, or a cost
         if case.get("method"):
             target = getattr(target, case["method"])
         made = [_made(torch, generator, arg, boxes, device) for arg in case["args"]]

@@ -46,6 +46,7 @@ _SURVIVED = {
     "values": "gave the inputs' AMP dtype and the fp32 run's values within its rounding",
     "losses": "gave the fp32 run's losses, every one finite",
     "loss": "gave the fp32 run's loss within the AMP dtype's rounding, finite",
+    "costs": "gave finite costs, as the Hungarian assigner needs them",
 }
 
 
@@ -226,6 +227,8 @@ WHY_CUDA_DIFFERS = {
     "mmcv/ops/deform_roi_pool.py": "mmcv builds deformable RoI pooling for CUDA only (float and half): on the CPU no step runs",
     "mmcv/ops/nms.py": "CUDA's autocast gives the RPN's boxes in fp32, and mmcv's CUDA NMS kernel takes them beside"
     " low-precision scores, where its CPU kernel takes fp32 only",
+    "projects/CO-DETR/codetr/co_dino_head.py": "Co-DETR's `get_aux_targets` moves a tensor it makes to the GPU with"
+    " `.cuda()`, which needs one; under CUDA's rules, simulated, it stays on the CPU with the others",
 }
 
 #: Where no file explains it: the ops the two autocasts cast differ
