@@ -1,8 +1,9 @@
 """focal-loss-cost-fp16-log: keep the logarithms of mmdet's ``FocalLossCost`` finite where fp16 rounds a probability to 0 or 1.
 
-DETR-family heads (Deformable DETR, DINO, DDQ, Co-DETR...) match queries to objects with
-mmdet's ``HungarianAssigner``, whose ``FocalLossCost`` takes ``log(1 - p + eps)`` and
-``log(p + eps)`` of the sigmoid of each query's class logits. Under CUDA's fp16 autocast
+Query-based heads (Deformable DETR, Conditional and DAB-DETR, DINO, DDQ, Co-DETR, Sparse
+R-CNN, QueryInst, MaskFormer) match queries to objects with mmdet's ``HungarianAssigner``,
+whose ``FocalLossCost`` takes ``log(1 - p + eps)`` and ``log(p + eps)`` of the sigmoid of
+each query's class (or mask) logits. Under CUDA's fp16 autocast
 those logits and their sigmoid are fp16: the sigmoid rounds to exactly 1 above a logit of
 8.3 (to 0 below -17.3), the ``eps`` of 1e-12 is lost to fp16's rounding, so the sum is 0 and
 its logarithm ``-inf``. Once one query is that sure of an object's class, as a training
@@ -99,8 +100,8 @@ PATCH = Patch(
     function=f"{_CLASS}._focal_loss_cost",
     edits=_EDITS,
     error=(
-        "`ValueError: matrix contains invalid numeric entries` in mmdet's `HungarianAssigner` (DETR, Deformable DETR,"
-        " DINO, DDQ, Co-DETR) under CUDA's fp16 autocast, once a query's class logit passes 8.3"
+        "`ValueError: matrix contains invalid numeric entries` in mmdet's `HungarianAssigner` (Deformable DETR, DINO,"
+        " DDQ, Co-DETR, Sparse R-CNN...) under CUDA's fp16 autocast, once a query's class logit passes 8.3"
     ),
     case=Case(
         op=_CLASS,
