@@ -216,6 +216,7 @@ def batch(
             scale_factor=(1.0, 1.0),
             pad_shape=(height, width),
             batch_input_shape=(height, width),
+            border=(0, height, 0, width),  # where the image lies in its pad: CenterNet's and CornerNet's predict
         )
     )
     fractions = torch.tensor([[0.04, 0.12, 0.34, 0.62], [0.45, 0.19, 0.68, 0.88], [0.75, 0.06, 0.98, 0.44]])
