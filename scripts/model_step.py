@@ -12,7 +12,8 @@ and mmdet's without the prefix, e.g. ``vfnet/vfnet_r50_fpn_1x_coco.py``. A confi
 are rotated ones (or their corners, for a config that trains on quadrilaterals). Every ``init_cfg`` of
 type ``Pretrained`` is taken out, and so is a distilling detector's teacher checkpoint
 (nothing is downloaded; its teacher config is read from the configs the package ships);
-SyncBN becomes BN (one process); and the inputs go through the model's own
+SyncBN becomes BN (one process); a batch padded to a fixed size (``BatchFixedSizePad``, the
+crop size of large scale jitter) is padded to the step's size; and the inputs go through the model's own
 ``data_preprocessor``, with a semantic map for a model with a semantic head and proposals
 for a two-stage detector without an RPN. ``train`` is forward with ``mode='loss'`` and backward;
 ``predict`` is inference with the config's test cfg. ``bf16`` and ``fp16`` run under
@@ -27,7 +28,7 @@ with references where they have no CPU kernel); fp16 training scales the loss wi
 Prints one JSON object: the losses and whether they and every gradient are finite (for fp16,
 at the loss scale the ``GradScaler`` settled at), or the boxes predicted; or the error, the
 functions its traceback passed through and its innermost frames inside the packages this
-tool patches and overall; the seconds of each round after the model is built; and with
+tool patches and overall; the input's size as the model got it, after its preprocessor; the seconds of each round after the model is built; and with
 ``--copies``, the seconds the copies made on patched lines took in one more round; with
 ``--peak``, the largest magnitude any module outputs in one more forward. Each
 image's three boxes come with masks when the model predicts masks.
@@ -95,6 +96,20 @@ def one_process(node: Any) -> Any:
     return node
 
 
+def padded_to(node: Any, size: Tuple[int, int]) -> Any:
+    """The config tree with every ``BatchFixedSizePad`` padding to ``size`` (height, width): such
+    a pad brings each batch to the config's crop size (1024x1024 for large scale jitter), which
+    the step's input, smaller, stands for; at the crop size the step would not be at ``size``."""
+    if isinstance(node, dict):
+        padded = type(node)({key: padded_to(value, size) for key, value in node.items()})
+        if node.get("type") == "BatchFixedSizePad":
+            padded["size"] = size
+        return padded
+    if isinstance(node, list):
+        return [padded_to(value, size) for value in node]
+    return node
+
+
 def _is_pretrained(init_cfg: Any) -> bool:
     if isinstance(init_cfg, dict):
         return init_cfg.get("type") == "Pretrained" or "checkpoint" in init_cfg
@@ -157,12 +172,15 @@ def _mmdet_models() -> Any:
     return MODELS
 
 
-def build(config: str, rpn_split_thr: Optional[int]) -> Any:
+def build(config: str, rpn_split_thr: Optional[int], size: Optional[Tuple[int, int]] = None) -> Any:
+    """``config``'s model with random weights (every checkpoint stripped), in one process;
+    with ``size``, its batches padded to that size and no larger (:func:`padded_to`)."""
     from mmengine.config import Config, ConfigDict
 
     models = _mmrotate_models() if rotated_box_type(config) else _mmdet_models()
     loaded = Config.fromfile(config_path(config))
-    model_cfg = ConfigDict(without_pretrained(loaded.model.to_dict()))
+    model_cfg = without_pretrained(loaded.model.to_dict())
+    model_cfg = ConfigDict(padded_to(model_cfg, size) if size is not None else model_cfg)
     if rpn_split_thr is not None:
         for mode in ("train_cfg", "test_cfg"):
             rpn = model_cfg.get(mode, {}).get("rpn_proposal" if mode == "train_cfg" else "rpn")
@@ -253,6 +271,12 @@ def batch(
     if _takes_videos(model):
         return model.data_preprocessor(video(pictures[0], sample, images), training=training)
     return model.data_preprocessor({"inputs": pictures, "data_samples": [sample] * images}, training=training)
+
+
+def _inputs(data: Any) -> Any:
+    """The images a preprocessed batch gives the model (a video's frames: the first video's)."""
+    inputs = data["inputs"]
+    return inputs[0] if isinstance(inputs, list) else inputs
 
 
 def _takes_videos(model: Any) -> bool:
@@ -483,7 +507,7 @@ def report(argv: List[str]) -> Dict[str, Any]:
     height, width = (int(side) for side in args.size.split("x"))
     out: Dict[str, Any] = {"seconds": []}
     try:
-        model = build(args.config, args.rpn_split_thr)
+        model = build(args.config, args.rpn_split_thr, (height, width))
         model.train(args.mode == "train")
         data = batch(
             model,
@@ -496,6 +520,7 @@ def report(argv: List[str]) -> Dict[str, Any]:
     except Exception as error:  # the config cannot be built here: not a step's failure
         out.update(failure(error), built=False)
         return out
+    out["input"] = "x".join(str(side) for side in _inputs(data).shape[-2:])
     dtype = DTYPES[args.dtype]
 
     def step() -> Dict[str, Any]:

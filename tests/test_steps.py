@@ -102,6 +102,17 @@ def test_a_model_whose_fp32_activations_pass_fp16s_largest_value_has_a_non_finit
     assert "error" not in fp16 and not fp16["finite"], fp16
 
 
+# --- what the step's input is ----------------------------------------------------------------------
+
+#: Strong Baselines: large scale jitter, every batch padded to 1024x1024 by its data preprocessor
+STRONG_BASELINES = "strong_baselines/mask-rcnn_r50-caffe_fpn_rpn-2conv_4conv1fc_syncbn-all_lsj-100e_coco.py"
+
+
+def test_a_batch_the_config_pads_to_its_crop_size_is_padded_to_the_steps_size(model_step: ModelStep) -> None:
+    step = model_step(STRONG_BASELINES, "fp32", "--size", "64x96")
+    assert step["input"] == "64x96" and step["finite"], step
+
+
 # --- the step server (scripts/steps.py) ------------------------------------------------------------
 
 
