@@ -39,9 +39,9 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     # The processes each xdist worker starts (model steps, op runners) share the CPUs with the
     # other workers': torch's default, a thread per CPU in each, would oversubscribe them and
-    # leave their threads waiting on each other. A value the caller set is kept.
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    # leave their threads waiting on each other. Set here in the controller, before it starts
+    # the workers, which inherit it; a value the caller set is kept.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers(config))))
 
     def announce(line: str) -> None:
         """Writes past pytest's output capture, as pytest's own progress lines are."""
@@ -55,6 +55,15 @@ def pytest_configure(config: pytest.Config) -> None:
             reporter.flush()
 
     releases.announce = announce
+
+
+def workers(config: pytest.Config) -> int:
+    """How many xdist workers run the tests side by side (1: none): in a worker, as xdist
+    tells it; in the controller, one per process it starts (``-n``, resolved)."""
+    if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+        return int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    distributed = config.getoption("dist", default="no") != "no"
+    return max(1, len(config.getoption("tx", default=None) or [])) if distributed else 1
 
 
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:

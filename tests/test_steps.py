@@ -11,6 +11,7 @@ leaves the suite green.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Tuple
 
@@ -114,6 +115,13 @@ def test_a_batch_the_config_pads_to_its_crop_size_is_padded_to_the_steps_size(mo
 
 
 # --- the step server (scripts/steps.py) ------------------------------------------------------------
+
+
+def test_the_steps_the_workers_run_side_by_side_ask_for_no_more_threads_than_the_machine_has() -> None:
+    """Each step's torch takes ``OMP_NUM_THREADS`` threads (tests/conftest.py): more than the
+    CPUs between them and their threads wait on each other, a step several times as long."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    assert int(os.environ["OMP_NUM_THREADS"]) * workers <= max(workers, os.cpu_count() or 1)
 
 
 def test_a_step_past_its_timeout_is_stopped_with_its_server_and_the_next_step_starts_another(
