@@ -6,32 +6,34 @@ Run in the interpreter whose mmcv is under test, with mmdet (and for its configs
     python scripts/model_step.py --serve
 
 ``CONFIG`` is a config file, or its path under the configs a package ships (as
-``.mim/configs``), named as mmengine names them: ``mmrotate::roi_trans/roi-trans-le90_r50_fpn_1x_dota.py``,
-and mmdet's without the prefix, e.g. ``vfnet/vfnet_r50_fpn_1x_coco.py``. A config whose
-``default_scope`` is ``mmrotate`` is built with mmrotate's registry, and its three boxes
-are rotated ones (or their corners, for a config that trains on quadrilaterals). Every ``init_cfg`` of
-type ``Pretrained`` is taken out, and so is a distilling detector's teacher checkpoint
-(nothing is downloaded; its teacher config is read from the configs the package ships);
-SyncBN becomes BN (one process); a batch padded to a fixed size (``BatchFixedSizePad``, the
-crop size of large scale jitter) is padded to the step's size; and the inputs go through the model's own
+``.mim/configs``), named as mmengine names them:
+``mmrotate::roi_trans/roi-trans-le90_r50_fpn_1x_dota.py``, and mmdet's without the prefix,
+e.g. ``vfnet/vfnet_r50_fpn_1x_coco.py``. A config whose ``default_scope`` is ``mmrotate`` is
+built with mmrotate's registry, and its three boxes are rotated ones (or their corners, for
+a config that trains on quadrilaterals). Every ``init_cfg`` of type ``Pretrained`` is taken
+out, and so is a distilling detector's teacher checkpoint (nothing is downloaded; its
+teacher config is read from the configs the package ships); SyncBN becomes BN (one process);
+a batch padded to a fixed size (``BatchFixedSizePad``, the crop size of large scale jitter)
+is padded to the step's size; and the inputs go through the model's own
 ``data_preprocessor``, with a semantic map for a model with a semantic head and proposals
-for a two-stage detector without an RPN. ``train`` is forward with ``mode='loss'`` and backward;
-``predict`` is inference with the config's test cfg. ``bf16`` and ``fp16`` run under
-``torch.autocast('cpu', dtype=...)``, as ``AmpOptimWrapper`` does on a GPU (mmengine's CPU
-autocast takes bf16 only; torch's takes both), or with ``--rules cuda`` under CUDA's
-rules, simulated (its autocast, with fp16 computed in fp32 as a GPU's kernels accumulate
-it, and in every dtype, fp32 included, mmcv's kernels held to their CUDA launchers' dtypes,
-with references where they have no CPU kernel); fp16 training scales the loss with a
+for a two-stage detector without an RPN. ``train`` is forward with ``mode='loss'`` and
+backward; ``predict`` is inference with the config's test cfg. ``bf16`` and ``fp16`` run
+under ``torch.autocast('cpu', dtype=...)``, as ``AmpOptimWrapper`` does on a GPU (mmengine's
+CPU autocast takes bf16 only; torch's takes both), or with ``--rules cuda`` under CUDA's
+rules, simulated (its autocast, with fp16 computed in fp32 as a GPU's kernels accumulate it,
+and in every dtype, fp32 included, mmcv's kernels held to their CUDA launchers' dtypes, with
+references where they have no CPU kernel); fp16 training scales the loss with a
 ``GradScaler``, as the wrapper does. ``--rpn-split-thr`` sets the RPN's NMS ``split_thr``
 (mmcv's ``batched_nms`` runs per class id at or above it).
 
 Prints one JSON object: the losses and whether they and every gradient are finite (for fp16,
 at the loss scale the ``GradScaler`` settled at), or the boxes predicted; or the error, the
 functions its traceback passed through and its innermost frames inside the packages this
-tool patches and overall; the input's size as the model got it, after its preprocessor; the seconds of each round after the model is built; and with
-``--copies``, the seconds the copies made on patched lines took in one more round; with
-``--peak``, the largest magnitude any module outputs in one more forward. Each
-image's three boxes come with masks when the model predicts masks.
+tool patches and overall; the input's size as the model got it, after its preprocessor; the
+seconds of each round after the model is built; and with ``--copies``, the seconds the
+copies made on patched lines took in one more round; with ``--peak``, the largest magnitude
+any module outputs in one more forward. Each image's three boxes come with masks when the
+model predicts masks.
 
 ``--serve`` answers many steps from one process: each line of stdin (one step's arguments,
 a JSON list) gets one line of that object on stdout, the step run in a child forked before
