@@ -114,6 +114,15 @@ def test_a_batch_the_config_pads_to_its_crop_size_is_padded_to_the_steps_size(mo
     assert step["input"] == "64x96" and step["finite"], step
 
 
+#: Mask2Former's video instance segmenter: its loss turns the masks it is given into tensors
+MASK2FORMER_VIS = "mask2former_vis/mask2former_r50_8xb2-8e_youtubevis2019.py"
+
+
+def test_each_round_and_the_peaks_forward_get_a_batch_of_their_own(model_step: ModelStep) -> None:
+    step = model_step(MASK2FORMER_VIS, "fp32", "--size", "64x64", "--rounds", "2", "--peak")
+    assert "error" not in step and len(step["seconds"]) == 2 and step["peak"] > 0, step
+
+
 # --- the step server (scripts/steps.py) ------------------------------------------------------------
 
 
